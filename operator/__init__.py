@@ -1,0 +1,1 @@
+"""The W5XDE operator: reconciles CompressionCluster resources into worker pods."""
