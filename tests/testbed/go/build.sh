@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Build the test bed's control plane into $1 (helm first: the chart work waits on it).
+# Called by `make testbed-bin` only when the hash of the pins changed.
+set -euo pipefail
+out=${1:?usage: build.sh OUT_DIR}
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=/dev/null
+source "$here/pins.env"
+export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
+mkdir -p "$out"
+build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+stamp() { printf '%s %s\n' "$(date -u +%T)" "$*"; }
+
+stamp "helm $HELM_VERSION"
+(cd "$here/helm" && go build -trimpath -o "$out/helm" \
+  -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+  helm.sh/helm/v3/cmd/helm)
+
+stamp "etcd $ETCD_VERSION"
+(cd "$here/etcd" && go build -trimpath -o "$out/etcd" -ldflags "-s -w" go.etcd.io/etcd/server/v3)
+
+minor=$(echo "$KUBERNETES_VERSION" | cut -d. -f2)
+ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date -X $pkg.gitCommit=$KUBERNETES_VERSION"
+done
+for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  stamp "$cmd $KUBERNETES_VERSION"
+  (cd "$here/kube" && go build -trimpath -o "$out/$cmd" -ldflags "$ldflags" "k8s.io/kubernetes/cmd/$cmd")
+done
+stamp done
