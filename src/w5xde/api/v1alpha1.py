@@ -10,7 +10,15 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 GROUP = "w5xde.io"
@@ -56,6 +64,23 @@ def parse_log_mode(value: object) -> object:
 
 LogModeField = Annotated[LogMode, BeforeValidator(parse_log_mode)]
 
+#: What the API server accepts for `logMode`; the operator maps the aliases to names.
+LOG_MODE_WIRE_VALUES: list[JsonValue] = [*(mode.value for mode in LogMode), *_LOG_MODE_ALIASES]
+
+
+def cel_rules(*rules: tuple[str, str, str]) -> dict[str, Any]:
+    """CEL `x-kubernetes-validations` for a model's schema: (rule, message, fieldPath).
+
+    The same rule is mirrored by a pydantic validator with the same message, so the
+    operator and `w5xde local` refuse exactly what the API server refuses.
+    """
+    return {
+        "x-kubernetes-validations": [
+            {"rule": rule, "message": message, "fieldPath": field_path}
+            for rule, message, field_path in rules
+        ]
+    }
+
 
 class Source(StrEnum):
     SYNTHETIC = "synthetic"
@@ -81,8 +106,17 @@ class Codec(StrEnum):
     NONE = "none"
 
 
+FILE_NEEDS_PATH = "workload.path is required when workload.source is 'file'"
+
+
 class WorkloadSpec(ApiModel):
     """What each worker sends, in what pieces, to whom."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            ("self.source != 'file' || self.path != ''", FILE_NEEDS_PATH, ".path")
+        )
+    )
 
     source: Source = Source.SYNTHETIC
     profile: Profile = Profile.MIXED
@@ -91,6 +125,12 @@ class WorkloadSpec(ApiModel):
     topology: Topology = Topology.RING
     streams_per_peer: int = Field(1, ge=1, le=64)
     rate_limit_bytes_per_second: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> WorkloadSpec:
+        if self.source is Source.FILE and not self.path:
+            raise ValueError(FILE_NEEDS_PATH)
+        return self
 
 
 class CompressionSpec(ApiModel):
@@ -103,32 +143,83 @@ class CompressionSpec(ApiModel):
 
 SYSCTL_NAME = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_-]+)+$")
 
+#: Prefixes of the sysctls a pod can have at all (the kernel namespaces them per pod).
+NAMESPACED_SYSCTL_PREFIXES = ("net.", "kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")
+#: Node-wide even though they look like `net.*`: only the node-tuning DaemonSet sets them.
+NODE_WIDE_SYSCTL_PREFIX = "net.core."
+MAX_SYSCTLS = 32
+
+CHUNK_WITHIN_BUFFER = (
+    "network.chunkBytes must not be larger than network.socketBufferBytes when a buffer is set"
+)
+SYSCTL_NOT_NAMESPACED = (
+    "network.sysctls: only namespaced sysctls (net.*, kernel.shm*, kernel.msg*, kernel.sem,"
+    " fs.mqueue.*) can be set for a pod"
+)
+SYSCTL_NODE_WIDE = (
+    "network.sysctls: net.core.* is node-wide and cannot be set from a pod;"
+    " use network.nodeTuning with the chart's node-tuning DaemonSet"
+)
+_NAMESPACED_CEL = " || ".join(f"k.startsWith('{prefix}')" for prefix in NAMESPACED_SYSCTL_PREFIXES)
+
 
 class NetworkSpec(ApiModel):
     """Socket tuning for the worker streams."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            (
+                "self.socketBufferBytes == 0 || self.chunkBytes <= self.socketBufferBytes",
+                CHUNK_WITHIN_BUFFER,
+                ".chunkBytes",
+            ),
+            (f"self.sysctls.all(k, {_NAMESPACED_CEL})", SYSCTL_NOT_NAMESPACED, ".sysctls"),
+            (
+                f"self.sysctls.all(k, !k.startsWith('{NODE_WIDE_SYSCTL_PREFIX}'))",
+                SYSCTL_NODE_WIDE,
+                ".sysctls",
+            ),
+        )
+    )
 
     port: int = Field(7070, ge=1024, le=65535)
     socket_buffer_bytes: int = Field(4 * MIB, ge=0, le=256 * MIB)
     chunk_bytes: int = Field(65536, ge=4096, le=16 * MIB)
     tcp_no_delay: bool = True
     tcp_quick_ack: bool = True
-    sysctls: dict[str, str] = Field(default_factory=dict)
+    sysctls: dict[str, str] = Field(
+        default_factory=dict, json_schema_extra={"maxProperties": MAX_SYSCTLS}
+    )
     node_tuning: bool = False
 
     @field_validator("sysctls")
     @classmethod
     def _sysctl_names(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_SYSCTLS:
+            raise ValueError(f"at most {MAX_SYSCTLS} sysctls")
         for name in value:
             if not SYSCTL_NAME.match(name):
                 raise ValueError(f"sysctl name {name!r} is not a dotted kernel parameter name")
+            if not name.startswith(NAMESPACED_SYSCTL_PREFIXES):
+                raise ValueError(f"{SYSCTL_NOT_NAMESPACED} (got {name!r})")
+            if name.startswith(NODE_WIDE_SYSCTL_PREFIX):
+                raise ValueError(f"{SYSCTL_NODE_WIDE} (got {name!r})")
         return value
+
+    @model_validator(mode="after")
+    def _chunk_within_buffer(self) -> NetworkSpec:
+        if self.socket_buffer_bytes and self.chunk_bytes > self.socket_buffer_bytes:
+            raise ValueError(CHUNK_WITHIN_BUFFER)
+        return self
 
 
 class CompressionClusterSpec(ApiModel):
     """The desired state of a CompressionCluster."""
 
     workers: int = Field(4, ge=1, le=1000)
-    log_mode: LogModeField = LogMode.SILENT
+    log_mode: LogModeField = Field(
+        LogMode.SILENT, json_schema_extra={"enum": LOG_MODE_WIRE_VALUES, "type": "string"}
+    )
     duration: str = Field("", pattern=r"^$|^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
     image: str = ""
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
@@ -141,6 +232,9 @@ class CompressionClusterSpec(ApiModel):
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     affinity: dict[str, Any] = Field(default_factory=dict)
     pod_annotations: dict[str, str] = Field(default_factory=dict)
+    #: Volumes for the worker pods and where to mount them (e.g. the files of a `file` source).
+    volumes: list[dict[str, Any]] = Field(default_factory=list)
+    volume_mounts: list[dict[str, Any]] = Field(default_factory=list)
 
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
@@ -195,3 +289,73 @@ class WorkerReport(ApiModel):
     socket_buffer: SocketBufferReport = Field(default_factory=SocketBufferReport)
     peers_connected: int = 0
     last_report: str = ""
+    #: Set by the operator when three report intervals passed without a report; the
+    #: worker's next report (which always carries `stale: false`) clears it.
+    stale: bool = False
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    DEGRADED = "Degraded"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    PROGRESSING = "Progressing"
+    DEGRADED = "Degraded"
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style condition; `observedGeneration` keeps `kubectl wait` honest."""
+
+    type: ConditionType
+    status: ConditionStatus
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str = ""
+    observed_generation: int = 0
+
+
+class Totals(ApiModel):
+    """Counters summed over the workers' reports since they started."""
+
+    batches: int = 0
+    raw_bytes: int = 0
+    wire_bytes: int = 0
+    lost_batches: int = 0
+    corrupt_batches: int = 0
+    resent_batches: int = 0
+
+
+class CompressionClusterStatus(ApiModel):
+    """What the operator folds from the workers' reports, and what `kubectl get` shows."""
+
+    observed_generation: int = 0
+    phase: Phase = Phase.PENDING
+    ready: str = ""
+    ready_workers: int = 0
+    throughput: str = ""
+    throughput_bytes_per_second: float = 0
+    wire_bytes_per_second: float = 0
+    batches_per_second: float = 0
+    compression_ratio: float = 0
+    network_seconds: float = 0
+    compression_seconds: float = 0
+    memory_bytes: int = 0
+    totals: Totals = Field(default_factory=Totals)
+    workers: dict[str, WorkerReport] = Field(default_factory=dict)
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    started_at: str | None = None
+    completed_at: str | None = None

@@ -1,0 +1,103 @@
+"""Names, labels and owner references shared by every owned object."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from w5xde.api.v1alpha1 import API_VERSION, KIND
+
+APP_NAME = "w5xde"
+MANAGED_BY = "w5xde-operator"
+COMPONENT = "worker"
+CLUSTER_LABEL = "w5xde.io/cluster"
+TEMPLATE_HASH_ANNOTATION = "w5xde.io/template-hash"
+TEMPLATE_WORKERS_ANNOTATION = "w5xde.io/template-workers"
+#: The label the chart's node-tuning DaemonSet puts on nodes it has tuned.
+NODE_TUNED_LABEL = "w5xde.io/node-tuned"
+SECRET_KEY_FIELD = "key"  # noqa: S105 - the name of the Secret's data field
+METRICS_PORT = 9090
+
+
+@dataclass(frozen=True)
+class ClusterRef:
+    """Which CompressionCluster the objects belong to: enough for names and ownership."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int = 0
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ClusterRef:
+        metadata = body["metadata"]
+        return cls(
+            name=metadata["name"],
+            namespace=metadata["namespace"],
+            uid=metadata["uid"],
+            generation=int(metadata.get("generation", 0)),
+        )
+
+    @property
+    def worker_account(self) -> str:
+        return f"{self.name}-worker"
+
+    @property
+    def key_secret(self) -> str:
+        return f"{self.name}-key"
+
+    @property
+    def service(self) -> str:
+        return self.name
+
+    @property
+    def statefulset(self) -> str:
+        return self.name
+
+    @property
+    def cluster_id(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def selector_labels(cluster: ClusterRef) -> dict[str, str]:
+    """The labels that pick this cluster's worker pods (immutable in a StatefulSet)."""
+    return {
+        "app.kubernetes.io/name": APP_NAME,
+        "app.kubernetes.io/instance": cluster.name,
+        "app.kubernetes.io/component": COMPONENT,
+    }
+
+
+def common_labels(cluster: ClusterRef) -> dict[str, str]:
+    return {
+        **selector_labels(cluster),
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        CLUSTER_LABEL: cluster.name,
+    }
+
+
+def owner_reference(cluster: ClusterRef) -> dict[str, Any]:
+    """Makes the cluster the controller of the object, so deleting it collects everything."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": cluster.name,
+        "uid": cluster.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def object_meta(
+    cluster: ClusterRef, name: str, annotations: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": cluster.namespace,
+        "labels": common_labels(cluster),
+        "ownerReferences": [owner_reference(cluster)],
+    }
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta

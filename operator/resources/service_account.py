@@ -1,0 +1,16 @@
+"""The workers' ServiceAccount: the identity their Role is bound to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from w5xde.operator.resources.metadata import ClusterRef, object_meta
+
+
+def render_service_account(cluster: ClusterRef) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": object_meta(cluster, cluster.worker_account),
+        "automountServiceAccountToken": True,
+    }

@@ -1,0 +1,189 @@
+"""The workers' StatefulSet: stable names for peers, all pods started at once.
+
+The pod template carries a hash of everything that should roll the workers.  The
+worker count is deliberately outside the hash: `kubectl scale` changes replicas only,
+and running workers learn the new count from their status publisher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from w5xde.api.v1alpha1 import CompressionClusterSpec
+from w5xde.operator.resources.metadata import (
+    METRICS_PORT,
+    NODE_TUNED_LABEL,
+    SECRET_KEY_FIELD,
+    TEMPLATE_HASH_ANNOTATION,
+    TEMPLATE_WORKERS_ANNOTATION,
+    ClusterRef,
+    common_labels,
+    object_meta,
+    selector_labels,
+)
+from w5xde.operator.sysctl_policy import SysctlPlan
+from w5xde.operator.worker_config import worker_config_json
+
+CONTAINER_NAME = "worker"
+#: The nonroot user of distroless-style images; the worker image uses it too.
+RUN_AS_USER = 65532
+TMP_VOLUME = "tmp"
+#: A private emptyDir: the root filesystem is read-only.
+TMP_PATH = "/tmp"  # noqa: S108
+
+
+def render_statefulset(
+    cluster: ClusterRef,
+    spec: CompressionClusterSpec,
+    *,
+    image: str,
+    sysctls: SysctlPlan,
+    replicas: int,
+    template_workers: int,
+) -> dict[str, Any]:
+    """`replicas` is what should run now (0 once a bounded run completed);
+    `template_workers` is the count baked into the pod template (see module doc)."""
+    template_hash = pod_template_hash(cluster, spec, image=image, sysctls=sysctls)
+    template = _pod_template(cluster, spec, image, sysctls, template_workers)
+    template["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION] = template_hash
+    annotations = {
+        TEMPLATE_HASH_ANNOTATION: template_hash,
+        TEMPLATE_WORKERS_ANNOTATION: str(template_workers),
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": object_meta(cluster, cluster.statefulset, annotations),
+        "spec": {
+            "replicas": replicas,
+            "serviceName": cluster.service,
+            "podManagementPolicy": "Parallel",
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector_labels(cluster)},
+            "updateStrategy": {"type": "RollingUpdate"},
+            "template": template,
+        },
+    }
+
+
+def pod_template_hash(
+    cluster: ClusterRef, spec: CompressionClusterSpec, *, image: str, sysctls: SysctlPlan
+) -> str:
+    """Changes exactly when the pods must be replaced (the worker count excluded)."""
+    template = _pod_template(cluster, spec, image, sysctls, workers=0)
+    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
+    return digest[:16]
+
+
+def _pod_template(
+    cluster: ClusterRef,
+    spec: CompressionClusterSpec,
+    image: str,
+    sysctls: SysctlPlan,
+    workers: int,
+) -> dict[str, Any]:
+    annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(METRICS_PORT),
+        **spec.pod_annotations,
+    }
+    pod_security: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "fsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if sysctls.sysctls:
+        pod_security["sysctls"] = sysctls.pod_sysctls()
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": cluster.worker_account,
+        "automountServiceAccountToken": True,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 15,
+        "securityContext": pod_security,
+        "containers": [_container(cluster, spec, image, workers)],
+        "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}, *spec.volumes],
+    }
+    node_selector = dict(spec.node_selector)
+    if spec.network.node_tuning:
+        node_selector[NODE_TUNED_LABEL] = "true"
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if spec.tolerations:
+        pod_spec["tolerations"] = list(spec.tolerations)
+    affinity = _affinity(cluster, spec)
+    if affinity:
+        pod_spec["affinity"] = affinity
+    return {
+        "metadata": {"labels": common_labels(cluster), "annotations": annotations},
+        "spec": pod_spec,
+    }
+
+
+def _container(
+    cluster: ClusterRef, spec: CompressionClusterSpec, image: str, workers: int
+) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["worker"],
+        "ports": [
+            {"name": "data", "containerPort": spec.network.port, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "env": [
+            {"name": "W5XDE_CONFIG", "value": worker_config_json(cluster, spec, workers)},
+            {"name": "W5XDE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "W5XDE_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "W5XDE_LOG_MODE", "value": spec.log_mode.value},
+            {
+                "name": "W5XDE_CLUSTER_KEY",
+                "valueFrom": {
+                    "secretKeyRef": {"name": cluster.key_secret, "key": SECRET_KEY_FIELD}
+                },
+            },
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "metrics"},
+            "periodSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "metrics"},
+            "initialDelaySeconds": 5,
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": TMP_PATH}, *spec.volume_mounts],
+    }
+    if spec.resources:
+        container["resources"] = dict(spec.resources)
+    return container
+
+
+def _affinity(cluster: ClusterRef, spec: CompressionClusterSpec) -> dict[str, Any]:
+    """The user's affinity, plus a preferred spread over nodes unless they chose their own."""
+    affinity = dict(spec.affinity)
+    if spec.spread_across_nodes and "podAntiAffinity" not in affinity:
+        affinity["podAntiAffinity"] = {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "labelSelector": {"matchLabels": selector_labels(cluster)},
+                        "topologyKey": "kubernetes.io/hostname",
+                    },
+                }
+            ]
+        }
+    return affinity

@@ -1,0 +1,48 @@
+"""The worker's config (W5XDE_CONFIG) rendered from a spec, as the worker will parse it.
+
+The pod name and node come from the downward API and the key from the Secret, so one
+config serves every pod of the StatefulSet.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from w5xde.api.v1alpha1 import CompressionClusterSpec, parse_duration
+from w5xde.operator.resources.metadata import METRICS_PORT, ClusterRef
+
+
+def peer_pattern(cluster: ClusterRef, port: int) -> str:
+    """Every worker's stable DNS name through the headless Service."""
+    return (
+        f"{cluster.name}-{{index}}.{cluster.service}.{cluster.namespace}.svc.cluster.local:{port}"
+    )
+
+
+def render_worker_config(
+    cluster: ClusterRef, spec: CompressionClusterSpec, workers: int
+) -> dict[str, Any]:
+    """`workers` is the count the pod template was rendered with; later scaling reaches
+    running workers through the status publisher, not through a new template."""
+    return {
+        "clusterId": cluster.cluster_id,
+        "listenHost": "0.0.0.0",
+        "metricsPort": METRICS_PORT,
+        "peerPattern": peer_pattern(cluster, spec.network.port),
+        "workers": workers,
+        "logMode": spec.log_mode.value,
+        "durationSeconds": parse_duration(spec.duration),
+        "status": {
+            "namespace": cluster.namespace,
+            "cluster": cluster.name,
+            "intervalSeconds": spec.status_interval_seconds,
+        },
+        "workload": spec.workload.model_dump(mode="json", by_alias=True),
+        "compression": spec.compression.model_dump(mode="json", by_alias=True),
+        "network": spec.network.model_dump(mode="json", by_alias=True),
+    }
+
+
+def worker_config_json(cluster: ClusterRef, spec: CompressionClusterSpec, workers: int) -> str:
+    return json.dumps(render_worker_config(cluster, spec, workers), sort_keys=True)
