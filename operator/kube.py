@@ -1,0 +1,101 @@
+"""The operator's few calls to the API server, on plain dicts.
+
+Owned objects go through server-side apply with one field manager: applying the same
+object twice is a no-op, and objects left by an earlier operator process are adopted
+(their fields re-owned) instead of conflicting.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+FIELD_MANAGER = "w5xde-operator"
+APPLY = "application/apply-patch+yaml"
+
+
+class Kube:
+    """Typed-client calls keyed by kind, returning the server's JSON as dicts."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.rbac = client.RbacAuthorizationV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.version = client.VersionApi(api_client)
+
+    def _patchers(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "ServiceAccount": self.core.patch_namespaced_service_account,
+            "Service": self.core.patch_namespaced_service,
+            "Secret": self.core.patch_namespaced_secret,
+            "Role": self.rbac.patch_namespaced_role,
+            "RoleBinding": self.rbac.patch_namespaced_role_binding,
+            "StatefulSet": self.apps.patch_namespaced_stateful_set,
+        }
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply; the operator takes over fields other managers set."""
+        patch = self._patchers()[obj["kind"]]
+        meta = obj["metadata"]
+        response = patch(
+            meta["name"],
+            meta["namespace"],
+            dict(obj),
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=APPLY,
+            _preload_content=False,
+        )
+        return _json(response)
+
+    def create_if_absent(self, obj: Mapping[str, Any]) -> bool:
+        """True if created; an existing object (e.g. the cluster key) is left untouched."""
+        if obj["kind"] != "Secret":
+            raise ValueError(f"create_if_absent is only for Secrets, not {obj['kind']}")
+        try:
+            body: Any = dict(obj)  # the client accepts plain dicts despite its V1Secret hint
+            self.core.create_namespaced_secret(
+                obj["metadata"]["namespace"],
+                body,
+                field_manager=FIELD_MANAGER,
+                _preload_content=False,
+            )
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    def read_statefulset(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            response = self.apps.read_namespaced_stateful_set(
+                name, namespace, _preload_content=False
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return _json(response)
+
+    def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+        response = self.core.list_namespaced_pod(
+            namespace, label_selector=selector, _preload_content=False
+        )
+        items: list[dict[str, Any]] = _json(response).get("items", [])
+        return items
+
+    def server_version(self) -> tuple[str, str]:
+        info = self.version.get_code()
+        return str(info.major), str(info.minor)
+
+
+def _json(response: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(response.data or b"{}")
+    return data

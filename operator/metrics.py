@@ -1,0 +1,42 @@
+"""The operator's own Prometheus metrics: is it reconciling, how often, how slowly, failing?"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry()
+
+RECONCILES = Counter(
+    "w5xde_operator_reconciles_total",
+    "Reconciliations of CompressionClusters into their owned objects.",
+    ["reason"],
+    registry=REGISTRY,
+)
+ERRORS = Counter(
+    "w5xde_operator_errors_total",
+    "Reconciliations or status folds that failed (retried by kopf).",
+    ["stage"],
+    registry=REGISTRY,
+)
+RECONCILE_SECONDS = Histogram(
+    "w5xde_operator_reconcile_duration_seconds",
+    "Wall time of one reconciliation, API calls included.",
+    registry=REGISTRY,
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+FOLDS = Counter(
+    "w5xde_operator_status_folds_total",
+    "Status folds of worker reports into the top-level figures.",
+    registry=REGISTRY,
+)
+EVENTS = Counter(
+    "w5xde_operator_events_total",
+    "Kubernetes Events posted for users, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+
+
+def serve(port: int, address: str = "0.0.0.0") -> None:
+    """Serve /metrics from a daemon thread."""
+    start_http_server(port, addr=address, registry=REGISTRY)

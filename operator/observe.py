@@ -1,0 +1,68 @@
+"""Turns listed pods and the StatefulSet into the plain states `status_folding` reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from w5xde.operator.status_folding import PodState, StatefulSetState
+
+#: Container waiting reasons that will not fix themselves.
+STUCK_WAITING_REASONS = frozenset(
+    {
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
+
+
+def pod_state(pod: Mapping[str, Any]) -> PodState:
+    status = pod.get("status") or {}
+    conditions = status.get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    return PodState(name=pod["metadata"]["name"], ready=ready, problem=pod_problem(status))
+
+
+def pod_problem(status: Mapping[str, Any]) -> str:
+    """Why a pod cannot run, in the kubelet's or scheduler's words; "" if it can."""
+    if status.get("phase") == "Failed":
+        reason = status.get("reason") or "Failed"
+        return f"{reason}: {status.get('message', '')}".strip(": ")
+    for item in status.get("conditions") or []:
+        if (
+            item.get("type") == "PodScheduled"
+            and item.get("status") == "False"
+            and item.get("reason") == "Unschedulable"
+        ):
+            return f"Unschedulable: {item.get('message', '')}".strip(": ")
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in STUCK_WAITING_REASONS:
+            return f"{waiting['reason']}: {waiting.get('message', '')}".strip(": ")
+    return ""
+
+
+def pod_states(pods: Iterable[Mapping[str, Any]]) -> tuple[PodState, ...]:
+    live = [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
+    return tuple(sorted((pod_state(pod) for pod in live), key=lambda state: state.name))
+
+
+def statefulset_state(statefulset: Mapping[str, Any] | None) -> StatefulSetState | None:
+    if not statefulset:
+        return None
+    spec = statefulset.get("spec") or {}
+    status = statefulset.get("status") or {}
+    generation = int(statefulset["metadata"].get("generation", 0))
+    replicas = int(spec.get("replicas", 0))
+    return StatefulSetState(
+        replicas=replicas,
+        ready_replicas=int(status.get("readyReplicas", 0)),
+        updated_replicas=int(status.get("updatedReplicas", 0)),
+        current_revision=str(status.get("currentRevision", "")),
+        update_revision=str(status.get("updateRevision", "")),
+        up_to_date=int(status.get("observedGeneration", 0)) >= generation,
+    )
