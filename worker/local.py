@@ -1,0 +1,364 @@
+"""`w5xde local`: the embedded default — N real worker processes on loopback, one result.
+
+Each worker is a `w5xde worker` child with a generated key and its own port; they
+print JSON report lines, from which this module draws the live line and the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from pydantic import ValidationError
+
+from w5xde.api.v1alpha1 import (
+    CompressionSpec,
+    LogMode,
+    NetworkSpec,
+    Profile,
+    Source,
+    WorkloadSpec,
+    parse_log_mode,
+)
+
+EXIT_USAGE = 2
+MAX_LOCAL_WORKERS = 64
+_REPORT_INTERVAL_S = 0.5
+_STOP_GRACE_S = 15.0
+
+
+def add_local_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds (default 30)")
+    parser.add_argument("--batch-bytes", type=int, default=65536, help="bytes per batch")
+    parser.add_argument("--level", type=int, default=3, help="zstd level -7..22 (default 3)")
+    parser.add_argument("--threads", type=int, default=1, help="compression threads per worker")
+    parser.add_argument("--codec", default="zstd", help="zstd | none")
+    parser.add_argument(
+        "--source", default="synthetic:mixed", help="synthetic:PROFILE or file:PATH"
+    )
+    parser.add_argument("--topology", default="ring", help="ring | all-to-all | pairs")
+    parser.add_argument("--streams-per-peer", type=int, default=1)
+    parser.add_argument("--log-mode", default="silent", help="silent|normal|verbose or 1|2|3")
+    parser.add_argument(
+        "--socket-buffer", type=int, default=4 * 1024 * 1024, help="bytes, 0 = autotuning"
+    )
+    parser.add_argument("--chunk-bytes", type=int, default=65536, help="recv_into chunk")
+    parser.add_argument("--rate-limit", type=int, default=0, help="bytes/s per worker, 0 = none")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+class UsageError(ValueError):
+    """A command-line value that cannot run; the message names the option and the rule."""
+
+
+@dataclass(frozen=True)
+class LocalPlan:
+    """The validated run: the same API models a CompressionCluster carries."""
+
+    workers: int
+    duration: float
+    log_mode: LogMode
+    workload: WorkloadSpec
+    compression: CompressionSpec
+    network: NetworkSpec
+
+
+_OPTION_OF_FIELD = {
+    "batch_bytes": "--batch-bytes",
+    "level": "--level",
+    "threads": "--threads",
+    "codec": "--codec",
+    "profile": "--source",
+    "topology": "--topology",
+    "streams_per_peer": "--streams-per-peer",
+    "socket_buffer_bytes": "--socket-buffer",
+    "chunk_bytes": "--chunk-bytes",
+    "rate_limit_bytes_per_second": "--rate-limit",
+}
+
+
+def plan_from_args(args: argparse.Namespace) -> LocalPlan:
+    """Validate the options with the API models so the rules are the CR's rules."""
+    if not 1 <= args.workers <= MAX_LOCAL_WORKERS:
+        raise UsageError(f"--workers: must be between 1 and {MAX_LOCAL_WORKERS}")
+    if not args.duration > 0:
+        raise UsageError("--duration: must be greater than 0 seconds")
+    kind, sep, value = args.source.partition(":")
+    if not sep or kind not in ("synthetic", "file") or not value:
+        raise UsageError("--source: must be synthetic:PROFILE or file:PATH")
+    if kind == "file" and not os.path.exists(value):
+        raise UsageError(f"--source: {value!r} does not exist")
+    try:
+        log_mode = LogMode(str(parse_log_mode(args.log_mode)))
+    except ValueError:
+        raise UsageError("--log-mode: must be silent, normal, verbose or 1, 2, 3") from None
+    try:
+        workload = WorkloadSpec(
+            source=Source(kind),
+            profile=Profile(value) if kind == "synthetic" else Profile.MIXED,
+            path=value if kind == "file" else "",
+            batch_bytes=args.batch_bytes,
+            topology=args.topology,
+            streams_per_peer=args.streams_per_peer,
+            rate_limit_bytes_per_second=args.rate_limit,
+        )
+        compression = CompressionSpec(codec=args.codec, level=args.level, threads=args.threads)
+        network = NetworkSpec(socket_buffer_bytes=args.socket_buffer, chunk_bytes=args.chunk_bytes)
+    except ValidationError as error:
+        item = error.errors()[0]
+        name = str(item["loc"][-1]) if item["loc"] else "?"
+        raise UsageError(f"{_OPTION_OF_FIELD.get(name, name)}: {item['msg']}") from None
+    except ValueError:
+        profiles = ", ".join(profile.value for profile in Profile)
+        raise UsageError(f"--source: the synthetic profile must be one of {profiles}") from None
+    return LocalPlan(args.workers, args.duration, log_mode, workload, compression, network)
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports the kernel just handed out; held together so they are distinct."""
+    holders = []
+    for _ in range(count):
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", 0))
+        holders.append(holder)
+    ports = [holder.getsockname()[1] for holder in holders]
+    for holder in holders:
+        holder.close()
+    return ports
+
+
+def worker_configs(plan: LocalPlan, cluster_id: str) -> list[dict[str, Any]]:
+    """One WorkerConfig (as JSON data) per local worker."""
+    ports = _free_ports(plan.workers)
+    peers = [f"127.0.0.1:{port}" for port in ports]
+    return [
+        {
+            "name": f"local-{index}",
+            "clusterId": cluster_id,
+            "listenHost": "127.0.0.1",
+            "metricsPort": 0,
+            "peers": peers,
+            "logMode": plan.log_mode.value,
+            "durationSeconds": plan.duration,
+            "workload": plan.workload.model_dump(mode="json", by_alias=True),
+            "compression": plan.compression.model_dump(mode="json", by_alias=True),
+            "network": plan.network.model_dump(mode="json", by_alias=True),
+        }
+        for index in range(plan.workers)
+    ]
+
+
+@dataclass
+class Child:
+    """A worker process and the newest report line it printed."""
+
+    name: str
+    process: subprocess.Popen[str]
+    latest: dict[str, Any] = field(default_factory=dict)
+    final: dict[str, Any] = field(default_factory=dict)
+    reader: threading.Thread | None = None
+
+    def follow(self) -> None:
+        assert self.process.stdout is not None
+        for text in self.process.stdout:
+            try:
+                line = json.loads(text)
+            except json.JSONDecodeError:
+                continue
+            self.latest = line
+            if line.get("final"):
+                self.final = line
+
+
+def start_children(plan: LocalPlan) -> list[Child]:
+    key = secrets.token_hex(32)
+    cluster_id = f"local-{secrets.token_hex(4)}"
+    children = []
+    for config in worker_configs(plan, cluster_id):
+        env = dict(os.environ, W5XDE_CONFIG=json.dumps(config), W5XDE_CLUSTER_KEY=key)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "w5xde",
+                "worker",
+                "--report-interval",
+                str(_REPORT_INTERVAL_S),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        child = Child(config["name"], process)
+        child.reader = threading.Thread(
+            target=child.follow, name=f"follow-{child.name}", daemon=True
+        )
+        child.reader.start()
+        children.append(child)
+    return children
+
+
+def summarize(plan: LocalPlan, children: list[Child], wall_seconds: float) -> dict[str, Any]:
+    """The run's figures (the seed's set), from each worker's last report line."""
+    nodes = []
+    for child in children:
+        line = child.final or child.latest
+        report = line.get("report", {})
+        extras = line.get("extras", {})
+        totals = line.get("totals", {})
+        elapsed = float(line.get("elapsedSeconds") or wall_seconds) or 1.0
+        nodes.append(
+            {
+                "name": child.name,
+                "exit_code": child.process.returncode,
+                "elapsed_s": elapsed,
+                "batches": report.get("batches", 0),
+                "raw_bytes": report.get("rawBytes", 0),
+                "wire_bytes": report.get("wireBytes", 0),
+                "throughput_bytes_per_s": report.get("rawBytes", 0) / elapsed,
+                "batches_per_s": report.get("batches", 0) / elapsed,
+                "compression_ratio": report.get("compressionRatio", 0.0),
+                "network_seconds": totals.get("networkSeconds", 0.0),
+                "compression_seconds": totals.get("compressionSeconds", 0.0),
+                "rss_bytes_max": extras.get("rssPeakBytes", 0),
+                "lost_batches": report.get("lostBatches", 0),
+                "corrupt_batches": report.get("corruptBatches", 0),
+                "resent_batches": report.get("resentBatches", 0),
+                "duplicate_batches": extras.get("duplicateBatches", 0),
+                "rejected_connections": extras.get("rejectedConnections", 0),
+                "socket_buffer": report.get("socketBuffer", {}),
+            }
+        )
+    count = max(1, len(nodes))
+    duration = max((node["elapsed_s"] for node in nodes), default=wall_seconds)
+    raw = sum(node["raw_bytes"] for node in nodes)
+    wire = sum(node["wire_bytes"] for node in nodes)
+    batches = sum(node["batches"] for node in nodes)
+    return {
+        "workers": plan.workers,
+        "duration_s": round(duration, 3),
+        "throughput_bytes_per_s": round(raw / duration, 1),
+        "wire_bytes_per_s": round(wire / duration, 1),
+        "batches": batches,
+        "batches_per_s": round(batches / duration, 1),
+        "compression_ratio": round(raw / wire, 3) if wire else 0.0,
+        "network_seconds_per_worker": round(sum(n["network_seconds"] for n in nodes) / count, 3),
+        "compression_seconds_per_worker": round(
+            sum(n["compression_seconds"] for n in nodes) / count, 3
+        ),
+        "rss_bytes_max": max((node["rss_bytes_max"] for node in nodes), default=0),
+        "lost_batches": sum(node["lost_batches"] for node in nodes),
+        "corrupt_batches": sum(node["corrupt_batches"] for node in nodes),
+        "resent_batches": sum(node["resent_batches"] for node in nodes),
+        "nodes": nodes,
+    }
+
+
+def _live_line(children: list[Child], started: float, out: TextIO) -> None:
+    rate = sum(
+        child.latest.get("report", {}).get("throughputBytesPerSecond", 0) for child in children
+    )
+    batches = sum(child.latest.get("report", {}).get("batchesPerSecond", 0) for child in children)
+    raw = sum(child.latest.get("report", {}).get("rawBytes", 0) for child in children)
+    wire = sum(child.latest.get("report", {}).get("wireBytes", 0) for child in children)
+    ratio = raw / wire if wire else 0.0
+    out.write(
+        f"\r{time.monotonic() - started:6.1f}s  {rate / 1e6:9.1f} MB/s  "
+        f"{batches:10.0f} batches/s  ratio {ratio:5.2f}x  "
+    )
+    out.flush()
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The seed's figures, total and per worker."""
+    lines = [
+        f"w5xde local: {result['workers']} workers, {result['duration_s']:.1f} s",
+        f"  throughput   {result['throughput_bytes_per_s'] / 1e6:10.2f} MB/s raw, "
+        f"{result['wire_bytes_per_s'] / 1e6:.2f} MB/s on the wire",
+        f"  batches      {result['batches']:10d}  ({result['batches_per_s']:.0f}/s)",
+        f"  ratio        {result['compression_ratio']:10.2f}x",
+        f"  network      {result['network_seconds_per_worker']:10.2f} s per worker",
+        f"  compression  {result['compression_seconds_per_worker']:10.2f} s per worker",
+        f"  max RSS      {result['rss_bytes_max'] / 1e6:10.1f} MB",
+        f"  lost/corrupt/resent  {result['lost_batches']}/{result['corrupt_batches']}/"
+        f"{result['resent_batches']}",
+        "",
+        f"  {'worker':<10} {'MB/s':>9} {'batches':>10} {'batches/s':>10} {'ratio':>6} "
+        f"{'net s':>7} {'comp s':>7} {'RSS MB':>7} {'lost':>5} {'corr':>5} {'resent':>6}",
+    ]
+    for node in result["nodes"]:
+        lines.append(
+            f"  {node['name']:<10} {node['throughput_bytes_per_s'] / 1e6:9.2f} "
+            f"{node['batches']:10d} {node['batches_per_s']:10.0f} "
+            f"{node['compression_ratio']:6.2f} {node['network_seconds']:7.2f} "
+            f"{node['compression_seconds']:7.2f} {node['rss_bytes_max'] / 1e6:7.1f} "
+            f"{node['lost_batches']:5d} {node['corrupt_batches']:5d} {node['resent_batches']:6d}"
+        )
+    return "\n".join(lines)
+
+
+def run_local(args: argparse.Namespace) -> int:
+    """Run the plan; Ctrl-C stops the workers cleanly and the result is still printed."""
+    try:
+        plan = plan_from_args(args)
+    except UsageError as error:
+        print(f"w5xde local: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    started = time.monotonic()
+    children = start_children(plan)
+    live = sys.stderr.isatty() and not args.json
+    interrupted = False
+    deadline = started + plan.duration + _STOP_GRACE_S
+    try:
+        while any(child.process.poll() is None for child in children):
+            if time.monotonic() > deadline:
+                _signal_all(children, signal.SIGTERM)
+                deadline = float("inf")
+            if live:
+                _live_line(children, started, sys.stderr)
+            time.sleep(0.25)
+    except KeyboardInterrupt:
+        interrupted = True
+    if interrupted:
+        _signal_all(children, signal.SIGTERM)
+    for child in children:
+        try:
+            child.process.wait(timeout=_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
+        if child.reader is not None:
+            child.reader.join(timeout=5)
+    if live:
+        sys.stderr.write("\n")
+    result = summarize(plan, children, time.monotonic() - started)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(format_table(result))
+    failed = [child.name for child in children if child.process.returncode not in (0, None)]
+    if failed:
+        print(f"w5xde local: workers failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 130 if interrupted else 0
+
+
+def _signal_all(children: list[Child], signum: int) -> None:
+    for child in children:
+        if child.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.process.send_signal(signum)

@@ -1,0 +1,126 @@
+"""`/metrics`, `/healthz` and `/readyz` on the metrics port.
+
+The collector reads the worker's counters at scrape time, so the hot path never
+touches a Prometheus object.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from w5xde.worker.runtime import Worker, current_rss_bytes
+
+
+class WorkerCollector:
+    """Exposes one worker's figures as `w5xde_*` metrics."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+
+    def collect(self) -> Iterator[Metric]:
+        received, sent = self._worker.totals()
+        extras = self._worker.extras()
+        counters: list[tuple[str, str, float]] = [
+            ("w5xde_received_batches", "Batches received and verified", received.batches),
+            ("w5xde_received_raw_bytes", "Raw bytes received and verified", received.raw_bytes),
+            ("w5xde_received_wire_bytes", "Compressed bytes received", received.wire_bytes),
+            ("w5xde_sent_batches", "Batches sent and acknowledged", sent.batches),
+            ("w5xde_sent_raw_bytes", "Raw bytes sent and acknowledged", sent.raw_bytes),
+            ("w5xde_sent_wire_bytes", "Bytes written to sockets", sent.wire_bytes),
+            (
+                "w5xde_network_seconds",
+                "Seconds spent in socket calls",
+                received.network_seconds + sent.network_seconds,
+            ),
+            (
+                "w5xde_compression_seconds",
+                "Seconds spent compressing and decompressing",
+                received.compression_seconds + sent.compression_seconds,
+            ),
+            ("w5xde_lost_batches", "Sequence gaps seen by receivers", received.lost_batches),
+            ("w5xde_corrupt_batches", "Batches that failed verification", received.corrupt_batches),
+            ("w5xde_resent_batches", "Batches sent again after a reconnect", sent.resent_batches),
+            (
+                "w5xde_duplicate_batches",
+                "Replayed batches dropped as duplicates",
+                received.duplicate_batches,
+            ),
+            (
+                "w5xde_rejected_connections",
+                "Connections refused by the handshake",
+                extras["rejectedConnections"],
+            ),
+        ]
+        for name, text, value in counters:
+            family = CounterMetricFamily(name, text)
+            family.add_metric([], value)
+            yield family
+        sizes = self._worker.buffer_sizes()
+        gauges: list[tuple[str, str, float]] = [
+            ("w5xde_rss_bytes", "Resident set size", current_rss_bytes()),
+            ("w5xde_peers_connected", "Outgoing streams connected", self._worker.peers_connected()),
+            ("w5xde_unacked_batches", "Batches in replay windows", extras["unackedBatches"]),
+            (
+                "w5xde_socket_send_buffer_bytes",
+                "Effective SO_SNDBUF",
+                sizes.send if sizes else 0,
+            ),
+            (
+                "w5xde_socket_receive_buffer_bytes",
+                "Effective SO_RCVBUF",
+                sizes.receive if sizes else 0,
+            ),
+        ]
+        for name, text, value in gauges:
+            gauge = GaugeMetricFamily(name, text)
+            gauge.add_metric([], value)
+            yield gauge
+
+
+class MetricsServer:
+    """A small threaded HTTP server in a daemon thread."""
+
+    def __init__(self, worker: Worker, host: str, port: int) -> None:
+        registry = CollectorRegistry()
+        registry.register(WorkerCollector(worker))
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.startswith("/metrics"):
+                    self._answer(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                elif self.path == "/healthz":
+                    self._answer(200, b"ok\n", "text/plain")
+                elif self.path == "/readyz":
+                    ready = worker.ready()
+                    self._answer(200 if ready else 503, b"ready\n" if ready else b"not ready\n")
+                else:
+                    self._answer(404, b"not found\n")
+
+            def _answer(self, code: int, body: bytes, kind: str = "text/plain") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Scrapes are not worth a log line."""
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,272 @@
+"""Wire protocol v1: the handshake messages and the framing (see docs/protocol.md).
+
+Pure encoding and decoding with hard bounds, no sockets: the stream code feeds
+bytes in and gets frames or a `ProtocolError` out, which is what the fuzz tests pin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+MAGIC = b"W5XD"
+VERSION = 1
+
+#: A batch is at most 64 MiB (the API bound); a frame may add zstd's worst-case growth.
+MAX_RAW_BYTES = 64 * 1024 * 1024
+MAX_PAYLOAD_BYTES = MAX_RAW_BYTES + (MAX_RAW_BYTES >> 7) + 64 * 1024
+MAX_NAME_BYTES = 253
+NONCE_BYTES = 16
+PROOF_BYTES = 32
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol; the connection is closed with this reason logged."""
+
+
+class FrameType(IntEnum):
+    DATA = 1
+    ACK = 2
+    CLOSE = 3
+
+
+class CodecId(IntEnum):
+    NONE = 0
+    ZSTD = 1
+
+
+#: type, codec, flags, sequence, raw length, payload length, CRC32 (codec none only).
+HEADER = struct.Struct("<BBHQIII")
+HEADER_BYTES = HEADER.size
+
+
+@dataclass(frozen=True, slots=True)
+class FrameHeader:
+    """One decoded frame header, already checked against the bounds."""
+
+    kind: FrameType
+    codec: CodecId
+    flags: int
+    sequence: int
+    raw_length: int
+    payload_length: int
+    crc32: int
+
+
+def pack_header(
+    kind: FrameType,
+    codec: CodecId,
+    *,
+    sequence: int,
+    raw_length: int,
+    payload_length: int,
+    crc32: int = 0,
+) -> bytes:
+    """The 24-byte header that precedes every frame."""
+    return HEADER.pack(kind, codec, 0, sequence, raw_length, payload_length, crc32)
+
+
+def ack_frame(sequence: int) -> bytes:
+    """An acknowledgement: every DATA frame up to `sequence` is delivered and verified."""
+    return HEADER.pack(FrameType.ACK, CodecId.NONE, 0, sequence, 0, 0, 0)
+
+
+def close_frame() -> bytes:
+    """Tells the peer the stream ends on purpose, so it does not wait for a reconnect."""
+    return HEADER.pack(FrameType.CLOSE, CodecId.NONE, 0, 0, 0, 0, 0)
+
+
+def parse_header(data: bytes | bytearray | memoryview, offset: int = 0) -> FrameHeader:
+    """Decode and bound-check one header; any violation is a ProtocolError."""
+    kind, codec, flags, sequence, raw_length, payload_length, crc = HEADER.unpack_from(data, offset)
+    if kind not in _FRAME_TYPES:
+        raise ProtocolError(f"unknown frame type {kind}")
+    if codec not in _CODECS:
+        raise ProtocolError(f"unknown codec {codec}")
+    if flags != 0:
+        raise ProtocolError(f"reserved flags set: {flags:#x}")
+    if kind != FrameType.DATA:
+        if raw_length or payload_length:
+            raise ProtocolError(f"{FrameType(kind).name} frame carries a payload")
+    else:
+        if raw_length > MAX_RAW_BYTES:
+            raise ProtocolError(f"raw length {raw_length} exceeds {MAX_RAW_BYTES}")
+        if payload_length > MAX_PAYLOAD_BYTES:
+            raise ProtocolError(f"payload length {payload_length} exceeds {MAX_PAYLOAD_BYTES}")
+        if codec == CodecId.NONE and raw_length != payload_length:
+            raise ProtocolError("uncompressed frame with raw length != payload length")
+        if codec == CodecId.ZSTD and payload_length == 0:
+            raise ProtocolError("zstd frame without payload")
+    return FrameHeader(
+        FrameType(kind), CodecId(codec), flags, sequence, raw_length, payload_length, crc
+    )
+
+
+_FRAME_TYPES = frozenset(int(kind) for kind in FrameType)
+_CODECS = frozenset(int(codec) for codec in CodecId)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A whole frame as the decoder hands it out (payload copied out of the buffer)."""
+
+    header: FrameHeader
+    payload: bytes
+
+
+class FrameDecoder:
+    """Turns an arbitrary byte stream into frames, buffering at most one frame.
+
+    Used by tests and by anything that is not the receive hot path (which parses in
+    place in its reused buffer with `parse_header`).
+    """
+
+    def __init__(self, max_payload: int = MAX_PAYLOAD_BYTES) -> None:
+        self._buffer = bytearray()
+        self._max_payload = max_payload
+        self._failed: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        """Frames completed by `data`; after one ProtocolError every call raises it again."""
+        if self._failed is not None:
+            raise self._failed
+        self._buffer += data
+        frames: list[Frame] = []
+        position = 0
+        try:
+            while len(self._buffer) - position >= HEADER_BYTES:
+                header = parse_header(self._buffer, position)
+                if header.payload_length > self._max_payload:
+                    raise ProtocolError(
+                        f"payload length {header.payload_length} exceeds {self._max_payload}"
+                    )
+                end = position + HEADER_BYTES + header.payload_length
+                if end > len(self._buffer):
+                    break
+                payload = bytes(self._buffer[position + HEADER_BYTES : end])
+                frames.append(Frame(header, payload))
+                position = end
+        except ProtocolError as error:
+            self._failed = error
+            self._buffer = bytearray()
+            raise
+        del self._buffer[:position]
+        return frames
+
+
+# --- handshake ---------------------------------------------------------------
+
+#: magic, version, stream index, session id, first unacknowledged sequence, nonce, then
+#: the length-prefixed cluster id and sender name.
+_HELLO = struct.Struct("<4sHHQQ16s")
+HELLO_FIXED_BYTES = _HELLO.size
+#: magic, version, status, nonce.
+_WELCOME = struct.Struct("<4sHH16s")
+WELCOME_BYTES = _WELCOME.size
+
+
+class HandshakeStatus(IntEnum):
+    OK = 0
+    WRONG_VERSION = 1
+    WRONG_CLUSTER = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The connecting side's introduction: who it is and which of its streams this is."""
+
+    cluster_id: str
+    sender: str
+    stream: int
+    session: int
+    nonce: bytes
+    resume_from: int = 0
+    version: int = VERSION
+
+    def encode(self) -> bytes:
+        if len(self.nonce) != NONCE_BYTES:
+            raise ProtocolError(f"nonce must be {NONCE_BYTES} bytes")
+        cluster = self.cluster_id.encode()
+        sender = self.sender.encode()
+        if len(cluster) > MAX_NAME_BYTES or len(sender) > MAX_NAME_BYTES:
+            raise ProtocolError("cluster id or sender name longer than 253 bytes")
+        return b"".join(
+            (
+                _HELLO.pack(
+                    MAGIC, self.version, self.stream, self.session, self.resume_from, self.nonce
+                ),
+                bytes((len(cluster),)),
+                cluster,
+                bytes((len(sender),)),
+                sender,
+            )
+        )
+
+
+def decode_hello(data: bytes) -> Hello:
+    """Parse a complete Hello (its length from `hello_length`)."""
+    if len(data) < _HELLO.size + 2:
+        raise ProtocolError("hello too short")
+    magic, version, stream, session, resume_from, nonce = _HELLO.unpack_from(data)
+    if magic != MAGIC:
+        raise ProtocolError("bad magic: not a w5xde peer")
+    position = _HELLO.size
+    cluster_length = data[position]
+    cluster = data[position + 1 : position + 1 + cluster_length]
+    position += 1 + cluster_length
+    if position >= len(data):
+        raise ProtocolError("hello truncated")
+    sender_length = data[position]
+    sender = data[position + 1 : position + 1 + sender_length]
+    if len(sender) != sender_length or position + 1 + sender_length != len(data):
+        raise ProtocolError("hello length fields do not match its size")
+    try:
+        return Hello(
+            cluster.decode(), sender.decode(), stream, session, nonce, resume_from, version
+        )
+    except UnicodeDecodeError:
+        raise ProtocolError("hello names are not UTF-8") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """The accepting side's answer: its nonce, or why it refuses."""
+
+    status: HandshakeStatus
+    nonce: bytes
+    version: int = VERSION
+
+    def encode(self) -> bytes:
+        return _WELCOME.pack(MAGIC, self.version, self.status, self.nonce)
+
+
+def decode_welcome(data: bytes) -> Welcome:
+    if len(data) != WELCOME_BYTES:
+        raise ProtocolError("welcome has the wrong size")
+    magic, version, status, nonce = _WELCOME.unpack(data)
+    if magic != MAGIC:
+        raise ProtocolError("bad magic: not a w5xde peer")
+    if status not in {int(item) for item in HandshakeStatus}:
+        raise ProtocolError(f"unknown handshake status {status}")
+    return Welcome(HandshakeStatus(status), nonce, version)
+
+
+def proof(key: bytes, role: bytes, hello: bytes, welcome: bytes) -> bytes:
+    """HMAC-SHA256 over both nonces and identities; `role` keeps the two proofs distinct."""
+    return hmac.new(key, b"w5xde/1 " + role + b"\0" + hello + welcome, hashlib.sha256).digest()
+
+
+CLIENT_ROLE = b"client"
+SERVER_ROLE = b"server"
+
+
+def verify_proof(expected: bytes, received: bytes) -> None:
+    if not hmac.compare_digest(expected, received):
+        raise ProtocolError("handshake proof does not match: peer does not hold the cluster key")

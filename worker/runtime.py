@@ -1,0 +1,307 @@
+"""The Worker: one listener, the outgoing streams its topology asks for, and its report.
+
+Everything the operator and `w5xde local` see goes through `report()`; the cluster
+shape changes only through `resize()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from w5xde.api.v1alpha1 import SocketBufferReport, Source, WorkerReport
+from w5xde.worker.config import WorkerConfig
+from w5xde.worker.counters import Counters
+from w5xde.worker.handshake import Identity
+from w5xde.worker.receiver import IncomingConnection, IncomingRegistry
+from w5xde.worker.sender import OutgoingStream, Unacked
+from w5xde.worker.sockets import BufferSizes, tune
+from w5xde.worker.sources import open_source, synthetic_pool
+from w5xde.worker.topology import targets
+
+log = logging.getLogger("w5xde.worker")
+
+#: networkSeconds / compressionSeconds are reported per this window (the seed's unit).
+SECONDS_WINDOW = 30.0
+#: Rates are computed over at least this long, however often `report()` is called.
+MIN_RATE_INTERVAL_S = 1.0
+_LISTEN_BACKLOG = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Cumulative figures at one moment, the base for the next interval's rates."""
+
+    at: float
+    received: Counters
+    sent: Counters
+
+
+class Worker:
+    """A running worker; thread-safe `report()`, `resize()`, `ready()` and `stop()`."""
+
+    def __init__(self, config: WorkerConfig, key: bytes) -> None:
+        self.config = config
+        self._identity = Identity(config.cluster_id, config.name, key)
+        self._index = config.index()
+        self._workers = len(config.peer_list())
+        self._pool = (
+            synthetic_pool(config.workload.profile)
+            if config.workload.source == Source.SYNTHETIC
+            else None
+        )
+        if config.workload.source == Source.FILE:
+            open_source(config.workload, None)  # fails early, naming workload.path
+        self._registry = IncomingRegistry()
+        self._streams: dict[tuple[str, int], OutgoingStream] = {}
+        self._retired = Counters()
+        self._orphans: list[Unacked] = []
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._listener: socket.socket | None = None
+        self._listen_sizes: BufferSizes | None = None
+        self._accept_thread: threading.Thread | None = None
+        self._started = time.monotonic()
+        self._baseline = Snapshot(self._started, Counters(), Counters())
+        self._last_rates: tuple[float, Counters, Counters] = (1.0, Counters(), Counters())
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Listen, then connect the outgoing streams."""
+        listener = socket.socket(
+            socket.AF_INET6 if ":" in self.config.listen_host else socket.AF_INET,
+            socket.SOCK_STREAM,
+        )
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted sockets inherit the buffer sizes, which must be set before listen().
+        self._listen_sizes = tune(listener, self.config.network)
+        listener.bind((self.config.listen_host, self.config.listen_port()))
+        listener.listen(_LISTEN_BACKLOG)
+        self._listener = listener
+        self._accept_thread = threading.Thread(target=self._accept, name="accept", daemon=True)
+        self._accept_thread.start()
+        with self._lock:
+            self._reconcile_streams()
+        log.warning(
+            "worker %s (index %d of %d) listening on %s:%d",
+            self.config.name,
+            self._index,
+            self._workers,
+            self.config.listen_host,
+            self.config.listen_port(),
+        )
+
+    def stop(self, grace_seconds: float = 2.0) -> None:
+        """Drain the outgoing streams, give peers `grace_seconds` to finish, then close."""
+        self._stopping.set()
+        with self._lock:
+            streams = list(self._streams.values())
+        for stream in streams:
+            stream.drain()
+        for stream in streams:
+            stream.join()
+        deadline = time.monotonic() + grace_seconds
+        while self._registry.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self._listener is not None:
+            self._listener.close()
+        self._registry.close_all()
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            connection = IncomingConnection(
+                sock, config=self.config, identity=self._identity, registry=self._registry
+            )
+            threading.Thread(target=connection.serve, name="receive", daemon=True).start()
+
+    # --- shape -----------------------------------------------------------------------
+
+    def resize(self, workers: int) -> None:
+        """Re-form the streams for `workers` workers; unacknowledged batches move, never vanish."""
+        with self._lock:
+            if workers == self._workers or self._stopping.is_set():
+                return
+            log.warning("resizing from %d to %d workers", self._workers, workers)
+            self._workers = workers
+            self._reconcile_streams()
+
+    def _reconcile_streams(self) -> None:
+        peers = self.config.peer_list(self._workers)
+        wanted = {
+            (peers[target], stream)
+            for target in targets(self.config.workload.topology, self._index, len(peers))
+            for stream in range(self.config.workload.streams_per_peer)
+        }
+        gone = [key for key in self._streams if key not in wanted]
+        unacked: list[Unacked] = list(self._orphans)
+        self._orphans.clear()
+        for key in gone:
+            self._streams[key].abort()
+        for key in gone:
+            stream = self._streams.pop(key)
+            stream.join()
+            unacked += stream.take_unacked()
+            self._retired.add(stream.counters)
+        total_streams = max(1, len(wanted))
+        rate = self.config.workload.rate_limit_bytes_per_second / total_streams
+        for position, key in enumerate(sorted(wanted - self._streams.keys())):
+            peer, stream_index = key
+            stream = OutgoingStream(
+                config=self.config,
+                identity=self._identity,
+                peer=peer,
+                stream=stream_index,
+                source=open_source(
+                    self.config.workload,
+                    self._pool,
+                    start=(self._index * 7919 + position * 104729) * 64,
+                ),
+                rate_bytes_per_second=rate,
+            )
+            self._streams[key] = stream
+            stream.start()
+        if unacked:
+            live = list(self._streams.values())
+            if live:
+                for position, frame in enumerate(unacked):
+                    live[position % len(live)].handover.append(frame)
+            else:
+                self._orphans = unacked
+
+    # --- state -----------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """Listening, and at least one outgoing stream connected (or nothing to connect to)."""
+        if self._listener is None:
+            return False
+        with self._lock:
+            streams = list(self._streams.values())
+        return not streams or any(stream.connected for stream in streams)
+
+    def peers_connected(self) -> int:
+        with self._lock:
+            return sum(1 for stream in self._streams.values() if stream.connected)
+
+    def buffer_sizes(self) -> BufferSizes | None:
+        """What the kernel granted on an outgoing stream, else on the listener."""
+        with self._lock:
+            streams = list(self._streams.values())
+        for stream in streams:
+            if stream.buffer_sizes is not None:
+                return stream.buffer_sizes
+        return self._listen_sizes
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def totals(self) -> tuple[Counters, Counters]:
+        """(received, sent) cumulative counters over every connection this worker has had."""
+        received = Counters()
+        with self._registry.lock:
+            incoming = list(self._registry.counters)
+        for counters in incoming:
+            received.add(counters)
+        with self._lock:
+            sent = self._retired.copy()
+            streams = list(self._streams.values())
+        for stream in streams:
+            sent.add(stream.counters)
+        return received, sent
+
+    def extras(self) -> dict[str, int]:
+        """Figures beyond WorkerReport that tests and `w5xde local` look at."""
+        received, sent = self.totals()
+        with self._lock:
+            unacked = sum(stream.unacked for stream in self._streams.values())
+        return {
+            "sentBatches": sent.batches,
+            "sentRawBytes": sent.raw_bytes,
+            "duplicateBatches": received.duplicate_batches,
+            "rejectedConnections": self._registry.rejected_connections,
+            "unackedBatches": unacked + len(self._orphans),
+            "incomingStreams": self._registry.connected,
+            "rssPeakBytes": peak_rss_bytes(),
+        }
+
+    def report(self) -> WorkerReport:
+        """Cumulative counters plus rates over the last interval (at least one second long)."""
+        now = time.monotonic()
+        received, sent = self.totals()
+        with self._lock:
+            base = self._baseline
+            elapsed = now - base.at
+            if elapsed >= MIN_RATE_INTERVAL_S:
+                delta_in = _minus(received, base.received)
+                delta_out = _minus(sent, base.sent)
+                self._last_rates = (elapsed, delta_in, delta_out)
+                self._baseline = Snapshot(now, received, sent)
+            elapsed, delta_in, delta_out = self._last_rates
+            streams = list(self._streams.values())
+        sizes = self.buffer_sizes()
+        scale = SECONDS_WINDOW / elapsed
+        return WorkerReport(
+            node=self.config.node,
+            throughput_bytes_per_second=round(delta_in.raw_bytes / elapsed, 1),
+            wire_bytes_per_second=round(delta_in.wire_bytes / elapsed, 1),
+            batches_per_second=round(delta_in.batches / elapsed, 2),
+            batches=received.batches,
+            raw_bytes=received.raw_bytes,
+            wire_bytes=received.wire_bytes,
+            lost_batches=received.lost_batches + sent.lost_batches,
+            corrupt_batches=received.corrupt_batches,
+            resent_batches=sent.resent_batches,
+            compression_ratio=round(received.raw_bytes / received.wire_bytes, 3)
+            if received.wire_bytes
+            else 0.0,
+            network_seconds=round(
+                (delta_in.network_seconds + delta_out.network_seconds) * scale, 3
+            ),
+            compression_seconds=round(
+                (delta_in.compression_seconds + delta_out.compression_seconds) * scale, 3
+            ),
+            rss_bytes=current_rss_bytes(),
+            socket_buffer=SocketBufferReport(
+                requested=self.config.network.socket_buffer_bytes,
+                effective_send=sizes.send if sizes else 0,
+                effective_receive=sizes.receive if sizes else 0,
+            ),
+            peers_connected=sum(1 for stream in streams if stream.connected),
+            last_report=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+
+
+def _minus(now: Counters, before: Counters) -> Counters:
+    return Counters(
+        batches=now.batches - before.batches,
+        raw_bytes=now.raw_bytes - before.raw_bytes,
+        wire_bytes=now.wire_bytes - before.wire_bytes,
+        network_seconds=now.network_seconds - before.network_seconds,
+        compression_seconds=now.compression_seconds - before.compression_seconds,
+    )
+
+
+def current_rss_bytes() -> int:
+    """Resident set size now (what a pod's memory limit sees)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return peak_rss_bytes()
+
+
+def peak_rss_bytes() -> int:
+    """Largest resident set size so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -1,0 +1,326 @@
+"""One outgoing stream: source -> compress -> frame -> coalesced sendmsg, with a replay window.
+
+Each stream is one thread that owns its socket, window and counters.  Frames stay in
+the window until the peer acknowledges them; after a reconnect the whole window is
+sent again (the receiver drops what it already has), so a broken connection or a
+restarted peer never loses a batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from w5xde.worker import protocol
+from w5xde.worker.codec import BatchCompressor
+from w5xde.worker.config import WorkerConfig, split_host_port
+from w5xde.worker.counters import Counters
+from w5xde.worker.handshake import Identity, client_handshake
+from w5xde.worker.protocol import HEADER, HEADER_BYTES, CodecId, FrameType, ProtocolError
+from w5xde.worker.sockets import BufferSizes, tune
+from w5xde.worker.sources import BatchSource
+
+log = logging.getLogger("w5xde.sender")
+
+#: Frames are gathered until this many bytes, then go out in one sendmsg call.
+COALESCE_BYTES = 256 * 1024
+#: Below the kernel's IOV_MAX (1024): two buffers (header, payload) per frame.
+MAX_IOV = 512
+#: The replay window: unacknowledged frames kept for a resend, bounded both ways.
+WINDOW_FRAMES = 8192
+WINDOW_BYTES = 8 * 1024 * 1024
+CONNECT_TIMEOUT_S = 3.0
+BACKOFF_FIRST_S = 0.05
+BACKOFF_MAX_S = 5.0
+DRAIN_TIMEOUT_S = 5.0
+_ACK_WAIT_S = 0.25
+
+
+@dataclass(slots=True)
+class Unacked:
+    """A frame in the replay window (or handed to another stream after a resize)."""
+
+    sequence: int
+    header: bytes
+    payload: bytes | memoryview
+    raw_length: int
+
+
+class StreamStopped(Exception):  # noqa: N818 - a signal, not a failure
+    """The stream was asked to end (resize or shutdown) while it was blocked."""
+
+
+class OutgoingStream(threading.Thread):
+    """Streams batches to one peer over one TCP connection, reconnecting with backoff."""
+
+    def __init__(
+        self,
+        *,
+        config: WorkerConfig,
+        identity: Identity,
+        peer: str,
+        stream: int,
+        source: BatchSource,
+        rate_bytes_per_second: float,
+    ) -> None:
+        super().__init__(name=f"send-{peer}-{stream}", daemon=True)
+        self.peer = peer
+        self.stream = stream
+        self.counters = Counters()
+        self.connected = False
+        self.buffer_sizes: BufferSizes | None = None
+        #: Frames given to this stream by a stream that went away; re-framed and counted resent.
+        self.handover: deque[Unacked] = deque()
+        self._config = config
+        self._identity = identity
+        self._source = source
+        self._rate = rate_bytes_per_second
+        self._compressor = BatchCompressor(config.compression)
+        self._copy_payload = self._compressor.codec_id == CodecId.NONE
+        self._session = int.from_bytes(os.urandom(8), "little")
+        self._window: deque[Unacked] = deque()
+        self._window_bytes = 0
+        self._next_sequence = 0
+        self._pending: list[bytes | memoryview] = []
+        self._pending_bytes = 0
+        self._ack_buffer = bytearray(64 * HEADER_BYTES)
+        self._ack_view = memoryview(self._ack_buffer)
+        self._ack_filled = 0
+        self._draining = threading.Event()
+        self._aborted = threading.Event()
+        self._sock: socket.socket | None = None
+        self._verbose = logging.getLogger("w5xde").isEnabledFor(logging.INFO)
+
+    # --- control, from other threads -------------------------------------------------
+
+    def drain(self) -> None:
+        """Stop producing, wait (bounded) for the window to be acknowledged, then close."""
+        self._draining.set()
+
+    def abort(self) -> None:
+        """End now (the peer left the cluster); the window stays for `take_unacked`."""
+        self._aborted.set()
+        self._draining.set()
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def take_unacked(self) -> list[Unacked]:
+        """The frames the peer never acknowledged; call only after the thread ended."""
+        frames = list(self._window) + list(self.handover)
+        self._window.clear()
+        self.handover.clear()
+        self._window_bytes = 0
+        return frames
+
+    @property
+    def unacked(self) -> int:
+        return len(self._window)
+
+    # --- the thread ------------------------------------------------------------------
+
+    def run(self) -> None:
+        backoff = BACKOFF_FIRST_S
+        while not self._aborted.is_set():
+            try:
+                sock = self._connect()
+            except (OSError, ProtocolError) as error:
+                log.warning("connect to %s (stream %d) failed: %s", self.peer, self.stream, error)
+                if self._draining.is_set() or self._aborted.wait(backoff):
+                    return
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            backoff = BACKOFF_FIRST_S
+            self._sock = sock
+            self.connected = True
+            try:
+                self._stream(sock)
+                return
+            except StreamStopped:
+                return
+            except (OSError, ProtocolError) as error:
+                if self._aborted.is_set():
+                    return
+                log.warning(
+                    "stream to %s (%d) broke: %s; reconnecting", self.peer, self.stream, error
+                )
+                if self._draining.is_set() and not self._window:
+                    return
+            finally:
+                self.connected = False
+                self._sock = None
+                self._pending.clear()
+                self._pending_bytes = 0
+                self._ack_filled = 0
+                sock.close()
+
+    def _connect(self) -> socket.socket:
+        host, port = split_host_port(self.peer, field="peers")
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            self.buffer_sizes = tune(sock, self._config.network)
+            sock.settimeout(CONNECT_TIMEOUT_S)
+            sock.connect(address)
+            resume = self._window[0].sequence if self._window else self._next_sequence
+            client_handshake(
+                sock, self._identity, stream=self.stream, session=self._session, resume_from=resume
+            )
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _stream(self, sock: socket.socket) -> None:
+        if self._window:
+            self.counters.resent_batches += len(self._window)
+            for frame in self._window:
+                self._queue(frame.header, frame.payload)
+                if len(self._pending) >= MAX_IOV:
+                    self._flush(sock)
+            self._flush(sock)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        pace_until = time.monotonic()
+        while not self._draining.is_set():
+            self._read_acks(sock, poller, wait=False)
+            if len(self._window) >= WINDOW_FRAMES or self._window_bytes >= WINDOW_BYTES:
+                self._flush(sock)
+                self._read_acks(sock, poller, wait=True)
+                continue
+            raw_length = self._produce()
+            if self._pending_bytes >= COALESCE_BYTES or len(self._pending) >= MAX_IOV:
+                self._flush(sock)
+            if self._rate > 0:
+                pace_until = max(pace_until, time.monotonic() - 1.0) + raw_length / self._rate
+                delay = pace_until - time.monotonic()
+                if delay > 0:
+                    self._flush(sock)
+                    self._draining.wait(delay)
+        self._flush(sock)
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while self._window and time.monotonic() < deadline and not self._aborted.is_set():
+            self._read_acks(sock, poller, wait=True)
+        if self._aborted.is_set():
+            raise StreamStopped
+        sock.sendall(protocol.close_frame())
+
+    def _produce(self) -> int:
+        """Frame one batch (a handed-over one first) into the window and the send queue."""
+        sequence = self._next_sequence
+        if self.handover:
+            old = self.handover.popleft()
+            fields: tuple[int, ...] = HEADER.unpack(old.header)
+            codec, raw_length, payload_length, crc = fields[1], fields[4], fields[5], fields[6]
+            payload = old.payload
+            self.counters.resent_batches += 1
+        else:
+            batch = self._source.next_batch()
+            started = time.perf_counter()
+            payload, crc = self._compressor.compress(batch)
+            self.counters.compression_seconds += time.perf_counter() - started
+            if self._copy_payload:
+                payload = bytes(payload)
+            codec = self._compressor.codec_id
+            raw_length = len(batch)
+            payload_length = len(payload)
+        header = protocol.pack_header(
+            FrameType.DATA,
+            CodecId(codec),
+            sequence=sequence,
+            raw_length=raw_length,
+            payload_length=payload_length,
+            crc32=crc,
+        )
+        self._next_sequence = sequence + 1
+        self._window.append(Unacked(sequence, header, payload, raw_length))
+        self._window_bytes += payload_length
+        self._queue(header, payload)
+        if self._verbose:
+            log.info(
+                "batch %d to %s: %d -> %d bytes", sequence, self.peer, raw_length, payload_length
+            )
+        return raw_length
+
+    def _queue(self, header: bytes, payload: bytes | memoryview) -> None:
+        self._pending.append(header)
+        self._pending.append(payload)
+        self._pending_bytes += HEADER_BYTES + len(payload)
+
+    def _flush(self, sock: socket.socket) -> None:
+        """Send everything queued, in as few sendmsg calls as the kernel allows."""
+        if not self._pending:
+            return
+        buffers = self._pending
+        remaining = self._pending_bytes
+        started = time.perf_counter()
+        try:
+            while True:
+                sent = sock.sendmsg(buffers)
+                self.counters.wire_bytes += sent
+                remaining -= sent
+                if remaining <= 0:
+                    break
+                buffers = _drop_sent(buffers, sent)
+        finally:
+            self.counters.network_seconds += time.perf_counter() - started
+        self._pending = []
+        self._pending_bytes = 0
+
+    def _read_acks(self, sock: socket.socket, poller: select.poll, *, wait: bool) -> None:
+        if wait:
+            started = time.perf_counter()
+            ready = poller.poll(_ACK_WAIT_S * 1000)
+            self.counters.network_seconds += time.perf_counter() - started
+            if not ready:
+                if self._aborted.is_set():
+                    raise StreamStopped
+                return
+        try:
+            count = sock.recv_into(self._ack_view[self._ack_filled :], 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        if count == 0:
+            raise ProtocolError("peer closed the connection")
+        filled = self._ack_filled + count
+        position = 0
+        highest = -1
+        while filled - position >= HEADER_BYTES:
+            header = protocol.parse_header(self._ack_view, position)
+            if header.kind != FrameType.ACK:
+                raise ProtocolError(f"receiver sent a {header.kind.name} frame")
+            highest = max(highest, header.sequence)
+            position += HEADER_BYTES
+        rest = filled - position
+        if rest:
+            self._ack_buffer[:rest] = self._ack_buffer[position:filled]
+        self._ack_filled = rest
+        if highest >= 0:
+            self._acknowledge(highest)
+
+    def _acknowledge(self, sequence: int) -> None:
+        window = self._window
+        counters = self.counters
+        while window and window[0].sequence <= sequence:
+            frame = window.popleft()
+            self._window_bytes -= len(frame.payload)
+            counters.batches += 1
+            counters.raw_bytes += frame.raw_length
+
+
+def _drop_sent(buffers: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
+    """The unsent tail of a partially sent sendmsg buffer list."""
+    for index, buffer in enumerate(buffers):
+        size = len(buffer)
+        if sent < size:
+            return [memoryview(buffer)[sent:], *buffers[index + 1 :]]
+        sent -= size
+    return []
