@@ -227,9 +227,9 @@ any: true
 
 {{/*
 The node label the tuning DaemonSet sets once the caps are in place; the
-operator schedules clusters with spec.network.nodeTuning onto nodes carrying
-it with the value "true".
+operator (NODE_TUNED_LABEL in operator/resources/metadata.py) schedules
+clusters with spec.network.nodeTuning onto nodes carrying it as "true".
 */}}
 {{- define "w5xde.nodeTuning.nodeLabel" -}}
-w5xde.io/tuned
+w5xde.io/node-tuned
 {{- end -}}
