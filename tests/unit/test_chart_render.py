@@ -173,7 +173,9 @@ def test_defaults_render_the_operator_and_nothing_optional() -> None:
     for obj in objects:
         if obj["kind"] not in cluster_scoped | {"ClusterKopfPeering"}:
             assert obj["metadata"]["namespace"] == NAMESPACE, obj["metadata"]
-        assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+        # The generated CompressionCluster CRD is the same in every release.
+        if obj["metadata"]["name"] != "compressionclusters.w5xde.io":
+            assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
 
 
 def test_operator_pod_is_locked_down() -> None:
