@@ -1,3 +1,3 @@
 """Shared pytest wiring: the test bed's fixtures are a plugin so every tier can use them."""
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["testbed.fixtures"]

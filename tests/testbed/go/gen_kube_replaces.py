@@ -28,7 +28,7 @@ def pinned_kubernetes_version() -> str:
 
 def release_go_mod(version: str) -> str:
     url = f"{PROXY}/k8s.io/kubernetes/@v/{version}.mod"
-    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - fixed https URL
+    with urllib.request.urlopen(url, timeout=60) as response:
         return str(response.read().decode())
 
 
@@ -41,7 +41,7 @@ def staging_modules(go_mod: str) -> list[str]:
 
 def main() -> int:
     version = pinned_kubernetes_version()
-    major, minor, patch = version.lstrip("v").split(".")
+    _major, minor, patch = version.lstrip("v").split(".")
     staging_version = f"v0.{minor}.{patch}"
     go_mod = release_go_mod(version)
     go_directive = re.search(r"^go (\S+)$", go_mod, re.MULTILINE)
@@ -69,7 +69,9 @@ def main() -> int:
         "",
     ]
     (HERE / "kube" / "go.mod").write_text("\n".join(lines))
-    print(f"kube/go.mod: k8s.io/kubernetes {version}, {len(modules)} staging modules", file=sys.stderr)
+    print(
+        f"kube/go.mod: k8s.io/kubernetes {version}, {len(modules)} staging modules", file=sys.stderr
+    )
     return 0
 
 

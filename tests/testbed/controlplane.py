@@ -1,0 +1,413 @@
+"""Start and stop the test bed: etcd, kube-apiserver, controller manager, scheduler, node agent.
+
+Every component is a process group of its own whose pid goes into `state.json`, so
+`down` (from pytest or from a shell) kills exactly what `up` started, even after a
+crash of the process that started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testbed import network
+from testbed.paths import (
+    ADMIN_KUBECONFIG,
+    APISERVER_PORT,
+    BIN_DIR,
+    BRIDGE_IP,
+    CLUSTER_DIR,
+    CLUSTER_DOMAIN,
+    ETCD_CLIENT_PORT,
+    ETCD_PEER_PORT,
+    KUBERNETES_SERVICE_IP,
+    NODE_NAMES,
+    NODEAGENT_LOG,
+    PODS_DIR,
+    SERVICE_ACCOUNT_ISSUER,
+    SERVICE_CIDR,
+    STATE_FILE,
+    TESTS_DIR,
+    VENV_BIN,
+    apiserver_url,
+)
+from testbed.pki import CertificateAuthority, write_kubeconfig, write_service_account_keys
+
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "nodeagent")
+
+
+class ControlPlaneError(RuntimeError):
+    pass
+
+
+@dataclass
+class ControlPlane:
+    """Handle on a running test bed; `owned` is False when it reuses one already up."""
+
+    pids: dict[str, int] = field(default_factory=dict)
+    owned: bool = True
+
+    @property
+    def kubeconfig(self) -> Path:
+        return ADMIN_KUBECONFIG
+
+
+def log_path(component: str) -> Path:
+    return CLUSTER_DIR / f"{component}.log"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_state() -> dict[str, int]:
+    if not STATE_FILE.exists():
+        return {}
+    try:
+        data = json.loads(STATE_FILE.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): int(v) for k, v in data.get("pids", {}).items()}
+
+
+def _write_state(pids: dict[str, int]) -> None:
+    STATE_FILE.write_text(json.dumps({"pids": pids}, indent=2))
+
+
+def _ssl_context() -> ssl.SSLContext:
+    pki = CLUSTER_DIR / "pki"
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    return context
+
+
+def apiserver_ready(timeout: float = 2.0) -> bool:
+    if not (CLUSTER_DIR / "pki" / "admin.crt").exists():
+        return False
+    try:
+        with urllib.request.urlopen(
+            f"{apiserver_url()}/readyz", timeout=timeout, context=_ssl_context()
+        ) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ssl.SSLError):
+        return False
+
+
+def running() -> ControlPlane | None:
+    """The test bed that is already up, if all its processes live and the apiserver answers."""
+    pids = _read_state()
+    if not pids or set(pids) != set(COMPONENTS):
+        return None
+    if not all(_alive(pid) for pid in pids.values()):
+        return None
+    if not apiserver_ready():
+        return None
+    return ControlPlane(pids=pids, owned=False)
+
+
+def _binary(name: str) -> str:
+    path = BIN_DIR / name
+    if not os.access(path, os.X_OK):
+        raise ControlPlaneError(f"{path} missing: run `make testbed-bin` first")
+    return str(path)
+
+
+def _spawn(component: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+    log = log_path(component).open("ab")
+    process = subprocess.Popen(
+        argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
+        cwd=CLUSTER_DIR,
+    )
+    log.close()
+    return process.pid
+
+
+def _write_pki() -> None:
+    pki = CLUSTER_DIR / "pki"
+    ca = CertificateAuthority(pki)
+    ca.issue(
+        "apiserver",
+        "kube-apiserver",
+        dns_names=(
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            f"kubernetes.default.svc.{CLUSTER_DOMAIN}",
+        ),
+        ip_addresses=("127.0.0.1", BRIDGE_IP, KUBERNETES_SERVICE_IP),
+        server=True,
+    )
+    server = apiserver_url()
+    clients = {
+        "admin": ("kubernetes-admin", "system:masters"),
+        "controller-manager": ("system:kube-controller-manager", None),
+        "scheduler": ("system:kube-scheduler", None),
+    }
+    for name, (common_name, organization) in clients.items():
+        issued = ca.issue(name, common_name, organization=organization)
+        write_kubeconfig(
+            CLUSTER_DIR / f"{name}.kubeconfig",
+            server=server,
+            ca=ca.cert_path,
+            client=issued,
+            user=common_name,
+        )
+    write_service_account_keys(pki)
+
+
+def _start_components() -> dict[str, int]:
+    pki = CLUSTER_DIR / "pki"
+    pids: dict[str, int] = {}
+    etcd_client = f"http://127.0.0.1:{ETCD_CLIENT_PORT}"
+    etcd_peer = f"http://127.0.0.1:{ETCD_PEER_PORT}"
+    pids["etcd"] = _spawn(
+        "etcd",
+        [
+            _binary("etcd"),
+            "--name=testbed",
+            f"--data-dir={CLUSTER_DIR / 'etcd'}",
+            f"--listen-client-urls={etcd_client}",
+            f"--advertise-client-urls={etcd_client}",
+            f"--listen-peer-urls={etcd_peer}",
+            f"--initial-advertise-peer-urls={etcd_peer}",
+            f"--initial-cluster=testbed={etcd_peer}",
+            "--listen-metrics-urls=",
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ],
+    )
+    pids["kube-apiserver"] = _spawn(
+        "kube-apiserver",
+        [
+            _binary("kube-apiserver"),
+            f"--etcd-servers={etcd_client}",
+            f"--bind-address={BRIDGE_IP}",
+            f"--advertise-address={BRIDGE_IP}",
+            f"--secure-port={APISERVER_PORT}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction,PodSecurity",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allow-privileged=true",
+            "--profiling=false",
+            f"--cert-dir={pki}",
+            "--v=1",
+        ],
+    )
+    return pids
+
+
+def _start_managers(pids: dict[str, int]) -> None:
+    pki = CLUSTER_DIR / "pki"
+    kcm = str(CLUSTER_DIR / "controller-manager.kubeconfig")
+    pids["kube-controller-manager"] = _spawn(
+        "kube-controller-manager",
+        [
+            _binary("kube-controller-manager"),
+            f"--kubeconfig={kcm}",
+            f"--authentication-kubeconfig={kcm}",
+            f"--authorization-kubeconfig={kcm}",
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+            "--leader-elect=false",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+            f"--cluster-signing-key-file={pki / 'ca.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--concurrent-statefulset-syncs=5",
+            "--v=1",
+        ],
+    )
+    scheduler = str(CLUSTER_DIR / "scheduler.kubeconfig")
+    pids["kube-scheduler"] = _spawn(
+        "kube-scheduler",
+        [
+            _binary("kube-scheduler"),
+            f"--kubeconfig={scheduler}",
+            f"--authentication-kubeconfig={scheduler}",
+            f"--authorization-kubeconfig={scheduler}",
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+            "--leader-elect=false",
+            "--v=1",
+        ],
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(TESTS_DIR)
+    pids["nodeagent"] = _spawn(
+        "nodeagent",
+        [
+            str(VENV_BIN / "python"),
+            "-m",
+            "testbed.nodeagent",
+            f"--kubeconfig={ADMIN_KUBECONFIG}",
+            *(f"--node={name}" for name in NODE_NAMES),
+        ],
+        env=env,
+    )
+
+
+def _wait(predicate: object, timeout: float, what: str, pids: dict[str, int]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(predicate) and predicate():
+            return
+        dead = [name for name, pid in pids.items() if not _alive(pid)]
+        if dead:
+            raise ControlPlaneError(f"{', '.join(dead)} exited while waiting for {what}\n" + tail())
+        time.sleep(0.3)
+    raise ControlPlaneError(f"timed out after {timeout:.0f}s waiting for {what}\n" + tail())
+
+
+def _kubectl_ok(*args: str) -> bool:
+    result = subprocess.run(
+        [str(BIN_DIR / "kubectl"), f"--kubeconfig={ADMIN_KUBECONFIG}", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.returncode == 0 and bool(result.stdout.strip())
+
+
+def _nodes_ready() -> bool:
+    result = subprocess.run(
+        [
+            str(BIN_DIR / "kubectl"),
+            f"--kubeconfig={ADMIN_KUBECONFIG}",
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}="
+            '{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}',
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    ready = {line.split("=")[0] for line in result.stdout.split() if line.endswith("=True")}
+    return ready >= set(NODE_NAMES)
+
+
+def up(timeout: float = 120.0) -> ControlPlane:
+    """Start a fresh test bed, or return the one already running."""
+    existing = running()
+    if existing is not None:
+        return existing
+    down()
+    CLUSTER_DIR.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    _write_pki()
+    network.ensure_bridge()
+    pids = _start_components()
+    _write_state(pids)
+    try:
+        _wait(apiserver_ready, timeout, "kube-apiserver /readyz", pids)
+        _start_managers(pids)
+        _write_state(pids)
+        _wait(
+            lambda: _kubectl_ok("get", "serviceaccount", "default", "-n", "default", "-o", "name"),
+            timeout,
+            "the controller manager (default service account)",
+            pids,
+        )
+        _wait(_nodes_ready, timeout, f"nodes {', '.join(NODE_NAMES)} Ready", pids)
+    except BaseException:
+        down()
+        raise
+    elapsed = time.monotonic() - started
+    print(f"test bed up in {elapsed:.1f}s: KUBECONFIG={ADMIN_KUBECONFIG}", file=sys.stderr)
+    return ControlPlane(pids=pids, owned=True)
+
+
+def _kill_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def down(grace: float = 10.0) -> None:
+    """Stop everything `up` started (node agent first, so it can stop its pods), and clean up."""
+    pids = _read_state()
+    for name in (
+        "nodeagent",
+        "kube-scheduler",
+        "kube-controller-manager",
+        "kube-apiserver",
+        "etcd",
+    ):
+        pid = pids.get(name)
+        if pid is None:
+            continue
+        _kill_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while _alive(pid) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.1)
+        _kill_group(pid, signal.SIGKILL)
+        _reap(pid)
+    _kill_leftover_pods()
+    network.delete_all()
+    if network.ip("link", "show", "w5n-br0", check=False).returncode == 0:
+        network.ip("link", "del", "w5n-br0", check=False)
+    if STATE_FILE.exists():
+        STATE_FILE.unlink()
+    for stale in ("etcd",):
+        shutil.rmtree(CLUSTER_DIR / stale, ignore_errors=True)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _kill_leftover_pods() -> None:
+    """Container processes record their process group; a crashed agent leaves them behind."""
+    if not PODS_DIR.exists():
+        return
+    for pidfile in PODS_DIR.glob("*/*/*.pid"):
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        _kill_group(pid, signal.SIGKILL)
+    shutil.rmtree(PODS_DIR, ignore_errors=True)
+
+
+def tail(lines: int = 30) -> str:
+    """The last lines of every component log, for failure messages."""
+    chunks = []
+    for component in COMPONENTS:
+        path = NODEAGENT_LOG if component == "nodeagent" else log_path(component)
+        if path.exists():
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            chunks.append(f"--- {path} (last {len(text)} lines)\n" + "\n".join(text))
+    return "\n".join(chunks)

@@ -1,0 +1,165 @@
+"""pytest fixtures: `testbed` (the running control plane + node agent) and `namespace`.
+
+The cluster starts once per session, or a cluster already started with `make
+cluster-up` is reused and left running. Failures carry the tail of the logs,
+because a test bed failure is rarely explained by the assertion alone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from testbed import controlplane
+from testbed.paths import ADMIN_KUBECONFIG, BIN_DIR, PODS_DIR
+
+T = TypeVar("T")
+
+
+class Testbed:
+    """What tests get: the admin kubeconfig, the binaries, and helpers that fail loudly."""
+
+    def __init__(self, plane: controlplane.ControlPlane) -> None:
+        self.plane = plane
+        self.kubeconfig: Path = ADMIN_KUBECONFIG
+        self.bin_dir: Path = BIN_DIR
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env["PATH"] = f"{self.bin_dir}:{env.get('PATH', '')}"
+        env.setdefault("HELM_CACHE_HOME", str(self.kubeconfig.parent / "helm-cache"))
+        env.setdefault("HELM_CONFIG_HOME", str(self.kubeconfig.parent / "helm-config"))
+        env.setdefault("HELM_DATA_HOME", str(self.kubeconfig.parent / "helm-data"))
+        return env
+
+    def _run(
+        self, tool: str, args: tuple[str, ...], check: bool, input: str | None, timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [str(self.bin_dir / tool), *args]
+        result = subprocess.run(
+            argv,
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            check=False,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            pytest.fail(
+                f"{tool} {' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}",
+                pytrace=False,
+            )
+        return result
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return self._run("kubectl", args, check, input, timeout)
+
+    def helm(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 180
+    ) -> subprocess.CompletedProcess[str]:
+        return self._run("helm", args, check, input, timeout)
+
+    def api_client(self):  # type: ignore[no-untyped-def]  # kubernetes has no type hints
+        from kubernetes import client, config
+
+        configuration = client.Configuration()
+        config.load_kube_config(
+            config_file=str(self.kubeconfig), client_configuration=configuration
+        )
+        return client.ApiClient(configuration)
+
+    def logs_tail(self, lines: int = 40) -> str:
+        chunks = [controlplane.tail(lines)]
+        if PODS_DIR.exists():
+            for log in sorted(PODS_DIR.glob("*/*/*.log")):
+                text = log.read_text(errors="replace").splitlines()[-lines:]
+                chunks.append(f"--- {log} (last {len(text)} lines)\n" + "\n".join(text))
+        return "\n".join(chunks)
+
+    def _container_file(self, namespace: str, pod: str, container: str | None, suffix: str) -> Path:
+        directory = PODS_DIR / namespace / pod
+        if container is not None:
+            return directory / f"{container}.{suffix}"
+        found = sorted(directory.glob(f"*.{suffix}"))
+        if not found:
+            raise FileNotFoundError(f"no container {suffix} file for pod {namespace}/{pod}")
+        return found[0]
+
+    def pod_log(self, namespace: str, pod: str, container: str | None = None) -> str:
+        try:
+            return self._container_file(namespace, pod, container, "log").read_text(
+                errors="replace"
+            )
+        except FileNotFoundError:
+            return ""
+
+    def container_pid(self, namespace: str, pod: str, container: str | None = None) -> int:
+        return int(self._container_file(namespace, pod, container, "pid").read_text().strip())
+
+    def wait_for(
+        self, predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.5
+    ) -> T:
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while True:
+            try:
+                value = predicate()
+                if value:
+                    return value
+            except Exception as error:  # a transient API error must not end the wait
+                last_error = error
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(interval)
+        detail = f" (last error: {last_error!r})" if last_error else ""
+        pytest.fail(
+            f"timed out after {timeout:.0f}s waiting for {what}{detail}\n{self.logs_tail()}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Iterator[Testbed]:
+    if os.geteuid() != 0:
+        pytest.skip("the test bed needs root (network namespaces)")
+    if not (BIN_DIR / "kube-apiserver").exists():
+        pytest.fail(f"{BIN_DIR} has no control plane: run `make testbed-bin`", pytrace=False)
+    try:
+        plane = controlplane.up()
+    except controlplane.ControlPlaneError as error:
+        pytest.fail(f"test bed did not start: {error}", pytrace=False)
+    try:
+        yield Testbed(plane)
+    finally:
+        if plane.owned:
+            controlplane.down()
+
+
+@pytest.fixture
+def namespace(testbed: Testbed) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    testbed.kubectl("create", "namespace", name)
+    testbed.wait_for(
+        lambda: (
+            testbed.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode
+            == 0
+        ),
+        30,
+        f"the default service account in {name}",
+    )
+    try:
+        yield name
+    finally:
+        testbed.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -1,0 +1,147 @@
+"""Containers as local processes inside the pod's network namespace.
+
+`ip netns exec` already gives the process a private mount namespace (with the
+pod's /etc/hosts bind-mounted over /etc/hosts), so the volume bind mounts happen
+in that same shell before it execs the command, and never show on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from testbed.nodeagent.runtime import ContainerSpec, ContainerStartError
+from testbed.paths import VENV_BIN
+
+#: Images of this project: their entrypoint is the `w5xde` command.
+OWN_IMAGE_MARKER = "w5xde"
+
+
+def resolve_argv(spec: ContainerSpec) -> list[str]:
+    """The image's entrypoint as a local command (Kubernetes' command/args rules)."""
+    w5xde = str(VENV_BIN / "w5xde")
+    if spec.command:
+        argv = list(spec.command) + list(spec.args)
+        if argv[0] == "w5xde":
+            argv[0] = w5xde
+        return argv
+    if OWN_IMAGE_MARKER in spec.image:
+        return [w5xde, *spec.args]
+    if spec.args:
+        return list(spec.args)
+    raise ContainerStartError(
+        "NoEntrypoint",
+        f"image {spec.image!r} has no entrypoint in the process runtime: give it a command",
+    )
+
+
+def _mount_script(spec: ContainerSpec) -> str:
+    lines = ["set -e"]
+    for mount in spec.mounts:
+        source, target = shlex.quote(str(mount.source)), shlex.quote(mount.target)
+        if mount.source.is_dir():
+            lines.append(f"mkdir -p {target}")
+        else:
+            lines.append(f'mkdir -p "$(dirname {target})"; [ -e {target} ] || touch {target}')
+        lines.append(f"mount --bind {source} {target}")
+        if mount.read_only:
+            lines.append(f"mount -o remount,bind,ro {target}")
+    if spec.working_dir:
+        lines.append(f"cd {shlex.quote(spec.working_dir)}")
+    lines.append('exec "$@"')
+    return "\n".join(lines)
+
+
+class ProcessHandle:
+    def __init__(self, process: subprocess.Popen[bytes], pid_path: Path | None) -> None:
+        self._process = process
+        self._pid_path = pid_path
+
+    @property
+    def container_id(self) -> str:
+        return f"process://{self._process.pid}"
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def poll(self) -> int | None:
+        code = self._process.poll()
+        if code is not None and self._pid_path is not None:
+            self._pid_path.unlink(missing_ok=True)
+        return None if code is None else _exit_code(code)
+
+    def stop(self, grace_seconds: float) -> int:
+        code = self.poll()
+        if code is not None:
+            return code
+        self._signal(signal.SIGTERM)
+        deadline = time.monotonic() + max(grace_seconds, 0.0)
+        while time.monotonic() < deadline:
+            code = self.poll()
+            if code is not None:
+                return code
+            time.sleep(0.05)
+        self._signal(signal.SIGKILL)
+        self._process.wait()
+        self.poll()
+        return _exit_code(self._process.returncode)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, sig)
+
+
+def _exit_code(returncode: int) -> int:
+    """Popen reports death by signal N as -N; container runtimes report 128+N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+class ProcessRuntime:
+    def start(self, spec: ContainerSpec) -> ProcessHandle:
+        argv = resolve_argv(spec)
+        user: list[str] = []
+        if spec.run_as_user is not None or spec.drop_all_capabilities:
+            user = ["setpriv"]
+            if spec.run_as_user is not None:
+                group = spec.run_as_group if spec.run_as_group is not None else spec.run_as_user
+                user += [f"--reuid={spec.run_as_user}", f"--regid={group}", "--clear-groups"]
+            if spec.drop_all_capabilities:
+                user += ["--inh-caps=-all", "--bounding-set=-all"]
+            user.append("--")
+        full = [
+            "ip",
+            "netns",
+            "exec",
+            spec.netns,
+            "sh",
+            "-c",
+            _mount_script(spec),
+            "container",
+            *user,
+            *argv,
+        ]
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with spec.log_path.open("ab") as log:
+            log.write(f"--- {time.strftime('%H:%M:%S')} start {shlex.join(argv)}\n".encode())
+            log.flush()
+            try:
+                process = subprocess.Popen(
+                    full,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=spec.env,
+                    start_new_session=True,
+                    cwd="/",
+                )
+            except OSError as error:
+                raise ContainerStartError("StartError", str(error)) from error
+        if spec.pid_path is not None:
+            spec.pid_path.write_text(str(process.pid))
+        return ProcessHandle(process, spec.pid_path)
