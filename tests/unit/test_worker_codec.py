@@ -1,0 +1,113 @@
+"""Codec, sources and topology: the pure parts under the streams."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from w5xde.api.v1alpha1 import CompressionSpec, Profile, Topology, WorkloadSpec
+from w5xde.worker.codec import BatchCompressor, BatchDecompressor, CorruptBatchError
+from w5xde.worker.protocol import CodecId
+from w5xde.worker.sources import FileSource, PoolSource, open_source, synthetic_pool
+from w5xde.worker.topology import targets
+
+
+@pytest.mark.parametrize("level", [-7, 1, 3, 22])
+def test_zstd_round_trip_at_any_level(level: int) -> None:
+    batch = synthetic_pool(Profile.MIXED, 64 * 1024)
+    payload, crc = BatchCompressor(CompressionSpec(level=level)).compress(batch)
+    assert crc == 0
+    assert BatchDecompressor().decompress(CodecId.ZSTD, memoryview(payload), len(batch), 0) == len(
+        batch
+    )
+
+
+def test_zstd_content_checksum_catches_a_flipped_bit() -> None:
+    batch = synthetic_pool(Profile.TEXT, 8192)
+    payload, _ = BatchCompressor(CompressionSpec(level=1)).compress(batch)
+    broken = bytearray(payload)
+    broken[-2] ^= 0x10
+    with pytest.raises(CorruptBatchError):
+        BatchDecompressor().decompress(CodecId.ZSTD, memoryview(broken), len(batch), 0)
+
+
+def test_zstd_declared_size_must_match_the_header() -> None:
+    payload = zstandard.ZstdCompressor(write_checksum=True).compress(b"a" * 1000)
+    with pytest.raises(CorruptBatchError, match="declares"):
+        BatchDecompressor().decompress(CodecId.ZSTD, memoryview(payload), 999, 0)
+
+
+def test_none_codec_uses_crc32() -> None:
+    batch = b"plain bytes" * 10
+    payload, crc = BatchCompressor(CompressionSpec(codec="none")).compress(batch)
+    assert crc == zlib.crc32(batch)
+    decompressor = BatchDecompressor()
+    assert decompressor.decompress(CodecId.NONE, memoryview(bytes(payload)), len(batch), crc)
+    with pytest.raises(CorruptBatchError, match="CRC32"):
+        decompressor.decompress(CodecId.NONE, memoryview(bytes(payload)), len(batch), crc ^ 1)
+
+
+def test_threads_compress_in_parallel_and_stay_compatible() -> None:
+    batch = synthetic_pool(Profile.MIXED, 2 * 1024 * 1024)
+    payload, _ = BatchCompressor(CompressionSpec(level=3, threads=2)).compress(batch)
+    assert BatchDecompressor().decompress(CodecId.ZSTD, memoryview(payload), len(batch), 0)
+
+
+@pytest.mark.parametrize(
+    ("profile", "low", "high"),
+    [
+        (Profile.RANDOM, 0.99, 1.01),
+        (Profile.TENSORS_F32, 1.02, 1.5),
+        (Profile.MIXED, 1.5, 3.0),
+        (Profile.TEXT, 2.5, 8.0),
+        (Profile.JSON_LOGS, 2.5, 10.0),
+    ],
+)
+def test_profiles_compress_like_their_kind_of_data(
+    profile: Profile, low: float, high: float
+) -> None:
+    pool = synthetic_pool(profile, 1024 * 1024)
+    assert len(pool) == 1024 * 1024
+    ratio = len(pool) / len(zstandard.ZstdCompressor(level=1).compress(pool))
+    assert low <= ratio <= high
+
+
+def test_pool_batches_rotate_and_never_wrap() -> None:
+    source = PoolSource(b"0123456789" * 100, 64)
+    batches = [bytes(source.next_batch()) for _ in range(50)]
+    assert all(len(batch) == 64 for batch in batches)
+    assert len(set(batches)) > 5
+
+
+def test_file_source_loops_over_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"A" * 100)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b").write_bytes(b"B" * 50)
+    source = FileSource(str(tmp_path), 120)
+    first = bytes(source.next_batch())
+    second = bytes(source.next_batch())
+    assert first == b"A" * 100 + b"B" * 20
+    assert second == b"B" * 30 + b"A" * 90
+
+
+def test_file_source_without_data_names_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"workload\.path"):
+        open_source(WorkloadSpec(source="file", path=str(tmp_path)), None)
+
+
+@pytest.mark.parametrize(
+    ("topology", "index", "workers", "expected"),
+    [
+        (Topology.RING, 0, 1, []),
+        (Topology.RING, 2, 3, [0]),
+        (Topology.ALL_TO_ALL, 1, 4, [0, 2, 3]),
+        (Topology.PAIRS, 0, 4, [1]),
+        (Topology.PAIRS, 3, 4, [2]),
+        (Topology.PAIRS, 4, 5, [3]),
+    ],
+)
+def test_topologies(topology: Topology, index: int, workers: int, expected: list[int]) -> None:
+    assert targets(topology, index, workers) == expected
