@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry, generate_latest
 
 from w5xde.api.v1alpha1 import CompressionClusterSpec
 from w5xde.operator.resources.metadata import NODE_TUNED_LABEL, ClusterRef
@@ -26,6 +27,9 @@ from w5xde.operator.resources.role import render_role
 from w5xde.operator.resources.service import render_service
 from w5xde.operator.resources.statefulset import render_statefulset
 from w5xde.operator.sysctl_policy import SysctlPlan
+from w5xde.worker.config import WorkerConfig
+from w5xde.worker.metrics import WorkerCollector
+from w5xde.worker.runtime import Worker
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "w5xde"
@@ -119,7 +123,8 @@ CLUSTER_READS = spelled(
 
 
 def peering_grants(resource: str) -> set[tuple[str, str, str]]:
-    return spelled("kopf.dev", [resource], ["get", "list", "watch", "patch"])
+    # The operator creates its peering object itself (kopf never does), then patches it.
+    return spelled("kopf.dev", [resource], ["get", "list", "watch", "patch", "create"])
 
 
 def selects(selector: Object, labels: dict[str, str]) -> bool:
@@ -159,7 +164,6 @@ def test_defaults_render_the_operator_and_nothing_optional() -> None:
             "ClusterRoleBinding",
             "Service",
             "Deployment",
-            "ClusterKopfPeering",
             *["CustomResourceDefinition"] * 3,
         ]
     )
@@ -171,7 +175,7 @@ def test_defaults_render_the_operator_and_nothing_optional() -> None:
     }
     cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
     for obj in objects:
-        if obj["kind"] not in cluster_scoped | {"ClusterKopfPeering"}:
+        if obj["kind"] not in cluster_scoped:
             assert obj["metadata"]["namespace"] == NAMESPACE, obj["metadata"]
         # The generated CompressionCluster CRD is the same in every release.
         if obj["metadata"]["name"] != "compressionclusters.w5xde.io":
@@ -287,9 +291,6 @@ def test_watch_namespaces_limits_rbac_and_peering_to_those_namespaces() -> None:
             "name": roles[0]["metadata"]["name"],
         }
         assert binding["subjects"][0]["namespace"] == NAMESPACE
-    peerings = of_kind(objects, "KopfPeering")
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
-    assert not of_kind(objects, "ClusterKopfPeering")
 
 
 def test_rbac_create_false_leaves_rbac_to_the_user() -> None:
@@ -298,27 +299,20 @@ def test_rbac_create_false_leaves_rbac_to_the_user() -> None:
         assert not of_kind(objects, kind)
 
 
-# --- peering --------------------------------------------------------------------------
+# --- peering ---------------------------------------------------------------------------
 
 
-def test_peering_object_matches_the_operator_flag() -> None:
+def test_peering_name_reaches_the_operator_which_creates_the_object() -> None:
     objects = render("--set", "peering.name=team-peers")
-    peering = one(objects, "ClusterKopfPeering")
-    assert peering["metadata"]["name"] == "team-peers"
     assert "--peering=team-peers" in operator_container(objects)["args"]
+    # A chart-made peering object would race the operator's own create on first install.
+    assert not [obj for obj in objects if obj["apiVersion"].startswith("kopf.dev/")]
 
 
-def test_peering_object_is_a_hook_only_until_its_crd_is_served() -> None:
-    """A first install cannot map kopf.dev kinds; the upgrade adopts the hook's object."""
-    first = one(render(), "ClusterKopfPeering")["metadata"]["annotations"]
-    assert first["helm.sh/hook"] == "post-install"
-    assert "helm.sh/hook-delete-policy" not in first
-    later = one(render("--api-versions", "kopf.dev/v1"), "ClusterKopfPeering")
-    annotations = later["metadata"]["annotations"]
-    assert "helm.sh/hook" not in annotations
-    assert annotations["meta.helm.sh/release-name"] == RELEASE
-    assert annotations["meta.helm.sh/release-namespace"] == NAMESPACE
-    assert later["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+def test_allowed_unsafe_sysctls_reach_the_operator() -> None:
+    args = operator_container(render(*values_file("full.yaml")))["args"]
+    assert "--allowed-unsafe-sysctls=net.core.somaxconn,net.ipv4.tcp_*" in args
+    assert not [a for a in operator_container(render())["args"] if "unsafe" in a]
 
 
 # --- CRDs -----------------------------------------------------------------------------
@@ -412,15 +406,13 @@ def test_worker_monitors_select_what_the_operator_renders() -> None:
     }
 
 
-# Metric names docs/helm.md promises the worker exports (the dashboard's inputs).
-DASHBOARD_METRICS = {
-    "w5xde_raw_bytes_total",
-    "w5xde_wire_bytes_total",
-    "w5xde_batches_total",
-    "w5xde_network_seconds_total",
-    "w5xde_compression_seconds_total",
-    "w5xde_lost_batches_total",
-}
+def exported_worker_metrics() -> set[str]:
+    """The sample names a real worker serves on /metrics (its collector, not a list)."""
+    registry = CollectorRegistry()
+    worker = Worker(WorkerConfig(name="demo-0", cluster_id="team-a/demo"), b"k" * 32)
+    registry.register(WorkerCollector(worker))
+    exposition = generate_latest(registry).decode()
+    return set(re.findall(r"^(w5xde_[a-z_]+)\s", exposition, re.MULTILINE))
 
 
 def test_grafana_dashboard_configmap_carries_the_dashboard() -> None:
@@ -431,7 +423,11 @@ def test_grafana_dashboard_configmap_carries_the_dashboard() -> None:
     assert dashboard["uid"] == "w5xde-clusters"
     expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
     used = set(re.findall(r"\bw5xde_[a-z_]+", " ".join(expressions)))
-    assert used == DASHBOARD_METRICS
+    exported = exported_worker_metrics()
+    assert used <= exported, f"the worker exports none of {used - exported}"
+    for needed in ("raw_bytes", "wire_bytes", "batches", "network_seconds", "compression_seconds"):
+        assert any(needed in name for name in used), needed
+    assert all("cluster" in expression for expression in expressions)
     titles = " ".join(panel["title"] for panel in dashboard["panels"]).lower()
     for topic in ("throughput", "batches/s", "ratio", "network time", "compression time"):
         assert topic in titles
@@ -492,12 +488,7 @@ def test_node_tuning_defaults_are_16_mib() -> None:
 
 def test_namespace_override_moves_every_namespaced_object() -> None:
     objects = render("--set", "namespaceOverride=elsewhere,nodeTuning.enabled=true")
-    cluster_scoped = {
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "CustomResourceDefinition",
-        "ClusterKopfPeering",
-    }
+    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
     for obj in objects:
         if obj["kind"] not in cluster_scoped:
             assert obj["metadata"]["namespace"] == "elsewhere", obj["metadata"]

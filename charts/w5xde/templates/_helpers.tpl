@@ -179,11 +179,14 @@ action of the operator (DESIGN.md, Operator); nothing is granted "just in case".
   verbs: ["list", "watch"]
 {{- end -}}
 
-{{/* kopf peering: replicas announce themselves by patching the peering object's status. */}}
+{{/*
+kopf peering: the operator creates its peering object at start-up (kopf never
+does), and replicas announce themselves by patching its status.
+*/}}
 {{- define "w5xde.operator.peeringRule" -}}
 - apiGroups: ["kopf.dev"]
   resources: [{{ . | quote }}]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch", "create"]
 {{- end -}}
 
 {{/*
