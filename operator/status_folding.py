@@ -334,7 +334,7 @@ def _events(
         message = "; ".join(problem.message for problem in problems) or "see status.conditions"
         reason = problems[0].reason if problems else "Degraded"
         events.append(Event("Warning", reason, message))
-    if newly_stale:
+    if newly_stale and not events:
         events.append(
             Event("Warning", "WorkersStale", f"no recent report from: {', '.join(newly_stale)}")
         )
