@@ -475,6 +475,17 @@ def test_node_tuning_daemonset_sets_the_caps_and_labels_what_the_operator_select
     assert one(objects, "ServiceAccount", account)
 
 
+def test_node_tuning_can_live_in_a_privileged_namespace_of_its_own() -> None:
+    objects = render("--set", "nodeTuning.enabled=true,nodeTuning.namespace=kube-system")
+    daemonset = one(objects, "DaemonSet")
+    assert daemonset["metadata"]["namespace"] == "kube-system"
+    name = daemonset["metadata"]["name"]
+    assert one(objects, "ServiceAccount", name)["metadata"]["namespace"] == "kube-system"
+    assert one(objects, "ConfigMap", name)["metadata"]["namespace"] == "kube-system"
+    assert one(objects, "ClusterRoleBinding", name)["subjects"][0]["namespace"] == "kube-system"
+    assert one(objects, "Deployment")["metadata"]["namespace"] == NAMESPACE
+
+
 def test_node_tuning_defaults_are_16_mib() -> None:
     container = one(render("--set", "nodeTuning.enabled=true"), "DaemonSet")["spec"]["template"][
         "spec"
