@@ -1,0 +1,25 @@
+# Worker: the data plane's tools (zstd and nc for the benchmark baseline, nft for
+# packet loss where the kernel has no sch_netem, iperf3 for a raw TCP figure,
+# iproute2 for the network-namespace tests) and the benchmark.  See docs/worker.md.
+
+WORKER_TOOLS := zstd nc nft iperf3 ip tc
+BENCH_OUT ?= bench/results.json
+
+TEST_PREREQUISITES += worker-tools
+
+.PHONY: worker-tools worker-test bench
+
+worker-tools: ## install zstd, netcat-openbsd, nftables, iperf3, iproute2 (apt, only when missing)
+	@missing=""; for tool in $(WORKER_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		echo "worker-tools: installing zstd netcat-openbsd nftables iperf3 iproute2"; \
+		apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+			--no-install-recommends zstd netcat-openbsd nftables iperf3 iproute2 >/dev/null; \
+	fi
+
+worker-test: install worker-tools ## the worker's tests: unit, local end to end, network namespaces
+	$(BIN)/pytest tests/unit/test_protocol_*.py tests/unit/test_worker_*.py tests/local tests/netns $(PYTEST_ARGS)
+
+bench: install worker-tools ## w5xde against zstd|nc and the codec ceiling; table + $(BENCH_OUT)
+	$(BIN)/python bench/bench_worker.py --json $(BENCH_OUT)
