@@ -114,7 +114,11 @@ class WorkloadSpec(ApiModel):
 
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
-            ("self.source != 'file' || self.path != ''", FILE_NEEDS_PATH, ".path")
+            (
+                "!has(self.source) || self.source != 'file' || (has(self.path) && self.path != '')",
+                FILE_NEEDS_PATH,
+                ".path",
+            )
         )
     )
 
@@ -169,12 +173,18 @@ class NetworkSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
             (
-                "self.socketBufferBytes == 0 || self.chunkBytes <= self.socketBufferBytes",
+                "!has(self.socketBufferBytes) || !has(self.chunkBytes)"
+                " || self.socketBufferBytes == 0 || self.chunkBytes <= self.socketBufferBytes",
                 CHUNK_WITHIN_BUFFER,
                 ".chunkBytes",
             ),
-            (f"self.sysctls.all(k, {_NAMESPACED_CEL})", SYSCTL_NOT_NAMESPACED, ".sysctls"),
             (
+                f"!has(self.sysctls) || self.sysctls.all(k, {_NAMESPACED_CEL})",
+                SYSCTL_NOT_NAMESPACED,
+                ".sysctls",
+            ),
+            (
+                "!has(self.sysctls) || "
                 f"self.sysctls.all(k, !k.startsWith('{NODE_WIDE_SYSCTL_PREFIX}'))",
                 SYSCTL_NODE_WIDE,
                 ".sysctls",

@@ -1,0 +1,125 @@
+"""Fixtures for the API/operator tests on the real test bed: the CRD and an operator."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+CRD_FILE = ROOT / "crds" / "compressioncluster.yaml"
+W5XDE = str(Path(sys.executable).with_name("w5xde"))
+#: The node agent runs any image whose name contains "w5xde" as the venv's `w5xde`.
+WORKER_IMAGE = "localhost/w5xde-worker:testbed"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def crd(testbed: Any) -> str:
+    """The generated CRD, applied as users would (and left in place for other tests)."""
+    testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    testbed.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s",
+        "crd/compressionclusters.w5xde.io",
+    )  # fmt: skip
+    return "compressionclusters.w5xde.io"
+
+
+class OperatorProcess:
+    """`w5xde operator` as a subprocess, namespace-scoped, logging to a file."""
+
+    def __init__(self, testbed: Any, namespace: str, log_dir: Path, *extra: str) -> None:
+        self.testbed = testbed
+        self.namespace = namespace
+        self.liveness_port = free_port()
+        self.metrics_port = free_port()
+        self.log_path = log_dir / f"operator-{namespace}-{time.monotonic_ns()}.log"
+        env = dict(os.environ, KUBECONFIG=str(testbed.kubeconfig))
+        env.pop("W5XDE_WORKER_IMAGE", None)
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [
+                W5XDE, "operator", "--namespace", namespace, "--standalone",
+                "--log-mode", "verbose", "--liveness", str(self.liveness_port),
+                "--metrics-port", str(self.metrics_port), "--worker-image", WORKER_IMAGE,
+                "--fold-interval", "1", *extra,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )  # fmt: skip
+        testbed.wait_for(self.healthy, 60, f"operator liveness on :{self.liveness_port}")
+
+    def healthy(self) -> bool:
+        if self.process.poll() is not None:
+            pytest.fail(f"operator exited {self.process.returncode}:\n{self.log()}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.liveness_port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._log.close()
+
+
+@pytest.fixture
+def start_operator(
+    testbed: Any, namespace: str, crd: str, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    started: list[OperatorProcess] = []
+
+    def start(*extra: str) -> OperatorProcess:
+        process = OperatorProcess(testbed, namespace, tmp_path, *extra)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def operator(start_operator: Callable[..., OperatorProcess]) -> OperatorProcess:
+    return start_operator()
+
+
+def get_json(testbed: Any, *args: str) -> dict[str, Any]:
+    result = testbed.kubectl("get", *args, "-o", "json")
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def apply_cluster(testbed: Any, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    manifest = {
+        "apiVersion": "w5xde.io/v1alpha1",
+        "kind": "CompressionCluster",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+    testbed.kubectl("apply", "-f", "-", input=json.dumps(manifest))
