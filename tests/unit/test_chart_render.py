@@ -326,6 +326,8 @@ def test_crds_follow_install_and_keep() -> None:
         assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     for crd in of_kind(render(*values_file("crds-not-kept.yaml")), "CustomResourceDefinition"):
         assert "helm.sh/resource-policy" not in crd["metadata"].get("annotations", {})
+    without_kopf = of_kind(render("--set", "crds.kopfPeering=false"), "CustomResourceDefinition")
+    assert [crd["metadata"]["name"] for crd in without_kopf] == ["compressionclusters.w5xde.io"]
 
 
 # --- PodDisruptionBudget --------------------------------------------------------------
