@@ -13,6 +13,7 @@ from types import FrameType
 from testbed.nodeagent.agent import Agent
 from testbed.nodeagent.kubeapi import Kube
 from testbed.nodeagent.process_runtime import ProcessRuntime
+from testbed.nodeagent.runtime import ContainerRuntime
 
 
 def main() -> int:
@@ -20,6 +21,13 @@ def main() -> int:
     parser.add_argument("--kubeconfig", type=Path, required=True)
     parser.add_argument("--node", action="append", required=True)
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument(
+        "--runtime",
+        choices=("process", "podman"),
+        default="process",
+        help="process: the venv's w5xde; podman: the built images (image mode)",
+    )
+    parser.add_argument("--first-node-index", type=int, default=0, metavar="N")
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -27,7 +35,12 @@ def main() -> int:
     )
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.ERROR)
-    agent = Agent(Kube(args.kubeconfig), tuple(args.node), ProcessRuntime())
+    runtime: ContainerRuntime = ProcessRuntime()
+    if args.runtime == "podman":
+        from testbed.nodeagent.podman_runtime import PodmanRuntime
+
+        runtime = PodmanRuntime()
+    agent = Agent(Kube(args.kubeconfig), tuple(args.node), runtime, args.first_node_index)
     done = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -29,11 +29,19 @@ WATCH_SECONDS = 30
 
 
 class Agent:
-    def __init__(self, kube: Kube, node_names: tuple[str, ...], runtime: ContainerRuntime) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        node_names: tuple[str, ...],
+        runtime: ContainerRuntime,
+        first_node_index: int = 0,
+    ) -> None:
         self.kube = kube
         self.nodes = node_names
         self.runtime = runtime
-        self.ipam = Ipam(node_names)
+        # A second agent (the image mode) numbers its nodes after the launcher's.
+        self.first_node_index = first_node_index
+        self.ipam = Ipam(node_names, first_node_index)
         self._workers: dict[str, PodWorker] = {}
         self._pods: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -150,7 +158,7 @@ class Agent:
     def run(self) -> None:
         network.ensure_bridge()
         for index, name in enumerate(self.nodes):
-            nodes.register(self.kube, name, index)
+            nodes.register(self.kube, name, self.first_node_index + index)
             nodes.renew_lease(self.kube, name)
         log.info("nodes registered: %s", ", ".join(self.nodes))
         for target in (self._heartbeat, self._refresh_hosts):

@@ -8,8 +8,8 @@ from testbed.paths import NODE_NAMES
 
 
 class Ipam:
-    def __init__(self, nodes: tuple[str, ...] = NODE_NAMES) -> None:
-        self._subnet = {name: index + 1 for index, name in enumerate(nodes)}
+    def __init__(self, nodes: tuple[str, ...] = NODE_NAMES, first_index: int = 0) -> None:
+        self._subnet = {name: first_index + index + 1 for index, name in enumerate(nodes)}
         self._used: set[str] = set()
         self._lock = threading.Lock()
 

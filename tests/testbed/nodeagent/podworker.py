@@ -361,6 +361,9 @@ class PodWorker(threading.Thread):
             run_as_user=user,
             run_as_group=group,
             drop_all_capabilities=drop_all,
+            read_only_root_filesystem=bool(
+                (spec.get("securityContext") or {}).get("readOnlyRootFilesystem")
+            ),
             log_path=self.dir / f"{container.name}.log",
             pid_path=self.dir / f"{container.name}.pid",
         )

@@ -34,6 +34,7 @@ class ContainerSpec:
     run_as_user: int | None = None
     run_as_group: int | None = None
     drop_all_capabilities: bool = False
+    read_only_root_filesystem: bool = False
     log_path: Path = field(default=Path("/dev/null"))
     pid_path: Path | None = None
 
