@@ -20,14 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.action == "up":
         try:
-            controlplane.up()
+            controlplane.acquire(controlplane.MANUAL_USER)
         except controlplane.ControlPlaneError as error:
             print(f"testbed up failed: {error}", file=sys.stderr)
             return 1
         print(f"export KUBECONFIG={ADMIN_KUBECONFIG}")
         return 0
     if args.action == "down":
-        controlplane.down()
+        controlplane.force_down()
         return 0
     if args.action == "env":
         print(f"export KUBECONFIG={ADMIN_KUBECONFIG}")

@@ -8,6 +8,7 @@ crash of the process that started it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +45,11 @@ from testbed.paths import (
     apiserver_url,
 )
 from testbed.pki import CertificateAuthority, write_kubeconfig, write_service_account_keys
+
+LOCK_FILE = CLUSTER_DIR.parent / "testbed.lock"
+USERS_DIR = CLUSTER_DIR.parent / "users"
+#: The user `make cluster-up` registers: a cluster started by hand stays up until `down`.
+MANUAL_USER = "manual"
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "nodeagent")
 
@@ -400,6 +407,55 @@ def _kill_leftover_pods() -> None:
             continue
         _kill_group(pid, signal.SIGKILL)
     shutil.rmtree(PODS_DIR, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _exclusive() -> Iterator[None]:
+    """One `up`/`down` at a time across processes: several pytest sessions share one bed."""
+    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with LOCK_FILE.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _live_users() -> list[str]:
+    if not USERS_DIR.exists():
+        return []
+    users = []
+    for entry in USERS_DIR.iterdir():
+        if entry.name != MANUAL_USER and entry.name.isdigit() and not _alive(int(entry.name)):
+            entry.unlink(missing_ok=True)
+            continue
+        users.append(entry.name)
+    return users
+
+
+def acquire(user: str | None = None) -> ControlPlane:
+    """Bring the test bed up (or join the running one) and register as one of its users."""
+    with _exclusive():
+        plane = up()
+        USERS_DIR.mkdir(parents=True, exist_ok=True)
+        (USERS_DIR / (user or str(os.getpid()))).touch()
+        return plane
+
+
+def release(user: str | None = None) -> bool:
+    """Unregister; the last user takes the test bed down. Returns True if it went down."""
+    with _exclusive():
+        (USERS_DIR / (user or str(os.getpid()))).unlink(missing_ok=True)
+        if _live_users():
+            return False
+        down()
+        return True
+
+
+def force_down() -> None:
+    with _exclusive():
+        down()
+        shutil.rmtree(USERS_DIR, ignore_errors=True)
 
 
 def tail(lines: int = 30) -> str:

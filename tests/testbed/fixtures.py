@@ -1,8 +1,9 @@
 """pytest fixtures: `testbed` (the running control plane + node agent) and `namespace`.
 
-The cluster starts once per session, or a cluster already started with `make
-cluster-up` is reused and left running. Failures carry the tail of the logs,
-because a test bed failure is rarely explained by the assertion alone.
+The cluster starts once per session, or a running one is joined: sessions
+register as users and the last one out takes it down; one started with `make
+cluster-up` stays until `make cluster-down`. Failures carry the tail of the
+logs, because a test bed failure is rarely explained by the assertion alone.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ T = TypeVar("T")
 
 class Testbed:
     """What tests get: the admin kubeconfig, the binaries, and helpers that fail loudly."""
+
+    __test__ = False
 
     def __init__(self, plane: controlplane.ControlPlane) -> None:
         self.plane = plane
@@ -137,14 +140,13 @@ def testbed() -> Iterator[Testbed]:
     if not (BIN_DIR / "kube-apiserver").exists():
         pytest.fail(f"{BIN_DIR} has no control plane: run `make testbed-bin`", pytrace=False)
     try:
-        plane = controlplane.up()
+        plane = controlplane.acquire()
     except controlplane.ControlPlaneError as error:
         pytest.fail(f"test bed did not start: {error}", pytrace=False)
     try:
         yield Testbed(plane)
     finally:
-        if plane.owned:
-            controlplane.down()
+        controlplane.release()
 
 
 @pytest.fixture

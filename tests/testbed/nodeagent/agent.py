@@ -112,7 +112,7 @@ class Agent:
             try:
                 resource_version = self._relist()
                 stream = watch.Watch().stream(
-                    self.kube.core.list_pod_for_all_namespaces,
+                    self.kube.core_api.list_pod_for_all_namespaces,
                     resource_version=resource_version,
                     timeout_seconds=WATCH_SECONDS,
                     allow_watch_bookmarks=False,

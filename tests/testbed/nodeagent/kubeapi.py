@@ -13,6 +13,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 Obj = dict[str, Any]
+REQUEST_TIMEOUT = 30
 
 
 def now_rfc3339() -> str:
@@ -27,14 +28,41 @@ def _json(response: Any) -> Obj:
     return dict(json.loads(response.data))
 
 
+class _ReadingApi:
+    """Reads every response to its end and gives the connection back to the pool.
+
+    A raw (`_preload_content=False`) response left unread is closed when it is
+    garbage-collected; the API server then sees a broken pipe and may abort the
+    request (a status patch silently lost).
+    """
+
+    def __init__(self, api: Any) -> None:
+        self._api = api
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._api, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+            response = method(*args, **kwargs)
+            if kwargs.get("_preload_content") is False:
+                _ = response.data
+                response.release_conn()
+            return response
+
+        return call
+
+
 class Kube:
     def __init__(self, kubeconfig: Path) -> None:
         configuration = client.Configuration()
         config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
         configuration.connection_pool_maxsize = 64
         self.api_client = client.ApiClient(configuration)
-        self.core = client.CoreV1Api(self.api_client)
-        self.coordination = client.CoordinationV1Api(self.api_client)
+        #: Unwrapped, for the pod watch (a stream must not be read to its end first).
+        self.core_api = client.CoreV1Api(self.api_client)
+        self.core = _ReadingApi(self.core_api)
+        self.coordination = _ReadingApi(client.CoordinationV1Api(self.api_client))
 
     # pods
     def list_pods(self) -> tuple[list[Obj], str]:

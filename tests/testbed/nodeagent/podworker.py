@@ -357,6 +357,7 @@ class PodWorker(threading.Thread):
             env=env,
             working_dir=spec.get("workingDir"),
             netns=str(self.netns),
+            hostname=str(pod["spec"].get("hostname") or self.pod_name),
             mounts=tuple(mounts),
             run_as_user=user,
             run_as_group=group,

@@ -2,7 +2,8 @@
 
 `ip netns exec` already gives the process a private mount namespace (with the
 pod's /etc/hosts bind-mounted over /etc/hosts), so the volume bind mounts happen
-in that same shell before it execs the command, and never show on the host.
+in that same shell before it execs the command, and never show on the host;
+`unshare --uts` gives it the pod's hostname.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def resolve_argv(spec: ContainerSpec) -> list[str]:
 
 def _mount_script(spec: ContainerSpec) -> str:
     lines = ["set -e"]
+    if spec.hostname:
+        # A UTS namespace of its own (unshare below), as each pod has with a kubelet.
+        lines.append(f"echo {shlex.quote(spec.hostname)} > /proc/sys/kernel/hostname")
     for mount in spec.mounts:
         source, target = shlex.quote(str(mount.source)), shlex.quote(mount.target)
         if mount.source.is_dir():
@@ -119,6 +123,8 @@ class ProcessRuntime:
             "netns",
             "exec",
             spec.netns,
+            "unshare",
+            "--uts",
             "sh",
             "-c",
             _mount_script(spec),

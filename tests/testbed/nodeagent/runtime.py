@@ -30,6 +30,7 @@ class ContainerSpec:
     env: dict[str, str]
     working_dir: str | None
     netns: str
+    hostname: str | None = None
     mounts: tuple[Mount, ...] = ()
     run_as_user: int | None = None
     run_as_group: int | None = None

@@ -1,0 +1,374 @@
+"""The user journeys of DESIGN.md against the real control plane, end to end.
+
+One operator (installed by helm, running under its chart RBAC) and one demo
+cluster serve the journeys in order, as a user would walk them: install, apply,
+reshape, break things, delete. Each journey is its own test so a failure names
+the journey; a journey whose predecessor failed fails too, with its own message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import textwrap
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from testbed.fixtures import Testbed
+from testbed.paths import REPO_ROOT, STATE_ROOT
+
+pytestmark = [pytest.mark.testbed, pytest.mark.netns, pytest.mark.slow]
+
+OPERATOR_NAMESPACE = "w5xde-system"
+RELEASE = "w5xde"
+DEMO = "demo"
+TIMINGS_FILE = STATE_ROOT / "e2e-timings.json"
+OWNED_KINDS = ("statefulsets", "services", "secrets", "serviceaccounts", "roles", "rolebindings")
+
+
+def cc(testbed: Testbed, namespace: str, name: str = DEMO) -> dict[str, Any]:
+    result = testbed.kubectl("get", "cc", name, "-n", namespace, "-o", "json", check=False)
+    return dict(json.loads(result.stdout)) if result.returncode == 0 else {}
+
+
+def status(testbed: Testbed, namespace: str, name: str = DEMO) -> dict[str, Any]:
+    return dict(cc(testbed, namespace, name).get("status") or {})
+
+
+def condition(testbed: Testbed, namespace: str, kind: str, name: str = DEMO) -> dict[str, Any]:
+    for item in status(testbed, namespace, name).get("conditions") or []:
+        if item.get("type") == kind:
+            return dict(item)
+    return {}
+
+
+def worker_pods(testbed: Testbed, namespace: str) -> list[dict[str, Any]]:
+    pods = json.loads(testbed.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
+    return [p for p in pods if p["metadata"]["name"].startswith(f"{DEMO}-")]
+
+
+def ready_with_figures(testbed: Testbed, namespace: str, workers: int) -> dict[str, Any] | None:
+    """The status once READY n/n, Running, and every figure of the printer columns non-zero."""
+    current = status(testbed, namespace)
+    if current.get("ready") != f"{workers}/{workers}" or current.get("phase") != "Running":
+        return None
+    if not current.get("throughputBytesPerSecond") or not current.get("batchesPerSecond"):
+        return None
+    if not current.get("compressionRatio"):
+        return None
+    return current
+
+
+def lost(testbed: Testbed, namespace: str) -> int:
+    return int((status(testbed, namespace).get("totals") or {}).get("lostBatches", 0))
+
+
+def record_timing(name: str, seconds: float) -> None:
+    timings = json.loads(TIMINGS_FILE.read_text()) if TIMINGS_FILE.exists() else {}
+    timings[name] = round(seconds, 1)
+    TIMINGS_FILE.write_text(json.dumps(timings, indent=2) + "\n")
+    print(f"{name}: {seconds:.1f}s")
+
+
+@pytest.fixture(scope="module")
+def operator(testbed: Testbed) -> Iterator[str]:
+    """The chart installed with helm; yields the operator's service account name."""
+    testbed.helm(
+        "install",
+        RELEASE,
+        str(REPO_ROOT / "charts" / "w5xde"),
+        "--namespace",
+        OPERATOR_NAMESPACE,
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        "3m",
+        timeout=240,
+    )
+    deployment = json.loads(
+        testbed.kubectl("get", "deployment", "-n", OPERATOR_NAMESPACE, "-o", "json").stdout
+    )["items"][0]
+    try:
+        yield str(deployment["spec"]["template"]["spec"]["serviceAccountName"])
+    finally:
+        testbed.helm("uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, check=False)
+        testbed.kubectl("delete", "namespace", OPERATOR_NAMESPACE, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def demo_namespace(testbed: Testbed, operator: str) -> Iterator[str]:
+    """Where the demo cluster lives: enforcing PodSecurity `baseline` (journey 7)."""
+    del operator
+    name = "e2e-demo"
+    testbed.kubectl("create", "namespace", name)
+    testbed.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=baseline")
+    try:
+        yield name
+    finally:
+        testbed.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def test_1_helm_install_runs_the_operator_under_its_chart_rbac(
+    testbed: Testbed, operator: str
+) -> None:
+    pods = json.loads(
+        testbed.kubectl("get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "json").stdout
+    )["items"]
+    running = [p for p in pods if p["status"].get("phase") == "Running"]
+    assert running, f"no operator pod Running: {[p['status'] for p in pods]}"
+    assert running[0]["spec"]["serviceAccountName"] == operator != "default"
+    identity = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{operator}"
+
+    def can(*args: str) -> bool:
+        result = testbed.kubectl("auth", "can-i", *args, f"--as={identity}", check=False)
+        return result.stdout.strip() == "yes"
+
+    assert can("patch", "compressionclusters.w5xde.io/status", "-n", "default")
+    assert can("create", "statefulsets.apps", "-n", "default")
+    assert not can("create", "clusterrolebindings")
+    assert not can("delete", "nodes")
+    crd = testbed.kubectl("get", "crd", "compressionclusters.w5xde.io", "-o", "name").stdout
+    assert "compressionclusters.w5xde.io" in crd
+
+
+def test_2_apply_example_streams_across_pod_namespaces(
+    testbed: Testbed, demo_namespace: str
+) -> None:
+    started = time.monotonic()
+    testbed.kubectl(
+        "apply", "-n", demo_namespace, "-f", str(REPO_ROOT / "examples" / "cluster.yaml")
+    )
+    testbed.wait_for(
+        lambda: (
+            status(testbed, demo_namespace).get("ready") == "4/4"
+            and status(testbed, demo_namespace).get("phase") == "Running"
+        ),
+        180,
+        "READY 4/4, phase Running",
+    )
+    record_timing("apply_to_ready_seconds", time.monotonic() - started)
+    testbed.wait_for(
+        lambda: status(testbed, demo_namespace).get("throughputBytesPerSecond"),
+        120,
+        "a non-zero throughput",
+    )
+    record_timing("apply_to_first_throughput_seconds", time.monotonic() - started)
+    figures = testbed.wait_for(
+        lambda: ready_with_figures(testbed, demo_namespace, 4), 120, "all printer figures"
+    )
+    table = testbed.kubectl("get", "compressionclusters", "-n", demo_namespace).stdout
+    print(table)
+    header, row = table.splitlines()[:2]
+    for column in ("READY", "PHASE", "THROUGHPUT", "RATIO", "BATCHES/S"):
+        assert column in header
+    assert "4/4" in row
+    assert "Running" in row
+    assert figures["throughput"] in row
+    # Four pods, four network namespaces: the bytes really crossed the bridge.
+    pods = worker_pods(testbed, demo_namespace)
+    assert len({p["status"]["podIP"] for p in pods}) == 4
+    assert {p["spec"]["nodeName"] for p in pods} == {"w5n-node-a", "w5n-node-b"}
+    workers = figures.get("workers") or {}
+    assert sorted(workers) == [f"{DEMO}-{i}" for i in range(4)]
+    assert all(w.get("batches", 0) > 0 for w in workers.values()), workers
+    assert lost(testbed, demo_namespace) == 0
+
+
+def test_3_scale_and_roll_lose_no_batch(testbed: Testbed, demo_namespace: str) -> None:
+    for replicas in (2, 4, 2):
+        testbed.kubectl("scale", "cc", DEMO, "-n", demo_namespace, f"--replicas={replicas}")
+        testbed.wait_for(
+            lambda r=replicas: (
+                ready_with_figures(testbed, demo_namespace, r)
+                and len(worker_pods(testbed, demo_namespace)) == r
+            ),
+            180,
+            f"READY {replicas}/{replicas} after kubectl scale",
+        )
+        assert cc(testbed, demo_namespace)["spec"]["workers"] == replicas
+        assert lost(testbed, demo_namespace) == 0
+    before = {p["metadata"]["uid"] for p in worker_pods(testbed, demo_namespace)}
+    testbed.kubectl(
+        "patch",
+        "cc",
+        DEMO,
+        "-n",
+        demo_namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"compression": {"level": 1}}}',
+    )
+
+    def rolled() -> bool:
+        pods = worker_pods(testbed, demo_namespace)
+        fresh = {p["metadata"]["uid"] for p in pods}
+        return len(pods) == 2 and not fresh & before
+
+    testbed.wait_for(rolled, 180, "every worker pod replaced after a spec change")
+    generation = cc(testbed, demo_namespace)["metadata"]["generation"]
+    testbed.wait_for(
+        lambda: (
+            ready_with_figures(testbed, demo_namespace, 2)
+            and status(testbed, demo_namespace).get("observedGeneration") == generation
+        ),
+        180,
+        "READY 2/2 with the new generation observed",
+    )
+    assert lost(testbed, demo_namespace) == 0
+
+
+def test_4_killed_worker_and_restarted_operator_keep_the_stream(
+    testbed: Testbed, demo_namespace: str
+) -> None:
+    victim = f"{DEMO}-0"
+    pid = testbed.container_pid(demo_namespace, victim)
+    batches_before = int(status(testbed, demo_namespace)["totals"]["batches"])
+    os.kill(pid, signal.SIGKILL)
+
+    def restarted() -> bool:
+        pod = json.loads(
+            testbed.kubectl("get", "pod", victim, "-n", demo_namespace, "-o", "json").stdout
+        )
+        statuses = pod["status"].get("containerStatuses") or [{}]
+        return statuses[0].get("restartCount", 0) >= 1 and statuses[0].get("ready") is True
+
+    testbed.wait_for(restarted, 90, f"{victim} restarted and Ready")
+    testbed.wait_for(
+        lambda: (
+            int(status(testbed, demo_namespace)["totals"]["batches"]) > batches_before
+            and ready_with_figures(testbed, demo_namespace, 2)
+        ),
+        120,
+        "the stream resumed after the kill",
+    )
+    assert lost(testbed, demo_namespace) == 0
+
+    old = testbed.kubectl(
+        "get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "jsonpath={.items[*].metadata.name}"
+    ).stdout.split()
+    testbed.kubectl("delete", "pods", "-n", OPERATOR_NAMESPACE, *old, "--wait=true", timeout=90)
+
+    def new_operator_ready() -> bool:
+        pods = json.loads(
+            testbed.kubectl("get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "json").stdout
+        )["items"]
+        return any(
+            p["metadata"]["name"] not in old
+            and any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in p["status"].get("conditions") or []
+            )
+            for p in pods
+        )
+
+    testbed.wait_for(new_operator_ready, 90, "a new operator pod Ready")
+    batches_after_restart = int(status(testbed, demo_namespace)["totals"]["batches"])
+    testbed.wait_for(
+        lambda: int(status(testbed, demo_namespace)["totals"]["batches"]) > batches_after_restart,
+        90,
+        "status totals updating under the new operator",
+    )
+    assert lost(testbed, demo_namespace) == 0
+
+
+INVALID_SPECS = {
+    "spec.workers": {"workers": 0},
+    "spec.logMode": {"logMode": "loud"},
+    "spec.network.sysctls": {"network": {"sysctls": {"net.core.rmem_max": "67108864"}}},
+    "spec.workload.path": {"workload": {"source": "file"}},
+}
+
+
+@pytest.mark.parametrize("field", sorted(INVALID_SPECS))
+def test_5_invalid_spec_refused_naming_the_field(
+    testbed: Testbed, namespace: str, operator: str, field: str
+) -> None:
+    del operator
+    manifest = {
+        "apiVersion": "w5xde.io/v1alpha1",
+        "kind": "CompressionCluster",
+        "metadata": {"name": "bad"},
+        "spec": INVALID_SPECS[field],
+    }
+    result = testbed.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=json.dumps(manifest), check=False
+    )
+    assert result.returncode != 0, result.stdout
+    assert field in result.stderr, result.stderr
+    assert not cc(testbed, namespace, "bad")
+
+
+def test_5_unsafe_sysctl_degrades_with_a_reason(
+    testbed: Testbed, namespace: str, operator: str
+) -> None:
+    del operator
+    testbed.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=textwrap.dedent(
+            """
+            apiVersion: w5xde.io/v1alpha1
+            kind: CompressionCluster
+            metadata: {name: unsafe}
+            spec:
+              workers: 2
+              network:
+                sysctls: {net.ipv4.tcp_congestion_control: reno}
+            """
+        ),
+    )
+    degraded = testbed.wait_for(
+        lambda: (
+            condition(testbed, namespace, "Degraded", "unsafe").get("status") == "True"
+            and condition(testbed, namespace, "Degraded", "unsafe")
+        ),
+        90,
+        "a Degraded condition",
+    )
+    assert degraded.get("reason"), degraded
+    assert "tcp_congestion_control" in degraded.get("message", ""), degraded
+    assert status(testbed, namespace, "unsafe").get("phase") in ("Degraded", "Failed", "Pending")
+
+
+def test_7_worker_pods_admitted_under_baseline(testbed: Testbed, demo_namespace: str) -> None:
+    labels = json.loads(testbed.kubectl("get", "namespace", demo_namespace, "-o", "json").stdout)[
+        "metadata"
+    ]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    pods = worker_pods(testbed, demo_namespace)
+    assert pods
+    assert all(p["status"].get("phase") == "Running" for p in pods)
+    events = testbed.kubectl(
+        "get", "events", "-n", demo_namespace, "--field-selector", "reason=FailedCreate"
+    ).stdout
+    assert "violates PodSecurity" not in events
+
+
+def test_6_delete_collects_every_owned_object(testbed: Testbed, demo_namespace: str) -> None:
+    uid = cc(testbed, demo_namespace)["metadata"]["uid"]
+
+    def owned() -> list[str]:
+        names = []
+        for kind in (*OWNED_KINDS, "pods"):
+            items = json.loads(
+                testbed.kubectl("get", kind, "-n", demo_namespace, "-o", "json").stdout
+            )["items"]
+            for item in items:
+                owners = item["metadata"].get("ownerReferences") or []
+                if any(o["uid"] == uid for o in owners) or (
+                    kind == "pods" and item["metadata"]["name"].startswith(f"{DEMO}-")
+                ):
+                    names.append(f"{kind}/{item['metadata']['name']}")
+        return names
+
+    before = owned()
+    assert any(n.startswith("statefulsets/") for n in before), before
+    testbed.kubectl("delete", "cc", DEMO, "-n", demo_namespace, timeout=120)
+    testbed.wait_for(lambda: not owned() or None, 120, f"garbage collection of {before}")
