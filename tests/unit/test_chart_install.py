@@ -1,0 +1,126 @@
+"""The chart installed on the test bed's real API server, in its least-privilege mode.
+
+The end-to-end journeys install the chart cluster-wide; this test takes the other
+path: the operator in a namespace enforcing PodSecurity `restricted`, serving only
+another namespace through a Role there, with two replicas sharing kopf peering.
+Only the real API server can say that those Roles are enough (including RBAC's
+escalation check when the operator creates the workers' Role), that the objects
+pass admission, and that the replicas find each other.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testbed.fixtures import Testbed
+
+pytestmark = [pytest.mark.testbed, pytest.mark.slow]
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "w5xde"
+OPERATOR_LABELS = "app.kubernetes.io/part-of=w5xde,app.kubernetes.io/component=operator"
+
+
+def get_json(testbed: Testbed, *args: str) -> dict[str, Any]:
+    result = testbed.kubectl("get", *args, "-o", "json", check=False)
+    return dict(json.loads(result.stdout)) if result.returncode == 0 else {}
+
+
+@pytest.fixture
+def served_namespace(testbed: Testbed) -> Iterator[str]:
+    """The namespace the operator serves, at the `baseline` level worker pods are built for."""
+    name = f"t-{uuid.uuid4().hex[:8]}-served"
+    testbed.kubectl("create", "namespace", name)
+    testbed.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=baseline")
+    try:
+        yield name
+    finally:
+        testbed.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def test_namespaced_install_with_two_replicas_reconciles_under_its_roles(
+    testbed: Testbed, namespace: str, served_namespace: str
+) -> None:
+    # An operator left over from another test would reconcile our cluster as well.
+    testbed.wait_for(
+        lambda: not get_json(testbed, "pods", "-A", "-l", OPERATOR_LABELS).get("items"),
+        60,
+        "no other W5XDE operator running",
+    )
+    testbed.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    # Install only the CRDs nobody has: a release cannot take over another's CRDs,
+    # and without `keep` ours leave with the release, as they came.
+    ours = testbed.kubectl("get", "crd", "compressionclusters.w5xde.io", check=False)
+    kopf = testbed.kubectl("get", "crd", "kopfpeerings.kopf.dev", check=False)
+    release = f"w5xde-{namespace}"
+    testbed.helm(
+        "install", release, str(CHART), "--namespace", namespace,
+        "--set", f"watchNamespaces={{{served_namespace}}}",
+        "--set", "replicaCount=2",
+        "--set", f"crds.install={str(ours.returncode != 0).lower()}",
+        "--set", f"crds.kopfPeering={str(kopf.returncode != 0).lower()}",
+        "--set", "crds.keep=false",
+        "--wait", "--timeout", "3m",
+        timeout=240,
+    )  # fmt: skip
+    try:
+        check_reconciled_under_chart_rbac(testbed, namespace, served_namespace, release)
+    finally:
+        testbed.kubectl("delete", "cc", "--all", "-n", served_namespace, "--wait=true",
+                        "--timeout=60s", check=False)  # fmt: skip
+        testbed.helm("uninstall", release, "--namespace", namespace, "--wait", check=False)
+
+
+def check_reconciled_under_chart_rbac(
+    testbed: Testbed, namespace: str, served_namespace: str, release: str
+) -> None:
+    budget = get_json(testbed, "poddisruptionbudget", release, "-n", namespace)
+    assert budget["spec"]["minAvailable"] == 1
+    pods = get_json(testbed, "pods", "-n", namespace, "-l", OPERATOR_LABELS)["items"]
+    assert len(pods) == 2
+    assert all(pod["status"]["phase"] == "Running" for pod in pods)
+
+    testbed.kubectl(
+        "apply", "-n", served_namespace, "-f", "-",
+        input=textwrap.dedent("""\
+            apiVersion: w5xde.io/v1alpha1
+            kind: CompressionCluster
+            metadata:
+              name: demo
+            spec:
+              workers: 1
+            """),
+    )  # fmt: skip
+
+    def reconciled() -> dict[str, Any] | None:
+        cluster = get_json(testbed, "cc", "demo", "-n", served_namespace)
+        observed = (cluster.get("status") or {}).get("observedGeneration")
+        if observed != cluster["metadata"]["generation"]:
+            return None
+        return get_json(testbed, "statefulset", "demo", "-n", served_namespace) or None
+
+    statefulset = testbed.wait_for(reconciled, 120, "the operator to reconcile cc/demo")
+    assert statefulset["spec"]["replicas"] == 1
+    # The workers' Role: the operator may only create it holding the same verbs itself.
+    roles = get_json(testbed, "roles", "-n", served_namespace)["items"]
+    assert any(role["metadata"]["name"] != release for role in roles), roles
+
+    def peers() -> dict[str, Any] | None:
+        peering = get_json(testbed, "kopfpeerings.kopf.dev", release, "-n", served_namespace)
+        found = dict(peering.get("status") or {})
+        return found if len(found) == 2 else None
+
+    found = testbed.wait_for(peers, 90, f"both replicas in kopfpeering {release}")
+    assert {pod["metadata"]["name"] for pod in pods} == set(found)
+
+    for pod in pods:
+        log = testbed.pod_log(namespace, pod["metadata"]["name"])
+        assert "forbidden" not in log.lower(), log[-3000:]
