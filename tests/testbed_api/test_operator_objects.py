@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import urllib.request
 from typing import Any
 
 import pytest
@@ -62,6 +63,17 @@ def test_owned_objects_carry_owner_references_and_go_with_the_cluster(
                 "blockOwnerDeletion": True,
             }
         ], kind
+
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=10
+    ) as response:
+        metrics = response.read().decode()
+    assert 'w5xde_operator_reconciles_total{reason="create"} 1.0' in metrics
+    assert "w5xde_operator_reconcile_duration_seconds_count" in metrics
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{operator.liveness_port}/healthz", timeout=10
+    ) as response:
+        assert response.status == 200
 
     statefulset = get_json(testbed, "-n", namespace, "statefulset", "demo")
     assert statefulset["spec"]["podManagementPolicy"] == "Parallel"
