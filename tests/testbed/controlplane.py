@@ -381,6 +381,10 @@ def down(grace: float = 10.0) -> None:
             time.sleep(0.1)
         _kill_group(pid, signal.SIGKILL)
         _reap(pid)
+    for pid in _stray_processes():
+        _kill_group(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     _kill_leftover_pods()
     network.delete_all()
     if network.ip("link", "show", "w5n-br0", check=False).returncode == 0:
@@ -389,6 +393,27 @@ def down(grace: float = 10.0) -> None:
         STATE_FILE.unlink()
     for stale in ("etcd",):
         shutil.rmtree(CLUSTER_DIR / stale, ignore_errors=True)
+
+
+def _stray_processes() -> list[int]:
+    """Test bed processes no state file knows of (a crashed or raced `up`): our binaries,
+    identified by their executable's path, and node agents of this state dir."""
+    bin_dir = BIN_DIR.resolve()
+    strays = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            exe = Path(os.readlink(proc / "exe"))
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        agent = b"testbed.nodeagent" in cmdline and any(
+            arg == f"--kubeconfig={ADMIN_KUBECONFIG}".encode() for arg in cmdline
+        )
+        if exe.parent == bin_dir or agent:
+            strays.append(int(proc.name))
+    return strays
 
 
 def _reap(pid: int) -> None:

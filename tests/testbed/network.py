@@ -47,13 +47,14 @@ def _veth_name(pod_uid: str) -> str:
     return VETH_PREFIX + hashlib.sha256(pod_uid.encode()).hexdigest()[:11]
 
 
-def create_pod_network(pod_uid: str, pod_ip: str, hosts_text: str) -> str:
+def create_pod_network(pod_uid: str, pod_ip: str, hosts_text: str, resolv_text: str) -> str:
     """Create the pod's namespace with eth0 on the bridge; returns the namespace name."""
     netns = netns_name(pod_uid)
     delete_pod_network(pod_uid)
     etc = NETNS_ETC / netns
     etc.mkdir(parents=True, exist_ok=True)
     (etc / "hosts").write_text(hosts_text)
+    (etc / "resolv.conf").write_text(resolv_text)
     ip("netns", "add", netns)
     veth = _veth_name(pod_uid)
     ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)

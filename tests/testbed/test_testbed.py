@@ -141,15 +141,18 @@ def test_statefulset_pods_find_each_other_by_dns_name(testbed: Testbed, namespac
 
     def resolved() -> bool:
         return all(
-            f"resolved peer-{1 - i}.peers.{namespace}"
+            f"\nresolved peer-{1 - i}.peers.{namespace}"
             in testbed.pod_log(namespace, f"peer-{i}", "main")
             for i in (0, 1)
         )
 
     testbed.wait_for(resolved, 60, "both StatefulSet pods resolving each other")
-    ips = {pod_json(testbed, namespace, f"peer-{i}")["status"]["podIP"] for i in (0, 1)}
+    peer_1_ip = pod_json(testbed, namespace, "peer-1")["status"]["podIP"]
     log = testbed.pod_log(namespace, "peer-0", "main")
-    assert any(f" {ip}" in log for ip in ips)
+    assert f"resolved peer-1.peers.{namespace}.svc.cluster.local {peer_1_ip}\n" in log, (
+        peer_1_ip,
+        log[-300:],
+    )
 
 
 def test_env_identity_and_in_cluster_credentials(testbed: Testbed, namespace: str) -> None:

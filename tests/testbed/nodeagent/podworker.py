@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testbed import network
-from testbed.nodeagent import probes, sysctls
+from testbed.nodeagent import hosts, probes, sysctls
 from testbed.nodeagent.kubeapi import now_rfc3339
 from testbed.nodeagent.podenv import EnvError, container_env, expand
 from testbed.nodeagent.runtime import (
@@ -168,7 +168,10 @@ class PodWorker(threading.Thread):
             return
         self.pod_ip = self.agent.ipam.allocate(self.node)
         self.netns = network.create_pod_network(
-            self.uid, self.pod_ip, self.agent.hosts_for(pod, self.pod_ip)
+            self.uid,
+            self.pod_ip,
+            self.agent.hosts_for(pod, self.pod_ip),
+            hosts.resolv_conf(self.namespace),
         )
         errors = sysctls.apply_in_netns(self.netns, requested)
         if errors:
