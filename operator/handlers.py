@@ -57,15 +57,16 @@ class Runtime:
 def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     """Attach the handlers for CompressionClusters to `registry`."""
 
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # A fresh registry has none of kopf's default login handlers.
         info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
         return info
 
-    @kopf.on.resume(*RESOURCE, registry=registry)
-    @kopf.on.create(*RESOURCE, registry=registry)
-    @kopf.on.update(*RESOURCE, field="spec", registry=registry)
+    # Stable ids: kopf keys its progress annotations by them.
+    @kopf.on.resume(*RESOURCE, id="reconcile", registry=registry)
+    @kopf.on.create(*RESOURCE, id="reconcile", registry=registry)
+    @kopf.on.update(*RESOURCE, id="reconcile", field="spec", registry=registry)
     def reconcile_cluster(
         body: kopf.Body,
         patch: kopf.Patch,

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
+
 from w5xde.api.v1alpha1 import (
     CompressionClusterSpec,
     CompressionClusterStatus,
@@ -353,6 +355,17 @@ def parse_status(raw: Mapping[str, Any] | None) -> CompressionClusterStatus:
     known = set(CompressionClusterStatus.model_fields) | {
         info.alias for info in CompressionClusterStatus.model_fields.values() if info.alias
     }
-    return CompressionClusterStatus.model_validate(
-        {key: value for key, value in raw.items() if key in known}
-    )
+    data = {key: value for key, value in raw.items() if key in known and key != "workers"}
+    status = CompressionClusterStatus.model_validate(data)
+    return status.model_copy(update={"workers": _parse_reports(raw.get("workers"))})
+
+
+def _parse_reports(raw: Any) -> dict[str, WorkerReport]:
+    """Each worker's entry on its own: one malformed entry must not blind the fold."""
+    reports: dict[str, WorkerReport] = {}
+    for name, entry in (raw or {}).items():
+        try:
+            reports[name] = WorkerReport.model_validate(entry or {})
+        except ValidationError:
+            reports[name] = WorkerReport()  # present (so a gone pod's entry is still dropped)
+    return reports

@@ -250,3 +250,15 @@ def test_parse_status_ignores_foreign_fields() -> None:
     status = parse_status({"phase": "Running", "kopf": {"progress": {}}})
     assert status.phase.value == "Running"
     assert parse_status(None) == CompressionClusterStatus()
+
+
+def test_one_malformed_entry_does_not_break_the_fold() -> None:
+    status = parse_status(
+        {"workers": {"d-0": {"batches": "many"}, "d-1": {"batches": 3}, "gone": {"x": 1}}}
+    )
+    assert set(status.workers) == {"d-0", "d-1", "gone"}
+    assert status.workers["d-1"].batches == 3
+    spec = CompressionClusterSpec.model_validate({"workers": 2})
+    fold = fold_status(spec, status, _observe(_ready("d-0", "d-1")))
+    assert fold.patch["workers"] == {"gone": None}
+    assert fold.patch["totals"]["batches"] == 3
