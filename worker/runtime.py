@@ -191,8 +191,9 @@ class Worker:
         return not streams or any(stream.connected for stream in streams)
 
     def peers_connected(self) -> int:
+        """Peers with at least one connected outgoing stream."""
         with self._lock:
-            return sum(1 for stream in self._streams.values() if stream.connected)
+            return len({stream.peer for stream in self._streams.values() if stream.connected})
 
     def buffer_sizes(self) -> BufferSizes | None:
         """What the kernel granted on an outgoing stream, else on the listener."""
@@ -225,7 +226,8 @@ class Worker:
         """Figures beyond WorkerReport that tests and `w5xde local` look at."""
         received, sent = self.totals()
         with self._lock:
-            unacked = sum(stream.unacked for stream in self._streams.values())
+            streams = list(self._streams.values())
+            unacked = sum(stream.unacked for stream in streams)
         return {
             "sentBatches": sent.batches,
             "sentRawBytes": sent.raw_bytes,
@@ -233,6 +235,7 @@ class Worker:
             "rejectedConnections": self._registry.rejected_connections,
             "unackedBatches": unacked + len(self._orphans),
             "incomingStreams": self._registry.connected,
+            "outgoingStreamsConnected": sum(1 for stream in streams if stream.connected),
             "rssPeakBytes": peak_rss_bytes(),
         }
 
@@ -249,7 +252,6 @@ class Worker:
                 self._last_rates = (elapsed, delta_in, delta_out)
                 self._baseline = Snapshot(now, received, sent)
             elapsed, delta_in, delta_out = self._last_rates
-            streams = list(self._streams.values())
         sizes = self.buffer_sizes()
         scale = SECONDS_WINDOW / elapsed
         return WorkerReport(
@@ -278,7 +280,7 @@ class Worker:
                 effective_send=sizes.send if sizes else 0,
                 effective_receive=sizes.receive if sizes else 0,
             ),
-            peers_connected=sum(1 for stream in streams if stream.connected),
+            peers_connected=self.peers_connected(),
             last_report=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
 

@@ -19,10 +19,10 @@ from collections import deque
 from dataclasses import dataclass
 
 from w5xde.worker import protocol
-from w5xde.worker.codec import BatchCompressor
 from w5xde.worker.config import WorkerConfig, split_host_port
 from w5xde.worker.counters import Counters
 from w5xde.worker.handshake import Identity, client_handshake
+from w5xde.worker.producer import make_producer
 from w5xde.worker.protocol import HEADER, HEADER_BYTES, CodecId, FrameType, ProtocolError
 from w5xde.worker.sockets import BufferSizes, tune
 from w5xde.worker.sources import BatchSource
@@ -80,10 +80,8 @@ class OutgoingStream(threading.Thread):
         self.handover: deque[Unacked] = deque()
         self._config = config
         self._identity = identity
-        self._source = source
         self._rate = rate_bytes_per_second
-        self._compressor = BatchCompressor(config.compression)
-        self._copy_payload = self._compressor.codec_id == CodecId.NONE
+        self._producer = make_producer(source, config.workload, config.compression)
         self._session = int.from_bytes(os.urandom(8), "little")
         self._window: deque[Unacked] = deque()
         self._window_bytes = 0
@@ -128,6 +126,12 @@ class OutgoingStream(threading.Thread):
     # --- the thread ------------------------------------------------------------------
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self._producer.close()
+
+    def _run(self) -> None:
         backoff = BACKOFF_FIRST_S
         while not self._aborted.is_set():
             try:
@@ -223,14 +227,11 @@ class OutgoingStream(threading.Thread):
             payload = old.payload
             self.counters.resent_batches += 1
         else:
-            batch = self._source.next_batch()
-            started = time.perf_counter()
-            payload, crc = self._compressor.compress(batch)
-            self.counters.compression_seconds += time.perf_counter() - started
-            if self._copy_payload:
-                payload = bytes(payload)
-            codec = self._compressor.codec_id
-            raw_length = len(batch)
+            compressed = self._producer.next()
+            self.counters.compression_seconds += compressed.seconds
+            payload, crc = compressed.payload, compressed.crc32
+            codec = self._producer.codec_id
+            raw_length = compressed.raw_length
             payload_length = len(payload)
         header = protocol.pack_header(
             FrameType.DATA,

@@ -174,3 +174,25 @@ def test_metrics_and_probes(workers: Callable[..., list[Worker]]) -> None:
             urllib.request.urlopen(base + "/nope", timeout=5)
     finally:
         server.stop()
+
+
+def test_the_rate_limit_caps_what_a_worker_sends(workers: Callable[..., list[Worker]]) -> None:
+    rate = 1_000_000
+    first, second = workers(2, workload={"batchBytes": 16384, "rateLimitBytesPerSecond": rate})
+    started = time.monotonic()
+    time.sleep(2.0)
+    received = second.report().raw_bytes
+    elapsed = time.monotonic() - started
+    # Paced to the rate (plus at most one second of catch-up and a batch in flight).
+    assert received <= rate * (elapsed + 1.0) + 16384
+    assert received >= rate * elapsed * 0.3
+    assert first.report().lost_batches == 0
+
+
+def test_streams_per_peer_open_parallel_connections(workers: Callable[..., list[Worker]]) -> None:
+    first, second = workers(2, workload={"batchBytes": 16384, "streamsPerPeer": 3})
+    wait_for(lambda: second.extras()["incomingStreams"] == 3)
+    wait_for(lambda: first.extras()["outgoingStreamsConnected"] == 3)
+    assert first.report().peers_connected == 1
+    wait_for(lambda: second.report().batches > 30)
+    assert second.report().lost_batches == 0

@@ -1,0 +1,148 @@
+"""Compressed batches for a sender stream, one at a time or from parallel compression threads.
+
+zstd's own multithreading only splits inputs of several hundred KiB into jobs, so a
+stream of small batches gets its parallelism here instead: `threads` compression
+threads work on consecutive batches (zstandard releases the GIL) and the results
+are handed out in order.  Large batches use zstd's internal threads.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from w5xde.api.v1alpha1 import CompressionSpec, Source, WorkloadSpec
+from w5xde.worker.codec import BatchCompressor
+from w5xde.worker.protocol import CodecId
+from w5xde.worker.sources import BatchSource
+
+#: From this batch size on, zstd's internal job splitting parallelises a single batch.
+ZSTD_INTERNAL_THREADS_FROM = 1024 * 1024
+#: Batches are handed to a compression thread in groups of about this many bytes.
+GROUP_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Compressed:
+    """One batch ready for framing."""
+
+    payload: bytes | memoryview
+    crc32: int
+    raw_length: int
+    seconds: float
+
+
+class BatchProducer(Protocol):
+    codec_id: CodecId
+
+    def next(self) -> Compressed: ...
+
+    def close(self) -> None: ...
+
+
+def _own_payload(payload: bytes | memoryview, codec_id: CodecId) -> bytes | memoryview:
+    # An uncompressed payload is a view of the source; the window must own its bytes.
+    return bytes(payload) if codec_id == CodecId.NONE else payload
+
+
+class SerialProducer:
+    """Compress in the stream's own thread."""
+
+    def __init__(self, source: BatchSource, compression: CompressionSpec) -> None:
+        self._source = source
+        self._compressor = BatchCompressor(compression)
+        self.codec_id = self._compressor.codec_id
+
+    def next(self) -> Compressed:
+        batch = self._source.next_batch()
+        started = time.perf_counter()
+        payload, crc = self._compressor.compress(batch)
+        seconds = time.perf_counter() - started
+        return Compressed(_own_payload(payload, self.codec_id), crc, len(batch), seconds)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class ParallelProducer:
+    """`threads` compression threads, each with its own zstd context, results in order.
+
+    Each task is a group of consecutive batches (about 256 KiB), so the hand-over
+    between threads, which goes through the GIL, is paid once per group, not per batch.
+    """
+
+    def __init__(
+        self,
+        source: BatchSource,
+        compression: CompressionSpec,
+        threads: int,
+        *,
+        batch_bytes: int,
+        copy: bool,
+    ) -> None:
+        self._source = source
+        self._spec = compression.model_copy(update={"threads": 1})
+        self.codec_id = BatchCompressor(self._spec).codec_id
+        self._copy = copy
+        self._group = max(1, GROUP_BYTES // batch_bytes)
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="compress")
+        self._depth = 2 * threads
+        self._in_flight: deque[Future[list[Compressed]]] = deque()
+        self._ready: deque[Compressed] = deque()
+
+    def _compress(self, batches: list[bytes | memoryview]) -> list[Compressed]:
+        compressor: BatchCompressor | None = getattr(self._local, "compressor", None)
+        if compressor is None:
+            compressor = BatchCompressor(self._spec)
+            self._local.compressor = compressor
+        out = []
+        for batch in batches:
+            started = time.perf_counter()
+            payload, crc = compressor.compress(batch)
+            seconds = time.perf_counter() - started
+            out.append(Compressed(_own_payload(payload, self.codec_id), crc, len(batch), seconds))
+        return out
+
+    def next(self) -> Compressed:
+        if not self._ready:
+            while len(self._in_flight) < self._depth:
+                # A file source reuses its buffer: a batch in flight needs its own copy.
+                group: list[bytes | memoryview] = [
+                    bytes(self._source.next_batch()) if self._copy else self._source.next_batch()
+                    for _ in range(self._group)
+                ]
+                self._in_flight.append(self._pool.submit(self._compress, group))
+            self._ready.extend(self._in_flight.popleft().result())
+        return self._ready.popleft()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._in_flight.clear()
+        self._ready.clear()
+
+
+def compression_threads(compression: CompressionSpec) -> int:
+    """The API's `threads`: 0 means one per CPU."""
+    return compression.threads or os.cpu_count() or 1
+
+
+def make_producer(
+    source: BatchSource, workload: WorkloadSpec, compression: CompressionSpec
+) -> BatchProducer:
+    """Parallel threads for small batches when `threads` > 1; zstd's own threads for big ones."""
+    threads = compression_threads(compression)
+    if threads > 1 and workload.batch_bytes < ZSTD_INTERNAL_THREADS_FROM:
+        return ParallelProducer(
+            source,
+            compression,
+            threads,
+            batch_bytes=workload.batch_bytes,
+            copy=workload.source == Source.FILE,
+        )
+    return SerialProducer(source, compression)
