@@ -115,3 +115,28 @@ def test_valid_frames_survive_any_chunking(frames: list[tuple[int, bytes]]) -> N
     for position in range(0, len(stream), 13):
         out += decoder.feed(stream[position : position + 13])
     assert [(f.header.sequence, f.payload) for f in out] == frames
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_any_hello_or_welcome_bytes_decode_or_raise_a_protocol_error(data: bytes) -> None:
+    for decode in (protocol.decode_hello, protocol.decode_welcome):
+        try:
+            decoded = decode(data)
+        except ProtocolError:
+            continue
+        assert decoded.version >= 0
+
+
+@given(
+    st.text(min_size=1, max_size=60),
+    st.text(min_size=1, max_size=60),
+    st.integers(0, 65535),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+)
+def test_hello_round_trips(
+    cluster: str, sender: str, stream: int, session: int, resume: int
+) -> None:
+    hello = protocol.Hello(cluster, sender, stream, session, b"n" * 16, resume)
+    assert protocol.decode_hello(hello.encode()) == hello

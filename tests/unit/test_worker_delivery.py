@@ -196,3 +196,37 @@ def test_streams_per_peer_open_parallel_connections(workers: Callable[..., list[
     assert first.report().peers_connected == 1
     wait_for(lambda: second.report().batches > 30)
     assert second.report().lost_batches == 0
+
+
+def test_a_protocol_violation_closes_only_that_connection(
+    workers: Callable[..., list[Worker]],
+) -> None:
+    (receiver,) = workers(1)
+    port = receiver.config.listen_port()
+    sock = socket.create_connection(("127.0.0.1", port))
+    client_handshake(sock, Identity("unit", "rogue", KEY), stream=0, session=5, resume_from=0)
+    # A DATA header that claims a 4 GiB payload: refused before anything is buffered.
+    sock.sendall(protocol.HEADER.pack(FrameType.DATA, CodecId.ZSTD, 0, 0, 10, 2**32 - 1, 0))
+    sock.settimeout(5)
+    assert sock.recv(100) == b""
+    sock.close()
+    _send_and_wait_ack(port, 6, _frames(0, 4), last=3)
+    assert receiver.report().batches == 4
+
+
+def test_a_corrupt_batch_is_counted_and_not_acknowledged(
+    workers: Callable[..., list[Worker]],
+) -> None:
+    (receiver,) = workers(1)
+    port = receiver.config.listen_port()
+    frame = bytearray(_frames(0, 1)[0])
+    frame[-3] ^= 0xFF
+    sock = socket.create_connection(("127.0.0.1", port))
+    client_handshake(sock, Identity("unit", "flaky", KEY), stream=0, session=8, resume_from=0)
+    sock.sendall(bytes(frame))
+    sock.settimeout(5)
+    assert sock.recv(100) == b""
+    sock.close()
+    report = receiver.report()
+    assert report.corrupt_batches == 1
+    assert report.batches == 0
