@@ -187,6 +187,7 @@ def w5xde_pair(
     log_mode: str = "silent",
     socket_buffer: int = 4 * MIB,
     workers: int = 2,
+    threads: int = 1,
 ) -> Row:
     """`w5xde local` with the given knobs; its --json output becomes one row."""
     command = [
@@ -197,6 +198,7 @@ def w5xde_pair(
         "--level", str(level),
         "--log-mode", log_mode,
         "--socket-buffer", str(socket_buffer),
+        "--threads", str(threads),
         "--source", "synthetic:mixed",
         "--json",
     ]  # fmt: skip
@@ -211,7 +213,7 @@ def w5xde_pair(
     data = json.loads(result.stdout)
     return Row(
         name=f"w5xde x{workers} L{level} {_size(batch_bytes)} {log_mode} "
-        f"buf={_size(socket_buffer)}",
+        f"buf={_size(socket_buffer)}" + (f" threads={threads}" if threads != 1 else ""),
         kind="w5xde",
         batch_bytes=batch_bytes,
         level=level,
@@ -227,7 +229,7 @@ def w5xde_pair(
         lost=data["lost_batches"],
         corrupt=data["corrupt_batches"],
         resent=data["resent_batches"],
-        extra={"duration_s": data["duration_s"], "workers": workers},
+        extra={"duration_s": data["duration_s"], "workers": workers, "threads": threads},
     )
 
 
@@ -263,7 +265,9 @@ def targets(rows: list[Row]) -> dict[str, Any]:
         return next(
             row
             for row in rows
-            if row.kind == "w5xde" and all(getattr(row, k) == v for k, v in match.items())
+            if row.kind == "w5xde"
+            and row.extra.get("threads", 1) == 1
+            and all(getattr(row, k) == v for k, v in match.items())
         )
 
     pipeline = next(row for row in rows if row.kind == "pipeline")
@@ -306,6 +310,7 @@ def main() -> int:
     add(w5xde_pair(seconds=args.duration, batch_bytes=64 * 1024, level=1, log_mode="verbose"))
     add(w5xde_pair(seconds=args.duration, batch_bytes=64 * 1024, level=1, socket_buffer=0))
     add(w5xde_pair(seconds=args.duration, batch_bytes=SEED_BATCH, level=1, log_mode="verbose"))
+    add(w5xde_pair(seconds=args.duration, batch_bytes=64 * 1024, level=3, threads=2))
     add(iperf3_loopback(min(args.duration, 3.0)))
     checked = targets(rows)
     print()
