@@ -14,10 +14,13 @@ import signal
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from testbed import network
 from testbed.fixtures import Testbed
 from testbed.paths import REPO_ROOT, STATE_ROOT
 
@@ -67,6 +70,15 @@ def lost(testbed: Testbed, namespace: str) -> int:
     return int((status(testbed, namespace).get("totals") or {}).get("lostBatches", 0))
 
 
+def veth_bytes(pod_uid: str) -> tuple[int, int]:
+    """(sent by the pod, received by the pod) on the host end of its veth."""
+    statistics = Path("/sys/class/net") / network.veth_name(pod_uid) / "statistics"
+    return (
+        int((statistics / "rx_bytes").read_text()),
+        int((statistics / "tx_bytes").read_text()),
+    )
+
+
 def record_timing(name: str, seconds: float) -> None:
     timings = json.loads(TIMINGS_FILE.read_text()) if TIMINGS_FILE.exists() else {}
     timings[name] = round(seconds, 1)
@@ -74,9 +86,44 @@ def record_timing(name: str, seconds: float) -> None:
     print(f"{name}: {seconds:.1f}s")
 
 
+def adopt_existing_crds(testbed: Testbed) -> None:
+    """Let helm take over CRDs another suite applied to the shared test bed with kubectl.
+
+    CRDs are cluster-wide and kept on uninstall (`helm.sh/resource-policy: keep`), so a
+    CRD without helm's ownership marks would otherwise make `helm install` refuse.
+    """
+    rendered = testbed.helm(
+        "template",
+        RELEASE,
+        str(REPO_ROOT / "charts" / "w5xde"),
+        "--namespace",
+        OPERATOR_NAMESPACE,
+        "--kube-version",
+        testbed.server_version(),
+    ).stdout
+    names = [
+        doc["metadata"]["name"]
+        for doc in yaml.safe_load_all(rendered)
+        if doc and doc.get("kind") == "CustomResourceDefinition"
+    ]
+    for name in names:
+        if testbed.kubectl("get", "crd", name, check=False).returncode != 0:
+            continue
+        testbed.kubectl("label", "--overwrite", "crd", name, "app.kubernetes.io/managed-by=Helm")
+        testbed.kubectl(
+            "annotate",
+            "--overwrite",
+            "crd",
+            name,
+            f"meta.helm.sh/release-name={RELEASE}",
+            f"meta.helm.sh/release-namespace={OPERATOR_NAMESPACE}",
+        )
+
+
 @pytest.fixture(scope="module")
 def operator(testbed: Testbed) -> Iterator[str]:
     """The chart installed with helm; yields the operator's service account name."""
+    adopt_existing_crds(testbed)
     testbed.helm(
         "install",
         RELEASE,
@@ -172,6 +219,11 @@ def test_2_apply_example_streams_across_pod_namespaces(
     pods = worker_pods(testbed, demo_namespace)
     assert len({p["status"]["podIP"] for p in pods}) == 4
     assert {p["spec"]["nodeName"] for p in pods} == {"w5n-node-a", "w5n-node-b"}
+    # ...and the kernel counted them: every worker's veth carried megabytes both ways.
+    for pod in pods:
+        sent, received = veth_bytes(pod["metadata"]["uid"])
+        assert sent > 1_000_000, (pod["metadata"]["name"], sent)
+        assert received > 1_000_000, (pod["metadata"]["name"], received)
     workers = figures.get("workers") or {}
     assert sorted(workers) == [f"{DEMO}-{i}" for i in range(4)]
     assert all(w.get("batches", 0) > 0 for w in workers.values()), workers

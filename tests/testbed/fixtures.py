@@ -8,6 +8,7 @@ logs, because a test bed failure is rarely explained by the assertion alone.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -73,6 +74,11 @@ class Testbed:
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = 180
     ) -> subprocess.CompletedProcess[str]:
         return self._run("helm", args, check, input, timeout)
+
+    def server_version(self) -> str:
+        """The API server's gitVersion, e.g. v1.37.2 (for `helm template --kube-version`)."""
+        version = json.loads(self.kubectl("version", "-o", "json").stdout)
+        return str(version["serverVersion"]["gitVersion"])
 
     def api_client(self):  # type: ignore[no-untyped-def]  # kubernetes has no type hints
         from kubernetes import client, config

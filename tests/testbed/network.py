@@ -43,7 +43,7 @@ def netns_name(pod_uid: str) -> str:
     return f"{NAME_PREFIX}{pod_uid}"
 
 
-def _veth_name(pod_uid: str) -> str:
+def veth_name(pod_uid: str) -> str:
     return VETH_PREFIX + hashlib.sha256(pod_uid.encode()).hexdigest()[:11]
 
 
@@ -56,7 +56,7 @@ def create_pod_network(pod_uid: str, pod_ip: str, hosts_text: str, resolv_text: 
     (etc / "hosts").write_text(hosts_text)
     (etc / "resolv.conf").write_text(resolv_text)
     ip("netns", "add", netns)
-    veth = _veth_name(pod_uid)
+    veth = veth_name(pod_uid)
     ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
     ip("link", "set", veth, "master", BRIDGE, "up")
     ip("-n", netns, "link", "set", "lo", "up")
@@ -80,7 +80,7 @@ def write_hosts(pod_uid: str, hosts_text: str) -> None:
 
 def delete_pod_network(pod_uid: str) -> None:
     netns = netns_name(pod_uid)
-    ip("link", "del", _veth_name(pod_uid), check=False)
+    ip("link", "del", veth_name(pod_uid), check=False)
     ip("netns", "del", netns, check=False)
     shutil.rmtree(NETNS_ETC / netns, ignore_errors=True)
 
