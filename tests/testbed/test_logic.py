@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from testbed.nodeagent import hosts, podenv, sysctls
+from testbed.nodeagent.ipam import Ipam
 from testbed.nodeagent.process_runtime import resolve_argv
 from testbed.nodeagent.runtime import ContainerSpec, ContainerStartError
 from testbed.paths import VENV_BIN
@@ -99,3 +100,18 @@ def test_own_images_run_the_installed_w5xde() -> None:
     assert resolve_argv(spec("busybox", command=("sleep",), args=("1",))) == ["sleep", "1"]
     with pytest.raises(ContainerStartError):
         resolve_argv(spec("busybox"))
+
+
+def test_pod_ips_are_not_reused_at_once_and_stay_in_the_node_subnet() -> None:
+    ipam = Ipam(("a", "b"))
+    first = ipam.allocate("a")
+    ipam.release("a", first)
+    second = ipam.allocate("a")
+    assert first == "10.244.1.2"
+    assert second == "10.244.1.3"
+    assert ipam.allocate("b") == "10.244.2.2"
+    taken = {ipam.allocate("a") for _ in range(252)}
+    assert first in taken  # wrapped round once the range was used up
+    assert len(taken) == 252
+    with pytest.raises(RuntimeError, match="no pod IP left"):
+        ipam.allocate("a")
