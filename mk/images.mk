@@ -10,7 +10,8 @@ IMAGES_CACHE := $(W5XDE_CACHE)/images
 # One storage for buildah, podman and the tests, apart from any system storage.
 IMAGES_STORAGE := --root $(IMAGES_CACHE)/storage --runroot /run/w5xde-containers --storage-driver overlay
 BUILDAH := buildah $(IMAGES_STORAGE)
-PODMAN := podman $(IMAGES_STORAGE) --runtime runc --cgroup-manager cgroupfs
+# --log-level=error: podman warns about its unused CNI config on every call.
+PODMAN := podman --log-level=error $(IMAGES_STORAGE) --runtime runc --cgroup-manager cgroupfs
 
 IMAGE_VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE_REGISTRY ?= localhost

@@ -16,7 +16,8 @@ CACHE="${W5XDE_CACHE:-$HOME/.cache/w5xde}/images"
 SUITE=bookworm
 BASE_IMAGE="${BASE_IMAGE:-localhost/w5xde-base:$SUITE}"
 BUILD_IMAGE="${BUILD_IMAGE:-localhost/w5xde-build:$SUITE}"
-PODMAN=(podman --root "$CACHE/storage" --runroot /run/w5xde-containers --storage-driver overlay)
+# --log-level=error: podman warns about its unused CNI config on every call.
+PODMAN=(podman --log-level=error --root "$CACHE/storage" --runroot /run/w5xde-containers --storage-driver overlay)
 RUNTIME_TAR="$CACHE/rootfs-$SUITE-runtime.tar"
 BUILD_TAR="$CACHE/rootfs-$SUITE-build.tar"
 BUILD_ONLY_PACKAGES=(python3-venv python3.11-venv python3-pip-whl python3-setuptools-whl)
@@ -59,7 +60,8 @@ make_rootfs_tarballs() {
     slim_rootfs "$work/rootfs"
     tar --numeric-owner --xattrs -C "$work/rootfs" -cf "$work/build.tar" .
     DEBIAN_FRONTEND=noninteractive chroot "$work/rootfs" \
-        apt-get purge -y -q --auto-remove "${BUILD_ONLY_PACKAGES[@]}" >/dev/null
+        apt-get purge -y -q --auto-remove "${BUILD_ONLY_PACKAGES[@]}" >"$work/purge.log" 2>&1 \
+        || { tail -n 30 "$work/purge.log"; exit 1; }
     slim_rootfs "$work/rootfs"
     tar --numeric-owner --xattrs -C "$work/rootfs" -cf "$work/runtime.tar" .
     mv "$work/build.tar" "$BUILD_TAR"

@@ -23,7 +23,15 @@ STORAGE_ARGS = (
     f"--runroot={RUNROOT}",
     "--storage-driver=overlay",
 )
-PODMAN = ("podman", *STORAGE_ARGS, "--runtime=runc", "--cgroup-manager=cgroupfs")
+#: --log-level=error: podman 4.3 warns on every call about its CNI config, which
+#: no container here uses (they join existing namespaces or have none).
+PODMAN = (
+    "podman",
+    "--log-level=error",
+    *STORAGE_ARGS,
+    "--runtime=runc",
+    "--cgroup-manager=cgroupfs",
+)
 #: The uid:gid the Dockerfiles declare (`USER 10001:10001`).
 IMAGE_USER = "10001:10001"
 #: Cap for the per-container ulimits; the host's hard limit may be lower, and runc
