@@ -195,7 +195,6 @@ class OutgoingStream(threading.Thread):
         poller.register(sock, select.POLLIN)
         pace_until = time.monotonic()
         while not self._draining.is_set():
-            self._read_acks(sock, poller, wait=False)
             if len(self._window) >= WINDOW_FRAMES or self._window_bytes >= WINDOW_BYTES:
                 self._flush(sock)
                 self._read_acks(sock, poller, wait=True)
@@ -203,6 +202,8 @@ class OutgoingStream(threading.Thread):
             raw_length = self._produce()
             if self._pending_bytes >= COALESCE_BYTES or len(self._pending) >= MAX_IOV:
                 self._flush(sock)
+                # Acknowledgements are collected once per coalesced write, not per batch.
+                self._read_acks(sock, poller, wait=False)
             if self._rate > 0:
                 pace_until = max(pace_until, time.monotonic() - 1.0) + raw_length / self._rate
                 delay = pace_until - time.monotonic()
