@@ -38,6 +38,13 @@ apt_mirror() {
     echo "${uri:-http://deb.debian.org/debian}"
 }
 
+# A debootstrap that fails half-way can leave /proc or /sys mounted in the target.
+unmount_below() {
+    findmnt -rn -o TARGET | grep -F "$1/" | sort -r | while read -r mount; do
+        umount -l "$mount" || true
+    done
+}
+
 slim_rootfs() {
     local root=$1
     chroot "$root" apt-get clean
@@ -51,7 +58,7 @@ slim_rootfs() {
 make_rootfs_tarballs() {
     local work
     work=$(mktemp -d "$CACHE/debootstrap.XXXXXX")
-    trap 'rm -rf "$work"' EXIT
+    trap 'unmount_below "$work"; rm -rf "$work"' EXIT
     local mirror
     mirror=$(apt_mirror)
     echo "debootstrap $SUITE from $mirror"
