@@ -44,7 +44,9 @@ class IncomingRegistry:
     lock: threading.Lock = field(default_factory=threading.Lock)
     senders: dict[tuple[str, int], SenderState] = field(default_factory=dict)
     sockets: dict[tuple[str, int], socket.socket] = field(default_factory=dict)
+    #: Counters of live connections; a connection that ends is folded into `retired`.
     counters: list[Counters] = field(default_factory=list)
+    retired: Counters = field(default_factory=Counters)
     rejected_connections: int = 0
 
     def claim(self, hello: protocol.Hello, sock: socket.socket, owner: object) -> SenderState:
@@ -63,11 +65,21 @@ class IncomingRegistry:
                 previous.shutdown(socket.SHUT_RDWR)
         return state
 
-    def release(self, hello: protocol.Hello, sock: socket.socket) -> None:
+    def release(self, hello: protocol.Hello, sock: socket.socket, counters: Counters) -> None:
         key = (hello.sender, hello.stream)
         with self.lock:
             if self.sockets.get(key) is sock:
                 del self.sockets[key]
+            self.counters.remove(counters)
+            self.retired.add(counters)
+
+    def total(self) -> Counters:
+        """Everything received, by live and by ended connections."""
+        with self.lock:
+            total = self.retired.copy()
+            for counters in self.counters:
+                total.add(counters)
+        return total
 
     def close_all(self) -> None:
         with self.lock:
@@ -122,7 +134,7 @@ class IncomingConnection:
             except OSError as error:
                 log.warning("stream from %s ended: %s", hello.sender, error)
             finally:
-                self._registry.release(hello, sock)
+                self._registry.release(hello, sock, self.counters)
         finally:
             sock.close()
 

@@ -210,11 +210,7 @@ class Worker:
 
     def totals(self) -> tuple[Counters, Counters]:
         """(received, sent) cumulative counters over every connection this worker has had."""
-        received = Counters()
-        with self._registry.lock:
-            incoming = list(self._registry.counters)
-        for counters in incoming:
-            received.add(counters)
+        received = self._registry.total()
         with self._lock:
             sent = self._retired.copy()
             streams = list(self._streams.values())
