@@ -89,7 +89,13 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         post_events(body, events)
         logger.info("reconciled (%s): %s", reason, status_patch.get("phase"))
 
-    @kopf.timer(*RESOURCE, interval=runtime.fold_interval_seconds, sharp=False, registry=registry)
+    @kopf.timer(
+        *RESOURCE,
+        id="fold",
+        interval=runtime.fold_interval_seconds,
+        sharp=False,
+        registry=registry,
+    )
     def fold_cluster(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         try:
             status_patch, events = refresh(runtime, body)

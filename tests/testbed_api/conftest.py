@@ -120,6 +120,8 @@ def apply_cluster(testbed: Any, namespace: str, name: str, spec: dict[str, Any])
         "apiVersion": "w5xde.io/v1alpha1",
         "kind": "CompressionCluster",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
+        # An explicit image: another operator watching every namespace of the shared
+        # test bed (the chart's tests install one) then renders the very same objects.
+        "spec": {"image": WORKER_IMAGE, **spec},
     }
     testbed.kubectl("apply", "-f", "-", input=json.dumps(manifest))

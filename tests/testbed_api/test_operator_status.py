@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import time
 from typing import Any
@@ -115,7 +116,16 @@ def test_spec_change_rolls_and_restart_adopts(
     second = start_operator()
     time.sleep(4)  # resume handlers and a few folds
     after = get_json(testbed, "-n", namespace, "sts", "roll")
-    assert after["metadata"]["generation"] == before["metadata"]["generation"], second.log()
+    changed = "\n".join(
+        difflib.unified_diff(
+            json.dumps(before["spec"], indent=1, sort_keys=True).splitlines(),
+            json.dumps(after["spec"], indent=1, sort_keys=True).splitlines(),
+            lineterm="",
+        )
+    )
+    assert after["metadata"]["generation"] == before["metadata"]["generation"], (
+        f"the restarted operator changed the StatefulSet:\n{changed}\n{second.log()}"
+    )
     assert after["metadata"]["uid"] == before["metadata"]["uid"]
 
     testbed.kubectl(
