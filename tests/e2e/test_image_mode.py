@@ -131,6 +131,12 @@ def operator_release(
 ) -> Iterator[str]:
     """`helm install` of the chart; its default images are the ones `make images` built."""
     del image_nodes
+    # A namespace of an earlier run may still be terminating: creating in it would fail.
+    for namespace in (OPERATOR_NAMESPACE, DEMO_NAMESPACE):
+        testbed.kubectl(
+            "wait", "--for=delete", f"namespace/{namespace}", "--timeout=180s",
+            check=False, timeout=200,
+        )  # fmt: skip
     values = tmp_path_factory.mktemp("image-mode") / "placement.yaml"
     values.write_text(json.dumps({"nodeSelector": NODE_SELECTOR, "tolerations": TOLERATIONS}))
     # The CRD may remain from an earlier release (`crds.keep`); then it is not ours to own.
@@ -215,6 +221,7 @@ def test_main_journey_in_image_mode(testbed: Testbed, operator_release: str) -> 
     workers = [p for p in _pods(testbed, DEMO_NAMESPACE) if p["metadata"]["name"].startswith(DEMO)]
     assert len(workers) == 4
     assert {p["spec"]["nodeName"] for p in workers} <= set(IMAGE_NODES)
+    assert any((p["spec"].get("securityContext") or {}).get("sysctls") for p in workers)
     # Each pod really ran from the image, with the pod's security context applied.
     for pod in [operators[0], *workers]:
         inspected = _container(pod)
@@ -228,3 +235,9 @@ def test_main_journey_in_image_mode(testbed: Testbed, operator_release: str) -> 
         user = str(inspected["Config"]["User"])
         assert user.split(":", maxsplit=1)[0] not in ("", "0", "root"), user
         assert inspected["HostConfig"]["NetworkMode"].startswith("ns:/run/netns/w5n-")
+        # The pod's sysctls, applied by the agent to the namespace, as the container sees them.
+        for sysctl in (pod["spec"].get("securityContext") or {}).get("sysctls") or []:
+            path = "/proc/sys/" + sysctl["name"].replace(".", "/")
+            seen = podman("exec", inspected["Name"], "cat", path)
+            assert seen.returncode == 0, seen.stderr
+            assert seen.stdout.split() == str(sysctl["value"]).split(), (sysctl, seen.stdout)
