@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
+import signal
 import time
 from typing import Any
 
@@ -205,3 +207,54 @@ def test_bounded_run_completes_keeps_figures_and_scales_to_zero(
     kept = _status(testbed, namespace, "short")
     assert kept["phase"] == "Completed"
     assert kept["totals"] == status["totals"]
+
+
+def test_no_tuned_node_degrades_instead_of_pending_silently(
+    testbed: Any, namespace: str, operator: OperatorProcess
+) -> None:
+    apply_cluster(testbed, namespace, "tuned", {"workers": 1, "network": {"nodeTuning": True}})
+    testbed.kubectl(
+        "wait", "-n", namespace, "--for=condition=Degraded", "--timeout=60s", "cc/tuned"
+    )
+    degraded = _condition(_status(testbed, namespace, "tuned"), "Degraded")
+    assert degraded["reason"] == "WorkerCannotRun"
+    assert "Unschedulable" in degraded["message"]
+
+
+def test_silent_worker_goes_stale_and_recovers(
+    testbed: Any, namespace: str, operator: OperatorProcess
+) -> None:
+    apply_cluster(
+        testbed,
+        namespace,
+        "quiet",
+        {"workers": 2, "statusIntervalSeconds": 1, "workload": QUIET},
+    )
+
+    def reported() -> bool:
+        workers = _status(testbed, namespace, "quiet").get("workers", {})
+        return {"quiet-0", "quiet-1"} <= set(workers)
+
+    testbed.wait_for(reported, 120, f"reports from both workers\n{operator.log()}")
+    pid = testbed.container_pid(namespace, "quiet-1")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+
+        def stale() -> dict[str, Any] | None:
+            status = _status(testbed, namespace, "quiet")
+            entry = status.get("workers", {}).get("quiet-1", {})
+            return status if entry.get("stale") and status.get("phase") == "Degraded" else None
+
+        status = testbed.wait_for(stale, 30, "quiet-1 marked stale")
+        degraded = _condition(status, "Degraded")
+        assert degraded["reason"] == "WorkersStale"
+        assert "quiet-1" in degraded["message"]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+    def recovered() -> bool:
+        status = _status(testbed, namespace, "quiet")
+        entry = status.get("workers", {}).get("quiet-1", {})
+        return entry.get("stale") is False and status.get("phase") == "Running"
+
+    testbed.wait_for(recovered, 60, "quiet-1 reporting again")
