@@ -53,6 +53,9 @@ def test_the_container_joins_the_pod_namespace_and_its_hosts_file() -> None:
     assert "--network=ns:/run/netns/w5n-1234" in args
     assert "--no-hosts" in args
     assert "--volume=/etc/netns/w5n-1234/hosts:/etc/hosts:ro" in args
+    assert "--volume=/etc/netns/w5n-1234/resolv.conf:/etc/resolv.conf:ro" in args
+    bare = podman_run_args(spec(), "w5p-x", resolv_conf=False)
+    assert not [a for a in bare if a.endswith(":/etc/resolv.conf:ro")]
     assert "--hostname=demo-0" in args
     assert "--pull=never" in args
 

@@ -6,7 +6,7 @@ the image's user and entrypoint and its read-only root filesystem for real. The
 agent has already made the pod's namespace and applied the pod's sysctls to it;
 the container joins it with `--network ns:`. Volumes (service-account token,
 ConfigMaps, Secrets, emptyDirs) are the agent's directories, bind-mounted, and so is
-the pod's hosts file, which the agent rewrites in place.
+the pod's hosts file (which the agent rewrites in place) and resolv.conf.
 
 As in Kubernetes, a read-only root gets no writable /tmp unless the pod declares
 one: podman's implicit tmpfs mounts are turned off.
@@ -40,7 +40,7 @@ def container_name(spec: ContainerSpec) -> str:
     return f"{CONTAINER_PREFIX}{digest}"
 
 
-def podman_run_args(spec: ContainerSpec, name: str) -> list[str]:
+def podman_run_args(spec: ContainerSpec, name: str, *, resolv_conf: bool = True) -> list[str]:
     """The `podman run` flags that give the container the pod's view of the world."""
     args = [
         "run",
@@ -54,6 +54,8 @@ def podman_run_args(spec: ContainerSpec, name: str) -> list[str]:
         f"--volume={NETNS_ETC / spec.netns / 'hosts'}:/etc/hosts:ro",
         *ulimit_args(),
     ]
+    if resolv_conf:
+        args.append(f"--volume={NETNS_ETC / spec.netns / 'resolv.conf'}:/etc/resolv.conf:ro")
     hostname = spec.env.get("HOSTNAME")
     if hostname:
         args.append(f"--hostname={hostname}")
@@ -130,7 +132,8 @@ class PodmanRuntime:
         if not (NETNS_DIR / spec.netns).exists():
             raise ContainerStartError("NetworkNotReady", f"no network namespace {spec.netns}")
         name = container_name(spec)
-        argv = [*PODMAN, *podman_run_args(spec, name)]
+        resolv_conf = (NETNS_ETC / spec.netns / "resolv.conf").exists()
+        argv = [*PODMAN, *podman_run_args(spec, name, resolv_conf=resolv_conf)]
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with spec.log_path.open("ab") as log:
             log.write(f"--- {time.strftime('%H:%M:%S')} podman run {spec.image} {name}\n".encode())
