@@ -325,3 +325,61 @@ def test_pod_security_baseline_refuses_privileged(testbed: Testbed, namespace: s
     )
     assert result.returncode != 0
     assert "violates PodSecurity" in result.stderr
+
+
+def test_init_container_volumes_and_liveness_restart(testbed: Testbed, namespace: str) -> None:
+    apply(
+        testbed,
+        namespace,
+        """
+        apiVersion: v1
+        kind: Secret
+        metadata: {name: key}
+        stringData: {key.txt: sesame}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: layered, labels: {tier: test}}
+        spec:
+          terminationGracePeriodSeconds: 1
+          initContainers:
+          - name: prepare
+            image: python
+            command: [sh, -c, "echo prepared > /work/ready.txt"]
+            volumeMounts: [{name: work, mountPath: /work}]
+          containers:
+          - name: main
+            image: python
+            command: [sh, -c]
+            args:
+            - cat /work/ready.txt /secret/key.txt /info/labels; echo; exec sleep 1000
+            volumeMounts:
+            - {name: work, mountPath: /work}
+            - {name: secret, mountPath: /secret, readOnly: true}
+            - {name: info, mountPath: /info}
+            livenessProbe:
+              tcpSocket: {port: 9}
+              periodSeconds: 1
+              failureThreshold: 2
+          volumes:
+          - {name: work, emptyDir: {}}
+          - {name: secret, secret: {secretName: key}}
+          - name: info
+            downwardAPI:
+              items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]
+        """,
+    )
+
+    def restarted_by_liveness() -> bool:
+        statuses = pod_json(testbed, namespace, "layered").get("status", {})
+        main = (statuses.get("containerStatuses") or [{}])[0]
+        return int(main.get("restartCount", 0)) >= 1
+
+    testbed.wait_for(restarted_by_liveness, 60, "a restart by the failing liveness probe")
+    status = pod_json(testbed, namespace, "layered")["status"]
+    init = status["initContainerStatuses"][0]
+    assert init["state"]["terminated"]["exitCode"] == 0
+    assert init["restartCount"] == 0
+    log = testbed.pod_log(namespace, "layered", "main")
+    assert "prepared\nsesame" in log
+    assert 'tier="test"' in log

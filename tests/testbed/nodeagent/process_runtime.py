@@ -42,19 +42,29 @@ def resolve_argv(spec: ContainerSpec) -> list[str]:
 
 
 def _mount_script(spec: ContainerSpec) -> str:
+    """Bash that sets the hostname, bind-mounts the volumes, then execs the command.
+
+    Every source is opened first and mounted from /proc/self/fd: the pod's files live
+    on the host's filesystem, and a mount target such as /work or /var would
+    otherwise hide the sources of the mounts after it.
+    """
     lines = ["set -e"]
     if spec.hostname:
         # A UTS namespace of its own (unshare below), as each pod has with a kubelet.
         lines.append(f"echo {shlex.quote(spec.hostname)} > /proc/sys/kernel/hostname")
-    for mount in spec.mounts:
-        source, target = shlex.quote(str(mount.source)), shlex.quote(mount.target)
+    for index, mount in enumerate(spec.mounts):
+        lines.append(f"exec {{source_{index}}}<{shlex.quote(str(mount.source))}")
+    for index, mount in enumerate(spec.mounts):
+        target = shlex.quote(mount.target)
         if mount.source.is_dir():
             lines.append(f"mkdir -p {target}")
         else:
             lines.append(f'mkdir -p "$(dirname {target})"; [ -e {target} ] || touch {target}')
-        lines.append(f"mount --bind {source} {target}")
+        lines.append(f'mount --bind "/proc/self/fd/${{source_{index}}}" {target}')
         if mount.read_only:
             lines.append(f"mount -o remount,bind,ro {target}")
+    for index in range(len(spec.mounts)):
+        lines.append(f"exec {{source_{index}}}<&-")
     if spec.working_dir:
         lines.append(f"cd {shlex.quote(spec.working_dir)}")
     lines.append('exec "$@"')
@@ -125,7 +135,7 @@ class ProcessRuntime:
             spec.netns,
             "unshare",
             "--uts",
-            "sh",
+            "bash",
             "-c",
             _mount_script(spec),
             "container",
