@@ -40,6 +40,7 @@ class ApiModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        use_attribute_docstrings=True,
     )
 
 
@@ -123,12 +124,21 @@ class WorkloadSpec(ApiModel):
     )
 
     source: Source = Source.SYNTHETIC
+    """Where batches come from: generated data, or the files under `path`."""
     profile: Profile = Profile.MIXED
+    """Kind of synthetic data; it decides how well batches compress."""
     path: str = ""
+    """A file or directory inside the worker (from a volume), read in a loop.
+
+    Required for `file`."""
     batch_bytes: int = Field(65536, ge=64, le=64 * MIB)
+    """Raw bytes per batch (one frame on the wire)."""
     topology: Topology = Topology.RING
+    """Who sends to whom: the next worker, every worker, or a fixed partner."""
     streams_per_peer: int = Field(1, ge=1, le=64)
+    """Parallel TCP connections to each peer."""
     rate_limit_bytes_per_second: int = Field(0, ge=0)
+    """Raw bytes per second each worker may send; 0 sends as fast as it can."""
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> WorkloadSpec:
@@ -141,8 +151,11 @@ class CompressionSpec(ApiModel):
     """How batches are compressed before they go on the wire."""
 
     codec: Codec = Codec.ZSTD
+    """zstd, or none to measure the network alone."""
     level: int = Field(3, ge=-7, le=22)
+    """zstd level; negative levels are the fast ones."""
     threads: int = Field(1, ge=0, le=64)
+    """Compression threads per worker; 0 uses one per CPU."""
 
 
 SYSCTL_NAME = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_-]+)+$")
@@ -193,14 +206,25 @@ class NetworkSpec(ApiModel):
     )
 
     port: int = Field(7070, ge=1024, le=65535)
+    """TCP port of the data streams."""
     socket_buffer_bytes: int = Field(4 * MIB, ge=0, le=256 * MIB)
+    """SO_SNDBUF/SO_RCVBUF; 0 keeps kernel autotuning.
+
+    Also sizes tcp_rmem/tcp_wmem on Kubernetes 1.32 and newer."""
     chunk_bytes: int = Field(65536, ge=4096, le=16 * MIB)
+    """Receive chunk for recv_into; at most socketBufferBytes when that is set."""
     tcp_no_delay: bool = True
+    """TCP_NODELAY on every stream."""
     tcp_quick_ack: bool = True
+    """TCP_QUICKACK, re-armed after every receive (the kernel resets it)."""
     sysctls: dict[str, str] = Field(
         default_factory=dict, json_schema_extra={"maxProperties": MAX_SYSCTLS}
     )
+    """Extra namespaced sysctls for the worker pods; unsafe ones make the cluster Degraded."""
     node_tuning: bool = False
+    """Run only on nodes the chart's node-tuning DaemonSet has tuned.
+
+    Those carry the label w5xde.io/node-tuned=true."""
 
     @field_validator("sysctls")
     @classmethod
@@ -227,24 +251,39 @@ class CompressionClusterSpec(ApiModel):
     """The desired state of a CompressionCluster."""
 
     workers: int = Field(4, ge=1, le=1000)
+    """Number of worker pods; `kubectl scale cc NAME --replicas N` sets it."""
     log_mode: LogModeField = Field(
         LogMode.SILENT, json_schema_extra={"enum": LOG_MODE_WIRE_VALUES, "type": "string"}
     )
+    """silent (errors) | normal (warnings) | verbose (info); "1" | "2" | "3" are aliases."""
     duration: str = Field("", pattern=r"^$|^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
+    """Empty runs until deleted; "30s", "10m" is a bounded run that ends in phase Completed."""
     image: str = ""
+    """Worker image; empty uses the one the operator was installed with."""
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
+    """What each worker sends."""
     compression: CompressionSpec = Field(default_factory=CompressionSpec)
+    """How batches are compressed."""
     network: NetworkSpec = Field(default_factory=NetworkSpec)
+    """Socket and sysctl tuning."""
     spread_across_nodes: bool = True
+    """Prefer one worker per node (preferred pod anti-affinity)."""
     status_interval_seconds: int = Field(10, ge=1, le=3600)
+    """How often each worker publishes its status entry."""
     resources: dict[str, Any] = Field(default_factory=dict)
+    """Resource requests and limits of the worker container."""
     node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node selector of the worker pods."""
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    """Tolerations of the worker pods."""
     affinity: dict[str, Any] = Field(default_factory=dict)
+    """Affinity of the worker pods; its podAntiAffinity replaces the spreading."""
     pod_annotations: dict[str, str] = Field(default_factory=dict)
-    #: Volumes for the worker pods and where to mount them (e.g. the files of a `file` source).
+    """Extra annotations of the worker pods."""
     volumes: list[dict[str, Any]] = Field(default_factory=list)
+    """Volumes of the worker pods, e.g. the files of a `file` source."""
     volume_mounts: list[dict[str, Any]] = Field(default_factory=list)
+    """Where the volumes are mounted in the worker container."""
 
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
