@@ -27,6 +27,8 @@ NAMESPACES = {"w5i-a": "10.232.0.11", "w5i-b": "10.232.0.12"}
 PORT = 7070
 METRICS_PORT = 9090
 RUN_SECONDS = 8
+#: Bound on a container's start on a loaded machine (0.5 s when idle).
+STARTUP_LIMIT = 60
 KEY = "w5i-exchange-key-0123456789"
 
 
@@ -86,10 +88,12 @@ def _worker_command(name: str, netns: str, peers: list[str]) -> list[str]:
     ]  # fmt: skip
 
 
-def _scrape_metrics(netns: str, address: str, deadline: float) -> str:
+def _scrape_metrics(
+    netns: str, address: str, target: subprocess.Popen[str], deadline: float
+) -> str:
     """GET /metrics from inside the other namespace: the endpoint must face the pod network.
 
-    Retried until `deadline`: on a busy machine a container takes a while to listen.
+    Retried while the target runs: on a busy machine its container takes a while to listen.
     """
     fetch = (
         "import sys, urllib.request;"
@@ -101,7 +105,7 @@ def _scrape_metrics(netns: str, address: str, deadline: float) -> str:
             ["ip", "netns", "exec", netns, sys.executable, "-c", fetch],
             capture_output=True, text=True, timeout=20, check=False,
         )  # fmt: skip
-        if result.returncode == 0 or time.monotonic() > deadline:
+        if result.returncode == 0 or time.monotonic() > deadline or target.poll() is not None:
             break
         time.sleep(0.5)
     assert result.returncode == 0, result.stderr.splitlines()[-1:]
@@ -132,9 +136,11 @@ def test_two_worker_containers_exchange_batches_both_ways(two_namespaces: dict[s
     ]
     try:
         metrics = _scrape_metrics(
-            "w5i-a", two_namespaces["w5i-b"], time.monotonic() + RUN_SECONDS - 1
+            "w5i-a", two_namespaces["w5i-b"], processes[1], time.monotonic() + STARTUP_LIMIT
         )
-        outputs = [process.communicate(timeout=RUN_SECONDS + 60) for process in processes]
+        outputs = [
+            process.communicate(timeout=RUN_SECONDS + STARTUP_LIMIT) for process in processes
+        ]
     finally:
         for process in processes:
             if process.poll() is None:
