@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -95,7 +96,22 @@ def _read_state() -> dict[str, int]:
 
 
 def _write_state(pids: dict[str, int]) -> None:
-    STATE_FILE.write_text(json.dumps({"pids": pids}, indent=2))
+    STATE_FILE.write_text(json.dumps({"pids": pids, "code": code_version()}, indent=2))
+
+
+def code_version() -> str:
+    """A hash of the test bed's own Python code, so a bed running older code is noticed."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _running_code() -> str | None:
+    try:
+        return str(json.loads(STATE_FILE.read_text()).get("code"))
+    except (OSError, ValueError):
+        return None
 
 
 def _ssl_context() -> ssl.SSLContext:
@@ -461,6 +477,9 @@ def _live_users() -> list[str]:
 def acquire(user: str | None = None) -> ControlPlane:
     """Bring the test bed up (or join the running one) and register as one of its users."""
     with _exclusive():
+        if running() is not None and _running_code() != code_version() and not _live_users():
+            # Nobody is using a bed that runs older code of ours: restart it.
+            down()
         plane = up()
         USERS_DIR.mkdir(parents=True, exist_ok=True)
         (USERS_DIR / (user or str(os.getpid()))).touch()
