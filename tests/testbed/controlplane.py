@@ -41,14 +41,20 @@ from testbed.paths import (
     SERVICE_ACCOUNT_ISSUER,
     SERVICE_CIDR,
     STATE_FILE,
+    STATE_ROOT,
     TESTS_DIR,
     VENV_BIN,
     apiserver_url,
 )
 from testbed.pki import CertificateAuthority, write_kubeconfig, write_service_account_keys
 
-LOCK_FILE = CLUSTER_DIR.parent / "testbed.lock"
+#: The bridge, its address and the ports belong to the whole machine, so the lock and
+#: the record of which work tree's bed is up are machine-wide too (a CI clone and the
+#: shared tree must take turns, not kill each other's beds).
+LOCK_FILE = Path("/run/lock/w5n-testbed.lock")
+OWNER_FILE = Path("/run/w5n-testbed.owner")
 USERS_DIR = CLUSTER_DIR.parent / "users"
+OTHER_TREE_WAIT_SECONDS = 1800.0
 #: The user `make cluster-up` registers: a cluster started by hand stays up until `down`.
 MANUAL_USER = "manual"
 
@@ -412,8 +418,8 @@ def down(grace: float = 10.0) -> None:
 
 
 def _stray_processes() -> list[int]:
-    """Test bed processes no state file knows of (a crashed or raced `up`): our binaries,
-    identified by their executable's path, and node agents of this state dir."""
+    """Test bed processes no state file knows of (a crashed or raced `up`, another work
+    tree): our binaries, identified by their executable's path, and node agents."""
     bin_dir = BIN_DIR.resolve()
     strays = []
     for proc in Path("/proc").iterdir():
@@ -424,9 +430,7 @@ def _stray_processes() -> list[int]:
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        agent = b"testbed.nodeagent" in cmdline and any(
-            arg == f"--kubeconfig={ADMIN_KUBECONFIG}".encode() for arg in cmdline
-        )
+        agent = b"testbed.nodeagent" in cmdline
         if exe.parent == bin_dir or agent:
             strays.append(int(proc.name))
     return strays
@@ -462,11 +466,11 @@ def _exclusive() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _live_users() -> list[str]:
-    if not USERS_DIR.exists():
+def _live_users(users_dir: Path = USERS_DIR) -> list[str]:
+    if not users_dir.exists():
         return []
     users = []
-    for entry in USERS_DIR.iterdir():
+    for entry in users_dir.iterdir():
         if entry.name != MANUAL_USER and entry.name.isdigit() and not _alive(int(entry.name)):
             entry.unlink(missing_ok=True)
             continue
@@ -474,16 +478,40 @@ def _live_users() -> list[str]:
     return users
 
 
+def _other_tree_in_use() -> Path | None:
+    """The state dir of another work tree whose bed is up and has live users."""
+    try:
+        owner = Path(OWNER_FILE.read_text().strip())
+    except OSError:
+        return None
+    if owner == STATE_ROOT.resolve() or not _live_users(owner / "users"):
+        return None
+    return owner
+
+
 def acquire(user: str | None = None) -> ControlPlane:
-    """Bring the test bed up (or join the running one) and register as one of its users."""
-    with _exclusive():
-        if running() is not None and _running_code() != code_version() and not _live_users():
-            # Nobody is using a bed that runs older code of ours: restart it.
-            down()
-        plane = up()
-        USERS_DIR.mkdir(parents=True, exist_ok=True)
-        (USERS_DIR / (user or str(os.getpid()))).touch()
-        return plane
+    """Bring the test bed up (or join the running one) and register as one of its users.
+
+    If another work tree's bed is in use, wait for it to be released first.
+    """
+    deadline = time.monotonic() + OTHER_TREE_WAIT_SECONDS
+    while True:
+        with _exclusive():
+            other = _other_tree_in_use()
+            if other is None:
+                stale = running() is not None and _running_code() != code_version()
+                if stale and not _live_users():
+                    # Nobody is using a bed that runs older code of ours: restart it.
+                    down()
+                plane = up()
+                OWNER_FILE.write_text(str(STATE_ROOT.resolve()))
+                USERS_DIR.mkdir(parents=True, exist_ok=True)
+                (USERS_DIR / (user or str(os.getpid()))).touch()
+                return plane
+        if time.monotonic() > deadline:
+            raise ControlPlaneError(f"the test bed of {other} stayed in use; gave up waiting")
+        print(f"waiting for the test bed of {other} to be released", file=sys.stderr)
+        time.sleep(5.0)
 
 
 def release(user: str | None = None) -> bool:
@@ -493,12 +521,14 @@ def release(user: str | None = None) -> bool:
         if _live_users():
             return False
         down()
+        OWNER_FILE.unlink(missing_ok=True)
         return True
 
 
 def force_down() -> None:
     with _exclusive():
         down()
+        OWNER_FILE.unlink(missing_ok=True)
         shutil.rmtree(USERS_DIR, ignore_errors=True)
 
 

@@ -7,9 +7,12 @@ apiserver at the bridge address. Everything is named with the `w5n-` prefix (vet
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -90,6 +93,11 @@ def delete_all() -> None:
     for line in ip("netns", "list").stdout.splitlines():
         name = line.split()[0] if line.split() else ""
         if name.startswith(NAME_PREFIX):
+            # Container processes outlive a crashed agent; whatever runs in our
+            # namespaces is ours.
+            for pid in ip("netns", "pids", name, check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
             ip("netns", "del", name, check=False)
     for link in json.loads(ip("-j", "link", "show").stdout or "[]"):
         ifname = str(link.get("ifname", ""))
