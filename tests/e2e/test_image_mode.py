@@ -140,7 +140,14 @@ def operator_release(
     values = tmp_path_factory.mktemp("image-mode") / "placement.yaml"
     values.write_text(json.dumps({"nodeSelector": NODE_SELECTOR, "tolerations": TOLERATIONS}))
     # The CRD may remain from an earlier release (`crds.keep`); then it is not ours to own.
-    crd_exists = testbed.kubectl("get", "crd", CRD, check=False).returncode == 0
+    # One being deleted (by another test's uninstall) must be gone before the install.
+    found = testbed.kubectl("get", "crd", CRD, "-o", "json", check=False)
+    crd_exists = found.returncode == 0
+    if crd_exists and json.loads(found.stdout)["metadata"].get("deletionTimestamp"):
+        testbed.kubectl(
+            "wait", "--for=delete", f"crd/{CRD}", "--timeout=120s", check=False, timeout=140
+        )
+        crd_exists = testbed.kubectl("get", "crd", CRD, check=False).returncode == 0
     testbed.helm(
         "install", RELEASE, str(REPO_ROOT / "charts" / "w5xde"),
         "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
