@@ -32,8 +32,10 @@ pytestmark = [pytest.mark.testbed, pytest.mark.netns, pytest.mark.images, pytest
 
 IMAGE_NODES = ("w5n-img-a", "w5n-img-b")
 AGENT_LOG = CLUSTER_DIR / "nodeagent-images.log"
-RELEASE = "w5xde-img"
-OPERATOR_NAMESPACE = "w5xde-img-system"
+# The release and namespace of the process-mode journeys: a CRD kept (`crds.keep`)
+# by either is then owned by the release the other installs.
+RELEASE = "w5xde"
+OPERATOR_NAMESPACE = "w5xde-system"
 DEMO_NAMESPACE = "e2e-img"
 DEMO = "demo"
 CRD = "compressionclusters.w5xde.io"
@@ -161,9 +163,12 @@ def operator_release(
         testbed.kubectl(
             "delete", "cc", "--all", "-n", DEMO_NAMESPACE, "--timeout=60s", check=False, timeout=90
         )
-        testbed.kubectl("delete", "namespace", DEMO_NAMESPACE, "--wait=false", check=False)
         testbed.helm("uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, check=False)
-        testbed.kubectl("delete", "namespace", OPERATOR_NAMESPACE, "--wait=false", check=False)
+        # Gone before the next test installs the same release into the same namespace.
+        testbed.kubectl(
+            "delete", "namespace", DEMO_NAMESPACE, OPERATOR_NAMESPACE, "--timeout=180s",
+            check=False, timeout=200,
+        )  # fmt: skip
 
 
 def _status(testbed: Testbed) -> dict[str, Any]:
