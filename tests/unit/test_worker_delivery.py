@@ -78,6 +78,15 @@ def test_a_ring_of_two_delivers_verified_batches_both_ways(
     assert report.socket_buffer.effective_send >= 262144 or report.socket_buffer.effective_send > 0
     assert report.peers_connected == 1
     assert first.ready()
+    time.sleep(1.1)
+    rates = first.report()
+    assert rates.throughput_bytes_per_second > 0
+    assert rates.batches_per_second > 0
+    assert rates.wire_bytes_per_second < rates.throughput_bytes_per_second
+    # Seconds per 30 s window: positive, and at most 30 s for each of the busy threads.
+    assert 0 < rates.compression_seconds <= 30 * 3
+    assert 0 < rates.network_seconds <= 30 * 3
+    assert rates.rss_bytes > 10_000_000
 
 
 def _frames(start: int, stop: int) -> list[bytes]:
@@ -152,6 +161,22 @@ def test_resize_hands_unacknowledged_batches_to_the_remaining_peers(
     wait_for(lambda: second.report().batches > received_before + 20)
     assert first.report().lost_batches == 0
     assert second.report().lost_batches == 0
+
+
+def test_growing_again_reconnects_to_the_returning_peer(
+    workers: Callable[..., list[Worker]],
+) -> None:
+    first, _, third = workers(3, workload={"batchBytes": 16384, "topology": "all-to-all"})
+    wait_for(lambda: third.report().batches > 20)
+    first.resize(2)
+    wait_for(lambda: first.extras()["outgoingStreamsConnected"] == 1)
+    before = third.report().batches
+    first.resize(3)
+    wait_for(lambda: first.extras()["outgoingStreamsConnected"] == 2)
+    # `third` still hears from the second worker; the first one's new stream adds to it.
+    wait_for(lambda: third.extras()["incomingStreams"] == 2)
+    wait_for(lambda: third.report().batches > before + 50)
+    assert third.report().lost_batches == 0
 
 
 def test_metrics_and_probes(workers: Callable[..., list[Worker]]) -> None:
