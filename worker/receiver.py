@@ -27,6 +27,10 @@ log = logging.getLogger("w5xde.receiver")
 _MIN_BUFFER_BYTES = 256 * 1024
 
 
+class TakenOverError(ProtocolError):
+    """The sender reconnected; its older connection ends quietly."""
+
+
 @dataclass(slots=True)
 class SenderState:
     """Where one sender stream stands; `owner` is the connection allowed to advance it."""
@@ -127,6 +131,8 @@ class IncomingConnection:
             state = self._registry.claim(hello, sock, self)
             try:
                 self._receive(sock, state, hello.sender)
+            except TakenOverError as error:
+                log.warning("closing stream from %s: %s", hello.sender, error)
             except ProtocolError as error:
                 log.error("closing stream from %s: %s", hello.sender, error)
             except CorruptBatchError as error:
@@ -186,7 +192,7 @@ class IncomingConnection:
                     break
                 if header.kind == FrameType.DATA:
                     if state.owner is not self:
-                        raise ProtocolError("a newer connection took over this sender stream")
+                        raise TakenOverError("a newer connection took over this sender stream")
                     sequence = header.sequence
                     if sequence < state.expected:
                         counters.duplicate_batches += 1

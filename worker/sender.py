@@ -137,7 +137,14 @@ class OutgoingStream(threading.Thread):
             try:
                 sock = self._connect()
             except (OSError, ProtocolError) as error:
-                log.warning("connect to %s (stream %d) failed: %s", self.peer, self.stream, error)
+                # Peers start at different times: only a peer that stays away is worth a warning.
+                log.log(
+                    logging.INFO if backoff < 1.0 else logging.WARNING,
+                    "connect to %s (stream %d) failed: %s",
+                    self.peer,
+                    self.stream,
+                    error,
+                )
                 if self._draining.is_set() or self._aborted.wait(backoff):
                     return
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
