@@ -153,6 +153,7 @@ class IncomingConnection:
         parse_header = protocol.parse_header
         buffer = bytearray(max(2 * chunk, _MIN_BUFFER_BYTES))
         view = memoryview(buffer)
+        limit = MAX_PAYLOAD_BYTES + HEADER_BYTES + chunk
         start = end = 0
         perf = time.perf_counter
         while True:
@@ -162,9 +163,12 @@ class IncomingConnection:
                     buffer[:size] = buffer[start:end]
                     start, end = 0, size
                 if len(buffer) - end < chunk:
+                    # Only a frame bigger than the buffer gets here; the buffer grows with
+                    # the bytes that actually arrived, never ahead of them on a header's word.
+                    grown = bytearray(min(max(2 * len(buffer), end + chunk), limit))
+                    grown[:end] = view[:end]
                     view.release()
-                    buffer = buffer + bytearray(chunk)
-                    view = memoryview(buffer)
+                    buffer, view = grown, memoryview(grown)
             began = perf()
             count = sock.recv_into(view[end : end + chunk])
             counters.network_seconds += perf() - began
@@ -179,16 +183,6 @@ class IncomingConnection:
                 header = parse_header(view, start)
                 frame_end = start + HEADER_BYTES + header.payload_length
                 if frame_end > end:
-                    needed = frame_end - start + chunk
-                    if needed > len(buffer):
-                        if needed > MAX_PAYLOAD_BYTES + HEADER_BYTES + chunk:
-                            raise ProtocolError("frame larger than the protocol allows")
-                        size = end - start
-                        grown = bytearray(needed)
-                        grown[:size] = view[start:end]
-                        view.release()
-                        buffer, view = grown, memoryview(grown)
-                        start, end = 0, size
                     break
                 if header.kind == FrameType.DATA:
                     if state.owner is not self:
