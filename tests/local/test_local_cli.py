@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,63 @@ def test_worker_without_a_key_exits_2() -> None:
     result = run("worker", env=env)
     assert result.returncode == 2
     assert "W5XDE_CLUSTER_KEY" in result.stderr
+
+
+def test_two_worker_processes_serve_probes_and_metrics_and_stop_on_sigterm() -> None:
+    from w5xde.worker.local import _free_ports
+
+    stream_ports = _free_ports(2)
+    metrics_ports = _free_ports(2)
+    peers = [f"127.0.0.1:{port}" for port in stream_ports]
+    processes = []
+    for index in range(2):
+        config = {
+            "name": f"pod-{index}",
+            "clusterId": "probe-test",
+            "listenHost": "127.0.0.1",
+            "metricsPort": metrics_ports[index],
+            "peers": peers,
+            "workload": {"batchBytes": 8192},
+        }
+        env = dict(os.environ, W5XDE_CONFIG=json.dumps(config), W5XDE_CLUSTER_KEY="p" * 32)
+        processes.append(
+            subprocess.Popen(
+                [*W5XDE, "worker", "--report-interval", "0.5"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    try:
+        base = f"http://127.0.0.1:{metrics_ports[0]}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "worker never became ready"
+            time.sleep(0.2)
+        time.sleep(1)
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        received = [
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("w5xde_received_batches_total")
+        ]
+        assert received
+        assert received[0] > 0
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        outputs = [process.communicate(timeout=30) for process in processes]
+    for process, (stdout, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr
+        final = json.loads(stdout.strip().splitlines()[-1])
+        assert final["final"] is True
+        assert final["report"]["lostBatches"] == 0
+        assert final["report"]["batches"] > 0
