@@ -194,6 +194,7 @@ def _impair(namespace: Namespace, *, loss_percent: int, delay_ms: int) -> str:
         str(loss_percent),
         "drop",
     )
+    # The output hook sees packets before segmentation: 2 % of (possibly GSO) packets.
     return "nft"
 
 
@@ -212,9 +213,14 @@ def _clear_impairment(namespace: Namespace) -> None:
     namespace.exec("nft", "delete", "table", "inet", "w5t", check=False)
 
 
-@pytest.mark.parametrize(("loss", "delay"), [(2, 5), (2, 0)], ids=["netem-2pct-5ms", "loss-2pct"])
+@pytest.mark.parametrize(
+    ("loss", "delay", "batches"),
+    # A 10 ms round trip with 2 % loss carries ~1 MB/s per connection: fewer batches there.
+    [(2, 5, 400), (2, 0, 2000)],
+    ids=["netem-2pct-5ms", "loss-2pct"],
+)
 def test_lossy_delayed_links_still_deliver_everything(
-    bed: Bed, running: list[WorkerProcess], loss: int, delay: int
+    bed: Bed, running: list[WorkerProcess], loss: int, delay: int, batches: int
 ) -> None:
     key = secrets.token_hex(32)
     first, second = bed.namespaces[:2]
@@ -225,13 +231,14 @@ def test_lossy_delayed_links_still_deliver_everything(
         for index, namespace in enumerate((first, second)):
             running.append(start_worker(namespace, name=f"loss-{index}", peers=peers, key=key))
         wait_for(
-            lambda: all(w.report().get("batches", 0) > 2000 for w in running),
-            timeout=60,
+            lambda: all(w.report().get("batches", 0) > batches for w in running),
+            timeout=90,
             what="data through the lossy link",
         )
         finals = stop_all(running)
         # The loss was real: TCP had to retransmit inside the namespaces.
-        assert sum(_retransmitted_segments(namespace) for namespace in (first, second)) > 0
+        retransmitted = sum(_retransmitted_segments(namespace) for namespace in (first, second))
+        assert retransmitted > 0
     finally:
         for namespace in (first, second):
             _clear_impairment(namespace)
