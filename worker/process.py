@@ -8,7 +8,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from w5xde.worker.config import ConfigError, StatusTarget, load_cluster_key, load_worker_config
@@ -102,11 +101,11 @@ def run_worker_process(*, config_file: str | None, report_interval: float) -> in
         except OSError as error:
             log.error("metrics port %d unavailable: %s", config.metrics_port, error)
     publisher = _status_publisher(worker, config.status) if config.status else None
-    emit: Callable[[bool], None] = (
-        (lambda final: _print_line(report_line(worker, final=final, elapsed=_since(started))))
-        if report_interval > 0
-        else (lambda final: None)
-    )
+
+    def emit_progress() -> None:
+        if report_interval > 0:
+            _print_line(report_line(worker, final=False, elapsed=_since(started)))
+
     deadline = started + config.duration_seconds if config.duration_seconds else None
     tick = report_interval if report_interval > 0 else 1.0
     while not stop.is_set():
@@ -115,7 +114,7 @@ def run_worker_process(*, config_file: str | None, report_interval: float) -> in
             break
         if stop.wait(tick if remaining is None else min(tick, remaining)):
             break
-        emit(False)
+        emit_progress()
     elapsed = _since(started)
     worker.stop()
     if publisher is not None:
