@@ -353,6 +353,7 @@ def up(timeout: float = 120.0) -> ControlPlane:
     if existing is not None:
         return existing
     down()
+    shutil.rmtree(PODS_DIR, ignore_errors=True)
     CLUSTER_DIR.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     _write_pki()
@@ -451,7 +452,9 @@ def _kill_leftover_pods() -> None:
         except (OSError, ValueError):
             continue
         _kill_group(pid, signal.SIGKILL)
-    shutil.rmtree(PODS_DIR, ignore_errors=True)
+    # The container logs stay for the post-mortem; `up` clears them.
+    for volumes in PODS_DIR.glob("*/*/volumes"):
+        shutil.rmtree(volumes, ignore_errors=True)
 
 
 @contextlib.contextmanager

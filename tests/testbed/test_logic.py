@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from testbed.nodeagent import hosts, podenv, sysctls
+from testbed.nodeagent import hosts, podenv, process_runtime, sysctls
 from testbed.nodeagent.ipam import Ipam
 from testbed.nodeagent.process_runtime import resolve_argv
-from testbed.nodeagent.runtime import ContainerSpec, ContainerStartError
+from testbed.nodeagent.runtime import ContainerSpec, ContainerStartError, Mount
 from testbed.paths import VENV_BIN
 
 
@@ -115,3 +117,29 @@ def test_pod_ips_are_not_reused_at_once_and_stay_in_the_node_subnet() -> None:
     assert len(taken) == 252
     with pytest.raises(RuntimeError, match="no pod IP left"):
         ipam.allocate("a")
+
+
+def test_volume_over_a_parent_of_the_work_tree_keeps_the_tree_visible(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(process_runtime, "REPO_ROOT", Path("/tmp/clone"))
+    volume = tmp_path / "tmp-volume"
+    volume.mkdir()
+    script = process_runtime._mount_script(
+        ContainerSpec(
+            "ns/p", "c", "w5xde", (), (), {}, None, "w5n-x", "h", (Mount(volume, "/tmp"),)
+        )
+    )
+    lines = script.splitlines()
+    assert lines.index("exec {image_root}</tmp/clone") < lines.index(
+        'mount --bind "/proc/self/fd/${source_0}" /tmp'
+    )
+    assert lines.index('mount --bind "/proc/self/fd/${image_root}" /tmp/clone') > lines.index(
+        'mount --bind "/proc/self/fd/${source_0}" /tmp'
+    )
+    elsewhere = process_runtime._mount_script(
+        ContainerSpec(
+            "ns/p", "c", "w5xde", (), (), {}, None, "w5n-x", "h", (Mount(volume, "/data"),)
+        )
+    )
+    assert "image_root" not in elsewhere

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from testbed.nodeagent.runtime import ContainerSpec, ContainerStartError
-from testbed.paths import VENV_BIN
+from testbed.paths import REPO_ROOT, VENV_BIN
 
 #: Images of this project: their entrypoint is the `w5xde` command.
 OWN_IMAGE_MARKER = "w5xde"
@@ -54,6 +54,15 @@ def _mount_script(spec: ContainerSpec) -> str:
         lines.append(f"echo {shlex.quote(spec.hostname)} > /proc/sys/kernel/hostname")
     for index, mount in enumerate(spec.mounts):
         lines.append(f"exec {{source_{index}}}<{shlex.quote(str(mount.source))}")
+    # The "image" is this work tree (its venv): a volume over one of its parents, like
+    # an emptyDir on /tmp with the tree in /tmp/clone, must not take it away.
+    image_root = str(REPO_ROOT)
+    hidden = any(
+        image_root == m.target.rstrip("/") or image_root.startswith(m.target.rstrip("/") + "/")
+        for m in spec.mounts
+    )
+    if hidden:
+        lines.append(f"exec {{image_root}}<{shlex.quote(image_root)}")
     for index, mount in enumerate(spec.mounts):
         target = shlex.quote(mount.target)
         if mount.source.is_dir():
@@ -63,6 +72,10 @@ def _mount_script(spec: ContainerSpec) -> str:
         lines.append(f'mount --bind "/proc/self/fd/${{source_{index}}}" {target}')
         if mount.read_only:
             lines.append(f"mount -o remount,bind,ro {target}")
+    if hidden:
+        lines.append(f"mkdir -p {shlex.quote(image_root)}")
+        lines.append(f'mount --bind "/proc/self/fd/${{image_root}}" {shlex.quote(image_root)}')
+        lines.append("exec {image_root}<&-")
     for index in range(len(spec.mounts)):
         lines.append(f"exec {{source_{index}}}<&-")
     if spec.working_dir:
