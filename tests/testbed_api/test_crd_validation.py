@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -130,3 +131,11 @@ def test_valid_edge_spec_is_accepted(testbed: Any, namespace: str, crd: str) -> 
     testbed.kubectl(
         "create", "--dry-run=server", "-n", namespace, "-f", "-", input=_manifest(spec, "edge")
     )
+
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.name)
+def test_examples_pass_the_server(testbed: Any, namespace: str, crd: str, example: Path) -> None:
+    testbed.kubectl("create", "--dry-run=server", "-n", namespace, "-f", str(example))
