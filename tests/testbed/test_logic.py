@@ -132,11 +132,11 @@ def test_volume_over_a_parent_of_the_work_tree_keeps_the_tree_visible(
     )
     lines = script.splitlines()
     assert lines.index("exec {image_root}</tmp/clone") < lines.index(
-        'mount --bind "/proc/self/fd/${source_0}" /tmp'
+        'mount --no-canonicalize --bind "/proc/self/fd/${source_0}" /tmp'
     )
-    assert lines.index('mount --bind "/proc/self/fd/${image_root}" /tmp/clone') > lines.index(
-        'mount --bind "/proc/self/fd/${source_0}" /tmp'
-    )
+    assert lines.index(
+        'mount --no-canonicalize --bind "/proc/self/fd/${image_root}" /tmp/clone'
+    ) > lines.index('mount --no-canonicalize --bind "/proc/self/fd/${source_0}" /tmp')
     elsewhere = process_runtime._mount_script(
         ContainerSpec(
             "ns/p", "c", "w5xde", (), (), {}, None, "w5n-x", "h", (Mount(volume, "/data"),)

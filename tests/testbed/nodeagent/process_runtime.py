@@ -46,7 +46,8 @@ def _mount_script(spec: ContainerSpec) -> str:
 
     Every source is opened first and mounted from /proc/self/fd: the pod's files live
     on the host's filesystem, and a mount target such as /work or /var would
-    otherwise hide the sources of the mounts after it.
+    otherwise hide the sources of the mounts after it. `--no-canonicalize` keeps
+    mount(8) from turning the fd back into a path, which may by then be hidden.
     """
     lines = ["set -e"]
     if spec.hostname:
@@ -69,12 +70,13 @@ def _mount_script(spec: ContainerSpec) -> str:
             lines.append(f"mkdir -p {target}")
         else:
             lines.append(f'mkdir -p "$(dirname {target})"; [ -e {target} ] || touch {target}')
-        lines.append(f'mount --bind "/proc/self/fd/${{source_{index}}}" {target}')
+        lines.append(f'mount --no-canonicalize --bind "/proc/self/fd/${{source_{index}}}" {target}')
         if mount.read_only:
             lines.append(f"mount -o remount,bind,ro {target}")
     if hidden:
-        lines.append(f"mkdir -p {shlex.quote(image_root)}")
-        lines.append(f'mount --bind "/proc/self/fd/${{image_root}}" {shlex.quote(image_root)}')
+        quoted = shlex.quote(image_root)
+        lines.append(f"mkdir -p {quoted}")
+        lines.append(f'mount --no-canonicalize --bind "/proc/self/fd/${{image_root}}" {quoted}')
         lines.append("exec {image_root}<&-")
     for index in range(len(spec.mounts)):
         lines.append(f"exec {{source_{index}}}<&-")
