@@ -14,12 +14,14 @@ import json
 import textwrap
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from testbed.fixtures import Testbed
+from w5xde.operator.resources.metadata import NODE_TUNED_LABEL
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
@@ -44,39 +46,107 @@ def served_namespace(testbed: Testbed) -> Iterator[str]:
         testbed.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def test_namespaced_install_with_two_replicas_reconciles_under_its_roles(
-    testbed: Testbed, namespace: str, served_namespace: str
-) -> None:
-    # An operator left over from another test would reconcile our cluster as well.
+@contextmanager
+def installed(testbed: Testbed, release: str, namespace: str, *settings: str) -> Iterator[None]:
+    """The chart installed as `release`, then uninstalled with what it brought."""
+    # Install only the CRDs nobody has: a release cannot take over another's CRDs,
+    # and without `keep` ours leave with the release, as they came.
+    ours = testbed.kubectl("get", "crd", "compressionclusters.w5xde.io", check=False)
+    kopf = testbed.kubectl("get", "crd", "kopfpeerings.kopf.dev", check=False)
+    testbed.helm(
+        "install", release, str(CHART), "--namespace", namespace,
+        "--set", f"crds.install={str(ours.returncode != 0).lower()}",
+        "--set", f"crds.kopfPeering={str(kopf.returncode != 0).lower()}",
+        "--set", "crds.keep=false",
+        *settings,
+        "--wait", "--timeout", "3m",
+        timeout=240,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        testbed.helm("uninstall", release, "--namespace", namespace, "--wait", check=False)
+
+
+def no_other_operator(testbed: Testbed) -> None:
+    """An operator left over from another test would reconcile our clusters as well."""
     testbed.wait_for(
         lambda: not get_json(testbed, "pods", "-A", "-l", OPERATOR_LABELS).get("items"),
         60,
         "no other W5XDE operator running",
     )
+
+
+def test_namespaced_install_with_two_replicas_reconciles_under_its_roles(
+    testbed: Testbed, namespace: str, served_namespace: str
+) -> None:
+    no_other_operator(testbed)
     testbed.kubectl(
         "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
     )
-    # Install only the CRDs nobody has: a release cannot take over another's CRDs,
-    # and without `keep` ours leave with the release, as they came.
-    ours = testbed.kubectl("get", "crd", "compressionclusters.w5xde.io", check=False)
-    kopf = testbed.kubectl("get", "crd", "kopfpeerings.kopf.dev", check=False)
     release = f"w5xde-{namespace}"
-    testbed.helm(
-        "install", release, str(CHART), "--namespace", namespace,
-        "--set", f"watchNamespaces={{{served_namespace}}}",
-        "--set", "replicaCount=2",
-        "--set", f"crds.install={str(ours.returncode != 0).lower()}",
-        "--set", f"crds.kopfPeering={str(kopf.returncode != 0).lower()}",
-        "--set", "crds.keep=false",
-        "--wait", "--timeout", "3m",
-        timeout=240,
+    settings = ("--set", f"watchNamespaces={{{served_namespace}}}", "--set", "replicaCount=2")
+    with installed(testbed, release, namespace, *settings):
+        try:
+            check_reconciled_under_chart_rbac(testbed, namespace, served_namespace, release)
+        finally:
+            testbed.kubectl("delete", "cc", "--all", "-n", served_namespace, "--wait=true",
+                            "--timeout=60s", check=False)  # fmt: skip
+
+
+def test_node_tuning_daemonset_labels_the_nodes_it_checked(
+    testbed: Testbed, namespace: str
+) -> None:
+    """The tuning script, run by the DaemonSet as the chart deploys it, against real nodes.
+
+    The caps asked for (4 KiB) are below any kernel's value, so the script only
+    reads them back: a real write would change the host's kernel (the test bed's
+    pods share it, and in a pod's own network namespace the caps are read-only).
+    What runs for real is the rest: the pod, its ServiceAccount token, the chart's
+    ClusterRole on nodes and the label the operator schedules by.
+    """
+    no_other_operator(testbed)
+    testbed.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=privileged"
+    )
+    release = f"w5xde-{namespace}"
+    settings = (
+        "--set", f"watchNamespaces={{{namespace}}}",
+        "--set", "nodeTuning.enabled=true",
+        "--set", "nodeTuning.rmemMax=4096,nodeTuning.wmemMax=4096",
+        # One round is enough; a long sleep keeps it from re-labelling during clean-up.
+        "--set", "nodeTuning.intervalSeconds=3600",
+        "--set-string", "nodeTuning.nodeSelector.w5xde\\.io/testbed-node=true",
     )  # fmt: skip
+    nodes = [
+        node["metadata"]["name"]
+        for node in get_json(testbed, "nodes", "-l", "w5xde.io/testbed-node=true")["items"]
+    ]
+    assert nodes
     try:
-        check_reconciled_under_chart_rbac(testbed, namespace, served_namespace, release)
+        with installed(testbed, release, namespace, *settings):
+
+            def labelled() -> list[str] | None:
+                found = get_json(testbed, "nodes", "-l", f"{NODE_TUNED_LABEL}=true")["items"]
+                names = sorted(node["metadata"]["name"] for node in found)
+                return names if names == sorted(nodes) else None
+
+            testbed.wait_for(labelled, 90, f"{NODE_TUNED_LABEL}=true on {nodes}")
+            pods = get_json(testbed, "pods", "-n", namespace, "-l",
+                            "app.kubernetes.io/component=node-tuning")["items"]  # fmt: skip
+            assert len(pods) == len(nodes)
+            for pod in pods:
+                log = testbed.pod_log(namespace, pod["metadata"]["name"])
+                assert f"labelled {NODE_TUNED_LABEL}=true" in log, log
     finally:
-        testbed.kubectl("delete", "cc", "--all", "-n", served_namespace, "--wait=true",
-                        "--timeout=60s", check=False)  # fmt: skip
-        testbed.helm("uninstall", release, "--namespace", namespace, "--wait", check=False)
+        testbed.wait_for(
+            lambda: not get_json(testbed, "pods", "-n", namespace, "-l",
+                                 "app.kubernetes.io/component=node-tuning").get("items"),
+            60,
+            "the tuning pods gone",
+        )  # fmt: skip
+        # Other tests expect untuned nodes (a nodeTuning cluster must degrade there).
+        testbed.kubectl("label", "nodes", "--all", f"{NODE_TUNED_LABEL}-", check=False)
 
 
 def check_reconciled_under_chart_rbac(
