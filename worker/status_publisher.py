@@ -27,6 +27,7 @@ logger = logging.getLogger("w5xde.status")
 MERGE_PATCH = "application/merge-patch+json"
 JITTER = 0.2
 MAX_BACKOFF_SECONDS = 120.0
+BACKOFF_FLOOR_SECONDS = 30.0
 REQUEST_TIMEOUT = (5.0, 10.0)
 
 
@@ -48,10 +49,14 @@ def status_patch(worker_name: str, report: WorkerReport, now: datetime) -> dict[
 
 
 def next_delay(interval: float, failures: int, rng: random.Random) -> float:
-    """The interval with ±20 % jitter; doubled per consecutive failure, capped."""
-    base = interval * (2**failures) if failures else interval
-    base = min(base, max(MAX_BACKOFF_SECONDS, interval))
-    return base * rng.uniform(1 - JITTER, 1 + JITTER)
+    """The interval with ±20 % jitter; doubled per consecutive failure, capped.
+
+    The cap stays near the interval (the operator calls a worker stale after three
+    silent intervals) while still easing an API server that is in trouble.
+    """
+    base = interval * float(1 << min(failures, 16))
+    cap = min(MAX_BACKOFF_SECONDS, max(2 * interval, BACKOFF_FLOOR_SECONDS))
+    return min(base, max(cap, interval)) * rng.uniform(1 - JITTER, 1 + JITTER)
 
 
 class StatusPublisher:

@@ -29,19 +29,48 @@ def free_port() -> int:
         return port
 
 
+CRD_NAME = "compressionclusters.w5xde.io"
+
+
 @pytest.fixture(scope="module")
 def crd(testbed: Any) -> Iterator[str]:
     """The generated CRD, applied as users would; removed again if this module added it,
     so a later `helm install` (which cannot adopt a CRD it did not create) still works."""
-    name = "compressionclusters.w5xde.io"
-    existed = testbed.kubectl("get", "crd", name, check=False).returncode == 0
+    testbed.wait_for(lambda: not _crd_terminating(testbed), 90, "an earlier CRD deletion to finish")
+    existed = testbed.kubectl("get", "crd", CRD_NAME, check=False).returncode == 0
     if not existed:
         testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    testbed.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
-    yield name
-    if not existed:
+    testbed.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
+    yield CRD_NAME
+    if not existed and not _clusters_of_others(testbed):
         release_orphans(testbed)
-        testbed.kubectl("delete", "crd", name, "--wait=true", "--timeout=50s", check=False)
+        testbed.kubectl("delete", "crd", CRD_NAME, "--wait=true", "--timeout=50s", check=False)
+
+
+def _crd_terminating(testbed: Any) -> bool:
+    result = testbed.kubectl("get", "crd", CRD_NAME, "-o", "json", check=False)
+    return result.returncode == 0 and bool(
+        json.loads(result.stdout)["metadata"].get("deletionTimestamp")
+    )
+
+
+def _clusters_of_others(testbed: Any) -> list[str]:
+    """Clusters outside namespaces being deleted: someone else (sharing the bed) uses the
+    CRD, so it stays."""
+    clusters = testbed.kubectl("get", "cc", "-A", "-o", "json", check=False)
+    namespaces = testbed.kubectl("get", "namespaces", "-o", "json", check=False)
+    if clusters.returncode != 0 or namespaces.returncode != 0:
+        return []
+    live = {
+        item["metadata"]["name"]
+        for item in json.loads(namespaces.stdout)["items"]
+        if not item["metadata"].get("deletionTimestamp")
+    }
+    return [
+        f"{item['metadata']['namespace']}/{item['metadata']['name']}"
+        for item in json.loads(clusters.stdout)["items"]
+        if item["metadata"]["namespace"] in live
+    ]
 
 
 def release_orphans(testbed: Any) -> None:

@@ -34,8 +34,11 @@ def test_delay_has_jitter_and_backs_off_with_a_cap() -> None:
     assert min(delays) >= 10 * (1 - JITTER)
     assert max(delays) <= 10 * (1 + JITTER)
     assert len({round(delay, 3) for delay in delays}) > 100
-    assert next_delay(10, 3, rng) >= 80 * (1 - JITTER)
-    assert next_delay(10, 30, rng) <= MAX_BACKOFF_SECONDS * (1 + JITTER)
+    assert next_delay(10, 1, rng) >= 20 * (1 - JITTER)
+    assert next_delay(10, 3, rng) <= 30 * (1 + JITTER)  # capped near the stale threshold
+    assert next_delay(1, 10, rng) <= 30 * (1 + JITTER)
+    assert next_delay(100, 30, rng) <= MAX_BACKOFF_SECONDS * (1 + JITTER)
+    assert next_delay(600, 3, rng) >= 600 * (1 - JITTER)  # never below the interval
 
 
 def test_failures_are_counted_never_raised() -> None:
