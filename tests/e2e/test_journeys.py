@@ -26,7 +26,8 @@ from testbed.paths import REPO_ROOT, STATE_ROOT
 
 pytestmark = [pytest.mark.testbed, pytest.mark.netns, pytest.mark.slow]
 
-OPERATOR_NAMESPACE = "w5xde-system"
+OPERATOR_NAMESPACE = "e2e-w5xde-system"
+DEMO_NAMESPACE = "e2e-demo"
 RELEASE = "w5xde"
 DEMO = "demo"
 TIMINGS_FILE = STATE_ROOT / "e2e-timings.json"
@@ -120,9 +121,19 @@ def adopt_existing_crds(testbed: Testbed) -> None:
         )
 
 
+def wait_until_gone(testbed: Testbed, namespace: str) -> None:
+    """A namespace a previous run deleted may still be terminating on a shared bed."""
+    testbed.wait_for(
+        lambda: testbed.kubectl("get", "namespace", namespace, check=False).returncode != 0,
+        180,
+        f"namespace {namespace} left over from an earlier run to be deleted",
+    )
+
+
 @pytest.fixture(scope="module")
 def operator(testbed: Testbed) -> Iterator[str]:
     """The chart installed with helm; yields the operator's service account name."""
+    wait_until_gone(testbed, OPERATOR_NAMESPACE)
     adopt_existing_crds(testbed)
     testbed.helm(
         "install",
@@ -150,7 +161,8 @@ def operator(testbed: Testbed) -> Iterator[str]:
 def demo_namespace(testbed: Testbed, operator: str) -> Iterator[str]:
     """Where the demo cluster lives: enforcing PodSecurity `baseline` (journey 7)."""
     del operator
-    name = "e2e-demo"
+    name = DEMO_NAMESPACE
+    wait_until_gone(testbed, name)
     testbed.kubectl("create", "namespace", name)
     testbed.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=baseline")
     try:
