@@ -328,6 +328,13 @@ def test_crds_follow_install_and_keep() -> None:
         assert "helm.sh/resource-policy" not in crd["metadata"].get("annotations", {})
     without_kopf = of_kind(render("--set", "crds.kopfPeering=false"), "CustomResourceDefinition")
     assert [crd["metadata"]["name"] for crd in without_kopf] == ["compressionclusters.w5xde.io"]
+    only_kopf = render("--set", "crds.install=false,crds.kopfPeering=true")
+    assert sorted(
+        crd["metadata"]["name"] for crd in of_kind(only_kopf, "CustomResourceDefinition")
+    ) == [
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    ]
 
 
 # --- PodDisruptionBudget --------------------------------------------------------------
