@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,8 +44,15 @@ def test_nodes_registered_and_ready(testbed: Testbed) -> None:
     leases = testbed.kubectl("get", "leases", "-n", "kube-node-lease", "-o", "name").stdout
     assert "w5n-node-a" in leases
     assert "w5n-node-b" in leases
+    pins = dict(
+        line.split("=", 1)
+        for line in (Path(__file__).parent / "go" / "pins.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
     version = json.loads(testbed.kubectl("version", "-o", "json").stdout)
-    assert version["serverVersion"]["gitVersion"].startswith("v1.")
+    assert version["serverVersion"]["gitVersion"] == pins["KUBERNETES_VERSION"]
+    assert version["clientVersion"]["gitVersion"] == pins["KUBERNETES_VERSION"]
+    assert pins["HELM_VERSION"] in testbed.helm("version", "--short").stdout
 
 
 def test_pod_reaches_another_pod_over_the_bridge(testbed: Testbed, namespace: str) -> None:
