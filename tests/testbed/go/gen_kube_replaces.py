@@ -70,7 +70,9 @@ def main() -> int:
     ]
     (HERE / "kube" / "go.mod").write_text("\n".join(lines))
     print(
-        f"kube/go.mod: k8s.io/kubernetes {version}, {len(modules)} staging modules", file=sys.stderr
+        f"kube/go.mod: k8s.io/kubernetes {version}, {len(modules)} staging modules; "
+        "now run `go mod tidy` in kube/",
+        file=sys.stderr,
     )
     return 0
 
