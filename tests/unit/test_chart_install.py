@@ -53,6 +53,14 @@ def installed(testbed: Testbed, release: str, namespace: str, *settings: str) ->
     # and without `keep` ours leave with the release, as they came.
     ours = testbed.kubectl("get", "crd", "compressionclusters.w5xde.io", check=False)
     kopf = testbed.kubectl("get", "crd", "kopfpeerings.kopf.dev", check=False)
+    brought = [
+        *(["compressionclusters.w5xde.io"] if ours.returncode != 0 else []),
+        *(
+            ["kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"]
+            if kopf.returncode != 0
+            else []
+        ),
+    ]
     testbed.helm(
         "install", release, str(CHART), "--namespace", namespace,
         "--set", f"crds.install={str(ours.returncode != 0).lower()}",
@@ -65,7 +73,10 @@ def installed(testbed: Testbed, release: str, namespace: str, *settings: str) ->
     try:
         yield
     finally:
-        testbed.helm("uninstall", release, "--namespace", namespace, "--wait", check=False)
+        testbed.helm("uninstall", release, "--namespace", namespace, check=False)
+        # The next install must not find our CRDs half deleted and think them someone else's.
+        for crd in brought:
+            testbed.kubectl("wait", "--for=delete", f"crd/{crd}", "--timeout=90s", timeout=120)
 
 
 def no_other_operator(testbed: Testbed) -> None:
