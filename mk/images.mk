@@ -43,12 +43,12 @@ images-base: images-tools ## debootstrap the base images once (cached in $(W5XDE
 
 $(WHEELHOUSE)/.requirements: pyproject.toml | install
 	@mkdir -p $(WHEELHOUSE)
-	@$(BIN)/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" >$@.new
+	@$(BIN)/python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); print('\n'.join(p['project']['dependencies'] + p['build-system']['requires']))" >$@.new
 	@if ! cmp -s $@.new $@ || [ -z "$$(ls $(WHEELHOUSE)/*.whl 2>/dev/null)" ]; then \
 		echo "wheelhouse: downloading the dependency wheels into $(WHEELHOUSE)"; \
 		rm -rf $(WHEELHOUSE).new && mkdir -p $(WHEELHOUSE).new && \
 		$(BIN)/pip download --quiet --disable-pip-version-check --only-binary :all: \
-			--python-version 3.11 --dest $(WHEELHOUSE).new -r $@.new 'setuptools>=69' wheel && \
+			--python-version 3.11 --dest $(WHEELHOUSE).new -r $@.new && \
 		mv $@.new $(WHEELHOUSE).new/.requirements && rm -rf $(WHEELHOUSE) && mv $(WHEELHOUSE).new $(WHEELHOUSE); \
 	else rm -f $@.new; touch $@; fi
 
