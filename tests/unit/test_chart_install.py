@@ -48,24 +48,19 @@ def served_namespace(testbed: Testbed) -> Iterator[str]:
 
 @contextmanager
 def installed(testbed: Testbed, release: str, namespace: str, *settings: str) -> Iterator[None]:
-    """The chart installed as `release`, then uninstalled with what it brought."""
-    # Install only the CRDs nobody has: a release cannot take over another's CRDs,
-    # and without `keep` ours leave with the release, as they came.
+    """The chart installed as `release`, and uninstalled again.
+
+    It brings only the CRDs nobody has (a release cannot take over another's) and
+    leaves them behind (`crds.keep`), as a user's uninstall does: deleting a CRD
+    right after creating it can stay stuck for minutes ("storage is
+    (re)initializing", operator-framework/operator-controller#1437).
+    """
     ours = testbed.kubectl("get", "crd", "compressionclusters.w5xde.io", check=False)
     kopf = testbed.kubectl("get", "crd", "kopfpeerings.kopf.dev", check=False)
-    brought = [
-        *(["compressionclusters.w5xde.io"] if ours.returncode != 0 else []),
-        *(
-            ["kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"]
-            if kopf.returncode != 0
-            else []
-        ),
-    ]
     testbed.helm(
         "install", release, str(CHART), "--namespace", namespace,
         "--set", f"crds.install={str(ours.returncode != 0).lower()}",
         "--set", f"crds.kopfPeering={str(kopf.returncode != 0).lower()}",
-        "--set", "crds.keep=false",
         *settings,
         "--wait", "--timeout", "3m",
         timeout=240,
@@ -74,9 +69,6 @@ def installed(testbed: Testbed, release: str, namespace: str, *settings: str) ->
         yield
     finally:
         testbed.helm("uninstall", release, "--namespace", namespace, check=False)
-        # The next install must not find our CRDs half deleted and think them someone else's.
-        for crd in brought:
-            testbed.kubectl("wait", "--for=delete", f"crd/{crd}", "--timeout=90s", timeout=120)
 
 
 def no_other_operator(testbed: Testbed) -> None:
