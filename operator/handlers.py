@@ -125,14 +125,7 @@ def reconcile(
         # A spec change after a bounded run starts a new run.
         status = status.model_copy(update={"started_at": None, "completed_at": None})
     existing = runtime.kube.read_statefulset(cluster.namespace, cluster.statefulset)
-    desired = desired_state(
-        cluster,
-        spec,
-        runtime.context,
-        existing_statefulset=existing,
-        cluster_key=new_cluster_key(),
-        completed=completed,
-    )
+    desired = _desired(runtime, cluster, spec, existing, completed=completed)
     applied_statefulset = apply_desired(runtime.kube, desired)
     events = _change_events(reason, spec, desired, existing)
     fold = observe(

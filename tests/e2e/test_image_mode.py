@@ -25,6 +25,7 @@ import yaml
 
 from images.containers import image_ref, podman
 from testbed.fixtures import Testbed
+from testbed.nodeagent.nodes import node_object
 from testbed.nodeagent.podman_runtime import CONTAINER_PREFIX, remove_all_containers
 from testbed.paths import ADMIN_KUBECONFIG, CLUSTER_DIR, NODE_NAMES, REPO_ROOT, TESTS_DIR, VENV_BIN
 
@@ -55,30 +56,6 @@ def _node_ready(testbed: Testbed, name: str) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-def _node_object(name: str, index: int) -> dict[str, Any]:
-    """The Node as the agent registers it, plus the image mode's label and taint."""
-    cidr = f"10.244.{index + 1}.0/24"
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                "w5xde.io/testbed-node": "true",
-                PLACEMENT_KEY: PLACEMENT_VALUE,
-            },
-        },
-        "spec": {
-            "podCIDR": cidr,
-            "podCIDRs": [cidr],
-            "taints": [{"key": PLACEMENT_KEY, "value": PLACEMENT_VALUE, "effect": "NoSchedule"}],
-        },
-    }
-
-
 def _stop_agent(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
@@ -97,7 +74,15 @@ def image_nodes(testbed: Testbed) -> Iterator[tuple[str, ...]]:
             pytest.fail(f"image {image_ref(kind)} is missing: run `make images`", pytrace=False)
     remove_all_containers()
     first_index = len(NODE_NAMES)
-    nodes = [_node_object(name, first_index + i) for i, name in enumerate(IMAGE_NODES)]
+    nodes = [
+        node_object(
+            name,
+            first_index + i,
+            labels=NODE_SELECTOR,
+            taints=[{"key": PLACEMENT_KEY, "value": PLACEMENT_VALUE, "effect": "NoSchedule"}],
+        )
+        for i, name in enumerate(IMAGE_NODES)
+    ]
     testbed.kubectl(
         "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes})
     )

@@ -22,8 +22,18 @@ def pod_cidr(index: int) -> str:
     return f"10.244.{index + 1}.0/24"
 
 
-def register(kube: Kube, name: str, index: int) -> None:
-    body: dict[str, Any] = {
+def node_object(
+    name: str,
+    index: int,
+    *,
+    labels: dict[str, str] | None = None,
+    taints: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """The Node the agent registers; a second agent adds its own labels and taints."""
+    spec: dict[str, Any] = {"podCIDR": pod_cidr(index), "podCIDRs": [pod_cidr(index)]}
+    if taints:
+        spec["taints"] = taints
+    return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
@@ -33,10 +43,15 @@ def register(kube: Kube, name: str, index: int) -> None:
                 "kubernetes.io/os": "linux",
                 "kubernetes.io/arch": "amd64",
                 "w5xde.io/testbed-node": "true",
+                **(labels or {}),
             },
         },
-        "spec": {"podCIDR": pod_cidr(index), "podCIDRs": [pod_cidr(index)]},
+        "spec": spec,
     }
+
+
+def register(kube: Kube, name: str, index: int) -> None:
+    body = node_object(name, index)
     try:
         kube.core.create_node(body, _preload_content=False)
     except ApiException as error:
