@@ -19,6 +19,7 @@ from w5xde.api.v1alpha1 import (
     CompressionClusterSpec,
     CompressionClusterStatus,
     ConditionType,
+    FoldedWorker,
     Phase,
     Totals,
     WorkerReport,
@@ -146,7 +147,12 @@ def fold_status(
 
     throughput = sum(report.throughput_bytes_per_second for report in fresh)
     wire = sum(report.wire_bytes_per_second for report in fresh)
-    totals = _totals(present.values())
+    retired = _retire_ended_runs(status, pods)
+    folded = {
+        name: FoldedWorker(incarnation=report.incarnation, totals=_totals([report]))
+        for name, report in present.items()
+    }
+    totals = _add(retired, _totals(present.values()))
 
     started_at = status.started_at
     if started_at is None and ready_workers > 0:
@@ -180,6 +186,11 @@ def fold_status(
         "readyWorkers": ready_workers,
         **figures,
         "totals": totals.model_dump(mode="json", by_alias=True),
+        "retiredTotals": retired.model_dump(mode="json", by_alias=True),
+        "foldedWorkers": {
+            **{name: None for name in status.folded_workers if name not in folded},
+            **{name: run.model_dump(mode="json", by_alias=True) for name, run in folded.items()},
+        },
         "conditions": [item.model_dump(mode="json", by_alias=True) for item in merged],
         "startedAt": started_at,
         "completedAt": isoformat(now) if completed else None,
@@ -188,6 +199,38 @@ def fold_status(
         patch["workers"] = workers_patch
     events = _events(status, phase, problems, newly_stale, merged)
     return Fold(patch=patch, events=events, completed=completed, stale_workers=tuple(stale))
+
+
+def _retire_ended_runs(status: CompressionClusterStatus, pods: Mapping[str, PodState]) -> Totals:
+    """`retiredTotals` plus every worker run that ended since the last fold.
+
+    A run ended when its pod is gone (its final report is the freshest figure) or when
+    the pod reports a new incarnation (the old run's counters are known only as of the
+    last fold, `foldedWorkers`). Without this, a restart or a scale-down would make
+    `totals` go backwards and forget the batches, and the losses, of the runs that ended.
+    """
+    retired = status.retired_totals
+    for name in status.folded_workers.keys() | status.workers.keys():
+        last_folded = status.folded_workers.get(name)
+        report = status.workers.get(name)
+        if last_folded is not None and (
+            report is None or report.incarnation != last_folded.incarnation
+        ):
+            retired = _add(retired, last_folded.totals)
+        if name not in pods and report is not None:
+            retired = _add(retired, _totals([report]))
+    return retired
+
+
+def _add(left: Totals, right: Totals) -> Totals:
+    return Totals(
+        batches=left.batches + right.batches,
+        raw_bytes=left.raw_bytes + right.raw_bytes,
+        wire_bytes=left.wire_bytes + right.wire_bytes,
+        lost_batches=left.lost_batches + right.lost_batches,
+        corrupt_batches=left.corrupt_batches + right.corrupt_batches,
+        resent_batches=left.resent_batches + right.resent_batches,
+    )
 
 
 def _totals(reports: Any) -> Totals:

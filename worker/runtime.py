@@ -68,6 +68,8 @@ class Worker:
         self._listen_sizes: BufferSizes | None = None
         self._accept_thread: threading.Thread | None = None
         self._started = time.monotonic()
+        #: Tells the operator this run's counters start from zero (see WorkerReport).
+        self._incarnation = os.urandom(6).hex()
         self._baseline = Snapshot(self._started, Counters(), Counters())
         self._last_rates: tuple[float, Counters, Counters] = (1.0, Counters(), Counters())
 
@@ -278,6 +280,7 @@ class Worker:
             ),
             peers_connected=self.peers_connected(),
             last_report=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            incarnation=self._incarnation,
         )
 
 

@@ -147,15 +147,19 @@ def _container(
                 },
             },
         ],
+        # A worker keeps its cores busy by design, so its probe server may answer late:
+        # generous timeouts keep a saturated but healthy worker from being restarted.
         "readinessProbe": {
             "httpGet": {"path": "/readyz", "port": "metrics"},
             "periodSeconds": 2,
+            "timeoutSeconds": 3,
             "failureThreshold": 3,
         },
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "metrics"},
             "initialDelaySeconds": 5,
             "periodSeconds": 10,
+            "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
         "securityContext": {

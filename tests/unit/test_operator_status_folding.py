@@ -113,16 +113,94 @@ def test_sums_ratio_and_per_worker_means() -> None:
     assert patch["startedAt"] == isoformat(NOW)
 
 
-def test_gone_pods_are_dropped_and_not_summed() -> None:
+def test_gone_pods_are_dropped_from_the_rates_but_their_counts_are_kept() -> None:
     workers = {
         "d-0": _report(1, throughputBytesPerSecond=10e6, wireBytesPerSecond=5e6, batches=1),
-        "d-5": _report(1, throughputBytesPerSecond=99e6, wireBytesPerSecond=1e6, batches=50),
+        "d-5": _report(
+            1, throughputBytesPerSecond=99e6, wireBytesPerSecond=1e6, batches=50, lostBatches=2
+        ),
     }
     spec = CompressionClusterSpec.model_validate({"workers": 1})
     fold = fold_status(spec, _status(workers), _observe(_ready("d-0")))
     assert fold.patch["workers"] == {"d-5": None}
     assert fold.patch["throughputBytesPerSecond"] == 10e6
-    assert fold.patch["totals"]["batches"] == 1
+    # The scaled-away worker's batches, and its losses, stay in the cluster's totals.
+    assert fold.patch["retiredTotals"]["batches"] == 50
+    assert fold.patch["totals"]["batches"] == 51
+    assert fold.patch["totals"]["lostBatches"] == 2
+    assert fold.patch["foldedWorkers"] == {
+        "d-0": {"incarnation": "", "totals": {**ZERO_TOTALS, "batches": 1}}
+    }
+
+
+ZERO_TOTALS = {
+    "batches": 0,
+    "rawBytes": 0,
+    "wireBytes": 0,
+    "lostBatches": 0,
+    "corruptBatches": 0,
+    "resentBatches": 0,
+}
+
+
+def _apply(status: CompressionClusterStatus, patch: dict[str, Any]) -> CompressionClusterStatus:
+    """What the API server stores after the operator's merge patch of the status."""
+    stored = status.model_dump(mode="json", by_alias=True)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(stored.get(key), dict):
+            merged = {**stored[key], **value}
+            stored[key] = {k: v for k, v in merged.items() if v is not None}
+        else:
+            stored[key] = value
+    return parse_status(stored)
+
+
+def test_a_restarted_worker_never_makes_the_totals_go_backwards() -> None:
+    spec = CompressionClusterSpec.model_validate({"workers": 1})
+    observation = _observe(_ready("d-0"))
+    first_run = {"d-0": _report(1, batches=1000, lostBatches=1, incarnation="aaaa")}
+    status = _apply(_status(first_run), fold_status(spec, _status(first_run), observation).patch)
+    assert status.totals.batches == 1000
+
+    # The container restarts: its counters start again from zero under a new incarnation.
+    restarted = status.model_copy(
+        update={"workers": _status({"d-0": _report(1, batches=10, incarnation="bbbb")}).workers}
+    )
+    second = fold_status(spec, restarted, observation)
+    assert second.patch["retiredTotals"]["batches"] == 1000
+    assert second.patch["totals"]["batches"] == 1010
+    assert second.patch["totals"]["lostBatches"] == 1
+
+    # Folding again without a new run changes nothing (the old run is retired once).
+    status = _apply(restarted, second.patch)
+    third = fold_status(spec, status, observation)
+    assert third.patch["retiredTotals"]["batches"] == 1000
+    assert third.patch["totals"]["batches"] == 1010
+
+
+def test_a_scaled_away_worker_is_retired_once() -> None:
+    spec = CompressionClusterSpec.model_validate({"workers": 1})
+    workers = {
+        "d-0": _report(1, batches=5, incarnation="a0"),
+        "d-1": _report(1, batches=7, incarnation="a1"),
+    }
+    status = _apply(
+        _status(workers), fold_status(spec, _status(workers), _observe(_ready("d-0", "d-1"))).patch
+    )
+    # d-1's last report, newer than the operator's last look, is what counts.
+    status = status.model_copy(
+        update={
+            "workers": {
+                **status.workers,
+                "d-1": _status({"d-1": _report(1, batches=9, incarnation="a1")}).workers["d-1"],
+            }
+        }
+    )
+    after_scale = fold_status(spec, status, _observe(_ready("d-0")))
+    assert after_scale.patch["foldedWorkers"]["d-1"] is None
+    assert after_scale.patch["totals"]["batches"] == 5 + 9
+    status = _apply(status, after_scale.patch)
+    assert fold_status(spec, status, _observe(_ready("d-0"))).patch["totals"]["batches"] == 14
 
 
 def test_stale_workers_are_flagged_excluded_and_degrade() -> None:

@@ -60,6 +60,8 @@ def test_defaults() -> None:
     }
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    # The kubelet's 1 s default would restart a worker that is busy, not broken.
+    assert container["livenessProbe"]["timeoutSeconds"] >= 5
     assert "resources" not in container
     assert "nodeSelector" not in pod
 

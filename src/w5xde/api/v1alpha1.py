@@ -338,6 +338,9 @@ class WorkerReport(ApiModel):
     socket_buffer: SocketBufferReport = Field(default_factory=SocketBufferReport)
     peers_connected: int = 0
     last_report: str = ""
+    #: Names one run of the worker process; a new value means its counters restarted
+    #: from zero, so the operator keeps the old run's figures in `retiredTotals`.
+    incarnation: str = ""
     #: Set by the operator when three report intervals passed without a report; the
     #: worker's next report (which always carries `stale: false`) clears it.
     stale: bool = False
@@ -385,6 +388,13 @@ class Totals(ApiModel):
     resent_batches: int = 0
 
 
+class FoldedWorker(ApiModel):
+    """The operator's last look at one worker run: enough to keep its counters once it ends."""
+
+    incarnation: str = ""
+    totals: Totals = Field(default_factory=Totals)
+
+
 class CompressionClusterStatus(ApiModel):
     """What the operator folds from the workers' reports, and what `kubectl get` shows."""
 
@@ -401,6 +411,11 @@ class CompressionClusterStatus(ApiModel):
     compression_seconds: float = 0
     memory_bytes: int = 0
     totals: Totals = Field(default_factory=Totals)
+    #: Counters of worker runs that ended (pods gone, containers restarted): `totals`
+    #: is these plus the live runs', so it never goes backwards and no loss is forgotten.
+    retired_totals: Totals = Field(default_factory=Totals)
+    #: Written by the operator only: each worker run as of the last fold.
+    folded_workers: dict[str, FoldedWorker] = Field(default_factory=dict)
     workers: dict[str, WorkerReport] = Field(default_factory=dict)
     conditions: list[Condition] = Field(
         default_factory=list,
