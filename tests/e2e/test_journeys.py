@@ -243,6 +243,7 @@ def test_2_apply_example_streams_across_pod_namespaces(
 
 
 def test_3_scale_and_roll_lose_no_batch(testbed: Testbed, demo_namespace: str) -> None:
+    delivered = int(status(testbed, demo_namespace)["totals"]["batches"])
     for replicas in (2, 4, 2):
         testbed.kubectl("scale", "cc", DEMO, "-n", demo_namespace, f"--replicas={replicas}")
         testbed.wait_for(
@@ -255,6 +256,10 @@ def test_3_scale_and_roll_lose_no_batch(testbed: Testbed, demo_namespace: str) -
         )
         assert cc(testbed, demo_namespace)["spec"]["workers"] == replicas
         assert lost(testbed, demo_namespace) == 0
+        # Scaled-away workers' batches stay counted: the cluster's totals only grow.
+        now_delivered = int(status(testbed, demo_namespace)["totals"]["batches"])
+        assert now_delivered >= delivered, (replicas, now_delivered, delivered)
+        delivered = now_delivered
     before = {p["metadata"]["uid"] for p in worker_pods(testbed, demo_namespace)}
     testbed.kubectl(
         "patch",
@@ -301,6 +306,8 @@ def test_4_killed_worker_and_restarted_operator_keep_the_stream(
         return statuses[0].get("restartCount", 0) >= 1 and statuses[0].get("ready") is True
 
     testbed.wait_for(restarted, 90, f"{victim} restarted and Ready")
+    # The killed run's counters are retired, not forgotten, when the new run reports.
+    assert int(status(testbed, demo_namespace)["totals"]["batches"]) >= batches_before
     testbed.wait_for(
         lambda: (
             int(status(testbed, demo_namespace)["totals"]["batches"]) > batches_before
