@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -126,22 +127,47 @@ def plan_from_args(args: argparse.Namespace) -> LocalPlan:
     return LocalPlan(args.workers, args.duration, log_mode, workload, compression, network)
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ports the kernel just handed out; held together so they are distinct."""
-    holders = []
-    for _ in range(count):
-        holder = socket.socket()
-        holder.bind(("127.0.0.1", 0))
-        holders.append(holder)
-    ports = [holder.getsockname()[1] for holder in holders]
-    for holder in holders:
-        holder.close()
-    return ports
+#: Where `free_ports` looks when the kernel's ephemeral range cannot be read.
+_FALLBACK_EPHEMERAL_LOW = 32768
+_LOWEST_PORT = 10000
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+            return int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _FALLBACK_EPHEMERAL_LOW
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports below the kernel's ephemeral range.
+
+    Between this check and the workers' own bind, any outgoing connection on the
+    machine could take an ephemeral port as its source port; ports below that range
+    are only ever taken by an explicit bind, so the gap is safe in practice.
+    """
+    chooser = random.SystemRandom()
+    high = max(_ephemeral_low(), _LOWEST_PORT + 1000)
+    holders: list[socket.socket] = []
+    try:
+        while len(holders) < count:
+            candidate = socket.socket()
+            try:
+                candidate.bind(("127.0.0.1", chooser.randrange(_LOWEST_PORT, high)))
+            except OSError:
+                candidate.close()
+                continue
+            holders.append(candidate)
+        return [holder.getsockname()[1] for holder in holders]
+    finally:
+        for holder in holders:
+            holder.close()
 
 
 def worker_configs(plan: LocalPlan, cluster_id: str) -> list[dict[str, Any]]:
     """One WorkerConfig (as JSON data) per local worker."""
-    ports = _free_ports(plan.workers)
+    ports = free_ports(plan.workers)
     peers = [f"127.0.0.1:{port}" for port in ports]
     return [
         {

@@ -16,7 +16,7 @@ from w5xde.worker import protocol
 from w5xde.worker.codec import BatchCompressor
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.handshake import Identity, client_handshake
-from w5xde.worker.local import _free_ports
+from w5xde.worker.local import free_ports
 from w5xde.worker.metrics import MetricsServer
 from w5xde.worker.protocol import HEADER_BYTES, CodecId, FrameDecoder, FrameType
 from w5xde.worker.runtime import Worker
@@ -44,7 +44,7 @@ def workers() -> Iterator[Callable[..., list[Worker]]]:
     started: list[Worker] = []
 
     def start(count: int, **extra: object) -> list[Worker]:
-        ports = _free_ports(count)
+        ports = free_ports(count)
         group = [Worker(make_config(index, ports, **extra), KEY) for index in range(count)]
         for worker in group:
             worker.start()
