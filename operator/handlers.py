@@ -30,7 +30,7 @@ from w5xde.operator import metrics
 from w5xde.operator.kube import Kube
 from w5xde.operator.observe import pod_states, statefulset_state
 from w5xde.operator.reconcile import Desired, OperatorContext, desired_state, spec_problems
-from w5xde.operator.resources.metadata import ClusterRef, selector_labels
+from w5xde.operator.resources.metadata import ClusterRef, selector_labels, selector_string
 from w5xde.operator.resources.secret import new_cluster_key
 from w5xde.operator.status_folding import (
     Event,
@@ -136,9 +136,8 @@ def reconcile(
         applied_generation=cluster.generation,
         statefulset=applied_statefulset or existing,
     )
-    status_patch = {"observedGeneration": cluster.generation, **fold.patch}
-    if completed:
-        status_patch = {"observedGeneration": cluster.generation}
+    identity = {"observedGeneration": cluster.generation, "selector": selector_string(cluster)}
+    status_patch = identity if completed else {**identity, **fold.patch}
     return status_patch, events + list(fold.events)
 
 

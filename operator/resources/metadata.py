@@ -69,6 +69,11 @@ def selector_labels(cluster: ClusterRef) -> dict[str, str]:
     }
 
 
+def selector_string(cluster: ClusterRef) -> str:
+    """`selector_labels` as the scale subresource publishes them (`status.selector`)."""
+    return ",".join(f"{key}={value}" for key, value in sorted(selector_labels(cluster).items()))
+
+
 def common_labels(cluster: ClusterRef) -> dict[str, str]:
     return {
         **selector_labels(cluster),

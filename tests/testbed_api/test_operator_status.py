@@ -94,6 +94,15 @@ def test_workers_report_and_the_fold_shows_in_kubectl_get(
     status = _status(testbed, namespace, "demo")
     assert status["ready"] == "3/3"
     assert status["observedGeneration"] == 2
+    # The scale subresource names the pods it counts, so an HPA can target a cluster.
+    scale = get_json(testbed, "-n", namespace, "cc", "demo", "--subresource=scale")
+    assert scale["spec"]["replicas"] == 3
+    selected = get_json(testbed, "-n", namespace, "pods", "-l", scale["status"]["selector"])
+    assert sorted(pod["metadata"]["name"] for pod in selected["items"]) == [
+        "demo-0",
+        "demo-1",
+        "demo-2",
+    ]
     events = testbed.kubectl(
         "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=demo",
         "-o", "jsonpath={.items[*].reason}",

@@ -148,6 +148,10 @@ def test_subresources_names_and_columns() -> None:
     version = _version()
     assert version["subresources"]["status"] == {}
     assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.workers"
+    # An HPA needs the pods' selector from the scale subresource.
+    assert version["subresources"]["scale"]["labelSelectorPath"] == ".status.selector"
+    status_fields = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    assert status_fields["selector"]["type"] == "string"
     columns = [column["name"].upper() for column in version["additionalPrinterColumns"]]
     assert columns == ["READY", "PHASE", "THROUGHPUT", "RATIO", "BATCHES/S", "AGE"]
     assert version["additionalPrinterColumns"][0]["jsonPath"] == ".status.ready"

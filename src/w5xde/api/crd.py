@@ -161,6 +161,7 @@ def crd_document() -> dict[str, Any]:
                         "scale": {
                             "specReplicasPath": ".spec.workers",
                             "statusReplicasPath": ".status.readyWorkers",
+                            "labelSelectorPath": ".status.selector",
                         },
                     },
                     "additionalPrinterColumns": PRINTER_COLUMNS,

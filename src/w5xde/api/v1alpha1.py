@@ -402,6 +402,9 @@ class CompressionClusterStatus(ApiModel):
     phase: Phase = Phase.PENDING
     ready: str = ""
     ready_workers: int = 0
+    #: The worker pods' label selector, for the scale subresource (HPA, `kubectl get
+    #: --subresource=scale`).
+    selector: str = ""
     throughput: str = ""
     throughput_bytes_per_second: float = 0
     wire_bytes_per_second: float = 0
