@@ -114,6 +114,8 @@ def _pod_template(
         pod_spec["nodeSelector"] = node_selector
     if spec.tolerations:
         pod_spec["tolerations"] = list(spec.tolerations)
+    if spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": ref.name} for ref in spec.image_pull_secrets]
     affinity = _affinity(cluster, spec)
     if affinity:
         pod_spec["affinity"] = affinity

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +191,25 @@ class _Union(BaseModel):
 def test_converter_refuses_unions_it_cannot_express() -> None:
     with pytest.raises(SchemaConversionError, match="X \\| None"):
         structural_schema(_Union, with_defaults=True)
+
+
+def _schema_nodes(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for child in node.values():
+            yield from _schema_nodes(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from _schema_nodes(child)
+
+
+def test_no_object_default_the_server_would_refuse() -> None:
+    # The API server validates defaults against their own schema: `{}` for an object
+    # with required fields makes the whole CRD invalid.
+    schema = _version()["schema"]["openAPIV3Schema"]
+    offenders = [
+        node.get("description", "?")
+        for node in _schema_nodes(schema)
+        if node.get("default") == {} and node.get("required")
+    ]
+    assert offenders == []

@@ -64,6 +64,7 @@ def test_defaults() -> None:
     assert container["livenessProbe"]["timeoutSeconds"] >= 5
     assert "resources" not in container
     assert "nodeSelector" not in pod
+    assert "imagePullSecrets" not in pod
 
 
 def test_pod_security_passes_baseline_and_more() -> None:
@@ -134,6 +135,7 @@ def test_edge_spec_node_tuning_resources_volumes_annotations() -> None:
             "podAnnotations": {"team": "data"},
             "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "c"}}],
             "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+            "imagePullSecrets": [{"name": "registry-creds"}],
         }
     )
     statefulset = _render(spec)
@@ -141,6 +143,7 @@ def test_edge_spec_node_tuning_resources_volumes_annotations() -> None:
     assert statefulset["spec"]["replicas"] == 1000
     assert pod["nodeSelector"] == {"disk": "ssd", NODE_TUNED_LABEL: "true"}
     assert pod["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+    assert pod["imagePullSecrets"] == [{"name": "registry-creds"}]
     container = pod["containers"][0]
     assert container["resources"] == {"requests": {"cpu": "500m"}, "limits": {"memory": "1Gi"}}
     assert container["ports"][0]["containerPort"] == 65535

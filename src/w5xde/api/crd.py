@@ -103,8 +103,10 @@ def _convert(
         and "additionalProperties" not in out
     ):
         out["x-kubernetes-preserve-unknown-fields"] = True
-    if with_defaults and "properties" in out and "default" not in out:
-        # An empty object default lets the API server fill in the nested defaults too.
+    if with_defaults and "properties" in out and "default" not in out and not out.get("required"):
+        # An empty object default lets the API server fill in the nested defaults too;
+        # an object with required fields (a list item such as a secret reference) has
+        # no valid empty default, and the server refuses the CRD if it gets one.
         out["default"] = {}
     return out
 

@@ -247,6 +247,13 @@ class NetworkSpec(ApiModel):
         return self
 
 
+class LocalObjectReference(ApiModel):
+    """An object in the same namespace, by name."""
+
+    name: str = Field(min_length=1, max_length=253)
+    """Name of the object."""
+
+
 class CompressionClusterSpec(ApiModel):
     """The desired state of a CompressionCluster."""
 
@@ -284,6 +291,8 @@ class CompressionClusterSpec(ApiModel):
     """Volumes of the worker pods, e.g. the files of a `file` source."""
     volume_mounts: list[dict[str, Any]] = Field(default_factory=list)
     """Where the volumes are mounted in the worker container."""
+    image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, max_length=16)
+    """Secrets (in the cluster's namespace) to pull a private worker image with."""
 
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
