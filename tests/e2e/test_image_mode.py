@@ -28,6 +28,7 @@ from testbed.fixtures import Testbed
 from testbed.nodeagent.nodes import node_object
 from testbed.nodeagent.podman_runtime import CONTAINER_PREFIX, remove_all_containers
 from testbed.paths import ADMIN_KUBECONFIG, CLUSTER_DIR, NODE_NAMES, REPO_ROOT, TESTS_DIR, VENV_BIN
+from testbed.printer_columns import assert_running_row
 
 pytestmark = [pytest.mark.testbed, pytest.mark.netns, pytest.mark.images, pytest.mark.slow]
 
@@ -207,12 +208,7 @@ def test_main_journey_in_image_mode(testbed: Testbed, operator_release: str) -> 
     print(f"image mode: apply to figures in {time.monotonic() - started:.1f}s")
     table = testbed.kubectl("get", "compressionclusters", "-n", DEMO_NAMESPACE).stdout
     print(table)
-    header, row = table.splitlines()[:2]
-    for column in ("READY", "PHASE", "THROUGHPUT", "RATIO", "BATCHES/S"):
-        assert column in header
-    assert "4/4" in row
-    assert "Running" in row
-    assert figures["throughput"] in row
+    assert_running_row(table, figures, ready="4/4")
     assert int((figures.get("totals") or {}).get("lostBatches", 0)) == 0
 
     workers = [p for p in _pods(testbed, DEMO_NAMESPACE) if p["metadata"]["name"].startswith(DEMO)]

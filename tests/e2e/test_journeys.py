@@ -23,6 +23,7 @@ import yaml
 from testbed import network
 from testbed.fixtures import Testbed
 from testbed.paths import REPO_ROOT, STATE_ROOT
+from testbed.printer_columns import assert_running_row
 
 pytestmark = [pytest.mark.testbed, pytest.mark.netns, pytest.mark.slow]
 
@@ -221,12 +222,7 @@ def test_2_apply_example_streams_across_pod_namespaces(
     )
     table = testbed.kubectl("get", "compressionclusters", "-n", demo_namespace).stdout
     print(table)
-    header, row = table.splitlines()[:2]
-    for column in ("READY", "PHASE", "THROUGHPUT", "RATIO", "BATCHES/S"):
-        assert column in header
-    assert "4/4" in row
-    assert "Running" in row
-    assert figures["throughput"] in row
+    assert_running_row(table, figures, ready="4/4")
     # Four pods, four network namespaces: the bytes really crossed the bridge.
     pods = worker_pods(testbed, demo_namespace)
     assert len({p["status"]["podIP"] for p in pods}) == 4

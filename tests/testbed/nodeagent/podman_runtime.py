@@ -24,7 +24,7 @@ from pathlib import Path
 
 from images.containers import PODMAN, podman, ulimit_args
 from testbed.nodeagent.podenv import DEFAULT_PATH
-from testbed.nodeagent.runtime import ContainerSpec, ContainerStartError
+from testbed.nodeagent.runtime import ContainerSpec, ContainerStartError, spawn_logged
 
 #: Every container of the agent is named with this, so cleanup finds exactly its own.
 CONTAINER_PREFIX = "w5p-"
@@ -134,21 +134,7 @@ class PodmanRuntime:
         name = container_name(spec)
         resolv_conf = (NETNS_ETC / spec.netns / "resolv.conf").exists()
         argv = [*PODMAN, *podman_run_args(spec, name, resolv_conf=resolv_conf)]
-        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with spec.log_path.open("ab") as log:
-            log.write(f"--- {time.strftime('%H:%M:%S')} podman run {spec.image} {name}\n".encode())
-            log.flush()
-            try:
-                process = subprocess.Popen(
-                    argv,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                    cwd="/",
-                )
-            except OSError as error:
-                raise ContainerStartError("StartError", str(error)) from error
+        process = spawn_logged(argv, spec.log_path, f"podman run {spec.image} {name}")
         handle = PodmanHandle(process, name, spec.pid_path)
         # The pid file names the container's own process (what a fault test kills);
         # the launcher's cleanup kills its process group if the agent dies.

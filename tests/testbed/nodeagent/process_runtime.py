@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from testbed.nodeagent.runtime import ContainerSpec, ContainerStartError
+from testbed.nodeagent.runtime import ContainerSpec, ContainerStartError, spawn_logged
 from testbed.paths import REPO_ROOT, VENV_BIN
 
 #: Images of this project: their entrypoint is the `w5xde` command.
@@ -157,22 +157,7 @@ class ProcessRuntime:
             *user,
             *argv,
         ]
-        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with spec.log_path.open("ab") as log:
-            log.write(f"--- {time.strftime('%H:%M:%S')} start {shlex.join(argv)}\n".encode())
-            log.flush()
-            try:
-                process = subprocess.Popen(
-                    full,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=spec.env,
-                    start_new_session=True,
-                    cwd="/",
-                )
-            except OSError as error:
-                raise ContainerStartError("StartError", str(error)) from error
+        process = spawn_logged(full, spec.log_path, f"start {shlex.join(argv)}", env=spec.env)
         if spec.pid_path is not None:
             spec.pid_path.write_text(str(process.pid))
         return ProcessHandle(process, spec.pid_path)

@@ -8,6 +8,8 @@ podman runtime can implement the same protocol for real images.
 
 from __future__ import annotations
 
+import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -61,3 +63,29 @@ class ContainerHandle(Protocol):
 
 class ContainerRuntime(Protocol):
     def start(self, spec: ContainerSpec) -> ContainerHandle: ...
+
+
+def spawn_logged(
+    argv: list[str], log_path: Path, banner: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a container's process in its own session, its output appended to the pod log.
+
+    Every runtime needs the same: a banner line per start (restarts stay readable),
+    no stdin, and a process group the agent can signal as a whole.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        log.write(f"--- {time.strftime('%H:%M:%S')} {banner}\n".encode())
+        log.flush()
+        try:
+            return subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+                cwd="/",
+            )
+        except OSError as error:
+            raise ContainerStartError("StartError", str(error)) from error
