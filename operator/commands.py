@@ -72,11 +72,11 @@ def add_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="comma-separated sysctl patterns the kubelets allow beyond the safe set",
     )
     operator.add_argument(
-        "--fold-interval",
-        type=float,
-        default=5.0,
-        metavar="SECONDS",
-        help="how often worker reports are folded into each cluster's status",
+        "--report-concurrency",
+        type=int,
+        default=64,
+        metavar="N",
+        help="worker reports pulled at once, over all clusters (default 64)",
     )
     operator.set_defaults(handler=run_operator_command)
 
@@ -128,10 +128,9 @@ def run_operator_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    for name, value in (("--fold-interval", args.fold_interval),):
-        if value <= 0:
-            print(f"w5xde operator: {name} must be positive", file=sys.stderr)
-            return EXIT_USAGE
+    if not 1 <= args.report_concurrency <= 4096:
+        print("w5xde operator: --report-concurrency must be in 1..4096", file=sys.stderr)
+        return EXIT_USAGE
     for name, port in (("--liveness", args.liveness), ("--metrics-port", args.metrics_port)):
         if not 0 <= port <= 65535:
             print(f"w5xde operator: {name} must be a port in 0..65535", file=sys.stderr)
@@ -149,6 +148,6 @@ def run_operator_command(args: argparse.Namespace) -> int:
         allowed_unsafe_sysctls=tuple(
             pattern.strip() for pattern in args.allowed_unsafe_sysctls.split(",") if pattern.strip()
         ),
-        fold_interval_seconds=args.fold_interval,
+        report_concurrency=args.report_concurrency,
     )
     return run_operator(options)

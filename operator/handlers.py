@@ -1,16 +1,17 @@
 """The kopf handlers: they observe, call the pure parts, and apply what those return.
 
 Change handlers (create, resume after an operator restart, spec update) apply the owned
-objects; a timer folds the workers' reports into the status.  Both write complete status
-patches computed by the same function, so whichever lands last is right.
+objects and record the generation they applied.  Everything the workers report is
+folded by one `FoldLoop` that reads kopf indexes of clusters, worker pods and
+StatefulSets: no per-cluster timer, so kopf puts no finalizer on any cluster.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,39 +24,39 @@ from w5xde.api.v1alpha1 import (
     PLURAL,
     VERSION,
     CompressionClusterSpec,
-    CompressionClusterStatus,
+    ConditionType,
     Phase,
 )
 from w5xde.operator import metrics
-from w5xde.operator.kube import Kube
-from w5xde.operator.observe import pod_states, statefulset_state
-from w5xde.operator.reconcile import Desired, OperatorContext, desired_state, spec_problems
-from w5xde.operator.resources.metadata import ClusterRef, selector_labels, selector_string
-from w5xde.operator.resources.secret import new_cluster_key
-from w5xde.operator.status_folding import (
-    Event,
-    Fold,
-    Observation,
-    Problem,
-    fold_status,
-    isoformat,
-    parse_status,
+from w5xde.operator.apply import (
+    Runtime,
+    apply_desired,
+    desired_for,
+    post_events,
+    remove_retired_worker_rbac,
 )
+from w5xde.operator.conditions import condition, merge_conditions
+from w5xde.operator.fold_loop import FoldLoop, cluster_summary
+from w5xde.operator.observation import Event, Reason
+from w5xde.operator.observe import pod_summary
+from w5xde.operator.reconcile import Desired
+from w5xde.operator.resources.metadata import (
+    CLUSTER_LABEL,
+    COMPONENT,
+    MANAGED_BY,
+    ClusterRef,
+    selector_string,
+)
+from w5xde.operator.status_folding import isoformat, parse_status
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 #: API errors worth a quick retry rather than kopf's default backoff.
 RETRY_DELAY_SECONDS = 5
+OWNED_BY_US = {"app.kubernetes.io/managed-by": MANAGED_BY, "app.kubernetes.io/component": COMPONENT}
 
 
-@dataclass(frozen=True)
-class Runtime:
-    kube: Kube
-    context: OperatorContext
-    fold_interval_seconds: float
-
-
-def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
-    """Attach the handlers for CompressionClusters to `registry`."""
+def register(registry: kopf.OperatorRegistry, runtime: Runtime, fold_loop: FoldLoop) -> None:
+    """Attach the handlers, indexes and the fold loop for CompressionClusters to `registry`."""
 
     @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -87,27 +88,55 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
         patch.setdefault("status", {}).update(status_patch)
         post_events(body, events)
-        logger.info("reconciled (%s): %s", reason, status_patch.get("phase"))
+        logger.info(
+            "reconciled (%s): generation %s", reason, status_patch.get("observedGeneration")
+        )
 
-    @kopf.timer(
-        *RESOURCE,
-        id="fold",
-        interval=runtime.fold_interval_seconds,
-        sharp=False,
-        registry=registry,
+    @kopf.index(*RESOURCE, id="clusters_index", registry=registry)
+    async def clusters_index(
+        namespace: str | None, name: str, body: kopf.Body, **_: Any
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        summary = cluster_summary(body)
+        fold_loop.notice((namespace or "", name), summary)
+        return {(namespace or "", name): summary}
+
+    @kopf.index("v1", "pods", labels=OWNED_BY_US, id="pods_index", registry=registry)
+    async def pods_index(
+        namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(namespace or "", labels.get(CLUSTER_LABEL, "")): pod_summary(body)}
+
+    @kopf.index(
+        "apps", "v1", "statefulsets", labels=OWNED_BY_US, id="statefulsets_index", registry=registry
     )
-    def fold_cluster(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        try:
-            status_patch, events = refresh(runtime, body)
-        except ApiException as error:
-            metrics.ERRORS.labels(stage="fold").inc()
-            raise kopf.TemporaryError(
-                f"API error {error.status}: {error.reason}", delay=RETRY_DELAY_SECONDS
-            ) from error
-        metrics.FOLDS.inc()
-        if status_patch and _changes(body.get("status") or {}, status_patch):
-            patch.setdefault("status", {}).update(status_patch)
-        post_events(body, events)
+    async def statefulsets_index(
+        namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(namespace or "", labels.get(CLUSTER_LABEL, "")): _statefulset_summary(body)}
+
+    @kopf.on.startup(id="fold_loop", registry=registry)
+    async def start_fold_loop(memo: kopf.Memo, **kwargs: Any) -> None:
+        memo["fold_task"] = asyncio.create_task(
+            fold_loop.run(
+                kwargs["clusters_index"], kwargs["pods_index"], kwargs["statefulsets_index"]
+            ),
+            name="w5xde fold loop",
+        )
+
+    @kopf.on.cleanup(id="fold_loop", registry=registry)
+    async def stop_fold_loop(memo: kopf.Memo, **_: Any) -> None:
+        task = memo.get("fold_task")
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    @kopf.on.probe(id="fold_loop", registry=registry)
+    def fold_loop_alive(memo: kopf.Memo, **_: Any) -> int:
+        """Liveness fails when the fold loop died, so the kubelet restarts the operator."""
+        task = memo.get("fold_task")
+        if task is None or task.done():
+            raise RuntimeError("the fold loop is not running")
+        return fold_loop.folds
 
 
 def reconcile(
@@ -115,135 +144,42 @@ def reconcile(
 ) -> tuple[dict[str, Any], list[Event]]:
     """Apply every owned object for the current spec; the status patch and Events to post."""
     cluster = ClusterRef.from_body(body)
-    status = parse_status(body.get("status"))
+    raw_status = body.get("status") or {}
+    status = parse_status(raw_status)
     try:
         spec = CompressionClusterSpec.model_validate(body.get("spec") or {})
     except ValidationError as error:
-        return _invalid_spec(cluster, error)
-    completed = _completed_and_current(status, cluster)
+        return _invalid_spec(cluster, status, error)
+    completed = status.phase is Phase.COMPLETED and status.observed_generation >= cluster.generation
+    existing = runtime.kube.read_statefulset(cluster.namespace, cluster.statefulset)
+    desired = desired_for(runtime, cluster, spec, existing, completed=completed)
+    apply_desired(runtime.kube, desired)
+    remove_retired_worker_rbac(runtime.kube, cluster)
+    events = _change_events(reason, spec, desired, existing)
+    patch: dict[str, Any] = {
+        "observedGeneration": cluster.generation,
+        "selector": selector_string(cluster),
+    }
     if status.phase is Phase.COMPLETED and not completed:
         # A spec change after a bounded run starts a new run.
-        status = status.model_copy(update={"started_at": None, "completed_at": None})
-    existing = runtime.kube.read_statefulset(cluster.namespace, cluster.statefulset)
-    desired = _desired(runtime, cluster, spec, existing, completed=completed)
-    applied_statefulset = apply_desired(runtime.kube, desired)
-    events = _change_events(reason, spec, desired, existing)
-    fold = observe(
-        runtime,
-        cluster,
-        spec,
-        status,
-        applied_generation=cluster.generation,
-        statefulset=applied_statefulset or existing,
-    )
-    identity = {"observedGeneration": cluster.generation, "selector": selector_string(cluster)}
-    status_patch = identity if completed else {**identity, **fold.patch}
-    return status_patch, events + list(fold.events)
+        patch.update({"phase": Phase.PENDING.value, "startedAt": None, "completedAt": None})
+    elif "phase" not in raw_status:
+        patch["phase"] = Phase.PENDING.value
+    return patch, events
 
 
-def refresh(runtime: Runtime, body: Mapping[str, Any]) -> tuple[dict[str, Any], list[Event]]:
-    """The timer's look at one cluster: fold reports, repair a missing StatefulSet,
-    and end a bounded run by scaling it to zero."""
-    cluster = ClusterRef.from_body(body)
-    status = parse_status(body.get("status"))
-    try:
-        spec = CompressionClusterSpec.model_validate(body.get("spec") or {})
-    except ValidationError:
-        return {}, []  # the change handler already reported it
-    if status.observed_generation == 0:
-        return {}, []  # not reconciled yet: nothing to fold
-    if _completed_and_current(status, cluster):
-        _ensure_stopped(runtime, cluster, spec)
-        return {}, []
-    statefulset = runtime.kube.read_statefulset(cluster.namespace, cluster.statefulset)
-    problems, fatal = spec_problems(spec, runtime.context)
-    events: list[Event] = []
-    if statefulset is None and fatal is None and not _refused(problems):
-        statefulset = apply_desired(runtime.kube, _desired(runtime, cluster, spec, None))
-        events.append(Event("Normal", "Repaired", "re-created the missing worker StatefulSet"))
-    fold = observe(
-        runtime,
-        cluster,
-        spec,
-        status,
-        applied_generation=status.observed_generation,
-        statefulset=statefulset,
-    )
-    if fold.completed:
-        apply_desired(runtime.kube, _desired(runtime, cluster, spec, statefulset, completed=True))
-    return fold.patch, events + list(fold.events)
-
-
-def observe(
-    runtime: Runtime,
-    cluster: ClusterRef,
-    spec: CompressionClusterSpec,
-    status: CompressionClusterStatus,
-    *,
-    applied_generation: int,
-    statefulset: Mapping[str, Any] | None,
-) -> Fold:
-    pods = runtime.kube.list_pods(cluster.namespace, selector_labels(cluster))
-    problems, fatal = spec_problems(spec, runtime.context)
-    observation = Observation(
-        now=datetime.now(UTC),
-        generation=cluster.generation,
-        applied_generation=applied_generation,
-        statefulset=statefulset_state(statefulset),
-        pods=pod_states(pods),
-        problems=problems,
-        fatal=fatal,
-    )
-    return fold_status(spec, status, observation)
-
-
-def apply_desired(kube: Kube, desired: Desired) -> dict[str, Any] | None:
-    """Apply the objects; the applied StatefulSet as the server returned it, if any."""
-    kube.create_if_absent(desired.secret)
-    applied = None
-    for obj in desired.objects:
-        result = kube.apply(obj)
-        if obj["kind"] == "StatefulSet":
-            applied = result
-    return applied
-
-
-def post_events(body: kopf.Body, events: list[Event]) -> None:
-    for event in events:
-        metrics.EVENTS.labels(reason=event.reason).inc()
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-
-
-def _desired(
-    runtime: Runtime,
-    cluster: ClusterRef,
-    spec: CompressionClusterSpec,
-    existing: Mapping[str, Any] | None,
-    *,
-    completed: bool = False,
-) -> Desired:
-    return desired_state(
-        cluster,
-        spec,
-        runtime.context,
-        existing_statefulset=existing,
-        cluster_key=new_cluster_key(),
-        completed=completed,
-    )
-
-
-def _ensure_stopped(runtime: Runtime, cluster: ClusterRef, spec: CompressionClusterSpec) -> None:
-    statefulset = runtime.kube.read_statefulset(cluster.namespace, cluster.statefulset)
-    if statefulset and int((statefulset.get("spec") or {}).get("replicas", 0)) > 0:
-        apply_desired(runtime.kube, _desired(runtime, cluster, spec, statefulset, completed=True))
-
-
-def _completed_and_current(status: CompressionClusterStatus, cluster: ClusterRef) -> bool:
-    return status.phase is Phase.COMPLETED and status.observed_generation >= cluster.generation
-
-
-def _refused(problems: tuple[Problem, ...]) -> bool:
-    return any(problem.reason == "UnsafeSysctls" for problem in problems)
+def _statefulset_summary(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields `observe.statefulset_state` and the completion check read."""
+    metadata = body.get("metadata") or {}
+    return {
+        "metadata": {
+            "name": metadata.get("name"),
+            "generation": metadata.get("generation"),
+            "annotations": dict(metadata.get("annotations") or {}),
+        },
+        "spec": {"replicas": (body.get("spec") or {}).get("replicas", 0)},
+        "status": dict(body.get("status") or {}),
+    }
 
 
 def _change_events(
@@ -262,47 +198,25 @@ def _change_events(
     if desired.rolled:
         events.append(Event("Normal", "Rolled", f"spec changed: rolling the workers ({reason})"))
     for problem in desired.problems:
-        if problem.reason == "UnsafeSysctls":
+        if problem.reason == Reason.UNSAFE_SYSCTLS:
             events.append(Event("Warning", problem.reason, problem.message))
     return events
 
 
 def _invalid_spec(
-    cluster: ClusterRef, error: ValidationError
+    cluster: ClusterRef, status: Any, error: ValidationError
 ) -> tuple[dict[str, Any], list[Event]]:
     message = "; ".join(
         f"spec.{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
         for item in error.errors()
     )
-    now = isoformat(datetime.now(UTC))
-    condition = {
-        "type": "Degraded",
-        "status": "True",
-        "reason": "InvalidSpec",
-        "message": message,
-        "lastTransitionTime": now,
-        "observedGeneration": cluster.generation,
-    }
+    degraded = condition(
+        ConditionType.DEGRADED, True, Reason.INVALID_SPEC, message, cluster.generation
+    )
+    merged = merge_conditions(status.conditions, [degraded], isoformat(datetime.now(UTC)))
     patch = {
         "observedGeneration": cluster.generation,
         "phase": Phase.FAILED.value,
-        "conditions": [condition],
+        "conditions": [item.model_dump(mode="json", by_alias=True) for item in merged],
     }
-    return patch, [Event("Warning", "InvalidSpec", message)]
-
-
-def _changes(current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
-    """Whether the patch would change anything (condition times aside), to spare writes."""
-    for key, value in patch.items():
-        if key == "conditions":
-            if _without_times(current.get(key)) != _without_times(value):
-                return True
-        elif key == "workers" or current.get(key) != value:
-            return True
-    return False
-
-
-def _without_times(conditions: Any) -> list[dict[str, Any]]:
-    return [
-        {k: v for k, v in item.items() if k != "lastTransitionTime"} for item in conditions or []
-    ]
+    return patch, [Event("Warning", Reason.INVALID_SPEC, message)]

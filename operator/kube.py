@@ -7,6 +7,7 @@ object twice is a no-op, and objects left by an earlier operator process are ado
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -14,8 +15,13 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from w5xde.api.v1alpha1 import GROUP, PLURAL, VERSION
+
 FIELD_MANAGER = "w5xde-operator"
 APPLY = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
+PEERING_GROUP = "kopf.dev"
+PEERING_VERSION = "v1"
 
 
 class Kube:
@@ -90,6 +96,65 @@ class Kube:
         )
         items: list[dict[str, Any]] = _json(response).get("items", [])
         return items
+
+    def read_secret_field(self, namespace: str, name: str, field: str) -> bytes | None:
+        """One field of a Secret the operator owns, read by name (it never lists Secrets)."""
+        try:
+            response = self.core.read_namespaced_secret(name, namespace, _preload_content=False)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        encoded = (_json(response).get("data") or {}).get(field)
+        return base64.b64decode(encoded) if encoded else None
+
+    def patch_cluster_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A JSON merge patch of the CompressionCluster's `status`; the object as stored."""
+        response = self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": dict(status)},
+            _content_type=MERGE_PATCH,
+            _preload_content=False,
+        )
+        return _json(response)
+
+    def read_peering_status(self, name: str, namespace: str | None) -> dict[str, Any]:
+        """The `status` of kopf's peering object: every replica's priority and last sign."""
+        if namespace is None:
+            response = self.custom.get_cluster_custom_object(
+                PEERING_GROUP, PEERING_VERSION, "clusterkopfpeerings", name, _preload_content=False
+            )
+        else:
+            response = self.custom.get_namespaced_custom_object(
+                PEERING_GROUP,
+                PEERING_VERSION,
+                namespace,
+                "kopfpeerings",
+                name,
+                _preload_content=False,
+            )
+        status: dict[str, Any] = _json(response).get("status") or {}
+        return status
+
+    def delete_if_present(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete an object an earlier version owned; False if it was not there."""
+        deleters: dict[str, Callable[..., Any]] = {
+            "Role": self.rbac.delete_namespaced_role,
+            "RoleBinding": self.rbac.delete_namespaced_role_binding,
+        }
+        try:
+            deleters[kind](name, namespace, _preload_content=False)
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
 
     def server_version(self) -> tuple[str, str]:
         info = self.version.get_code()

@@ -29,6 +29,24 @@ FOLDS = Counter(
     "Status folds of worker reports into the top-level figures.",
     registry=REGISTRY,
 )
+FOLD_SECONDS = Histogram(
+    "w5xde_operator_fold_duration_seconds",
+    "Wall time of one cluster's fold: pulling every report, folding, writing the status.",
+    registry=REGISTRY,
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+FOLD_LAG_SECONDS = Histogram(
+    "w5xde_operator_fold_lag_seconds",
+    "Age of the oldest report in a status write, when the write lands.",
+    registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60),
+)
+REPORTS = Counter(
+    "w5xde_operator_reports_total",
+    "Worker reports pulled, by result (ok, failed).",
+    ["result"],
+    registry=REGISTRY,
+)
 EVENTS = Counter(
     "w5xde_operator_events_total",
     "Kubernetes Events posted for users, by reason.",

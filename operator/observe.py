@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from w5xde.operator.status_folding import PodState, StatefulSetState
+from w5xde.operator.observation import PodState, StatefulSetState
 
 #: Container waiting reasons that will not fix themselves.
 STUCK_WAITING_REASONS = frozenset(
@@ -24,7 +24,40 @@ def pod_state(pod: Mapping[str, Any]) -> PodState:
     status = pod.get("status") or {}
     conditions = status.get("conditions") or []
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-    return PodState(name=pod["metadata"]["name"], ready=ready, problem=pod_problem(status))
+    return PodState(
+        name=pod["metadata"]["name"],
+        ready=ready,
+        problem=pod_problem(status),
+        ip=str(status.get("podIP") or ""),
+        node=str((pod.get("spec") or {}).get("nodeName") or ""),
+    )
+
+
+def pod_summary(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """The few fields `pod_state` reads: what the operator keeps in its pod index."""
+    metadata = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    return {
+        "metadata": {
+            "name": metadata.get("name", ""),
+            "deletionTimestamp": metadata.get("deletionTimestamp"),
+        },
+        "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
+        "status": {
+            "phase": status.get("phase"),
+            "reason": status.get("reason"),
+            "message": status.get("message"),
+            "podIP": status.get("podIP"),
+            "conditions": [
+                {k: item.get(k) for k in ("type", "status", "reason", "message")}
+                for item in status.get("conditions") or []
+            ],
+            "containerStatuses": [
+                {"state": {"waiting": (item.get("state") or {}).get("waiting")}}
+                for item in status.get("containerStatuses") or []
+            ],
+        },
+    }
 
 
 def pod_problem(status: Mapping[str, Any]) -> str:

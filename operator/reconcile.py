@@ -11,18 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from w5xde.api.v1alpha1 import CompressionClusterSpec
+from w5xde.operator.observation import Problem, Reason
 from w5xde.operator.resources.metadata import (
     TEMPLATE_HASH_ANNOTATION,
     TEMPLATE_WORKERS_ANNOTATION,
     ClusterRef,
 )
-from w5xde.operator.resources.role import render_role
-from w5xde.operator.resources.role_binding import render_role_binding
 from w5xde.operator.resources.secret import render_secret
 from w5xde.operator.resources.service import render_service
 from w5xde.operator.resources.service_account import render_service_account
 from w5xde.operator.resources.statefulset import pod_template_hash, render_statefulset
-from w5xde.operator.status_folding import Problem
 from w5xde.operator.sysctl_policy import SysctlPlan, plan_sysctls
 
 
@@ -64,7 +62,7 @@ def spec_problems(
     if plan.refused:
         problems.append(
             Problem(
-                "UnsafeSysctls",
+                Reason.UNSAFE_SYSCTLS,
                 f"network.sysctls: {', '.join(plan.refused)} not in the kubelet's safe set for"
                 f" Kubernetes {context.server_version[0]}.{context.server_version[1]};"
                 " the workers were not (re)started with them",
@@ -73,7 +71,7 @@ def spec_problems(
     if plan.omitted:
         problems.append(
             Problem(
-                "SocketSysctlsOmitted",
+                Reason.SOCKET_SYSCTLS_OMITTED,
                 f"{', '.join(plan.omitted)} left out: safe only from Kubernetes 1.32, the server"
                 f" is {context.server_version[0]}.{context.server_version[1]}",
             )
@@ -81,7 +79,8 @@ def spec_problems(
     fatal = None
     if not image_for(spec, context):
         fatal = Problem(
-            "NoWorkerImage", "spec.image is empty and the operator has no default worker image"
+            Reason.NO_WORKER_IMAGE,
+            "spec.image is empty and the operator has no default worker image",
         )
     return tuple(problems), fatal
 
@@ -101,8 +100,6 @@ def desired_state(
     image = image_for(spec, context)
     objects: list[dict[str, Any]] = [
         render_service_account(cluster),
-        render_role(cluster),
-        render_role_binding(cluster),
         render_service(cluster, spec),
     ]
     existing_annotations = _annotations(existing_statefulset)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
+import secrets
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,7 +32,7 @@ class OperatorOptions:
     priority: int | None
     worker_image: str
     allowed_unsafe_sysctls: tuple[str, ...]
-    fold_interval_seconds: float
+    report_concurrency: int = 64
 
 
 def configure_logging(mode: LogMode) -> None:
@@ -102,9 +105,13 @@ def run_operator(options: OperatorOptions) -> int:
     import kopf
 
     from w5xde.operator import metrics
-    from w5xde.operator.handlers import Runtime, register
+    from w5xde.operator.apply import Runtime
+    from w5xde.operator.fold_loop import FoldLoop
+    from w5xde.operator.handlers import register
     from w5xde.operator.kube import Kube
+    from w5xde.operator.peering_gate import PeeringGate
     from w5xde.operator.reconcile import OperatorContext
+    from w5xde.operator.report_client import ReportClient
     from w5xde.operator.sysctl_policy import parse_server_version
 
     configure_logging(options.log_mode)
@@ -116,11 +123,7 @@ def run_operator(options: OperatorOptions) -> int:
         server_version=server,
         allowed_unsafe_sysctls=options.allowed_unsafe_sysctls,
     )
-    runtime = Runtime(
-        kube=kube, context=context, fold_interval_seconds=options.fold_interval_seconds
-    )
-    registry = kopf.OperatorRegistry()
-    register(registry, runtime)
+    runtime = Runtime(kube=kube, context=context)
 
     settings = kopf.OperatorSettings()
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="w5xde.io")
@@ -139,6 +142,19 @@ def run_operator(options: OperatorOptions) -> int:
         else:
             logger.warning("kopf peering CRDs are not installed: running standalone")
     priority = options.priority if options.priority is not None else random.randint(1, 10**6)  # noqa: S311
+    identity = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
+    read_peers = None
+    if peering_name is not None:
+        scope = options.namespaces[0] if options.namespaces else None
+        name = peering_name
+
+        def read_peers() -> dict[str, object]:
+            return kube.read_peering_status(name, scope)
+
+    gate = PeeringGate(read_peers, identity, priority)
+    fold_loop = FoldLoop(runtime, gate, ReportClient(concurrency=options.report_concurrency))
+    registry = kopf.OperatorRegistry()
+    register(registry, runtime, fold_loop)
 
     if options.metrics_port:
         metrics.serve(options.metrics_port)
@@ -157,6 +173,7 @@ def run_operator(options: OperatorOptions) -> int:
         standalone=standalone,
         peering_name=peering_name,
         priority=priority,
+        identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
         liveness_endpoint=liveness,
     )
     return 0

@@ -10,7 +10,8 @@ import json
 from typing import Any
 
 from w5xde.api.v1alpha1 import CompressionClusterSpec, parse_duration
-from w5xde.operator.resources.metadata import METRICS_PORT, ClusterRef
+from w5xde.contract.endpoints import METRICS_PORT
+from w5xde.operator.resources.metadata import ClusterRef
 
 
 def peer_pattern(cluster: ClusterRef, port: int) -> str:
@@ -24,7 +25,7 @@ def render_worker_config(
     cluster: ClusterRef, spec: CompressionClusterSpec, workers: int
 ) -> dict[str, Any]:
     """`workers` is the count the pod template was rendered with; later scaling reaches
-    running workers through the status publisher, not through a new template."""
+    running workers with the operator's report requests, not through a new template."""
     return {
         "clusterId": cluster.cluster_id,
         "listenHost": "0.0.0.0",
@@ -33,11 +34,7 @@ def render_worker_config(
         "workers": workers,
         "logMode": spec.log_mode.value,
         "durationSeconds": parse_duration(spec.duration),
-        "status": {
-            "namespace": cluster.namespace,
-            "cluster": cluster.name,
-            "intervalSeconds": spec.status_interval_seconds,
-        },
+        "reporting": {"intervalSeconds": spec.status_interval_seconds},
         "workload": spec.workload.model_dump(mode="json", by_alias=True),
         "compression": spec.compression.model_dump(mode="json", by_alias=True),
         "network": spec.network.model_dump(mode="json", by_alias=True),

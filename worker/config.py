@@ -18,19 +18,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 
 from w5xde.api.v1alpha1 import (
+    MAX_WORKERS,
     CompressionSpec,
     LogMode,
     LogModeField,
     NetworkSpec,
     WorkloadSpec,
 )
-
-ENV_CONFIG = "W5XDE_CONFIG"
-ENV_NAME = "W5XDE_NAME"
-ENV_NODE_NAME = "W5XDE_NODE_NAME"
-ENV_LOG_MODE = "W5XDE_LOG_MODE"
-ENV_CLUSTER_KEY = "W5XDE_CLUSTER_KEY"
-ENV_CLUSTER_KEY_FILE = "W5XDE_CLUSTER_KEY_FILE"
+from w5xde.contract.endpoints import (
+    ENV_CLUSTER_KEY,
+    ENV_CLUSTER_KEY_FILE,
+    ENV_CONFIG,
+    ENV_LOG_MODE,
+    ENV_NAME,
+    ENV_NODE_NAME,
+    METRICS_PORT,
+)
 
 #: A key shorter than this would make the HMAC proof guessable.
 MIN_KEY_BYTES = 16
@@ -53,11 +56,13 @@ class WorkerModel(BaseModel):
     )
 
 
-class StatusTarget(WorkerModel):
-    """Where the worker publishes its `status.workers.<name>` entry."""
+class ReportingConfig(WorkerModel):
+    """The worker serves its report to the operator (a pod); absent for `w5xde local`.
 
-    namespace: str = Field(min_length=1)
-    cluster: str = Field(min_length=1)
+    With it, a bounded run's worker stops streaming at the end but keeps serving its
+    final report until it is terminated, so the operator folds the run's last figures.
+    """
+
     interval_seconds: float = Field(10.0, gt=0, le=3600)
 
 
@@ -68,13 +73,13 @@ class WorkerConfig(WorkerModel):
     cluster_id: str = Field(min_length=1, max_length=253)
     node: str = ""
     listen_host: str = "0.0.0.0"
-    metrics_port: int = Field(9090, ge=0, le=65535)
+    metrics_port: int = Field(METRICS_PORT, ge=0, le=65535)
     peers: list[str] = Field(default_factory=list)
     peer_pattern: str | None = None
-    workers: int = Field(1, ge=1, le=1000)
+    workers: int = Field(1, ge=1, le=MAX_WORKERS)
     log_mode: LogModeField = LogMode.SILENT
     duration_seconds: float | None = Field(None, gt=0)
-    status: StatusTarget | None = None
+    reporting: ReportingConfig | None = None
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
     compression: CompressionSpec = Field(default_factory=CompressionSpec)
     network: NetworkSpec = Field(default_factory=NetworkSpec)

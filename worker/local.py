@@ -1,7 +1,7 @@
 """`w5xde local`: the embedded default — N real worker processes on loopback, one result.
 
 Each worker is a `w5xde worker` child with a generated key and its own port; they
-print JSON report lines, from which this module draws the live line and the table.
+print JSON report lines (`ReportLine`), folded by the same code as the operator's.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from pydantic import ValidationError
@@ -32,6 +32,8 @@ from w5xde.api.v1alpha1 import (
     WorkloadSpec,
     parse_log_mode,
 )
+from w5xde.contract.figures import compression_ratio, fold_reports, totals_of
+from w5xde.contract.report import ReportLine
 
 EXIT_USAGE = 2
 MAX_LOCAL_WORKERS = 64
@@ -192,19 +194,19 @@ class Child:
 
     name: str
     process: subprocess.Popen[str]
-    latest: dict[str, Any] = field(default_factory=dict)
-    final: dict[str, Any] = field(default_factory=dict)
+    latest: ReportLine | None = None
+    final: ReportLine | None = None
     reader: threading.Thread | None = None
 
     def follow(self) -> None:
         assert self.process.stdout is not None
         for text in self.process.stdout:
             try:
-                line = json.loads(text)
-            except json.JSONDecodeError:
-                continue
+                line = ReportLine.model_validate_json(text)
+            except ValidationError:
+                continue  # not a report line (a stray print): the next one will do
             self.latest = line
-            if line.get("final"):
+            if line.final:
                 self.final = line
 
 
@@ -240,71 +242,65 @@ def start_children(plan: LocalPlan) -> list[Child]:
 
 def summarize(plan: LocalPlan, children: list[Child], wall_seconds: float) -> dict[str, Any]:
     """The run's figures (the seed's set), from each worker's last report line."""
-    nodes = []
-    for child in children:
-        line = child.final or child.latest
-        report = line.get("report", {})
-        extras = line.get("extras", {})
-        totals = line.get("totals", {})
-        elapsed = float(line.get("elapsedSeconds") or wall_seconds) or 1.0
+    lines = [
+        (child, child.final or child.latest or ReportLine(name=child.name)) for child in children
+    ]
+    nodes: list[dict[str, Any]] = []
+    for child, line in lines:
+        report, extras = line.report, line.extras
+        elapsed = line.elapsed_seconds or wall_seconds or 1.0
         nodes.append(
             {
                 "name": child.name,
                 "exit_code": child.process.returncode,
                 "elapsed_s": elapsed,
-                "batches": report.get("batches", 0),
-                "raw_bytes": report.get("rawBytes", 0),
-                "wire_bytes": report.get("wireBytes", 0),
-                "throughput_bytes_per_s": report.get("rawBytes", 0) / elapsed,
-                "batches_per_s": report.get("batches", 0) / elapsed,
-                "compression_ratio": report.get("compressionRatio", 0.0),
-                "network_seconds": totals.get("networkSeconds", 0.0),
-                "compression_seconds": totals.get("compressionSeconds", 0.0),
-                "rss_bytes_max": extras.get("rssPeakBytes", 0),
-                "lost_batches": report.get("lostBatches", 0),
-                "corrupt_batches": report.get("corruptBatches", 0),
-                "resent_batches": report.get("resentBatches", 0),
-                "duplicate_batches": extras.get("duplicateBatches", 0),
-                "rejected_connections": extras.get("rejectedConnections", 0),
-                "socket_buffer": report.get("socketBuffer", {}),
+                "batches": report.batches,
+                "raw_bytes": report.raw_bytes,
+                "wire_bytes": report.wire_bytes,
+                "throughput_bytes_per_s": report.raw_bytes / elapsed,
+                "batches_per_s": report.batches / elapsed,
+                "compression_ratio": compression_ratio(report.raw_bytes, report.wire_bytes),
+                "network_seconds": extras.network_seconds_total,
+                "compression_seconds": extras.compression_seconds_total,
+                "rss_bytes_max": extras.rss_peak_bytes,
+                "lost_batches": report.lost_batches,
+                "corrupt_batches": report.corrupt_batches,
+                "resent_batches": report.resent_batches,
+                "duplicate_batches": extras.duplicate_batches,
+                "rejected_connections": extras.rejected_connections,
+                "socket_buffer": report.socket_buffer.model_dump(mode="json", by_alias=True),
             }
         )
     count = max(1, len(nodes))
     duration = max((node["elapsed_s"] for node in nodes), default=wall_seconds)
-    raw = sum(node["raw_bytes"] for node in nodes)
-    wire = sum(node["wire_bytes"] for node in nodes)
-    batches = sum(node["batches"] for node in nodes)
+    totals = totals_of(line.report for _, line in lines)
     return {
         "workers": plan.workers,
         "duration_s": round(duration, 3),
-        "throughput_bytes_per_s": round(raw / duration, 1),
-        "wire_bytes_per_s": round(wire / duration, 1),
-        "batches": batches,
-        "batches_per_s": round(batches / duration, 1),
-        "compression_ratio": round(raw / wire, 3) if wire else 0.0,
+        "throughput_bytes_per_s": round(totals.raw_bytes / duration, 1),
+        "wire_bytes_per_s": round(totals.wire_bytes / duration, 1),
+        "batches": totals.batches,
+        "batches_per_s": round(totals.batches / duration, 1),
+        "compression_ratio": compression_ratio(totals.raw_bytes, totals.wire_bytes),
         "network_seconds_per_worker": round(sum(n["network_seconds"] for n in nodes) / count, 3),
         "compression_seconds_per_worker": round(
             sum(n["compression_seconds"] for n in nodes) / count, 3
         ),
         "rss_bytes_max": max((node["rss_bytes_max"] for node in nodes), default=0),
-        "lost_batches": sum(node["lost_batches"] for node in nodes),
-        "corrupt_batches": sum(node["corrupt_batches"] for node in nodes),
-        "resent_batches": sum(node["resent_batches"] for node in nodes),
+        "lost_batches": totals.lost_batches,
+        "corrupt_batches": totals.corrupt_batches,
+        "resent_batches": totals.resent_batches,
         "nodes": nodes,
     }
 
 
 def _live_line(children: list[Child], started: float, out: TextIO) -> None:
-    rate = sum(
-        child.latest.get("report", {}).get("throughputBytesPerSecond", 0) for child in children
-    )
-    batches = sum(child.latest.get("report", {}).get("batchesPerSecond", 0) for child in children)
-    raw = sum(child.latest.get("report", {}).get("rawBytes", 0) for child in children)
-    wire = sum(child.latest.get("report", {}).get("wireBytes", 0) for child in children)
-    ratio = raw / wire if wire else 0.0
+    figures = fold_reports([child.latest.report for child in children if child.latest])
     out.write(
-        f"\r{time.monotonic() - started:6.1f}s  {rate / 1e6:9.1f} MB/s  "
-        f"{batches:10.0f} batches/s  ratio {ratio:5.2f}x  "
+        f"\r{time.monotonic() - started:6.1f}s  "
+        f"{figures.throughput_bytes_per_second / 1e6:9.1f} MB/s  "
+        f"{figures.batches_per_second:10.0f} batches/s  "
+        f"ratio {compression_ratio(figures.totals.raw_bytes, figures.totals.wire_bytes):5.2f}x  "
     )
     out.flush()
 

@@ -1,19 +1,24 @@
-"""`/metrics`, `/healthz` and `/readyz` on the metrics port.
+"""`/metrics`, `/healthz`, `/readyz` and `/report` on the metrics port.
 
 The collector reads the worker's counters at scrape time, so the hot path never
-touches a Prometheus object.
+touches a Prometheus object.  `/report` is the operator's (HMAC-authenticated, see
+`report_endpoint`); the rest is for Prometheus and the kubelet.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from w5xde.worker.report_endpoint import ReportEndpoint, is_report_path
 from w5xde.worker.runtime import Worker, current_rss_bytes
+
+#: A client that sends nothing for this long is dropped (no thread pinned forever).
+REQUEST_TIMEOUT_S = 10.0
 
 
 class WorkerCollector:
@@ -53,7 +58,7 @@ class WorkerCollector:
             (
                 "w5xde_rejected_connections",
                 "Connections refused by the handshake",
-                extras["rejectedConnections"],
+                extras.rejected_connections,
             ),
         ]
         for name, text, value in counters:
@@ -64,7 +69,7 @@ class WorkerCollector:
         gauges: list[tuple[str, str, float]] = [
             ("w5xde_rss_bytes", "Resident set size", current_rss_bytes()),
             ("w5xde_peers_connected", "Outgoing streams connected", self._worker.peers_connected()),
-            ("w5xde_unacked_batches", "Batches in replay windows", extras["unackedBatches"]),
+            ("w5xde_unacked_batches", "Batches in replay windows", extras.unacked_batches),
             (
                 "w5xde_socket_send_buffer_bytes",
                 "Effective SO_SNDBUF",
@@ -85,26 +90,47 @@ class WorkerCollector:
 class MetricsServer:
     """A small threaded HTTP server in a daemon thread."""
 
-    def __init__(self, worker: Worker, host: str, port: int) -> None:
+    def __init__(
+        self,
+        collector: object,
+        ready: Callable[[], bool],
+        host: str,
+        port: int,
+        *,
+        report: ReportEndpoint | None = None,
+    ) -> None:
         registry = CollectorRegistry()
-        registry.register(WorkerCollector(worker))
+        registry.register(collector)  # type: ignore[arg-type]
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = REQUEST_TIMEOUT_S
+
             def do_GET(self) -> None:
                 if self.path.startswith("/metrics"):
                     self._answer(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 elif self.path == "/healthz":
                     self._answer(200, b"ok\n", "text/plain")
                 elif self.path == "/readyz":
-                    ready = worker.ready()
-                    self._answer(200 if ready else 503, b"ready\n" if ready else b"not ready\n")
+                    up = ready()
+                    self._answer(200 if up else 503, b"ready\n" if up else b"not ready\n")
+                elif report is not None and is_report_path(self.path):
+                    answer = report.answer("GET", self.path, self.headers.get("Authorization"))
+                    self._answer(answer.status, answer.body, answer.content_type, answer.headers)
                 else:
                     self._answer(404, b"not found\n")
 
-            def _answer(self, code: int, body: bytes, kind: str = "text/plain") -> None:
+            def _answer(
+                self,
+                code: int,
+                body: bytes,
+                kind: str = "text/plain",
+                headers: dict[str, str] | None = None,
+            ) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -117,6 +143,12 @@ class MetricsServer:
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics", daemon=True
         )
+
+    @classmethod
+    def for_worker(
+        cls, worker: Worker, host: str, port: int, *, report: ReportEndpoint | None = None
+    ) -> MetricsServer:
+        return cls(WorkerCollector(worker), worker.ready, host, port, report=report)
 
     def start(self) -> None:
         self._thread.start()

@@ -1,16 +1,15 @@
-"""The life of a worker process: config, start, serve metrics, publish status, stop on signal."""
+"""The life of a worker process: config, start, serve metrics and the report, stop on signal."""
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sys
 import threading
 import time
-from typing import Any, Protocol
 
-from w5xde.worker.config import ConfigError, StatusTarget, load_cluster_key, load_worker_config
+from w5xde.contract.report import ReportLine
+from w5xde.worker.config import ConfigError, load_cluster_key, load_worker_config
 from w5xde.worker.logs import configure_logging
 from w5xde.worker.runtime import Worker
 
@@ -21,47 +20,16 @@ EXIT_USAGE = 2
 log = logging.getLogger("w5xde.worker")
 
 
-class Publisher(Protocol):
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-def _status_publisher(worker: Worker, target: StatusTarget) -> Publisher | None:
-    """The operator's StatusPublisher, if that part is installed; the worker runs without it."""
-    try:
-        from w5xde.worker.status_publisher import (  # type: ignore[import-not-found,unused-ignore]
-            StatusPublisher,
-        )
-    except ImportError as error:
-        log.error("status publishing is not available (%s); running without it", error)
-        return None
-    publisher: Publisher = StatusPublisher(
-        target=target,
-        worker_name=worker.config.name,
-        report=worker.report,
-        on_spec_workers=worker.resize,
-    )
-    publisher.start()
-    return publisher
-
-
 def report_line(worker: Worker, *, final: bool, elapsed: float) -> str:
     """One JSON line: the WorkerReport plus the extras `w5xde local` and the tests read."""
-    line: dict[str, Any] = {
-        "name": worker.config.name,
-        "final": final,
-        "elapsedSeconds": round(elapsed, 3),
-        "report": worker.report().model_dump(mode="json", by_alias=True),
-        "extras": worker.extras(),
-    }
-    received, sent = worker.totals()
-    line["totals"] = {
-        "networkSeconds": round(received.network_seconds + sent.network_seconds, 4),
-        "compressionSeconds": round(received.compression_seconds + sent.compression_seconds, 4),
-        "sentWireBytes": sent.wire_bytes,
-    }
-    return json.dumps(line, separators=(",", ":"))
+    line = ReportLine(
+        name=worker.config.name,
+        final=final,
+        elapsed_seconds=round(elapsed, 3),
+        report=worker.report(),
+        extras=worker.extras(),
+    )
+    return line.model_dump_json(by_alias=True)
 
 
 def run_worker_process(*, config_file: str | None, report_interval: float) -> int:
@@ -94,13 +62,16 @@ def run_worker_process(*, config_file: str | None, report_interval: float) -> in
     metrics = None
     if config.metrics_port:
         from w5xde.worker.metrics import MetricsServer
+        from w5xde.worker.report_endpoint import ReportEndpoint
 
+        endpoint = ReportEndpoint(key, worker.report, worker.resize) if config.reporting else None
         try:
-            metrics = MetricsServer(worker, config.listen_host, config.metrics_port)
+            metrics = MetricsServer.for_worker(
+                worker, config.listen_host, config.metrics_port, report=endpoint
+            )
             metrics.start()
         except OSError as error:
             log.error("metrics port %d unavailable: %s", config.metrics_port, error)
-    publisher = _status_publisher(worker, config.status) if config.status else None
 
     def emit_progress() -> None:
         if report_interval > 0:
@@ -116,9 +87,12 @@ def run_worker_process(*, config_file: str | None, report_interval: float) -> in
             break
         emit_progress()
     elapsed = _since(started)
-    worker.stop()
-    if publisher is not None:
-        publisher.stop()
+    worker.finish()
+    if config.reporting is not None and metrics is not None and not stop.is_set():
+        # A bounded run in a pod: the operator still has to pull the final figures, and
+        # a container that exits would be restarted into a new run. Wait to be stopped.
+        log.warning("run finished after %.1f s; serving the final report", elapsed)
+        stop.wait()
     if metrics is not None:
         metrics.stop()
     if report_interval > 0:

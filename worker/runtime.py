@@ -1,7 +1,8 @@
 """The Worker: one listener, the outgoing streams its topology asks for, and its report.
 
-Everything the operator and `w5xde local` see goes through `report()`; the cluster
-shape changes only through `resize()`.
+Everything the operator and `w5xde local` see goes through `report()` (a pure read:
+rates come from a window a sampler thread fills); the cluster shape changes only
+through `resize()`.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import resource
 import socket
 import threading
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from w5xde.api.v1alpha1 import SocketBufferReport, Source, WorkerReport
+from w5xde.api.v1alpha1 import Source
+from w5xde.contract.report import SocketBufferReport, WorkerExtras, WorkerReport
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.counters import Counters
 from w5xde.worker.handshake import Identity
+from w5xde.worker.rates import RateWindow, Snapshot
 from w5xde.worker.receiver import IncomingConnection, IncomingRegistry
 from w5xde.worker.sender import OutgoingStream, Unacked
 from w5xde.worker.sockets import BufferSizes, tune
@@ -29,18 +30,11 @@ log = logging.getLogger("w5xde.worker")
 
 #: networkSeconds / compressionSeconds are reported per this window (the seed's unit).
 SECONDS_WINDOW = 30.0
-#: Rates are computed over at least this long, however often `report()` is called.
-MIN_RATE_INTERVAL_S = 1.0
+#: Rates are over this window unless the config's reporting interval says otherwise.
+DEFAULT_RATE_WINDOW_S = 2.0
+#: How often the sampler thread snapshots the counters for the rate window.
+SAMPLE_EVERY_S = 0.5
 _LISTEN_BACKLOG = 128
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """Cumulative figures at one moment, the base for the next interval's rates."""
-
-    at: float
-    received: Counters
-    sent: Counters
 
 
 class Worker:
@@ -70,8 +64,10 @@ class Worker:
         self._started = time.monotonic()
         #: Tells the operator this run's counters start from zero (see WorkerReport).
         self._incarnation = os.urandom(6).hex()
-        self._baseline = Snapshot(self._started, Counters(), Counters())
-        self._last_rates: tuple[float, Counters, Counters] = (1.0, Counters(), Counters())
+        window = config.reporting.interval_seconds if config.reporting else DEFAULT_RATE_WINDOW_S
+        self._rates = RateWindow(window, Snapshot(self._started, Counters(), Counters()))
+        self._sampler: threading.Thread | None = None
+        self._finished = threading.Event()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -89,6 +85,8 @@ class Worker:
         self._listener = listener
         self._accept_thread = threading.Thread(target=self._accept, name="accept", daemon=True)
         self._accept_thread.start()
+        self._sampler = threading.Thread(target=self._sample_loop, name="sampler", daemon=True)
+        self._sampler.start()
         with self._lock:
             self._reconcile_streams()
         log.warning(
@@ -99,6 +97,11 @@ class Worker:
             self.config.listen_host,
             self.config.listen_port(),
         )
+
+    def finish(self, grace_seconds: float = 2.0) -> None:
+        """End a bounded run: stop all traffic, keep the counters for the final report."""
+        self.stop(grace_seconds)
+        self._finished.set()
 
     def stop(self, grace_seconds: float = 2.0) -> None:
         """Drain the outgoing streams, give peers `grace_seconds` to finish, then close."""
@@ -115,6 +118,14 @@ class Worker:
         if self._listener is not None:
             self._listener.close()
         self._registry.close_all()
+
+    def _sample_loop(self) -> None:
+        while not self._finished.wait(SAMPLE_EVERY_S):
+            self._rates.add(self._snapshot())
+
+    def _snapshot(self) -> Snapshot:
+        received, sent = self.totals()
+        return Snapshot(time.monotonic(), received, sent)
 
     def _accept(self) -> None:
         assert self._listener is not None
@@ -210,6 +221,15 @@ class Worker:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    @property
+    def workers(self) -> int:
+        """The worker count this worker streams for (follows `resize()`)."""
+        return self._workers
+
     def totals(self) -> tuple[Counters, Counters]:
         """(received, sent) cumulative counters over every connection this worker has had."""
         received = self._registry.total()
@@ -220,57 +240,60 @@ class Worker:
             sent.add(stream.counters)
         return received, sent
 
-    def extras(self) -> dict[str, int]:
-        """Figures beyond WorkerReport that tests and `w5xde local` look at."""
+    def extras(self) -> WorkerExtras:
+        """Figures beyond the report that tests and `w5xde local` look at."""
         received, sent = self.totals()
         with self._lock:
             streams = list(self._streams.values())
             unacked = sum(stream.unacked for stream in streams)
-        return {
-            "sentBatches": sent.batches,
-            "sentRawBytes": sent.raw_bytes,
-            "duplicateBatches": received.duplicate_batches,
-            "rejectedConnections": self._registry.rejected_connections,
-            "unackedBatches": unacked + len(self._orphans),
-            "incomingStreams": self._registry.connected,
-            "outgoingStreamsConnected": sum(1 for stream in streams if stream.connected),
-            "rssPeakBytes": peak_rss_bytes(),
-        }
+        return WorkerExtras(
+            sent_batches=sent.batches,
+            sent_raw_bytes=sent.raw_bytes,
+            sent_wire_bytes=sent.wire_bytes,
+            duplicate_batches=received.duplicate_batches,
+            rejected_connections=self._registry.rejected_connections,
+            unacked_batches=unacked + len(self._orphans),
+            incoming_streams=self._registry.connected,
+            outgoing_streams_connected=sum(1 for stream in streams if stream.connected),
+            rss_peak_bytes=peak_rss_bytes(),
+            network_seconds_total=round(received.network_seconds + sent.network_seconds, 4),
+            compression_seconds_total=round(
+                received.compression_seconds + sent.compression_seconds, 4
+            ),
+        )
 
     def report(self) -> WorkerReport:
-        """Cumulative counters plus rates over the last interval (at least one second long)."""
-        now = time.monotonic()
-        received, sent = self.totals()
-        with self._lock:
-            base = self._baseline
-            elapsed = now - base.at
-            if elapsed >= MIN_RATE_INTERVAL_S:
-                delta_in = _minus(received, base.received)
-                delta_out = _minus(sent, base.sent)
-                self._last_rates = (elapsed, delta_in, delta_out)
-                self._baseline = Snapshot(now, received, sent)
-            elapsed, delta_in, delta_out = self._last_rates
+        """Cumulative counters now, rates over the last window; reading moves nothing."""
+        now = self._snapshot()
+        received, sent = now.received, now.sent
+        rates = self._rates.rates(now)
+        seconds = rates.seconds
+        delta_in, delta_out = rates.received, rates.sent
         sizes = self.buffer_sizes()
-        scale = SECONDS_WINDOW / elapsed
+        scale = SECONDS_WINDOW / seconds
         return WorkerReport(
+            name=self.config.name,
             node=self.config.node,
-            throughput_bytes_per_second=round(delta_in.raw_bytes / elapsed, 1),
-            wire_bytes_per_second=round(delta_in.wire_bytes / elapsed, 1),
-            batches_per_second=round(delta_in.batches / elapsed, 2),
+            incarnation=self._incarnation,
+            generated_at=round(time.time(), 3),
+            rate_window_seconds=round(seconds, 3),
+            workers=self._workers,
+            finished=self.finished,
+            throughput_bytes_per_second=round(max(0, delta_in.raw_bytes) / seconds, 1),
+            wire_bytes_per_second=round(max(0, delta_in.wire_bytes) / seconds, 1),
+            batches_per_second=round(max(0, delta_in.batches) / seconds, 2),
             batches=received.batches,
             raw_bytes=received.raw_bytes,
             wire_bytes=received.wire_bytes,
             lost_batches=received.lost_batches + sent.lost_batches,
             corrupt_batches=received.corrupt_batches,
             resent_batches=sent.resent_batches,
-            compression_ratio=round(received.raw_bytes / received.wire_bytes, 3)
-            if received.wire_bytes
-            else 0.0,
             network_seconds=round(
-                (delta_in.network_seconds + delta_out.network_seconds) * scale, 3
+                max(0.0, delta_in.network_seconds + delta_out.network_seconds) * scale, 3
             ),
             compression_seconds=round(
-                (delta_in.compression_seconds + delta_out.compression_seconds) * scale, 3
+                max(0.0, delta_in.compression_seconds + delta_out.compression_seconds) * scale,
+                3,
             ),
             rss_bytes=current_rss_bytes(),
             socket_buffer=SocketBufferReport(
@@ -279,19 +302,7 @@ class Worker:
                 effective_receive=sizes.receive if sizes else 0,
             ),
             peers_connected=self.peers_connected(),
-            last_report=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            incarnation=self._incarnation,
         )
-
-
-def _minus(now: Counters, before: Counters) -> Counters:
-    return Counters(
-        batches=now.batches - before.batches,
-        raw_bytes=now.raw_bytes - before.raw_bytes,
-        wire_bytes=now.wire_bytes - before.wire_bytes,
-        network_seconds=now.network_seconds - before.network_seconds,
-        compression_seconds=now.compression_seconds - before.compression_seconds,
-    )
 
 
 def current_rss_bytes() -> int:

@@ -17,7 +17,6 @@ TEMPLATE_WORKERS_ANNOTATION = "w5xde.io/template-workers"
 #: The label the chart's node-tuning DaemonSet puts on nodes it has tuned.
 NODE_TUNED_LABEL = "w5xde.io/node-tuned"
 SECRET_KEY_FIELD = "key"  # noqa: S105 - the name of the Secret's data field
-METRICS_PORT = 9090
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from w5xde.api.v1alpha1 import CompressionClusterSpec
+from w5xde.contract.endpoints import METRICS_PORT, METRICS_PORT_NAME
 from w5xde.operator.resources.metadata import (
-    METRICS_PORT,
     ClusterRef,
     object_meta,
     selector_labels,
@@ -25,7 +25,7 @@ def render_service(cluster: ClusterRef, spec: CompressionClusterSpec) -> dict[st
             "selector": selector_labels(cluster),
             "ports": [
                 {"name": "data", "port": spec.network.port, "targetPort": "data"},
-                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"},
+                {"name": METRICS_PORT_NAME, "port": METRICS_PORT, "targetPort": METRICS_PORT_NAME},
             ],
         },
     }

@@ -1,4 +1,5 @@
-"""The workers' ServiceAccount: the identity their Role is bound to."""
+"""The workers' ServiceAccount: a pod identity of their own, with no permissions and no
+token mounted (workers never call the API server; the operator pulls their reports)."""
 
 from __future__ import annotations
 
@@ -12,5 +13,5 @@ def render_service_account(cluster: ClusterRef) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "ServiceAccount",
         "metadata": object_meta(cluster, cluster.worker_account),
-        "automountServiceAccountToken": True,
+        "automountServiceAccountToken": False,
     }

@@ -2,7 +2,8 @@
 
 The pod template carries a hash of everything that should roll the workers.  The
 worker count is deliberately outside the hash: `kubectl scale` changes replicas only,
-and running workers learn the new count from their status publisher.
+and running workers learn the new count from the operator's report requests.  Workers
+get no service-account token: they never talk to the API server.
 """
 
 from __future__ import annotations
@@ -12,8 +13,16 @@ import json
 from typing import Any
 
 from w5xde.api.v1alpha1 import CompressionClusterSpec
-from w5xde.operator.resources.metadata import (
+from w5xde.contract.endpoints import (
+    ENV_CLUSTER_KEY,
+    ENV_CONFIG,
+    ENV_LOG_MODE,
+    ENV_NAME,
+    ENV_NODE_NAME,
     METRICS_PORT,
+    METRICS_PORT_NAME,
+)
+from w5xde.operator.resources.metadata import (
     NODE_TUNED_LABEL,
     SECRET_KEY_FIELD,
     TEMPLATE_HASH_ANNOTATION,
@@ -100,7 +109,7 @@ def _pod_template(
         pod_security["sysctls"] = sysctls.pod_sysctls()
     pod_spec: dict[str, Any] = {
         "serviceAccountName": cluster.worker_account,
-        "automountServiceAccountToken": True,
+        "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 15,
         "securityContext": pod_security,
@@ -135,15 +144,15 @@ def _container(
         "args": ["worker"],
         "ports": [
             {"name": "data", "containerPort": spec.network.port, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+            {"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
         "env": [
-            {"name": "W5XDE_CONFIG", "value": worker_config_json(cluster, spec, workers)},
-            {"name": "W5XDE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "W5XDE_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-            {"name": "W5XDE_LOG_MODE", "value": spec.log_mode.value},
+            {"name": ENV_CONFIG, "value": worker_config_json(cluster, spec, workers)},
+            {"name": ENV_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": ENV_NODE_NAME, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": ENV_LOG_MODE, "value": spec.log_mode.value},
             {
-                "name": "W5XDE_CLUSTER_KEY",
+                "name": ENV_CLUSTER_KEY,
                 "valueFrom": {
                     "secretKeyRef": {"name": cluster.key_secret, "key": SECRET_KEY_FIELD}
                 },
@@ -152,13 +161,13 @@ def _container(
         # A worker keeps its cores busy by design, so its probe server may answer late:
         # generous timeouts keep a saturated but healthy worker from being restarted.
         "readinessProbe": {
-            "httpGet": {"path": "/readyz", "port": "metrics"},
+            "httpGet": {"path": "/readyz", "port": METRICS_PORT_NAME},
             "periodSeconds": 2,
             "timeoutSeconds": 3,
             "failureThreshold": 3,
         },
         "livenessProbe": {
-            "httpGet": {"path": "/healthz", "port": "metrics"},
+            "httpGet": {"path": "/healthz", "port": METRICS_PORT_NAME},
             "initialDelaySeconds": 5,
             "periodSeconds": 10,
             "timeoutSeconds": 5,

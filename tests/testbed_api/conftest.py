@@ -108,7 +108,7 @@ class OperatorProcess:
                 W5XDE, "operator", "--namespace", namespace, "--standalone",
                 "--log-mode", "verbose", "--liveness", str(self.liveness_port),
                 "--metrics-port", str(self.metrics_port), "--worker-image", WORKER_IMAGE,
-                "--fold-interval", "1", *extra,
+                *extra,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,

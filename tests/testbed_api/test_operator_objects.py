@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from w5xde.worker.status_publisher import StatusPublisher
 
 from w5xde.api.v1alpha1 import GROUP, PLURAL, VERSION, WorkerReport
 from w5xde.worker.config import StatusTarget
-from w5xde.worker.status_publisher import StatusPublisher
 
 from .conftest import OperatorProcess, apply_cluster, get_json
 

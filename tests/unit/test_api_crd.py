@@ -130,15 +130,22 @@ def test_status_is_declared_without_defaults() -> None:
         "observedGeneration", "phase", "ready", "readyWorkers", "throughput",
         "throughputBytesPerSecond", "wireBytesPerSecond", "batchesPerSecond",
         "compressionRatio", "networkSeconds", "compressionSeconds", "memoryBytes",
-        "totals", "workers", "conditions", "startedAt", "completedAt",
+        "totals", "retiredTotals", "spread", "notableWorkers", "reporting", "conditions",
+        "startedAt", "completedAt",
     ):  # fmt: skip
         assert field in status, field
     assert status["startedAt"]["nullable"] is True
     assert set(status["totals"]["properties"]) == {
         "batches", "rawBytes", "wireBytes", "lostBatches", "corruptBatches", "resentBatches",
     }  # fmt: skip
-    worker = status["workers"]["additionalProperties"]["properties"]
-    assert {"socketBuffer", "lastReport", "stale"} <= set(worker)
+    # Nothing in the status grows with the worker count: no per-worker map.
+    assert "workers" not in status
+    assert "foldedWorkers" not in status
+    assert not any("additionalProperties" in node for _, node in _walk(status))
+    notable = status["notableWorkers"]
+    assert notable["type"] == "array"
+    assert notable["maxItems"] == 10
+    assert set(notable["items"]["required"]) >= {"name", "reason"}
     assert status["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
     assert not any("default" in node for _, node in _walk(_schema()["properties"]["status"]))
 

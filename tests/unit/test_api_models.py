@@ -84,12 +84,12 @@ def test_status_round_trips_through_camel_case() -> None:
         "phase": "Running",
         "ready": "4/4",
         "readyWorkers": 4,
-        "workers": {"demo-0": {"node": "n1", "socketBuffer": {"effectiveSend": 8}}},
+        "notableWorkers": [{"name": "demo-3", "node": "n2", "reason": "Slowest"}],
         "conditions": [{"type": "Ready", "status": "True", "observedGeneration": 2}],
         "startedAt": None,
     }
     status = CompressionClusterStatus.model_validate(raw)
-    assert status.workers["demo-0"].socket_buffer.effective_send == 8
+    assert status.notable_workers[0].reason == "Slowest"
     dumped = status.model_dump(mode="json", by_alias=True)
     assert dumped["readyWorkers"] == 4
     assert dumped["conditions"][0]["observedGeneration"] == 2

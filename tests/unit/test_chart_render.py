@@ -23,7 +23,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from w5xde.api.v1alpha1 import CompressionClusterSpec
 from w5xde.operator.resources.metadata import NODE_TUNED_LABEL, ClusterRef
-from w5xde.operator.resources.role import render_role
 from w5xde.operator.resources.service import render_service
 from w5xde.operator.resources.statefulset import render_statefulset
 from w5xde.operator.sysctl_policy import SysctlPlan
@@ -110,8 +109,9 @@ NAMESPACED_GRANTS = (
     | spelled("w5xde.io", ["compressionclusters/status"], ["get", "patch", "update"])
     | spelled("w5xde.io", ["compressionclusters/scale"], ["get", "patch", "update"])
     | spelled("apps", ["statefulsets"], ALL_VERBS)
-    | spelled("", ["services", "serviceaccounts", "secrets"], ALL_VERBS)
-    | spelled("rbac.authorization.k8s.io", ["roles", "rolebindings"], ALL_VERBS)
+    | spelled("", ["services", "serviceaccounts"], ALL_VERBS)
+    | spelled("", ["secrets"], ["get", "create"])
+    | spelled("rbac.authorization.k8s.io", ["roles", "rolebindings"], ["delete"])
     | spelled("", ["pods"], ["get", "list", "watch"])
     | spelled("", ["events"], ["create", "patch"])
     | spelled("events.k8s.io", ["events"], ["create", "patch"])
@@ -259,13 +259,11 @@ def test_cluster_wide_rbac_grants_exactly_what_the_operator_does() -> None:
     assert not of_kind(objects, "RoleBinding")
 
 
-def test_operator_holds_every_verb_of_the_worker_role_it_creates() -> None:
-    """RBAC refuses to let the operator grant the workers more than it holds itself."""
-    cluster = ClusterRef(name="demo", namespace="team-a", uid="0000-demo")
-    worker_role = render_role(cluster)
-    operator_rules = one(render(), "ClusterRole")["rules"]
-    # The worker Role narrows by resourceNames; the operator's rules cover any name.
-    assert grants(worker_role["rules"]) <= grants(operator_rules)
+def test_operator_can_neither_list_nor_watch_secrets() -> None:
+    """It reads its clusters' key Secrets by name; listing would expose every Secret."""
+    granted = grants(one(render(), "ClusterRole")["rules"])
+    assert ("", "secrets", "get") in granted
+    assert not {("", "secrets", verb) for verb in ("list", "watch")} & granted
 
 
 def test_watch_namespaces_limits_rbac_and_peering_to_those_namespaces() -> None:

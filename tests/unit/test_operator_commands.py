@@ -15,7 +15,7 @@ W5XDE = str(Path(sys.executable).with_name("w5xde"))
     ("args", "message"),
     [
         (["--log-mode", "loud"], "--log-mode"),
-        (["--fold-interval", "0"], "--fold-interval"),
+        (["--report-concurrency", "0"], "--report-concurrency"),
         (["--metrics-port", "70000"], "--metrics-port"),
         (["--liveness", "x"], "--liveness"),
         (["--namespace", "a", "--all-namespaces"], "--all-namespaces"),

@@ -37,8 +37,6 @@ def test_first_reconcile_applies_everything() -> None:
     desired = _desired(CompressionClusterSpec())
     assert [obj["kind"] for obj in desired.objects] == [
         "ServiceAccount",
-        "Role",
-        "RoleBinding",
         "Service",
         "StatefulSet",
     ]

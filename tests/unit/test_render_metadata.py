@@ -27,9 +27,7 @@ def _all_objects() -> list[dict[str, Any]]:
 
 def test_every_kind_is_rendered() -> None:
     kinds = sorted(obj["kind"] for obj in _all_objects())
-    assert kinds == sorted(
-        ["ServiceAccount", "Role", "RoleBinding", "Secret", "Service", "StatefulSet"]
-    )
+    assert kinds == sorted(["ServiceAccount", "Secret", "Service", "StatefulSet"])
 
 
 @pytest.mark.parametrize("obj", _all_objects(), ids=lambda obj: obj["kind"])

@@ -10,4 +10,5 @@ def test_service_account_is_named_for_the_workers() -> None:
     account = render_service_account(CLUSTER)
     assert account["kind"] == "ServiceAccount"
     assert account["metadata"]["name"] == "demo-worker"
-    assert account["automountServiceAccountToken"] is True
+    # Workers never call the API server: no token is mounted into their pods.
+    assert account["automountServiceAccountToken"] is False

@@ -51,6 +51,8 @@ def test_defaults() -> None:
     assert selector_labels(CLUSTER).items() <= template_labels.items()
     pod = _pod(statefulset)
     assert pod["serviceAccountName"] == "demo-worker"
+    # The operator pulls the reports: a worker holds no Kubernetes credentials at all.
+    assert pod["automountServiceAccountToken"] is False
     container = pod["containers"][0]
     assert container["image"] == IMAGE
     assert container["args"] == ["worker"]

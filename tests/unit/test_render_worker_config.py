@@ -28,9 +28,8 @@ def test_defaults_load_in_the_worker() -> None:
     assert config.peer_list() == [
         f"demo-{index}.demo.ns1.svc.cluster.local:7070" for index in range(4)
     ]
-    assert config.status is not None
-    assert (config.status.namespace, config.status.cluster) == ("ns1", "demo")
-    assert config.status.interval_seconds == 10
+    assert config.reporting is not None
+    assert config.reporting.interval_seconds == 10
     assert config.duration_seconds is None
     assert config.metrics_port == 9090
 

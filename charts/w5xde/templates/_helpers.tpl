@@ -138,25 +138,31 @@ action of the operator (DESIGN.md, Operator); nothing is granted "just in case".
 - apiGroups: ["w5xde.io"]
   resources: ["compressionclusters"]
   verbs: ["get", "list", "watch", "patch", "update"]
-# Status it folds; the workers' Role grants get/patch on it, and RBAC only lets
-# the operator grant verbs it holds itself.
+# Status it folds from the reports it pulls from the workers (workers hold no
+# API permissions at all).
 - apiGroups: ["w5xde.io"]
   resources: ["compressionclusters/status"]
   verbs: ["get", "patch", "update"]
 - apiGroups: ["w5xde.io"]
   resources: ["compressionclusters/scale"]
   verbs: ["get", "patch", "update"]
-# Owned objects of each cluster.
+# Owned objects of each cluster; StatefulSets and pods are watched into indexes.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 - apiGroups: [""]
-  resources: ["services", "serviceaccounts", "secrets"]
+  resources: ["services", "serviceaccounts"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# The cluster key: created once, then read by name to sign report requests. Never
+# listed or watched, so the operator cannot read other Secrets in bulk.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create"]
+# Only to remove the worker Role and RoleBinding an earlier version created.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
-# Worker pods: readiness and which status entries are stale.
+  verbs: ["delete"]
+# Worker pods: readiness, and the pod IPs the reports are pulled from.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]

@@ -30,6 +30,8 @@ SINGULAR = "compressioncluster"
 SHORT_NAMES = ["cc"]
 
 MIB = 1024 * 1024
+#: The largest cluster the API accepts (and the reporting path is measured at).
+MAX_WORKERS = 1000
 
 
 class ApiModel(BaseModel):
@@ -257,7 +259,7 @@ class LocalObjectReference(ApiModel):
 class CompressionClusterSpec(ApiModel):
     """The desired state of a CompressionCluster."""
 
-    workers: int = Field(4, ge=1, le=1000)
+    workers: int = Field(4, ge=1, le=MAX_WORKERS)
     """Number of worker pods; `kubectl scale cc NAME --replicas N` sets it."""
     log_mode: LogModeField = Field(
         LogMode.SILENT, json_schema_extra={"enum": LOG_MODE_WIRE_VALUES, "type": "string"}
@@ -315,46 +317,6 @@ def parse_duration(text: str) -> float | None:
     return total
 
 
-class SocketBufferReport(ApiModel):
-    """What was asked of SO_SNDBUF/SO_RCVBUF and what the kernel granted (it doubles/caps)."""
-
-    requested: int = 0
-    effective_send: int = 0
-    effective_receive: int = 0
-
-
-class WorkerReport(ApiModel):
-    """One worker's own entry, `status.workers.<pod name>`; the worker writes nothing else.
-
-    Rates are over the worker's last report interval; `networkSeconds` and
-    `compressionSeconds` are scaled to a 30 s window (the seed's unit).
-    """
-
-    node: str = ""
-    throughput_bytes_per_second: float = 0
-    wire_bytes_per_second: float = 0
-    batches_per_second: float = 0
-    batches: int = 0
-    raw_bytes: int = 0
-    wire_bytes: int = 0
-    lost_batches: int = 0
-    corrupt_batches: int = 0
-    resent_batches: int = 0
-    compression_ratio: float = 0
-    network_seconds: float = 0
-    compression_seconds: float = 0
-    rss_bytes: int = 0
-    socket_buffer: SocketBufferReport = Field(default_factory=SocketBufferReport)
-    peers_connected: int = 0
-    last_report: str = ""
-    #: Names one run of the worker process; a new value means its counters restarted
-    #: from zero, so the operator keeps the old run's figures in `retiredTotals`.
-    incarnation: str = ""
-    #: Set by the operator when three report intervals passed without a report; the
-    #: worker's next report (which always carries `stale: false`) clears it.
-    stale: bool = False
-
-
 class Phase(StrEnum):
     PENDING = "Pending"
     RUNNING = "Running"
@@ -397,11 +359,45 @@ class Totals(ApiModel):
     resent_batches: int = 0
 
 
-class FoldedWorker(ApiModel):
-    """The operator's last look at one worker run: enough to keep its counters once it ends."""
+class Spread(ApiModel):
+    """How throughput is spread across the workers that reported in the last interval."""
 
-    incarnation: str = ""
-    totals: Totals = Field(default_factory=Totals)
+    min_bytes_per_second: float = 0
+    p50_bytes_per_second: float = 0
+    max_bytes_per_second: float = 0
+
+
+class NotableReason(StrEnum):
+    """Why a worker is named in `status.notableWorkers`."""
+
+    UNREACHABLE = "Unreachable"
+    BAD_REPORT = "BadReport"
+    STALE = "Stale"
+    SLOWEST = "Slowest"
+
+
+#: `status.notableWorkers` never holds more entries than this, whatever the worker count.
+MAX_NOTABLE_WORKERS = 10
+
+
+class NotableWorker(ApiModel):
+    """A worker worth a look: failing, stale, or among the slowest."""
+
+    name: str
+    node: str = ""
+    throughput_bytes_per_second: float = 0
+    reason: NotableReason
+    message: str = Field("", max_length=256)
+
+
+class ReportingStatus(ApiModel):
+    """The last fold of worker reports: when, how many answered, how old the oldest was."""
+
+    folded_at: str = ""
+    workers_reporting: int = 0
+    workers_failing: int = 0
+    #: The oldest report in the fold: `kubectl get` figures are at most this old.
+    oldest_report_at: str = ""
 
 
 class CompressionClusterStatus(ApiModel):
@@ -425,10 +421,14 @@ class CompressionClusterStatus(ApiModel):
     totals: Totals = Field(default_factory=Totals)
     #: Counters of worker runs that ended (pods gone, containers restarted): `totals`
     #: is these plus the live runs', so it never goes backwards and no loss is forgotten.
+    #: Per-worker figures are not kept here (they would grow with the worker count):
+    #: they live in the workers' report endpoints and metrics.
     retired_totals: Totals = Field(default_factory=Totals)
-    #: Written by the operator only: each worker run as of the last fold.
-    folded_workers: dict[str, FoldedWorker] = Field(default_factory=dict)
-    workers: dict[str, WorkerReport] = Field(default_factory=dict)
+    spread: Spread = Field(default_factory=Spread)
+    notable_workers: list[NotableWorker] = Field(
+        default_factory=list, max_length=MAX_NOTABLE_WORKERS
+    )
+    reporting: ReportingStatus = Field(default_factory=ReportingStatus)
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},

@@ -1,0 +1,69 @@
+"""Applies what `reconcile.desired_state` renders, and posts the Events users read."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from w5xde.api.v1alpha1 import CompressionClusterSpec
+from w5xde.operator import metrics
+from w5xde.operator.kube import Kube
+from w5xde.operator.observation import Event
+from w5xde.operator.reconcile import Desired, OperatorContext, desired_state
+from w5xde.operator.resources.metadata import ClusterRef
+from w5xde.operator.resources.secret import new_cluster_key
+
+#: Objects an earlier version gave the workers (a Role to patch the status); workers
+#: now hold no API permissions at all, so the operator removes them.
+RETIRED_WORKER_RBAC = ("RoleBinding", "Role")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    kube: Kube
+    context: OperatorContext
+
+
+def desired_for(
+    runtime: Runtime,
+    cluster: ClusterRef,
+    spec: CompressionClusterSpec,
+    existing: Mapping[str, Any] | None,
+    *,
+    completed: bool = False,
+) -> Desired:
+    return desired_state(
+        cluster,
+        spec,
+        runtime.context,
+        existing_statefulset=existing,
+        cluster_key=new_cluster_key(),
+        completed=completed,
+    )
+
+
+def apply_desired(kube: Kube, desired: Desired) -> dict[str, Any] | None:
+    """Apply the objects; the applied StatefulSet as the server returned it, if any."""
+    kube.create_if_absent(desired.secret)
+    applied = None
+    for obj in desired.objects:
+        result = kube.apply(obj)
+        if obj["kind"] == "StatefulSet":
+            applied = result
+    return applied
+
+
+def remove_retired_worker_rbac(kube: Kube, cluster: ClusterRef) -> None:
+    for kind in RETIRED_WORKER_RBAC:
+        kube.delete_if_present(kind, cluster.namespace, cluster.worker_account)
+
+
+def post_events(body: Mapping[str, Any], events: Sequence[Event]) -> None:
+    for event in events:
+        metrics.EVENTS.labels(reason=event.reason).inc()
+        # kopf only reads apiVersion, kind and metadata of the object it refers to.
+        target: Any = dict(body)
+        kopf.event(target, type=event.type, reason=event.reason, message=event.message)

@@ -1,0 +1,337 @@
+"""One loop folds every cluster's worker reports into its status, once per interval.
+
+Not a kopf timer: a timer (or daemon) makes kopf put a finalizer on every cluster, and
+an uninstalled operator would then leave clusters, and their namespaces, stuck in
+Terminating.  The loop reads kopf indexes (clusters, worker pods, StatefulSets: no
+API calls to list them), pulls each worker's report from its pod, folds, and writes
+one status patch per cluster per interval.  Only the replica kopf peering makes
+active folds (`PeeringGate`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from w5xde.api.v1alpha1 import CompressionClusterSpec, Phase
+from w5xde.operator import metrics
+from w5xde.operator.apply import Runtime, apply_desired, desired_for, post_events
+from w5xde.operator.ledger import Ledger
+from w5xde.operator.observation import Event, Observation, PodState, Reason
+from w5xde.operator.observe import pod_states, statefulset_state
+from w5xde.operator.peering_gate import PeeringGate
+from w5xde.operator.reconcile import spec_problems
+from w5xde.operator.report_client import ReportClient, report_timeout
+from w5xde.operator.resources.metadata import SECRET_KEY_FIELD, ClusterRef
+from w5xde.operator.status_folding import Fold, fold_status, parse_status
+
+logger = logging.getLogger("w5xde.operator")
+
+ClusterKey = tuple[str, str]  # (namespace, name)
+
+#: How often the loop looks for clusters that are due (each has its own interval).
+TICK_SECONDS = 1.0
+#: A cluster key Secret is read again after this long (it is never rotated by us yet).
+KEY_CACHE_SECONDS = 300.0
+
+
+def cluster_summary(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the loop keeps of a CompressionCluster (a copy: kopf reuses its bodies)."""
+    metadata = body.get("metadata") or {}
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {
+            key: copy.deepcopy(metadata.get(key))
+            for key in ("name", "namespace", "uid", "generation", "resourceVersion")
+        },
+        "spec": copy.deepcopy(dict(body.get("spec") or {})),
+        "status": copy.deepcopy(dict(body.get("status") or {})),
+    }
+
+
+def _revision(body: Mapping[str, Any]) -> int:
+    try:
+        return int((body.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+@dataclass
+class ClusterMemory:
+    """What the loop remembers of one cluster between folds."""
+
+    uid: str
+    ledger: Ledger | None = None
+    last_heard: dict[str, float] = field(default_factory=dict)
+    next_due: float = 0.0
+    seen_generations: tuple[int, int] = (0, 0)
+    written: dict[str, Any] | None = None  # our last status patch's result
+    key: bytes | None = None
+    key_read_at: float = float("-inf")
+
+
+class FoldLoop:
+    """Owns the per-cluster memory; `run()` until cancelled."""
+
+    def __init__(self, runtime: Runtime, gate: PeeringGate, client: ReportClient) -> None:
+        self.runtime = runtime
+        self.gate = gate
+        self.client = client
+        self._memory: dict[ClusterKey, ClusterMemory] = {}
+        self._wake = asyncio.Event()
+        self.folds = 0
+
+    def notice(self, key: ClusterKey, body: Mapping[str, Any]) -> None:
+        """Called by the cluster index on every change: a new generation folds at once."""
+        metadata = body.get("metadata") or {}
+        status = body.get("status") or {}
+        pair = (int(metadata.get("generation") or 0), int(status.get("observedGeneration") or 0))
+        memory = self._memory.get(key)
+        if memory is None or memory.seen_generations != pair:
+            if memory is not None:
+                memory.next_due = 0.0
+            self._wake.set()
+
+    async def run(
+        self,
+        clusters: Mapping[Any, Iterable[Any]],
+        pods: Mapping[Any, Iterable[Any]],
+        statefulsets: Mapping[Any, Iterable[Any]],
+    ) -> None:
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
+                self._wake.clear()
+                if not await self.gate.active():
+                    self._memory.clear()  # a later takeover starts from the status
+                    continue
+                await self.fold_due(clusters, pods, statefulsets)
+        finally:
+            await self.client.close()
+
+    async def fold_due(
+        self,
+        clusters: Mapping[Any, Iterable[Any]],
+        pods: Mapping[Any, Iterable[Any]],
+        statefulsets: Mapping[Any, Iterable[Any]],
+    ) -> None:
+        now = time.monotonic()
+        present: dict[ClusterKey, dict[str, Any]] = {}
+        for key in list(clusters):
+            for body in clusters[key]:
+                present[key] = body
+        for gone in [key for key in self._memory if key not in present]:
+            del self._memory[gone]
+        due = []
+        for key, body in present.items():
+            memory = self._memory.get(key)
+            uid = str(body["metadata"].get("uid"))
+            if memory is None or memory.uid != uid:
+                memory = self._memory[key] = ClusterMemory(uid=uid)
+            if now >= memory.next_due:
+                due.append((key, body, memory))
+        if not due:
+            return
+        await asyncio.gather(
+            *(
+                self._fold_safely(
+                    key,
+                    body,
+                    memory,
+                    [dict(pod) for pod in pods[key]] if key in pods else [],
+                    next(iter(statefulsets[key]), None) if key in statefulsets else None,
+                )
+                for key, body, memory in due
+            )
+        )
+
+    async def _fold_safely(
+        self,
+        key: ClusterKey,
+        body: dict[str, Any],
+        memory: ClusterMemory,
+        pods: list[dict[str, Any]],
+        statefulset: dict[str, Any] | None,
+    ) -> None:
+        started = time.monotonic()
+        try:
+            await self.fold_cluster(key, body, memory, pods, statefulset)
+        except ApiException as error:
+            metrics.ERRORS.labels(stage="fold").inc()
+            logger.warning("fold of %s/%s: API error %s %s", *key, error.status, error.reason)
+            memory.next_due = time.monotonic() + 2.0
+        except Exception:  # the loop must survive any one cluster's surprise
+            metrics.ERRORS.labels(stage="fold").inc()
+            logger.exception("fold of %s/%s failed", *key)
+            memory.next_due = time.monotonic() + 5.0
+        finally:
+            metrics.FOLD_SECONDS.observe(time.monotonic() - started)
+
+    async def fold_cluster(
+        self,
+        key: ClusterKey,
+        body: dict[str, Any],
+        memory: ClusterMemory,
+        pods: list[dict[str, Any]],
+        statefulset: dict[str, Any] | None,
+    ) -> None:
+        if memory.written is not None and _revision(memory.written) > _revision(body):
+            body = {**body, "status": memory.written.get("status") or {}}
+        status = parse_status(body.get("status"))
+        metadata = body["metadata"]
+        generation = int(metadata.get("generation") or 0)
+        memory.seen_generations = (generation, status.observed_generation)
+        try:
+            spec = CompressionClusterSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            memory.next_due = time.monotonic() + 30.0  # the change handler reported it
+            return
+        memory.next_due = time.monotonic() + spec.status_interval_seconds
+        if status.observed_generation == 0:
+            return  # not reconciled yet: nothing to fold
+        cluster = ClusterRef.from_body(body)
+        runtime = self.runtime
+        if status.phase is Phase.COMPLETED and status.observed_generation >= generation:
+            await asyncio.to_thread(self._ensure_stopped, cluster, spec, statefulset)
+            return
+
+        problems, fatal = spec_problems(spec, runtime.context)
+        events: list[Event] = []
+        if statefulset is None and fatal is None and not _refused(problems):
+            existing = await asyncio.to_thread(
+                runtime.kube.read_statefulset, cluster.namespace, cluster.statefulset
+            )
+            if existing is None:
+                statefulset = await asyncio.to_thread(
+                    apply_desired, runtime.kube, desired_for(runtime, cluster, spec, None)
+                )
+                events.append(
+                    Event("Normal", "Repaired", "re-created the missing worker StatefulSet")
+                )
+            else:
+                statefulset = existing
+
+        states = pod_states(pods)
+        fetched = await self._fetch(cluster, memory, states, spec)
+        clock = time.time()
+        reported = {item.name for item in fetched if item.report is not None}
+        for pod in states:
+            if pod.name in reported or pod.name not in memory.last_heard:
+                memory.last_heard[pod.name] = clock
+        for name in [name for name in memory.last_heard if name not in {p.name for p in states}]:
+            del memory.last_heard[name]
+        metrics.REPORTS.labels(result="ok").inc(len(reported))
+        metrics.REPORTS.labels(result="failed").inc(len(fetched) - len(reported))
+
+        if memory.ledger is None:
+            memory.ledger = Ledger.from_status(status.retired_totals, status.totals)
+        observation = Observation(
+            now=datetime.now(UTC),
+            generation=generation,
+            applied_generation=status.observed_generation,
+            statefulset=statefulset_state(statefulset),
+            pods=states,
+            problems=problems,
+            fatal=fatal,
+            fetched=tuple(fetched),
+        )
+        fold = fold_status(spec, status, observation, memory.ledger, memory.last_heard)
+        await self._write(cluster, body, memory, fold)
+        memory.ledger = fold.ledger
+        self.folds += 1
+        metrics.FOLDS.inc()
+        post_events(body, [*events, *fold.events])
+        if fold.completed:
+            await asyncio.to_thread(
+                apply_desired,
+                runtime.kube,
+                desired_for(runtime, cluster, spec, statefulset, completed=True),
+            )
+
+    async def _fetch(
+        self,
+        cluster: ClusterRef,
+        memory: ClusterMemory,
+        states: tuple[PodState, ...],
+        spec: CompressionClusterSpec,
+    ) -> list[Any]:
+        if not any(pod.ip for pod in states):
+            return []
+        if memory.key is None or time.monotonic() - memory.key_read_at > KEY_CACHE_SECONDS:
+            memory.key = await asyncio.to_thread(
+                self.runtime.kube.read_secret_field,
+                cluster.namespace,
+                cluster.key_secret,
+                SECRET_KEY_FIELD,
+            )
+            memory.key_read_at = time.monotonic()
+        if memory.key is None:
+            return []
+        return await self.client.fetch_all(
+            states, memory.key, spec.workers, report_timeout(spec.status_interval_seconds)
+        )
+
+    async def _write(
+        self, cluster: ClusterRef, body: Mapping[str, Any], memory: ClusterMemory, fold: Fold
+    ) -> None:
+        if not changes(body.get("status") or {}, fold.patch):
+            return
+        written = await asyncio.to_thread(
+            self.runtime.kube.patch_cluster_status, cluster.namespace, cluster.name, fold.patch
+        )
+        memory.written = written
+        oldest = fold.patch.get("reporting", {}).get("oldestReportAt")
+        if oldest:
+            lag = time.time() - datetime.fromisoformat(oldest.replace("Z", "+00:00")).timestamp()
+            metrics.FOLD_LAG_SECONDS.observe(max(0.0, lag))
+
+    def _ensure_stopped(
+        self,
+        cluster: ClusterRef,
+        spec: CompressionClusterSpec,
+        statefulset: Mapping[str, Any] | None,
+    ) -> None:
+        if statefulset and int((statefulset.get("spec") or {}).get("replicas", 0)) > 0:
+            apply_desired(
+                self.runtime.kube,
+                desired_for(self.runtime, cluster, spec, statefulset, completed=True),
+            )
+
+
+def _refused(problems: Iterable[Any]) -> bool:
+    return any(problem.reason == Reason.UNSAFE_SYSCTLS for problem in problems)
+
+
+#: Fields whose change alone is not worth a write (they move on every fold).
+_VOLATILE = frozenset({"reporting"})
+
+
+def changes(current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
+    """Whether the patch would change anything users read (condition times aside)."""
+    for key, value in patch.items():
+        if key in _VOLATILE:
+            continue
+        if key == "conditions":
+            if _without_times(current.get(key)) != _without_times(value):
+                return True
+        elif current.get(key) != value:
+            return True
+    return False
+
+
+def _without_times(conditions: Any) -> list[dict[str, Any]]:
+    return [
+        {k: v for k, v in item.items() if k != "lastTransitionTime"} for item in conditions or []
+    ]

@@ -1,0 +1,119 @@
+"""Pulls the workers' reports: one signed GET per worker, concurrent but bounded.
+
+Every failure becomes a `Fetched` with a reason (unreachable, or a bad report); nothing
+raises to the caller, so one hanging or lying worker never holds up the others' fold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+
+import aiohttp
+from pydantic import ValidationError
+
+from w5xde.contract import auth
+from w5xde.contract.endpoints import METRICS_PORT, REPORT_PATH, WORKERS_PARAMETER
+from w5xde.contract.report import WorkerReport
+from w5xde.operator.observation import Fetched, FetchError, PodState
+
+#: A report is a few hundred bytes; anything much larger is not a report.
+MAX_REPORT_BYTES = 64 * 1024
+#: Reports fetched at once, over all clusters (each is a short HTTP request).
+DEFAULT_CONCURRENCY = 64
+
+
+def report_timeout(interval_seconds: float) -> float:
+    """Per request: long enough for a busy worker, short enough to fold within the interval."""
+    return max(1.0, min(5.0, interval_seconds / 2))
+
+
+class ReportClient:
+    """Owns one aiohttp session and the concurrency bound; use inside the operator's loop."""
+
+    def __init__(self, concurrency: int = DEFAULT_CONCURRENCY, port: int = METRICS_PORT) -> None:
+        self._limit = asyncio.Semaphore(concurrency)
+        self._port = port
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=0, force_close=True)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    async def fetch_all(
+        self,
+        pods: Iterable[PodState],
+        cluster_key: bytes,
+        workers: int,
+        timeout_seconds: float,
+    ) -> list[Fetched]:
+        key = auth.report_key(cluster_key)
+        return list(
+            await asyncio.gather(
+                *(self.fetch(pod, key, workers, timeout_seconds) for pod in pods if pod.ip)
+            )
+        )
+
+    async def fetch(
+        self, pod: PodState, key: bytes, workers: int, timeout_seconds: float
+    ) -> Fetched:
+        target = f"{REPORT_PATH}?{WORKERS_PARAMETER}={workers}"
+        host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
+        nonce = auth.new_nonce()
+        headers = {
+            auth.AUTHORIZATION_HEADER: auth.authorization(key, "GET", target, time.time(), nonce)
+        }
+        timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        try:
+            async with (
+                self._limit,
+                self._client().get(
+                    f"http://{host}:{self._port}{target}",
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                ) as response,
+            ):
+                body = await response.content.read(MAX_REPORT_BYTES + 1)
+                signature = response.headers.get(auth.SIGNATURE_HEADER)
+                status = response.status
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            return Fetched(pod.name, error=FetchError.UNREACHABLE, message=_describe(error))
+        if status != 200:
+            return Fetched(pod.name, error=FetchError.BAD_REPORT, message=f"HTTP {status}")
+        if len(body) > MAX_REPORT_BYTES:
+            return Fetched(pod.name, error=FetchError.BAD_REPORT, message="report too large")
+        try:
+            auth.verify_response(key, nonce, body, signature)
+        except auth.AuthError as error:
+            return Fetched(pod.name, error=FetchError.BAD_REPORT, message=str(error))
+        try:
+            report = WorkerReport.model_validate_json(body)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "report"
+            return Fetched(
+                pod.name, error=FetchError.BAD_REPORT, message=f"{where}: {first['msg']}"
+            )
+        if report.name != pod.name:
+            return Fetched(
+                pod.name,
+                error=FetchError.BAD_REPORT,
+                message=f"report names {report.name!r}, not the pod",
+            )
+        return Fetched(pod.name, report=report)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    text = str(error) or type(error).__name__
+    return text[:200]

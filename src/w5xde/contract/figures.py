@@ -1,0 +1,144 @@
+"""The one fold of worker reports into cluster figures, for the operator and `w5xde local`.
+
+Pure and cheap (linear in the number of reports): the operator runs it once per
+cluster per interval over up to 1,000 reports.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from w5xde.api.v1alpha1 import Spread, Totals
+from w5xde.contract.report import WorkerReport
+
+
+@dataclass(frozen=True)
+class ClusterFigures:
+    """What a cluster moved: rates summed over workers, per-worker seconds averaged."""
+
+    throughput_bytes_per_second: float = 0.0
+    wire_bytes_per_second: float = 0.0
+    batches_per_second: float = 0.0
+    compression_ratio: float = 0.0
+    network_seconds: float = 0.0
+    compression_seconds: float = 0.0
+    memory_bytes: int = 0
+    spread: Spread = field(default_factory=Spread)
+    totals: Totals = field(default_factory=Totals)
+
+
+def compression_ratio(raw_bytes: float, wire_bytes: float) -> float:
+    """Raw over wire bytes, 2 decimals; 0 when nothing crossed the wire."""
+    return round(raw_bytes / wire_bytes, 2) if wire_bytes > 0 else 0.0
+
+
+def format_throughput(bytes_per_second: float) -> str:
+    """Decimal megabytes, the unit of the seed's figures ("212.4 MB/s")."""
+    return f"{bytes_per_second / 1e6:.1f} MB/s"
+
+
+def totals_of(reports: Iterable[WorkerReport]) -> Totals:
+    batches = raw = wire = lost = corrupt = resent = 0
+    for report in reports:
+        batches += report.batches
+        raw += report.raw_bytes
+        wire += report.wire_bytes
+        lost += report.lost_batches
+        corrupt += report.corrupt_batches
+        resent += report.resent_batches
+    return Totals(
+        batches=batches,
+        raw_bytes=raw,
+        wire_bytes=wire,
+        lost_batches=lost,
+        corrupt_batches=corrupt,
+        resent_batches=resent,
+    )
+
+
+def add_totals(left: Totals, right: Totals) -> Totals:
+    return Totals(
+        batches=left.batches + right.batches,
+        raw_bytes=left.raw_bytes + right.raw_bytes,
+        wire_bytes=left.wire_bytes + right.wire_bytes,
+        lost_batches=left.lost_batches + right.lost_batches,
+        corrupt_batches=left.corrupt_batches + right.corrupt_batches,
+        resent_batches=left.resent_batches + right.resent_batches,
+    )
+
+
+def at_least(floor: Totals, value: Totals) -> Totals:
+    """Field-wise maximum: how `totals` is kept from ever going backwards."""
+    return Totals(
+        batches=max(floor.batches, value.batches),
+        raw_bytes=max(floor.raw_bytes, value.raw_bytes),
+        wire_bytes=max(floor.wire_bytes, value.wire_bytes),
+        lost_batches=max(floor.lost_batches, value.lost_batches),
+        corrupt_batches=max(floor.corrupt_batches, value.corrupt_batches),
+        resent_batches=max(floor.resent_batches, value.resent_batches),
+    )
+
+
+def minus_floored(left: Totals, right: Totals) -> Totals:
+    """Field-wise `left - right`, never below zero."""
+    return Totals(
+        batches=max(0, left.batches - right.batches),
+        raw_bytes=max(0, left.raw_bytes - right.raw_bytes),
+        wire_bytes=max(0, left.wire_bytes - right.wire_bytes),
+        lost_batches=max(0, left.lost_batches - right.lost_batches),
+        corrupt_batches=max(0, left.corrupt_batches - right.corrupt_batches),
+        resent_batches=max(0, left.resent_batches - right.resent_batches),
+    )
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of already sorted values; 0 for none."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, min(len(sorted_values), math.ceil(fraction * len(sorted_values))))
+    return sorted_values[rank - 1]
+
+
+def spread_of(rates: Iterable[float]) -> Spread:
+    ordered = sorted(rates)
+    if not ordered:
+        return Spread()
+    return Spread(
+        min_bytes_per_second=round(ordered[0], 1),
+        p50_bytes_per_second=round(percentile(ordered, 0.5), 1),
+        max_bytes_per_second=round(ordered[-1], 1),
+    )
+
+
+def fold_reports(reports: Sequence[WorkerReport]) -> ClusterFigures:
+    """Live figures from fresh reports: rates of their last interval, counters summed."""
+    count = len(reports)
+    if count == 0:
+        return ClusterFigures()
+    throughput = sum(report.throughput_bytes_per_second for report in reports)
+    wire = sum(report.wire_bytes_per_second for report in reports)
+    return ClusterFigures(
+        throughput_bytes_per_second=round(throughput, 1),
+        wire_bytes_per_second=round(wire, 1),
+        batches_per_second=round(sum(report.batches_per_second for report in reports), 1),
+        compression_ratio=compression_ratio(throughput, wire),
+        network_seconds=round(sum(report.network_seconds for report in reports) / count, 2),
+        compression_seconds=round(sum(report.compression_seconds for report in reports) / count, 2),
+        memory_bytes=max(report.rss_bytes for report in reports),
+        spread=spread_of(report.throughput_bytes_per_second for report in reports),
+        totals=totals_of(reports),
+    )
+
+
+def run_averages(totals: Totals, seconds: float) -> ClusterFigures:
+    """A finished run's figures: its counters over its length, not the idle last interval."""
+    seconds = seconds if seconds > 0 else 1.0
+    return ClusterFigures(
+        throughput_bytes_per_second=round(totals.raw_bytes / seconds, 1),
+        wire_bytes_per_second=round(totals.wire_bytes / seconds, 1),
+        batches_per_second=round(totals.batches / seconds, 1),
+        compression_ratio=compression_ratio(totals.raw_bytes, totals.wire_bytes),
+        totals=totals,
+    )

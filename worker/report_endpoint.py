@@ -1,0 +1,94 @@
+"""The worker's report endpoint: the operator pulls `GET /report?workers=N` from here.
+
+The request must carry the operator's HMAC signature (see `w5xde.contract.auth`); the
+answer is the WorkerReport as JSON, signed back with the request's nonce.  The
+`workers` parameter carries the cluster's current `spec.workers`, so `kubectl scale`
+reaches running workers on this same channel: workers hold no Kubernetes credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
+
+from w5xde.api.v1alpha1 import MAX_WORKERS
+from w5xde.contract import auth
+from w5xde.contract.endpoints import REPORT_PATH, WORKERS_PARAMETER
+from w5xde.contract.report import WorkerReport
+
+log = logging.getLogger("w5xde.worker")
+
+#: Refused requests are logged at most this often, with a count.
+REFUSAL_LOG_EVERY_S = 30.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
+
+
+class ReportEndpoint:
+    """Answers report requests; thread-safe (the HTTP server calls it from many threads)."""
+
+    def __init__(
+        self,
+        cluster_key: bytes,
+        report: Callable[[], WorkerReport],
+        resize: Callable[[int], None],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._key = auth.report_key(cluster_key)
+        self._report = report
+        self._resize = resize
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.served = 0
+        self.refused = 0
+        self._refused_since_log = 0
+        self._last_refusal_log = 0.0
+
+    def answer(self, method: str, target: str, authorization: str | None) -> Answer:
+        try:
+            nonce = auth.verify_authorization(
+                self._key, authorization, method, target, self._clock()
+            )
+        except auth.AuthError as error:
+            self._count_refusal(str(error))
+            return Answer(401, b'{"error":"unauthorized"}')
+        query = parse_qs(urlsplit(target).query)
+        workers_text = (query.get(WORKERS_PARAMETER) or [""])[0]
+        if workers_text:
+            if not workers_text.isdigit() or not 1 <= int(workers_text) <= MAX_WORKERS:
+                return Answer(400, b'{"error":"workers must be an integer in 1..%d"}' % MAX_WORKERS)
+            try:
+                self._resize(int(workers_text))
+            except Exception:  # a resize bug must not stop the reports
+                log.exception("resize to %s workers failed", workers_text)
+        body = self._report().model_dump_json(by_alias=True).encode()
+        with self._lock:
+            self.served += 1
+        signature = auth.response_signature(self._key, nonce, body)
+        return Answer(200, body, {auth.SIGNATURE_HEADER: signature})
+
+    def _count_refusal(self, reason: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.refused += 1
+            self._refused_since_log += 1
+            if now - self._last_refusal_log < REFUSAL_LOG_EVERY_S:
+                return
+            count, self._refused_since_log = self._refused_since_log, 0
+            self._last_refusal_log = now
+        log.warning("refused %d report request(s) in the last interval: %s", count, reason)
+
+
+def is_report_path(target: str) -> bool:
+    return urlsplit(target).path == REPORT_PATH
