@@ -23,3 +23,18 @@ worker-test: install worker-tools ## the worker's tests: unit, local end to end,
 
 bench: install worker-tools ## w5xde against zstd|nc and the codec ceiling; table + $(BENCH_OUT)
 	$(BIN)/python bench/bench_worker.py --json $(BENCH_OUT)
+
+KWOK_VERSION := v0.8.0
+# KWOK (sigs.k8s.io/kwok) keeps simulated nodes and pods alive for the reporting benchmark.
+KWOK_DIR := $(W5XDE_CACHE)/kwok/$(KWOK_VERSION)
+KWOK_BIN := $(KWOK_DIR)/kwok
+
+$(KWOK_BIN):
+	@command -v go >/dev/null || { echo "bench-status: Go is required to build kwok" >&2; exit 2; }
+	rm -rf "$(KWOK_DIR).tmp" && mkdir -p "$(KWOK_DIR).tmp"
+	GOBIN="$(KWOK_DIR).tmp" go install sigs.k8s.io/kwok/cmd/kwok@$(KWOK_VERSION)
+	rm -rf "$(KWOK_DIR)" && mv "$(KWOK_DIR).tmp" "$(KWOK_DIR)"
+
+.PHONY: bench-status
+bench-status: install testbed-bin $(KWOK_BIN) ## reporting at 10/100/1000 simulated workers on the real API server; table + bench/status-results.json
+	$(BIN)/python bench/bench_status.py --kwok $(KWOK_BIN) --json bench/status-results.json $(BENCH_STATUS_ARGS)

@@ -59,8 +59,13 @@ def isoformat(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def precise_isoformat(moment: datetime) -> str:
+    """RFC 3339 with milliseconds: report ages are measured in fractions of a second."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 def epoch_isoformat(seconds: float) -> str:
-    return isoformat(datetime.fromtimestamp(seconds, UTC))
+    return precise_isoformat(datetime.fromtimestamp(seconds, UTC))
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -143,7 +148,7 @@ def fold_status(
             for item in notable_workers(pods, reports, failures, stale)
         ],
         "reporting": ReportingStatus(
-            folded_at=isoformat(now),
+            folded_at=precise_isoformat(now),
             workers_reporting=len(reports),
             workers_failing=len(failures),
             oldest_report_at=(

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import base64
+import json
 import urllib.request
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from w5xde.worker.status_publisher import StatusPublisher
 
-from w5xde.api.v1alpha1 import GROUP, PLURAL, VERSION, WorkerReport
-from w5xde.worker.config import StatusTarget
+from w5xde.api.v1alpha1 import GROUP, PLURAL, VERSION
 
 from .conftest import OperatorProcess, apply_cluster, get_json
 
@@ -20,8 +19,6 @@ pytestmark = pytest.mark.testbed
 
 OWNED = [
     ("serviceaccount", "demo-worker"),
-    ("role", "demo-worker"),
-    ("rolebinding", "demo-worker"),
     ("secret", "demo-key"),
     ("service", "demo"),
     ("statefulset", "demo"),
@@ -104,9 +101,25 @@ def _token_client(testbed: Any, namespace: str, account: str) -> client.ApiClien
     return client.ApiClient(configuration)
 
 
-def test_worker_rbac_allows_its_own_status_and_nothing_else(
+def test_a_worker_holds_no_token_and_a_stolen_one_can_change_nothing(
     testbed: Any, namespace: str, operator: OperatorProcess
 ) -> None:
+    # What an earlier version gave its workers: a Role to patch the cluster status.
+    for kind, body in (
+        ("Role", {"rules": [{"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"],
+                             "verbs": ["get", "patch"]}]}),
+        ("RoleBinding", {"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                     "name": "demo-worker"},
+                         "subjects": [{"kind": "ServiceAccount", "name": "demo-worker",
+                                       "namespace": namespace}]}),
+    ):  # fmt: skip
+        manifest = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": kind,
+            "metadata": {"name": "demo-worker", "namespace": namespace},
+            **body,
+        }
+        testbed.kubectl("apply", "-f", "-", input=json.dumps(manifest))
     for name in ("demo", "other"):
         apply_cluster(
             testbed,
@@ -115,34 +128,43 @@ def test_worker_rbac_allows_its_own_status_and_nothing_else(
             {"workers": 1, "workload": {"rateLimitBytesPerSecond": 100_000}},
         )
     testbed.wait_for(
-        lambda: _exists(testbed, namespace, "rolebinding", "demo-worker"),
+        lambda: _exists(testbed, namespace, "serviceaccount", "demo-worker"),
         60,
-        f"the worker RoleBinding\n{operator.log()}",
+        f"the worker ServiceAccount\n{operator.log()}",
     )
+    # The operator removed the permissions the old version granted.
+    for kind in ("rolebinding", "role"):
+        testbed.wait_for(
+            lambda kind=kind: not _exists(testbed, namespace, kind, "demo-worker"),
+            60,
+            f"the retired worker {kind} removed\n{operator.log()}",
+        )
+    account = get_json(testbed, "-n", namespace, "serviceaccount", "demo-worker")
+    assert account["automountServiceAccountToken"] is False
+    testbed.wait_for(
+        lambda: _exists(testbed, namespace, "pod", "demo-0"), 60, "the worker pod demo-0"
+    )
+    pod = get_json(testbed, "-n", namespace, "pod", "demo-0")["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    # The API server injects no token volume into the pod.
+    assert not [v for v in pod.get("volumes", []) if "serviceAccountToken" in json.dumps(v)]
+
+    # Even a token minted for the worker account (stolen, say) can change nothing.
     api = _token_client(testbed, namespace, "demo-worker")
-
-    seen: list[int] = []
-    publisher = StatusPublisher(
-        StatusTarget(namespace=namespace, cluster="demo", interval_seconds=1),
-        "demo-7",
-        lambda: WorkerReport(node="n1", batches=42),
-        seen.append,
-        api_client_factory=lambda: api,
-    )
-    assert publisher.publish_once(), "the worker could not patch its own cluster's status"
-    assert seen == [1]  # spec.workers, read from the patch response
-    assert publisher.published == 1
-    # (The entry itself is dropped by the operator's next fold: there is no pod demo-7.)
-
     custom = client.CustomObjectsApi(api)
+    merge = "application/merge-patch+json"
     denied = [
         lambda: custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, "other", {"status": {"workers": {}}},
-            _content_type="application/merge-patch+json",
+            GROUP, VERSION, namespace, PLURAL, "demo", {"status": {"phase": "Completed"}},
+            _content_type=merge,
+        ),
+        lambda: custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, "other",
+            {"status": {"totals": {"batches": 10**9}}}, _content_type=merge,
         ),
         lambda: custom.patch_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, "demo", {"spec": {"workers": 9}},
-            _content_type="application/merge-patch+json",
+            _content_type=merge,
         ),
         lambda: custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "demo"),
         lambda: custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL),

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from w5xde.api.v1alpha1 import CompressionClusterSpec
-from w5xde.api.v1alpha1 import CompressionClusterStatus
+from w5xde.api.v1alpha1 import CompressionClusterSpec, CompressionClusterStatus
 from w5xde.operator.fold_loop import changes
 from w5xde.operator.handlers import _change_events, _invalid_spec
 from w5xde.operator.reconcile import OperatorContext, desired_state

@@ -17,8 +17,8 @@ from w5xde.contract.figures import format_throughput
 from w5xde.contract.report import WorkerReport
 from w5xde.operator.ledger import Ledger
 from w5xde.operator.observation import (
-    FetchError,
     Fetched,
+    FetchError,
     Observation,
     PodState,
     Problem,
@@ -143,7 +143,8 @@ def test_sums_ratio_spread_and_per_worker_means() -> None:
         "resentBatches": 1,
     }
     assert patch["reporting"]["workersReporting"] == 2
-    assert patch["reporting"]["oldestReportAt"] == isoformat(NOW - timedelta(seconds=2))
+    assert patch["reporting"]["oldestReportAt"] == "2026-01-01T11:59:58.000Z"
+    assert patch["reporting"]["foldedAt"] == "2026-01-01T12:00:00.000Z"
     assert patch["ready"] == "2/2"
     assert patch["phase"] == "Running"
     assert "workers" not in patch

@@ -1,0 +1,54 @@
+"""The report channel's HMAC: what it accepts, and each thing it must refuse."""
+
+from __future__ import annotations
+
+import pytest
+
+from w5xde.contract import auth
+
+KEY = auth.report_key(b"cluster-key-0123456789")
+NOW = 1_800_000_000.0
+
+
+def _header(target: str = "/report?workers=4", at: float = NOW, key: bytes = KEY) -> str:
+    return auth.authorization(key, "GET", target, at, "nonce-1")
+
+
+def test_a_signed_request_is_accepted_and_yields_its_nonce() -> None:
+    assert auth.verify_authorization(KEY, _header(), "GET", "/report?workers=4", NOW) == "nonce-1"
+
+
+@pytest.mark.parametrize(
+    ("header", "target", "now", "needle"),
+    [
+        (None, "/report?workers=4", NOW, "no Authorization"),
+        ("Bearer abc", "/report?workers=4", NOW, "scheme"),
+        (_header(), "/report?workers=9", NOW, "bad request signature"),  # tampered target
+        (_header(key=auth.report_key(b"another-key-0123456")), "/report?workers=4", NOW, "bad"),
+        (_header(at=NOW - 61), "/report?workers=4", NOW, "more than 60 s"),  # replayed later
+        (_header().replace("ts=", "ts=x"), "/report?workers=4", NOW, "not a number"),
+    ],
+)
+def test_forged_tampered_or_stale_requests_are_refused(
+    header: str | None, target: str, now: float, needle: str
+) -> None:
+    with pytest.raises(auth.AuthError, match=needle):
+        auth.verify_authorization(KEY, header, "GET", target, now)
+
+
+def test_the_report_key_is_not_the_cluster_key() -> None:
+    # A report signature must never double as a data-plane handshake proof.
+    assert auth.report_key(b"cluster-key-0123456789") != b"cluster-key-0123456789"
+
+
+def test_responses_are_bound_to_the_nonce_and_the_body() -> None:
+    body = b'{"name":"d-0","batches":5}'
+    signature = auth.response_signature(KEY, "n1", body)
+    auth.verify_response(KEY, "n1", body, signature)
+    for nonce, payload, sig in (
+        ("n2", body, signature),  # a replay of another request's answer
+        ("n1", body.replace(b"5", b"6"), signature),  # a rewritten report
+        ("n1", body, None),
+    ):
+        with pytest.raises(auth.AuthError):
+            auth.verify_response(KEY, nonce, payload, sig)
