@@ -151,7 +151,9 @@ class Kube:
         try:
             deleters[kind](name, namespace, _preload_content=False)
         except ApiException as error:
-            if error.status == 404:
+            if error.status in (403, 404):
+                # 403: RBAC that never allowed it (a chart without the rule) — the old
+                # object is then harmless leftovers, not a reason to fail a reconcile.
                 return False
             raise
         return True
