@@ -205,10 +205,14 @@ class StatusWatcher(threading.Thread):
 
 
 def start_kwok(kwok: str, log: Path) -> subprocess.Popen[bytes]:
+    stages = sorted(str(path) for path in (Path(kwok).parent / "stages").glob("*.yaml"))
+    if not stages:
+        raise RuntimeError(f"no kwok stages next to {kwok}: rebuild it with `make bench-status`")
     process = subprocess.Popen(
         [kwok, f"--kubeconfig={ADMIN_KUBECONFIG}", "--manage-all-nodes=false",
          "--manage-nodes-with-label-selector=type=kwok", f"--cidr={KWOK_POD_CIDR}",
-         f"--node-ip={KWOK_NODE_IP}", "--server-address="],
+         f"--node-ip={KWOK_NODE_IP}", "--server-address=",
+         *(f"--config={stage}" for stage in stages)],
         stdout=log.open("w"), stderr=subprocess.STDOUT, env=env(),
     )  # fmt: skip
     for index in range(KWOK_NODES):

@@ -33,6 +33,13 @@ $(KWOK_BIN):
 	@command -v go >/dev/null || { echo "bench-status: Go is required to build kwok" >&2; exit 2; }
 	rm -rf "$(KWOK_DIR).tmp" && mkdir -p "$(KWOK_DIR).tmp"
 	GOBIN="$(KWOK_DIR).tmp" go install sigs.k8s.io/kwok/cmd/kwok@$(KWOK_VERSION)
+	@# kwok ships its node and pod lifecycles ("stages") as YAML in its module: keep
+	@# the ones the benchmark uses next to the binary.
+	stages="$$(go env GOMODCACHE)/sigs.k8s.io/kwok@$(KWOK_VERSION)/kustomize/stage" && \
+		mkdir -p "$(KWOK_DIR).tmp/stages" && \
+		cp "$$stages/node/fast/node-initialize.yaml" "$$stages/node/heartbeat/node-heartbeat.yaml" \
+			"$$stages/pod/fast/pod-ready.yaml" "$$stages/pod/fast/pod-complete.yaml" \
+			"$$stages/pod/fast/pod-delete.yaml" "$(KWOK_DIR).tmp/stages/"
 	rm -rf "$(KWOK_DIR)" && mv "$(KWOK_DIR).tmp" "$(KWOK_DIR)"
 
 .PHONY: bench-status

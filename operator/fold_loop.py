@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from w5xde.api.v1alpha1 import CompressionClusterSpec, Phase
 from w5xde.operator import metrics
-from w5xde.operator.apply import Runtime, apply_desired, desired_for, post_events
+from w5xde.operator.apply import Runtime, apply_desired, desired_for
 from w5xde.operator.ledger import Ledger
 from w5xde.operator.observation import Event, Observation, PodState, Reason
 from w5xde.operator.observe import pod_states, statefulset_state
@@ -252,7 +252,7 @@ class FoldLoop:
         memory.ledger = fold.ledger
         self.folds += 1
         metrics.FOLDS.inc()
-        post_events(body, [*events, *fold.events])
+        await self._post_events(body, [*events, *fold.events])
         if fold.completed:
             await asyncio.to_thread(
                 apply_desired,
@@ -296,6 +296,18 @@ class FoldLoop:
         if oldest:
             lag = time.time() - datetime.fromisoformat(oldest.replace("Z", "+00:00")).timestamp()
             metrics.FOLD_LAG_SECONDS.observe(max(0.0, lag))
+
+    async def _post_events(self, body: Mapping[str, Any], events: list[Event]) -> None:
+        for event in events:
+            metrics.EVENTS.labels(reason=event.reason).inc()
+            try:
+                await asyncio.to_thread(
+                    self.runtime.kube.post_event, body, event.type, event.reason, event.message
+                )
+            except ApiException as error:  # an Event is worth a try, not a failed fold
+                logger.warning(
+                    "cannot post Event %s: %s %s", event.reason, error.status, error.reason
+                )
 
     def _ensure_stopped(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
@@ -157,6 +158,41 @@ class Kube:
                 return False
             raise
         return True
+
+    def post_event(
+        self, regarding: Mapping[str, Any], type: str, reason: str, message: str
+    ) -> None:
+        """A core/v1 Event about a CompressionCluster, as `kubectl describe` shows them.
+
+        The fold loop runs outside kopf's handlers, where kopf's own event queue is not
+        available, so it posts through the API directly.
+        """
+        metadata = regarding["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body: Any = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "generateName": f"{metadata['name']}.",
+                "namespace": metadata["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": regarding.get("apiVersion") or f"{GROUP}/{VERSION}",
+                "kind": regarding.get("kind") or "CompressionCluster",
+                "name": metadata["name"],
+                "namespace": metadata["namespace"],
+                "uid": metadata.get("uid"),
+            },
+            "type": type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self.core.create_namespaced_event(metadata["namespace"], body, _preload_content=False)
 
     def server_version(self) -> tuple[str, str]:
         info = self.version.get_code()

@@ -236,6 +236,13 @@ def test_bounded_run_completes_keeps_figures_and_scales_to_zero(
     assert kept["phase"] == "Completed"
     assert kept["totals"] == status["totals"]
     assert kept["completedAt"] == status["completedAt"]
+    # Posted by the fold loop itself (outside kopf's handlers), for `kubectl describe`.
+    reasons = testbed.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=short",
+        "-o", "jsonpath={.items[*].reason}",
+    ).stdout.split()  # fmt: skip
+    assert "Completed" in reasons
+    assert "Running" in reasons
 
 
 def test_no_tuned_node_degrades_instead_of_pending_silently(
