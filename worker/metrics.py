@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from w5xde.contract import auth
 from w5xde.worker.report_endpoint import ReportEndpoint, is_report_path
 from w5xde.worker.runtime import Worker, current_rss_bytes
 
@@ -114,7 +115,9 @@ class MetricsServer:
                     up = ready()
                     self._answer(200 if up else 503, b"ready\n" if up else b"not ready\n")
                 elif report is not None and is_report_path(self.path):
-                    answer = report.answer("GET", self.path, self.headers.get("Authorization"))
+                    answer = report.answer(
+                        "GET", self.path, self.headers.get(auth.AUTHORIZATION_HEADER)
+                    )
                     self._answer(answer.status, answer.body, answer.content_type, answer.headers)
                 else:
                     self._answer(404, b"not found\n")

@@ -21,7 +21,7 @@ def test_a_signed_request_is_accepted_and_yields_its_nonce() -> None:
 @pytest.mark.parametrize(
     ("header", "target", "now", "needle"),
     [
-        (None, "/report?workers=4", NOW, "no Authorization"),
+        (None, "/report?workers=4", NOW, "no X-W5XDE-Authorization"),
         ("Bearer abc", "/report?workers=4", NOW, "scheme"),
         (_header(), "/report?workers=9", NOW, "bad request signature"),  # tampered target
         (_header(key=auth.report_key(b"another-key-0123456")), "/report?workers=4", NOW, "bad"),

@@ -136,7 +136,7 @@ class _Liar(BaseHTTPRequestHandler):
     key = KEY
 
     def do_GET(self) -> None:
-        header = self.headers.get("Authorization", "")
+        header = self.headers.get(auth.AUTHORIZATION_HEADER, "")
         nonce = dict(p.partition("=")[::2] for p in header.split(" ", 1)[1].split(","))["nonce"]
         signature = auth.response_signature(auth.report_key(self.key), nonce, self.body)
         self.send_response(200)

@@ -14,7 +14,9 @@ import hmac
 import secrets
 
 SCHEME = "W5XDE-HMAC-SHA256"
-AUTHORIZATION_HEADER = "Authorization"
+#: Not `Authorization`: the API server strips that one when it proxies (`kubectl w5xde
+#: status --workers` reaches workers through the pod proxy).
+AUTHORIZATION_HEADER = "X-W5XDE-Authorization"
 SIGNATURE_HEADER = "X-W5XDE-Signature"
 #: Requests older or newer than this are refused (clock skew plus transit).
 MAX_SKEW_SECONDS = 60.0
@@ -39,7 +41,7 @@ def new_nonce() -> str:
 
 
 def authorization(key: bytes, method: str, target: str, timestamp: float, nonce: str) -> str:
-    """The `Authorization` header value for a request to `target` (path and query)."""
+    """The `X-W5XDE-Authorization` header value for a request to `target` (path and query)."""
     stamp = f"{timestamp:.3f}"
     digest = _request_digest(key, method, target, stamp, nonce)
     return f"{SCHEME} ts={stamp},nonce={nonce},sig={digest}"
@@ -50,7 +52,7 @@ def verify_authorization(
 ) -> str:
     """The request's nonce if `header` signs this request within the skew; else AuthError."""
     if not header:
-        raise AuthError("no Authorization header")
+        raise AuthError(f"no {AUTHORIZATION_HEADER} header")
     scheme, _, params = header.partition(" ")
     if scheme != SCHEME:
         raise AuthError(f"authorization scheme must be {SCHEME}")
