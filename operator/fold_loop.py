@@ -212,6 +212,13 @@ class FoldLoop:
         runtime = self.runtime
         if status.phase is Phase.COMPLETED and status.observed_generation >= generation:
             await asyncio.to_thread(self._ensure_stopped, cluster, spec, statefulset)
+            # The figures are kept; READY follows the pods as they go (0/N when gone).
+            ready = sum(1 for pod in pod_states(pods) if pod.ready)
+            patch = {"ready": f"{ready}/{spec.workers}", "readyWorkers": ready}
+            if changes(body.get("status") or {}, patch):
+                memory.written = await asyncio.to_thread(
+                    runtime.kube.patch_cluster_status, cluster.namespace, cluster.name, patch
+                )
             return
 
         problems, fatal = spec_problems(spec, runtime.context)

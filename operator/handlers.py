@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from w5xde.api.v1alpha1 import (
+    CONDITION_MESSAGE_MAX,
     GROUP,
     PLURAL,
     VERSION,
@@ -210,10 +211,12 @@ def _invalid_spec(
         f"spec.{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
         for item in error.errors()
     )
-    degraded = condition(
-        ConditionType.DEGRADED, True, Reason.INVALID_SPEC, message, cluster.generation
-    )
-    merged = merge_conditions(status.conditions, [degraded], isoformat(datetime.now(UTC)))
+    message = message[:CONDITION_MESSAGE_MAX]
+    current = [
+        condition(kind, True, Reason.INVALID_SPEC, message, cluster.generation)
+        for kind in (ConditionType.DEGRADED, ConditionType.FAILED)
+    ]
+    merged = merge_conditions(status.conditions, current, isoformat(datetime.now(UTC)))
     patch = {
         "observedGeneration": cluster.generation,
         "phase": Phase.FAILED.value,

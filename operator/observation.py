@@ -30,6 +30,9 @@ class Reason(StrEnum):
     STARTING = "Starting"
     STABLE = "Stable"
     AS_SPECIFIED = "AsSpecified"
+    RUN_FINISHED = "RunFinished"
+    RUN_IN_PROGRESS = "RunInProgress"
+    UNBOUNDED = "Unbounded"
 
 
 @dataclass(frozen=True)

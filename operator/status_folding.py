@@ -8,24 +8,40 @@ and at most ten notable workers.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from w5xde.api.v1alpha1 import (
+    MAX_KEPT_RUNS,
     MAX_NOTABLE_WORKERS,
     CompressionClusterSpec,
     CompressionClusterStatus,
     ConditionType,
+    Interval,
     NotableReason,
     NotableWorker,
     Phase,
     ReportingStatus,
+    RunOutcome,
+    RunState,
+    RunSummary,
+    Spread,
+    Totals,
     parse_duration,
 )
-from w5xde.contract.figures import ClusterFigures, fold_reports, format_throughput, run_averages
+from w5xde.contract.figures import (
+    ClusterFigures,
+    fold_reports,
+    format_throughput,
+    minus_floored,
+    run_averages,
+)
 from w5xde.contract.report import WorkerReport
+from w5xde.contract.statistics import SampleStats
 from w5xde.operator.conditions import condition, is_true, merge_conditions
 from w5xde.operator.ledger import Ledger
 from w5xde.operator.observation import (
@@ -107,15 +123,38 @@ def fold_status(
         if pod.ip and name not in reported and is_stale(last_heard.get(name), now, interval)
     )
     ready_workers = sum(1 for pod in pods.values() if pod.ready and pod.name not in stale)
+    published_before = ledger.totals
     ledger = ledger.advance(reports, pods.keys())
 
-    started_at = status.started_at
+    run, kept = _current_run(spec, status, observation, published_before)
+    started_at = run.started_at
     if started_at is None and ready_workers > 0:
         started_at = isoformat(now)
     completed = _run_is_over(spec, started_at, now, reports, pods)
     figures = fold_reports(reports)
+    run = run.model_copy(
+        update={
+            "started_at": started_at,
+            "workers": max(run.workers, len(reports)),
+            "nodes": max(run.nodes, len({report.node for report in reports if report.node})),
+        }
+    )
+    if started_at is not None and reports and not completed:
+        run = run.model_copy(
+            update={
+                "throughput_samples": run.throughput_samples.add(
+                    figures.throughput_bytes_per_second
+                ),
+                "batches_per_second_samples": run.batches_per_second_samples.add(
+                    figures.batches_per_second
+                ),
+            }
+        )
     if completed:
-        figures = run_averages(ledger.totals, parse_duration(spec.duration) or 1.0)
+        seconds = parse_duration(spec.duration) or 1.0
+        figures = run_averages(minus_floored(ledger.totals, run.start_totals), seconds)
+        run = run.model_copy(update={"completed_at": isoformat(now)})
+        kept.append(summarize_run(run, RunOutcome.COMPLETED, figures, status.spread, seconds))
 
     problems = list(observation.problems)
     problems.extend(
@@ -155,6 +194,8 @@ def fold_status(
                 epoch_isoformat(min(report.generated_at for report in reports)) if reports else ""
             ),
         ).model_dump(mode="json", by_alias=True),
+        "run": run.model_dump(mode="json", by_alias=True),
+        "runs": [item.model_dump(mode="json", by_alias=True) for item in kept[-MAX_KEPT_RUNS:]],
         "conditions": [item.model_dump(mode="json", by_alias=True) for item in merged],
         "startedAt": started_at,
         "completedAt": isoformat(now) if completed else None,
@@ -162,6 +203,82 @@ def fold_status(
     events = _events(status, phase, problems, newly_stale, merged)
     return Fold(
         patch=patch, ledger=ledger, events=events, completed=completed, stale_workers=tuple(stale)
+    )
+
+
+def spec_digest(spec: CompressionClusterSpec) -> str:
+    """12 hex digits of the spec: runs compare only when these match."""
+    text = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _next_run_id(status: CompressionClusterStatus) -> str:
+    numbers = [0]
+    for run_id in [status.run.id, *(item.id for item in status.runs)]:
+        prefix, _, number = run_id.rpartition("-")
+        if prefix == "run" and number.isdigit():
+            numbers.append(int(number))
+    return f"run-{max(numbers) + 1}"
+
+
+def _current_run(
+    spec: CompressionClusterSpec,
+    status: CompressionClusterStatus,
+    observation: Observation,
+    published: Totals,
+) -> tuple[RunState, list[RunSummary]]:
+    """The run this fold belongs to, and the kept runs (the previous one closed if the
+    applied spec changed under it)."""
+    run = status.run
+    kept = list(status.runs)
+    if run.id and run.generation == observation.applied_generation:
+        return run, kept
+    if run.id and run.started_at and run.completed_at is None:
+        started = parse_time(run.started_at)
+        seconds = (observation.now - started).total_seconds() if started else 0.0
+        figures = run_averages(minus_floored(published, run.start_totals), seconds)
+        closed = run.model_copy(update={"completed_at": isoformat(observation.now)})
+        kept.append(summarize_run(closed, RunOutcome.SPEC_CHANGED, figures, status.spread, seconds))
+    fresh = RunState(
+        id=_next_run_id(status),
+        generation=observation.applied_generation,
+        spec_digest=spec_digest(spec),
+        start_totals=published,
+    )
+    return fresh, kept
+
+
+def summarize_run(
+    run: RunState, outcome: RunOutcome, figures: ClusterFigures, spread: Spread, seconds: float
+) -> RunSummary:
+    return RunSummary(
+        id=run.id,
+        generation=run.generation,
+        spec_digest=run.spec_digest,
+        outcome=outcome,
+        started_at=run.started_at,
+        completed_at=run.completed_at,
+        seconds=round(seconds, 1),
+        workers=run.workers,
+        nodes=run.nodes,
+        throughput_bytes_per_second=figures.throughput_bytes_per_second,
+        wire_bytes_per_second=figures.wire_bytes_per_second,
+        batches_per_second=figures.batches_per_second,
+        compression_ratio=figures.compression_ratio,
+        totals=figures.totals,
+        spread=spread,
+        throughput=interval_of(run.throughput_samples),
+        batches=interval_of(run.batches_per_second_samples),
+    )
+
+
+def interval_of(samples: SampleStats) -> Interval:
+    return Interval(
+        mean=round(samples.mean, 1),
+        ci95=round(samples.ci95, 1),
+        min=round(samples.min, 1),
+        max=round(samples.max, 1),
+        samples=samples.count,
     )
 
 
@@ -351,7 +468,29 @@ def _conditions(
         )
     else:
         degraded = condition(ConditionType.DEGRADED, False, Reason.AS_SPECIFIED, "", generation)
-    return [ready, progressing, degraded]
+    if phase is Phase.COMPLETED:
+        complete = condition(
+            ConditionType.COMPLETE, True, Reason.RUN_FINISHED, "the bounded run is over", generation
+        )
+    else:
+        complete = condition(
+            ConditionType.COMPLETE,
+            False,
+            Reason.RUN_IN_PROGRESS if spec.duration else Reason.UNBOUNDED,
+            f"runs for {spec.duration}" if spec.duration else "runs until deleted",
+            generation,
+        )
+    if observation.fatal is not None:
+        failed = condition(
+            ConditionType.FAILED,
+            True,
+            observation.fatal.reason,
+            observation.fatal.message,
+            generation,
+        )
+    else:
+        failed = condition(ConditionType.FAILED, False, Reason.AS_SPECIFIED, "", generation)
+    return [ready, progressing, degraded, complete, failed]
 
 
 def _events(

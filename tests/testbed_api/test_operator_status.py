@@ -219,7 +219,14 @@ def test_bounded_run_completes_keeps_figures_and_scales_to_zero(
         status = _status(testbed, namespace, "short")
         return status if status.get("phase") == "Completed" else None
 
-    status = testbed.wait_for(completed, 120, f"phase Completed\n{operator.log()}")
+    testbed.kubectl(
+        "wait", "-n", namespace, "--for=condition=Complete", "--timeout=120s", "cc/short"
+    )
+    status = testbed.wait_for(completed, 30, f"phase Completed\n{operator.log()}")
+    (run,) = status["runs"]
+    assert run["outcome"] == "Completed"
+    assert run["totals"] == status["totals"]  # the first run's figures are its own
+    assert run["throughput"]["samples"] >= 1
     assert status["completedAt"]
     assert status["totals"]["batches"] > 0
     assert status["throughputBytesPerSecond"] > 0
@@ -231,7 +238,10 @@ def test_bounded_run_completes_keeps_figures_and_scales_to_zero(
     testbed.wait_for(
         lambda: not get_json(testbed, "-n", namespace, "pods")["items"], 60, "the pods gone"
     )
-    # The loop keeps looking at the cluster; the kept figures must not move.
+    # The loop keeps looking at the cluster: READY follows the pods, figures stay.
+    testbed.wait_for(
+        lambda: _status(testbed, namespace, "short").get("ready") == "0/2", 30, "READY 0/2"
+    )
     kept = _status(testbed, namespace, "short")
     assert kept["phase"] == "Completed"
     assert kept["totals"] == status["totals"]

@@ -85,7 +85,9 @@ def test_status_round_trips_through_camel_case() -> None:
         "ready": "4/4",
         "readyWorkers": 4,
         "notableWorkers": [{"name": "demo-3", "node": "n2", "reason": "Slowest"}],
-        "conditions": [{"type": "Ready", "status": "True", "observedGeneration": 2}],
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "WorkersReady", "observedGeneration": 2}
+        ],
         "startedAt": None,
     }
     status = CompressionClusterStatus.model_validate(raw)

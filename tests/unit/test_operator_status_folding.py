@@ -7,10 +7,14 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from w5xde.api.v1alpha1 import (
     MAX_NOTABLE_WORKERS,
     CompressionClusterSpec,
     CompressionClusterStatus,
+    RunState,
+    RunSummary,
     Totals,
 )
 from w5xde.contract.figures import format_throughput
@@ -24,7 +28,7 @@ from w5xde.operator.observation import (
     Problem,
     StatefulSetState,
 )
-from w5xde.operator.status_folding import Fold, fold_status, isoformat, parse_status
+from w5xde.operator.status_folding import Fold, fold_status, isoformat, parse_status, spec_digest
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 ROLLED = StatefulSetState(4, 4, 4, "r1", "r1", up_to_date=True)
@@ -387,12 +391,18 @@ def test_degraded_event_is_posted_once() -> None:
     assert again.events == ()
 
 
+def _started(seconds_ago: float, **run: Any) -> CompressionClusterStatus:
+    """A status whose run (generation 2, as `_observe` applies) began `seconds_ago`."""
+    started = isoformat(NOW - timedelta(seconds=seconds_ago))
+    state = RunState(id="run-1", generation=2, started_at=started, **run)
+    return CompressionClusterStatus(started_at=started, run=state, observed_generation=2)
+
+
 def test_bounded_run_completes_once_every_worker_sent_its_final_report() -> None:
     spec = CompressionClusterSpec.model_validate(
         {"workers": 1, "duration": "60s", "statusIntervalSeconds": 5}
     )
-    started = isoformat(NOW - timedelta(seconds=61))
-    status = CompressionClusterStatus(started_at=started)
+    status = _started(61)
     figures = {"raw_bytes": 600_000_000, "wire_bytes": 200_000_000, "batches": 6000}
     still_sending = _fold(spec, _observe(_ready("d-0"), [_report("d-0", **figures)]), status)
     assert not still_sending.completed  # no final report yet, and within the grace
@@ -404,9 +414,16 @@ def test_bounded_run_completes_once_every_worker_sent_its_final_report() -> None
     assert fold.patch["batchesPerSecond"] == 100
     assert fold.patch["compressionRatio"] == 3
     assert _conditions(fold.patch)["Ready"]["reason"] == "Completed"
+    complete = _conditions(fold.patch)["Complete"]
+    assert (complete["status"], complete["reason"]) == ("True", "RunFinished")
+    assert complete["observedGeneration"] == 2
     assert [event.reason for event in fold.events] == ["Completed"]
+    (summary,) = fold.patch["runs"]
+    assert (summary["id"], summary["outcome"]) == ("run-1", "Completed")
+    assert summary["throughputBytesPerSecond"] == 10e6
+    assert summary["totals"]["batches"] == 6000
 
-    early = CompressionClusterStatus(started_at=isoformat(NOW - timedelta(seconds=30)))
+    early = _started(30)
     running = _fold(
         spec, _observe(_ready("d-0"), [_report("d-0", finished=True, **figures)]), early
     )
@@ -418,7 +435,7 @@ def test_a_bounded_run_whose_workers_never_finish_completes_after_the_grace() ->
     spec = CompressionClusterSpec.model_validate(
         {"workers": 1, "duration": "60s", "statusIntervalSeconds": 5}
     )
-    late = CompressionClusterStatus(started_at=isoformat(NOW - timedelta(seconds=60 + 15 + 3)))
+    late = _started(60 + 15 + 3)
     fold = _fold(
         spec, _observe(_ready("d-0"), [Fetched("d-0", error=FetchError.UNREACHABLE)]), late
     )
@@ -437,3 +454,105 @@ def test_parse_status_ignores_foreign_fields_and_survives_garbage() -> None:
     broken = parse_status({"observedGeneration": 3, "totals": {"batches": "many"}})
     assert broken.observed_generation == 3
     assert broken.totals == Totals()
+
+
+def test_a_second_bounded_run_reports_its_own_figures_not_the_sum() -> None:
+    spec = CompressionClusterSpec.model_validate(
+        {"workers": 1, "duration": "10s", "statusIntervalSeconds": 5}
+    )
+    # Run 1 moved 1,000 MB in 10 s and completed; its counters are in the totals.
+    first_totals = Totals(batches=1000, raw_bytes=1_000_000_000, wire_bytes=500_000_000)
+    done = CompressionClusterStatus(
+        observed_generation=2,
+        phase="Completed",
+        totals=first_totals,
+        retired_totals=first_totals,
+        run=RunState(id="run-1", generation=2, started_at=isoformat(NOW), completed_at="x"),
+    )
+    # The spec changes (generation 3): the pods roll, new incarnations start from zero.
+    spec3 = CompressionClusterSpec.model_validate(
+        {"workers": 1, "duration": "10s", "statusIntervalSeconds": 5, "compression": {"level": 9}}
+    )
+    ledger = Ledger.from_status(done.retired_totals, done.totals)
+    begin = _fold(
+        spec3, _observe(_ready("d-0"), generation=3, applied=3), status=done, ledger=ledger
+    )
+    run = begin.patch["run"]
+    assert run["id"] == "run-2"
+    assert run["generation"] == 3
+    assert run["startTotals"]["rawBytes"] == 1_000_000_000
+    assert [item["id"] for item in begin.patch["runs"]] == []  # run-1 had closed already
+    status = _apply(CompressionClusterStatus(), begin.patch)
+    status = status.model_copy(
+        update={
+            "run": status.run.model_copy(
+                update={"started_at": isoformat(NOW - timedelta(seconds=11))}
+            )
+        }
+    )
+    final = [
+        _report("d-0", finished=True, batches=300, raw_bytes=200_000_000, wire_bytes=50_000_000)
+    ]
+    end = _fold(
+        spec3,
+        _observe(_ready("d-0"), final, generation=3, applied=3),
+        status=status,
+        ledger=begin.ledger,
+    )
+    assert end.completed
+    assert end.patch["throughputBytesPerSecond"] == 20e6  # 200 MB / 10 s, not 1,200 MB
+    assert end.patch["batchesPerSecond"] == 30
+    assert end.patch["compressionRatio"] == 4
+    assert end.patch["runs"][-1]["id"] == "run-2"
+    assert end.patch["runs"][-1]["totals"]["batches"] == 300
+    assert spec_digest(spec3) != spec_digest(spec)
+
+
+def test_a_spec_change_closes_the_running_run_with_its_samples() -> None:
+    spec = CompressionClusterSpec.model_validate({"workers": 2, "statusIntervalSeconds": 10})
+    pods = _ready("d-0", "d-1")
+    status = _started(100)
+    ledger = Ledger()
+    rates = [(100e6, 90e6), (110e6, 100e6), (105e6, 95e6)]
+    for step, (a, b) in enumerate(rates):
+        fetched = [
+            _report("d-0", throughput_bytes_per_second=a, batches_per_second=10, batches=step + 1),
+            _report("d-1", throughput_bytes_per_second=b, batches_per_second=10, batches=step + 1),
+        ]
+        fold = _fold(spec, _observe(pods, fetched), status=status, ledger=ledger)
+        status, ledger = _apply(status, fold.patch), fold.ledger
+    samples = status.run.throughput_samples
+    assert samples.count == 3
+    assert samples.mean == pytest.approx(200e6)
+    changed = _fold(spec, _observe(pods, generation=3, applied=3), status=status, ledger=ledger)
+    (closed,) = changed.patch["runs"]
+    assert closed["outcome"] == "SpecChanged"
+    assert closed["throughput"]["mean"] == pytest.approx(200e6)
+    assert closed["throughput"]["samples"] == 3
+    assert closed["throughput"]["ci95"] == pytest.approx(4.303 * 10e6 / 3**0.5, rel=1e-3)
+    assert (closed["throughput"]["min"], closed["throughput"]["max"]) == (190e6, 210e6)
+    assert closed["workers"] == 2
+    assert changed.patch["run"]["id"] == "run-2"
+    assert changed.patch["startedAt"] == isoformat(NOW)  # the new run starts now
+
+
+def test_kept_runs_are_bounded() -> None:
+    spec = CompressionClusterSpec.model_validate({"workers": 1})
+    runs = [RunSummary(id=f"run-{index}", outcome="Completed") for index in range(1, 11)]
+    status = _started(50).model_copy(update={"runs": runs})
+    status = status.model_copy(update={"run": status.run.model_copy(update={"id": "run-11"})})
+    fold = _fold(spec, _observe(_ready("d-0"), generation=3, applied=3), status=status)
+    assert len(fold.patch["runs"]) == 10
+    assert fold.patch["runs"][-1]["id"] == "run-11"
+    assert fold.patch["runs"][0]["id"] == "run-2"
+    assert fold.patch["run"]["id"] == "run-12"
+
+
+def test_unbounded_runs_are_not_complete_and_fatal_specs_fail() -> None:
+    spec = CompressionClusterSpec.model_validate({"workers": 1})
+    running = _conditions(_fold(spec, _observe(_ready("d-0"))).patch)
+    assert (running["Complete"]["status"], running["Complete"]["reason"]) == ("False", "Unbounded")
+    assert running["Failed"]["status"] == "False"
+    fatal = _fold(spec, _observe([], fatal=Problem("NoWorkerImage", "no image")))
+    failed = _conditions(fatal.patch)["Failed"]
+    assert (failed["status"], failed["reason"]) == ("True", "NoWorkerImage")

@@ -21,6 +21,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from w5xde.contract.statistics import SampleStats
+
 GROUP = "w5xde.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -326,9 +328,13 @@ class Phase(StrEnum):
 
 
 class ConditionType(StrEnum):
+    """The types this operator sets; the schema keeps the set open, as metav1.Condition."""
+
     READY = "Ready"
     PROGRESSING = "Progressing"
     DEGRADED = "Degraded"
+    COMPLETE = "Complete"
+    FAILED = "Failed"
 
 
 class ConditionStatus(StrEnum):
@@ -337,15 +343,24 @@ class ConditionStatus(StrEnum):
     UNKNOWN = "Unknown"
 
 
-class Condition(ApiModel):
-    """A Kubernetes-style condition; `observedGeneration` keeps `kubectl wait` honest."""
+#: metav1.Condition's own rules for `type` and `reason`.
+CONDITION_TYPE_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+CONDITION_MESSAGE_MAX = 32768
 
-    type: ConditionType
+
+class Condition(ApiModel):
+    """A metav1.Condition; `observedGeneration` keeps `kubectl wait` honest."""
+
+    type: str = Field(max_length=316, pattern=CONDITION_TYPE_PATTERN)
     status: ConditionStatus
-    reason: str = ""
-    message: str = ""
-    last_transition_time: str = ""
-    observed_generation: int = 0
+    reason: str = Field(min_length=1, max_length=1024, pattern=CONDITION_REASON_PATTERN)
+    message: str = Field("", max_length=CONDITION_MESSAGE_MAX)
+    last_transition_time: str = Field("", json_schema_extra={"format": "date-time"})
+    observed_generation: int = Field(0, ge=0)
 
 
 class Totals(ApiModel):
@@ -390,6 +405,67 @@ class NotableWorker(ApiModel):
     message: str = Field("", max_length=256)
 
 
+class Interval(ApiModel):
+    """A figure over a run's intervals: mean, 95 % confidence half-width (Student's t)."""
+
+    mean: float = 0
+    ci95: float = 0
+    min: float = 0
+    max: float = 0
+    samples: int = 0
+
+
+class RunOutcome(StrEnum):
+    COMPLETED = "Completed"  # a bounded run reached its duration
+    SPEC_CHANGED = "SpecChanged"  # the spec changed, so a new run began
+    FAILED = "Failed"
+
+
+#: `status.runs` keeps this many finished runs, newest last.
+MAX_KEPT_RUNS = 10
+
+
+class RunState(ApiModel):
+    """The run in progress: what it is measured against, and its samples so far."""
+
+    id: str = ""
+    generation: int = 0
+    #: A short digest of the spec the run measures: two runs compare only if equal.
+    spec_digest: str = ""
+    started_at: str | None = None
+    completed_at: str | None = None
+    #: The most workers and nodes that reported in this run.
+    workers: int = 0
+    nodes: int = 0
+    #: `totals` when the run began: the run's own counters are `totals` minus these.
+    start_totals: Totals = Field(default_factory=Totals)
+    throughput_samples: SampleStats = Field(default_factory=SampleStats)
+    batches_per_second_samples: SampleStats = Field(default_factory=SampleStats)
+
+
+class RunSummary(ApiModel):
+    """One finished run's own figures, kept in `status.runs`."""
+
+    id: str
+    generation: int = 0
+    spec_digest: str = ""
+    outcome: RunOutcome
+    started_at: str | None = None
+    completed_at: str | None = None
+    seconds: float = 0
+    workers: int = 0
+    nodes: int = 0
+    throughput_bytes_per_second: float = 0
+    wire_bytes_per_second: float = 0
+    batches_per_second: float = 0
+    compression_ratio: float = 0
+    totals: Totals = Field(default_factory=Totals)
+    spread: Spread = Field(default_factory=Spread)
+    #: Cluster throughput (bytes/s) and batches/s over the run's report intervals.
+    throughput: Interval = Field(default_factory=Interval)
+    batches: Interval = Field(default_factory=Interval)
+
+
 class ReportingStatus(ApiModel):
     """The last fold of worker reports: when, how many answered, how old the oldest was."""
 
@@ -429,6 +505,8 @@ class CompressionClusterStatus(ApiModel):
         default_factory=list, max_length=MAX_NOTABLE_WORKERS
     )
     reporting: ReportingStatus = Field(default_factory=ReportingStatus)
+    run: RunState = Field(default_factory=RunState)
+    runs: list[RunSummary] = Field(default_factory=list, max_length=MAX_KEPT_RUNS)
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
