@@ -182,6 +182,12 @@ def test_status_stays_bounded_at_a_thousand_workers() -> None:
     assert len(fold.patch["notableWorkers"]) == MAX_NOTABLE_WORKERS
     assert all(len(item["message"]) <= 256 for item in fold.patch["notableWorkers"])
     status = CompressionClusterStatus.model_validate(fold.patch)
+    full_run = fold.patch["runs"] or [
+        {"id": "run-1", "outcome": "SpecChanged", "spread": fold.patch["spread"],
+         "startedAt": NOW.isoformat(), "completedAt": NOW.isoformat()}
+    ]  # fmt: skip
+    kept = [{**full_run[0], "id": f"run-{index}"} for index in range(10)]
+    status = status.model_copy(update={"runs": [RunSummary.model_validate(item) for item in kept]})
     size = len(json.dumps(status.model_dump(mode="json", by_alias=True)))
     assert size <= 65536, size
     assert fold.patch["reporting"]["workersFailing"] == 20

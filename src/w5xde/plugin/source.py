@@ -73,7 +73,7 @@ class ClusterSource:
             nonce = auth.new_nonce()
             header = auth.authorization(key, "GET", REPORT_PATH, time.time(), nonce)
             try:
-                body, _, headers = self._api.call_api(
+                body, _, _ = self._api.call_api(
                     f"/api/v1/namespaces/{self.namespace}/pods/{pod}:{METRICS_PORT}/proxy{REPORT_PATH}",
                     "GET",
                     header_params={auth.AUTHORIZATION_HEADER: header},
