@@ -48,14 +48,14 @@ class ClusterSource:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            found: dict[str, Any] = self._custom.get_namespaced_custom_object(
+            found: Any = self._custom.get_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, name
             )
         except ApiException as error:
             raise _api_error(error, f"compressioncluster {self.namespace}/{name}") from None
         except OSError as error:
             raise PluginError(f"cannot reach the API server: {error}") from None
-        return found
+        return dict(found)
 
     def worker_reports(self, name: str, pods: list[str]) -> dict[str, WorkerReport | str]:
         """Each worker's report through the pod proxy, signed as the operator signs."""
@@ -73,17 +73,23 @@ class ClusterSource:
             nonce = auth.new_nonce()
             header = auth.authorization(key, "GET", REPORT_PATH, time.time(), nonce)
             try:
-                body, _, _ = self._api.call_api(
-                    f"/api/v1/namespaces/{self.namespace}/pods/{pod}:{METRICS_PORT}/proxy{REPORT_PATH}",
+                method, url, headers, _, _ = self._api.param_serialize(
                     "GET",
+                    f"/api/v1/namespaces/{self.namespace}/pods/{pod}:{METRICS_PORT}"
+                    f"/proxy{REPORT_PATH}",
                     header_params={auth.AUTHORIZATION_HEADER: header},
-                    _preload_content=False,
-                    _request_timeout=5,
                     auth_settings=["BearerToken"],
-                    _return_http_data_only=False,
                 )
-                data = body.data
-                auth.verify_response(key, nonce, data, body.headers.get(auth.SIGNATURE_HEADER))
+                response = self._api.call_api(
+                    method, url, header_params=headers, _request_timeout=5
+                )
+                response.read()  # type: ignore[no-untyped-call]
+                if response.status != 200:
+                    reports[pod] = f"HTTP {response.status}"
+                    continue
+                data = response.data or b""
+                signature = response.getheader(auth.SIGNATURE_HEADER)  # type: ignore[no-untyped-call]
+                auth.verify_response(key, nonce, data, signature)
                 reports[pod] = WorkerReport.model_validate_json(data)
             except ApiException as error:
                 reports[pod] = f"HTTP {error.status}"

@@ -1,0 +1,107 @@
+"""`kubectl w5xde status|runs|results|compare`: read a cluster's results."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from w5xde.plugin import views
+from w5xde.plugin.source import ClusterSource, PluginError
+
+EXIT_USAGE = 2
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="kubectl w5xde", description=__doc__)
+    root.add_argument("-n", "--namespace", help="the cluster's namespace (default: the context's)")
+    root.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
+    root.add_argument("--context", help="kubeconfig context")
+    commands = root.add_subparsers(dest="command", required=True)
+    status = commands.add_parser("status", help="the cluster's figures, notable workers, runs")
+    status.add_argument("name")
+    status.add_argument("--workers", action="store_true", help="pull every worker's report now")
+    status.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    status.add_argument("--interval", type=float, default=2.0, help="--watch refresh seconds")
+    runs = commands.add_parser("runs", help="the kept runs with their confidence intervals")
+    runs.add_argument("name")
+    results = commands.add_parser("results", help="a run's results as JSON or CSV")
+    results.add_argument("name")
+    results.add_argument("-o", "--output", choices=("json", "csv"), default="json")
+    results.add_argument("--run", help="run id (default: the last finished run)")
+    compare = commands.add_parser("compare", help="two runs side by side, with their intervals")
+    compare.add_argument("name")
+    compare.add_argument("run_a")
+    compare.add_argument("run_b")
+    return root
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console()
+    source = ClusterSource(args.kubeconfig, args.context, args.namespace)
+    if args.command == "status":
+        if args.interval <= 0:
+            raise PluginError("--interval must be positive", EXIT_USAGE)
+        if args.watch:
+            from rich.live import Live
+
+            with Live(_status(source, args), console=console, auto_refresh=False) as live:
+                try:
+                    while True:
+                        time.sleep(args.interval)
+                        live.update(_status(source, args), refresh=True)
+                except KeyboardInterrupt:
+                    return 0
+        console.print(_status(source, args))
+        return 0
+    status = source.cluster(args.name).get("status") or {}
+    if not status.get("runs"):
+        raise PluginError(f"{source.namespace}/{args.name} has no finished runs yet")
+    if args.command == "runs":
+        console.print(views.runs_table(status))
+    elif args.command == "results":
+        chosen = views.find_run(status, args.run)
+        if chosen is None:
+            raise PluginError(f"no run {args.run!r} in {source.namespace}/{args.name}")
+        if args.output == "csv":
+            sys.stdout.write(views.results_csv(status, chosen["id"]))
+        else:
+            sys.stdout.write(views.results_json(chosen) + "\n")
+    elif args.command == "compare":
+        first, second = views.find_run(status, args.run_a), views.find_run(status, args.run_b)
+        for wanted, found in ((args.run_a, first), (args.run_b, second)):
+            if found is None:
+                raise PluginError(f"no run {wanted!r} in {source.namespace}/{args.name}")
+        assert first is not None
+        assert second is not None
+        for line in views.compare_lines(first, second):
+            print(line)
+    return 0
+
+
+def _status(source: ClusterSource, args: argparse.Namespace) -> Any:
+    cluster = source.cluster(args.name)
+    status = cluster.get("status") or {}
+    reports = None
+    if args.workers:
+        pods = [f"{args.name}-{index}" for index in range(int(cluster["spec"].get("workers", 0)))]
+        reports = source.worker_reports(args.name, pods)
+    return views.status_view(args.name, status, reports)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return run(args)
+    except PluginError as error:
+        print(f"kubectl w5xde: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

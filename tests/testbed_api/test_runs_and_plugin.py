@@ -1,0 +1,152 @@
+"""Runs as results on the real API server, read back with `kubectl w5xde`."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .conftest import OperatorProcess, apply_cluster, get_json
+
+pytestmark = pytest.mark.testbed
+
+PLUGIN = str(Path(sys.executable).with_name("kubectl-w5xde"))
+QUIET = {"rateLimitBytesPerSecond": 2_000_000, "batchBytes": 16384}
+
+
+def plugin(testbed: Any, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PLUGIN, "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True, text=True, timeout=60, check=False, env=testbed.env(),
+    )  # fmt: skip
+
+
+def _status(testbed: Any, namespace: str, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = get_json(testbed, "-n", namespace, "cc", name).get("status", {})
+    return status
+
+
+def test_two_bounded_runs_keep_their_own_figures_and_the_plugin_reads_them(
+    testbed: Any, namespace: str, operator: OperatorProcess
+) -> None:
+    spec = {"workers": 2, "duration": "5s", "statusIntervalSeconds": 1, "workload": QUIET}
+    apply_cluster(testbed, namespace, "twice", spec)
+    testbed.kubectl(
+        "wait", "-n", namespace, "--for=condition=Complete", "--timeout=120s", "cc/twice"
+    )
+    first = _status(testbed, namespace, "twice")
+    assert [run["id"] for run in first["runs"]] == ["run-1"]
+    # Once the pods are gone, READY says so.
+    testbed.wait_for(
+        lambda: _status(testbed, namespace, "twice").get("ready") == "0/2", 60, "READY 0/2"
+    )
+
+    apply_cluster(testbed, namespace, "twice", {**spec, "compression": {"level": 2}})
+
+    def second_done() -> dict[str, Any] | None:
+        status = _status(testbed, namespace, "twice")
+        done = status.get("phase") == "Completed" and len(status.get("runs", [])) == 2
+        return status if done and status.get("observedGeneration") == 2 else None
+
+    status = testbed.wait_for(second_done, 120, f"the second run completed\n{operator.log()}")
+    run_1, run_2 = status["runs"]
+    assert run_2["id"] == "run-2"
+    assert run_2["generation"] == 2
+    assert run_2["specDigest"] != run_1["specDigest"]
+    # Each run's counters are its own: together they make the cluster's totals.
+    for key in ("batches", "rawBytes", "wireBytes"):
+        assert run_1["totals"][key] + run_2["totals"][key] == status["totals"][key], key
+    assert run_2["totals"]["batches"] > 0
+    # The same rate limit: the second run is not the sum of both (the old bug's 2x).
+    assert run_2["throughputBytesPerSecond"] < 1.5 * run_1["throughputBytesPerSecond"]
+    assert status["throughputBytesPerSecond"] == run_2["throughputBytesPerSecond"]
+    assert run_2["throughput"]["samples"] >= 1
+
+    config = testbed.kubeconfig
+    rows = list(
+        csv.DictReader(
+            io.StringIO(
+                plugin(testbed, config, "-n", namespace, "results", "twice", "-o", "csv").stdout
+            )
+        )
+    )
+    assert [row["id"] for row in rows] == ["run-2"]
+    assert float(rows[0]["throughputBytesPerSecond"]) == run_2["throughputBytesPerSecond"]
+    assert int(rows[0]["batches"]) == run_2["totals"]["batches"]
+    as_json = json.loads(
+        plugin(testbed, config, "-n", namespace, "results", "twice", "--run", "run-1").stdout
+    )
+    assert as_json == run_1
+    compared = plugin(testbed, config, "-n", namespace, "compare", "twice", "run-1", "run-2")
+    assert compared.returncode == 0, compared.stderr
+    assert compared.stdout.startswith("note: run-1 and run-2 measured different specs")
+    listed = plugin(testbed, config, "-n", namespace, "runs", "twice")
+    assert "run-1" in listed.stdout
+    assert "run-2" in listed.stdout
+
+
+def test_plugin_status_pulls_workers_and_fails_cleanly(
+    testbed: Any, namespace: str, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    apply_cluster(
+        testbed, namespace, "live", {"workers": 2, "statusIntervalSeconds": 1, "workload": QUIET}
+    )
+    testbed.kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", "cc/live")
+    config = testbed.kubeconfig
+    shown = plugin(testbed, config, "-n", namespace, "status", "live", "--workers")
+    assert shown.returncode == 0, shown.stderr
+    # Each worker's signed report came back through the API server's pod proxy: a row
+    # per worker in the workers table, none with an error.
+    workers_table = shown.stdout.split("workers (pulled now)")[1]
+    assert "live-0" in workers_table
+    assert "live-1" in workers_table
+    assert "HTTP" not in workers_table
+    assert "signature" not in workers_table
+    assert "CompressionCluster live" in shown.stdout
+
+    missing = plugin(testbed, config, "-n", namespace, "status", "nope")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == f"kubectl w5xde: compressioncluster {namespace}/nope not found"
+    no_runs = plugin(testbed, config, "-n", namespace, "runs", "live")
+    assert no_runs.returncode == 1
+    assert "no finished runs yet" in no_runs.stderr
+    assert "Traceback" not in missing.stderr + no_runs.stderr
+
+    # A user without RBAC to read clusters: one line, exit 1.
+    testbed.kubectl("create", "serviceaccount", "nobody", "-n", namespace)
+    token = testbed.kubectl("create", "token", "nobody", "-n", namespace).stdout.strip()
+    admin = yaml.safe_load(config.read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    ca = (
+        cluster.get("certificate-authority-data")
+        or base64.b64encode(Path(cluster["certificate-authority"]).read_bytes()).decode()
+    )
+    limited = tmp_path / "nobody.kubeconfig"
+    limited.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "bed", "cluster": {"server": cluster["server"],
+                                                         "certificate-authority-data": ca}}],
+                "users": [{"name": "nobody", "user": {"token": token}}],
+                "contexts": [{"name": "bed", "context": {"cluster": "bed", "user": "nobody",
+                                                         "namespace": namespace}}],
+                "current-context": "bed",
+            }
+        )
+    )  # fmt: skip
+    denied = plugin(testbed, limited, "status", "live")
+    assert denied.returncode == 1
+    assert denied.stderr.startswith(
+        f"kubectl w5xde: not allowed to read compressioncluster {namespace}/live"
+    )
+    assert len(denied.stderr.strip().splitlines()) == 1
