@@ -208,6 +208,11 @@ class FoldLoop:
         memory.next_due = time.monotonic() + spec.status_interval_seconds
         if status.observed_generation == 0:
             return  # not reconciled yet: nothing to fold
+        if status.observed_generation < generation:
+            # The change handler is applying a new spec; folding now would judge the
+            # new generation by the old run (and could end it). It wakes us when done.
+            memory.next_due = time.monotonic() + STARTING_FOLD_SECONDS
+            return
         cluster = ClusterRef.from_body(body)
         runtime = self.runtime
         if status.phase is Phase.COMPLETED and status.observed_generation >= generation:

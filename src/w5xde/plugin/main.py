@@ -40,7 +40,8 @@ def parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    console = Console()
+    # Piped output (a file, a test, `| less`) keeps whole rows rather than 80 columns.
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     source = ClusterSource(args.kubeconfig, args.context, args.namespace)
     if args.command == "status":
         if args.interval <= 0:

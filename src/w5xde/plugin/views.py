@@ -129,7 +129,7 @@ def runs_table(status: Mapping[str, Any]) -> Table:
     table = Table(title="runs (newest last)")
     for column in ("run", "outcome", "gen", "spec", "seconds", "MB/s", "mean ± 95 % CI",
                    "batches/s", "ratio", "lost", "workers", "nodes"):  # fmt: skip
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=column in ("run", "outcome", "spec"))
     for row in run_rows(status):
         table.add_row(
             str(row["id"]), str(row["outcome"]), str(row["generation"]), str(row["specDigest"]),
@@ -145,7 +145,7 @@ def workers_table(reports: Mapping[str, WorkerReport | str]) -> Table:
     table = Table(title="workers (pulled now)")
     for column in ("worker", "node", "MB/s", "wire MB/s", "batches/s", "batches", "lost",
                    "resent", "RSS MB", "peers", "error"):  # fmt: skip
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=column == "worker")
     for name, report in sorted(reports.items()):
         if isinstance(report, str):
             table.add_row(name, *[""] * 9, report)
