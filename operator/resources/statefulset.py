@@ -12,7 +12,7 @@ import hashlib
 import json
 from typing import Any
 
-from w5xde.api.v1alpha1 import CompressionClusterSpec
+from w5xde.api.v1alpha1 import CompressionClusterSpec, Placement
 from w5xde.contract.endpoints import (
     ENV_CLUSTER_KEY,
     ENV_CONFIG,
@@ -187,9 +187,20 @@ def _container(
 
 
 def _affinity(cluster: ClusterRef, spec: CompressionClusterSpec) -> dict[str, Any]:
-    """The user's affinity, plus a preferred spread over nodes unless they chose their own."""
+    """The user's affinity, plus a spread over nodes: required with `placement: required`
+    (which overrides the user's pod anti-affinity), else preferred unless they chose
+    their own."""
     affinity = dict(spec.affinity)
-    if spec.spread_across_nodes and "podAntiAffinity" not in affinity:
+    if spec.placement is Placement.REQUIRED:
+        affinity["podAntiAffinity"] = {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "labelSelector": {"matchLabels": selector_labels(cluster)},
+                    "topologyKey": "kubernetes.io/hostname",
+                }
+            ]
+        }
+    elif spec.spread_across_nodes and "podAntiAffinity" not in affinity:
         affinity["podAntiAffinity"] = {
             "preferredDuringSchedulingIgnoredDuringExecution": [
                 {

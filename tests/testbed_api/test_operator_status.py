@@ -311,3 +311,25 @@ def test_silent_worker_goes_stale_and_recovers(
         return not stale and status.get("phase") == "Running"
 
     testbed.wait_for(recovered, 60, "quiet-1 reporting again")
+
+
+def test_required_placement_with_too_few_nodes_degrades_naming_the_rule(
+    testbed: Any, namespace: str, operator: OperatorProcess
+) -> None:
+    nodes = len(get_json(testbed, "nodes")["items"])
+    apply_cluster(
+        testbed,
+        namespace,
+        "onepernode",
+        {"workers": nodes + 1, "placement": "required", "workload": QUIET},
+    )
+    testbed.kubectl(
+        "wait", "-n", namespace, "--for=condition=Degraded", "--timeout=90s", "cc/onepernode"
+    )
+    degraded = _condition(_status(testbed, namespace, "onepernode"), "Degraded")
+    assert degraded["reason"] == "WorkerCannotRun"
+    assert "Unschedulable" in degraded["message"]
+    assert "anti-affinity" in degraded["message"]
+    pods = get_json(testbed, "-n", namespace, "pods")["items"]
+    placed = [pod["spec"].get("nodeName") for pod in pods if pod["spec"].get("nodeName")]
+    assert len(placed) == len(set(placed)) == nodes  # never two workers on one node

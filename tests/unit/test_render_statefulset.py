@@ -180,3 +180,16 @@ def test_template_keeps_its_worker_count_while_replicas_follow_the_spec() -> Non
     assert statefulset["spec"]["replicas"] == 6
     assert json.loads(_env(statefulset)["W5XDE_CONFIG"]["value"])["workers"] == 4
     assert _render(spec, replicas=0)["spec"]["replicas"] == 0
+
+
+def test_required_placement_is_hard_anti_affinity_per_node() -> None:
+    spec = CompressionClusterSpec.model_validate({"placement": "required"})
+    rendered = render_statefulset(
+        CLUSTER, spec, image=IMAGE, sysctls=plan_sysctls(spec.network, (1, 37)),
+        replicas=4, template_workers=4,
+    )  # fmt: skip
+    anti = _pod(rendered)["affinity"]["podAntiAffinity"]
+    assert "preferredDuringSchedulingIgnoredDuringExecution" not in anti
+    (term,) = anti["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"] == {"matchLabels": selector_labels(CLUSTER)}

@@ -106,6 +106,11 @@ class Topology(StrEnum):
     PAIRS = "pairs"
 
 
+class Placement(StrEnum):
+    PREFERRED = "preferred"
+    REQUIRED = "required"
+
+
 class Codec(StrEnum):
     ZSTD = "zstd"
     NONE = "none"
@@ -279,8 +284,11 @@ class CompressionClusterSpec(ApiModel):
     """Socket and sysctl tuning."""
     spread_across_nodes: bool = True
     """Prefer one worker per node (preferred pod anti-affinity)."""
+    placement: Placement = Placement.PREFERRED
+    """`required`: at most one worker per node (hard anti-affinity), so no link is
+    loopback; workers beyond the node count stay Pending and the cluster Degraded."""
     status_interval_seconds: int = Field(10, ge=1, le=3600)
-    """How often each worker publishes its status entry."""
+    """How often the operator pulls each worker's report and folds the status."""
     resources: dict[str, Any] = Field(default_factory=dict)
     """Resource requests and limits of the worker container."""
     node_selector: dict[str, str] = Field(default_factory=dict)
