@@ -114,7 +114,10 @@ def _pod_template(
         "terminationGracePeriodSeconds": 15,
         "securityContext": pod_security,
         "containers": [_container(cluster, spec, image, workers)],
-        "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}, *spec.volumes],
+        "volumes": [
+            {"name": TMP_VOLUME, "emptyDir": {}},
+            *(volume.pod_volume() for volume in spec.volumes),
+        ],
     }
     node_selector = dict(spec.node_selector)
     if spec.network.node_tuning:

@@ -72,7 +72,8 @@ def _convert(
     node = _collapse_optional(node)
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key in _DROPPED_KEYS or (key == "default" and not with_defaults):
+        # A null default would write `null` into every object: an absent field says it.
+        if key in _DROPPED_KEYS or (key == "default" and (not with_defaults or value is None)):
             continue
         if key == "properties":
             out[key] = {

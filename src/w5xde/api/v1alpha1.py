@@ -81,7 +81,7 @@ def cel_rules(*rules: tuple[str, str, str]) -> dict[str, Any]:
     """
     return {
         "x-kubernetes-validations": [
-            {"rule": rule, "message": message, "fieldPath": field_path}
+            {"rule": rule, "message": message, **({"fieldPath": field_path} if field_path else {})}
             for rule, message, field_path in rules
         ]
     }
@@ -263,6 +263,53 @@ class LocalObjectReference(ApiModel):
     """Name of the object."""
 
 
+#: Volume sources a CompressionCluster may give its workers: never hostPath (or any
+#: other node-level source), so creating a cluster is not creating arbitrary pods.
+ALLOWED_VOLUME_SOURCES = ("configMap", "secret", "persistentVolumeClaim", "emptyDir", "projected")
+ONE_VOLUME_SOURCE = (
+    "volumes: each volume names exactly one source of "
+    + ", ".join(ALLOWED_VOLUME_SOURCES)
+    + " (hostPath and other node sources are not allowed)"
+)
+_SOURCE_PRESENT_CEL = ", ".join(f"has(self.{key})" for key in ALLOWED_VOLUME_SOURCES)
+VolumeSourceBody = Annotated[
+    dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+]
+
+
+class Volume(ApiModel):
+    """A pod volume from the allowed sources; its body is passed to the pod unchanged."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            (f"[{_SOURCE_PRESENT_CEL}].filter(x, x).size() == 1", ONE_VOLUME_SOURCE, "")
+        )
+    )
+
+    name: str = Field(min_length=1, max_length=63)
+    config_map: VolumeSourceBody | None = None
+    secret: VolumeSourceBody | None = None
+    persistent_volume_claim: VolumeSourceBody | None = None
+    empty_dir: VolumeSourceBody | None = None
+    projected: VolumeSourceBody | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Volume:
+        present = [
+            self.config_map,
+            self.secret,
+            self.persistent_volume_claim,
+            self.empty_dir,
+            self.projected,
+        ]
+        if sum(source is not None for source in present) != 1:
+            raise ValueError(ONE_VOLUME_SOURCE)
+        return self
+
+    def pod_volume(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
 class CompressionClusterSpec(ApiModel):
     """The desired state of a CompressionCluster."""
 
@@ -299,9 +346,9 @@ class CompressionClusterSpec(ApiModel):
     """Affinity of the worker pods; its podAntiAffinity replaces the spreading."""
     pod_annotations: dict[str, str] = Field(default_factory=dict)
     """Extra annotations of the worker pods."""
-    volumes: list[dict[str, Any]] = Field(default_factory=list)
+    volumes: list[Volume] = Field(default_factory=list, max_length=64)
     """Volumes of the worker pods, e.g. the files of a `file` source."""
-    volume_mounts: list[dict[str, Any]] = Field(default_factory=list)
+    volume_mounts: list[dict[str, Any]] = Field(default_factory=list, max_length=64)
     """Where the volumes are mounted in the worker container."""
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, max_length=16)
     """Secrets (in the cluster's namespace) to pull a private worker image with."""
