@@ -14,7 +14,7 @@ from typing import Any
 
 from w5xde.api.v1alpha1 import CompressionClusterSpec, Placement
 from w5xde.contract.endpoints import (
-    ENV_CLUSTER_KEY,
+    ENV_CLUSTER_KEY_FILE,
     ENV_CONFIG,
     ENV_LOG_MODE,
     ENV_NAME,
@@ -39,6 +39,11 @@ CONTAINER_NAME = "worker"
 #: The nonroot user of distroless-style images; the worker image uses it too.
 RUN_AS_USER = 65532
 TMP_VOLUME = "tmp"
+KEY_VOLUME = "cluster-key"
+#: The cluster key as a file (not an env var: those show in /proc/<pid>/environ and
+#: in `kubectl describe`); readable by the worker's group only.
+KEY_DIRECTORY = "/var/run/secrets/w5xde.io"
+KEY_FILE_MODE = 0o440
 #: A private emptyDir: the root filesystem is read-only.
 TMP_PATH = "/tmp"  # noqa: S108
 
@@ -116,6 +121,10 @@ def _pod_template(
         "containers": [_container(cluster, spec, image, workers)],
         "volumes": [
             {"name": TMP_VOLUME, "emptyDir": {}},
+            {
+                "name": KEY_VOLUME,
+                "secret": {"secretName": cluster.key_secret, "defaultMode": KEY_FILE_MODE},
+            },
             *(volume.pod_volume() for volume in spec.volumes),
         ],
     }
@@ -154,12 +163,7 @@ def _container(
             {"name": ENV_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": ENV_NODE_NAME, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
             {"name": ENV_LOG_MODE, "value": spec.log_mode.value},
-            {
-                "name": ENV_CLUSTER_KEY,
-                "valueFrom": {
-                    "secretKeyRef": {"name": cluster.key_secret, "key": SECRET_KEY_FIELD}
-                },
-            },
+            {"name": ENV_CLUSTER_KEY_FILE, "value": f"{KEY_DIRECTORY}/{SECRET_KEY_FIELD}"},
         ],
         # A worker keeps its cores busy by design, so its probe server may answer late:
         # generous timeouts keep a saturated but healthy worker from being restarted.
@@ -182,7 +186,11 @@ def _container(
             "runAsNonRoot": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": TMP_PATH}, *spec.volume_mounts],
+        "volumeMounts": [
+            {"name": TMP_VOLUME, "mountPath": TMP_PATH},
+            {"name": KEY_VOLUME, "mountPath": KEY_DIRECTORY, "readOnly": True},
+            *spec.volume_mounts,
+        ],
     }
     if spec.resources:
         container["resources"] = dict(spec.resources)

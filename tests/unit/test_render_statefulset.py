@@ -104,9 +104,17 @@ def test_env_carries_config_identity_and_key() -> None:
     assert env["W5XDE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["W5XDE_NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert env["W5XDE_LOG_MODE"]["value"] == "normal"
-    assert env["W5XDE_CLUSTER_KEY"]["valueFrom"] == {
-        "secretKeyRef": {"name": "demo-key", "key": "key"}
-    }
+    # The key is a mounted file, never an env var (environ is readable in /proc).
+    assert "W5XDE_CLUSTER_KEY" not in env
+    key_file = env["W5XDE_CLUSTER_KEY_FILE"]["value"]
+    pod = _pod(_render(CompressionClusterSpec()))
+    (mount,) = [
+        m for m in pod["containers"][0]["volumeMounts"] if key_file.startswith(m["mountPath"])
+    ]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"] == {"secretName": "demo-key", "defaultMode": 0o440}
+    assert key_file.endswith("/key")
 
 
 def test_spread_is_preferred_anti_affinity_unless_the_user_chose() -> None:
