@@ -45,11 +45,15 @@ def desired_for(
     )
 
 
-def apply_desired(kube: Kube, desired: Desired) -> dict[str, Any] | None:
+def apply_desired(
+    kube: Kube, desired: Desired, *, with_statefulset: bool = True
+) -> dict[str, Any] | None:
     """Apply the objects; the applied StatefulSet as the server returned it, if any."""
     kube.create_if_absent(desired.secret)
     applied = None
     for obj in desired.objects:
+        if obj["kind"] == "StatefulSet" and not with_statefulset:
+            continue
         result = kube.apply(obj)
         if obj["kind"] == "StatefulSet":
             applied = result

@@ -26,13 +26,14 @@ from pydantic import ValidationError
 from w5xde.api.v1alpha1 import CompressionClusterSpec, Phase
 from w5xde.operator import metrics
 from w5xde.operator.apply import Runtime, apply_desired, desired_for
+from w5xde.operator.key_secret import key_of, key_problem
 from w5xde.operator.ledger import Ledger
-from w5xde.operator.observation import Event, Observation, PodState, Reason
+from w5xde.operator.observation import Event, Observation, PodState, Problem, Reason
 from w5xde.operator.observe import pod_states, statefulset_state
 from w5xde.operator.peering_gate import PeeringGate
 from w5xde.operator.reconcile import spec_problems
 from w5xde.operator.report_client import ReportClient, report_timeout
-from w5xde.operator.resources.metadata import SECRET_KEY_FIELD, ClusterRef
+from w5xde.operator.resources.metadata import ClusterRef
 from w5xde.operator.status_folding import Fold, fold_status, parse_status
 
 logger = logging.getLogger("w5xde.operator")
@@ -85,6 +86,7 @@ class ClusterMemory:
     seen_generations: tuple[int, int] = (0, 0)
     written: dict[str, Any] | None = None  # our last status patch's result
     key: bytes | None = None
+    key_problem: Problem | None = None
     key_read_at: float = float("-inf")
 
 
@@ -227,6 +229,9 @@ class FoldLoop:
             return
 
         problems, fatal = spec_problems(spec, runtime.context)
+        await self._read_key(cluster, memory)
+        if memory.key_problem is not None:
+            problems = (*problems, memory.key_problem)
         events: list[Event] = []
         if statefulset is None and fatal is None and not _refused(problems):
             existing = await asyncio.to_thread(
@@ -292,21 +297,22 @@ class FoldLoop:
         states: tuple[PodState, ...],
         spec: CompressionClusterSpec,
     ) -> list[Any]:
-        if not any(pod.ip for pod in states):
-            return []
-        if memory.key is None or time.monotonic() - memory.key_read_at > KEY_CACHE_SECONDS:
-            memory.key = await asyncio.to_thread(
-                self.runtime.kube.read_secret_field,
-                cluster.namespace,
-                cluster.key_secret,
-                SECRET_KEY_FIELD,
-            )
-            memory.key_read_at = time.monotonic()
-        if memory.key is None:
+        if not any(pod.ip for pod in states) or memory.key is None:
             return []
         return await self.client.fetch_all(
             states, memory.key, spec.workers, report_timeout(spec.status_interval_seconds)
         )
+
+    async def _read_key(self, cluster: ClusterRef, memory: ClusterMemory) -> None:
+        """The cluster key, re-read every few minutes; never one the cluster does not own."""
+        if memory.key is not None and time.monotonic() - memory.key_read_at < KEY_CACHE_SECONDS:
+            return  # a problem is looked at again every fold, so fixing it shows at once
+        secret = await asyncio.to_thread(
+            self.runtime.kube.read_secret, cluster.namespace, cluster.key_secret
+        )
+        memory.key_read_at = time.monotonic()
+        memory.key_problem = key_problem(secret, cluster)
+        memory.key = key_of(secret) if secret is not None and memory.key_problem is None else None
 
     async def _write(
         self, cluster: ClusterRef, body: Mapping[str, Any], memory: ClusterMemory, fold: Fold
@@ -348,7 +354,9 @@ class FoldLoop:
 
 
 def _refused(problems: Iterable[Any]) -> bool:
-    return any(problem.reason == Reason.UNSAFE_SYSCTLS for problem in problems)
+    """Problems that keep the workers from being started at all."""
+    refusing = (Reason.UNSAFE_SYSCTLS, Reason.KEY_SECRET_NOT_OWNED)
+    return any(problem.reason in refusing for problem in problems)
 
 
 #: Fields whose change alone is not worth a write (they move on every fold).

@@ -38,6 +38,7 @@ from w5xde.operator.apply import (
 )
 from w5xde.operator.conditions import condition, merge_conditions
 from w5xde.operator.fold_loop import FoldLoop, cluster_summary
+from w5xde.operator.key_secret import key_problem
 from w5xde.operator.observation import Event, Reason
 from w5xde.operator.observe import pod_summary
 from w5xde.operator.reconcile import Desired
@@ -154,9 +155,15 @@ def reconcile(
     completed = status.phase is Phase.COMPLETED and status.observed_generation >= cluster.generation
     existing = runtime.kube.read_statefulset(cluster.namespace, cluster.statefulset)
     desired = desired_for(runtime, cluster, spec, existing, completed=completed)
-    apply_desired(runtime.kube, desired)
+    runtime.kube.create_if_absent(desired.secret)
+    foreign_key = key_problem(
+        runtime.kube.read_secret(cluster.namespace, cluster.key_secret), cluster
+    )
+    apply_desired(runtime.kube, desired, with_statefulset=foreign_key is None)
     remove_retired_worker_rbac(runtime.kube, cluster)
     events = _change_events(reason, spec, desired, existing)
+    if foreign_key is not None:
+        events = [Event("Warning", foreign_key.reason, foreign_key.message)]
     patch: dict[str, Any] = {
         "observedGeneration": cluster.generation,
         "selector": selector_string(cluster),

@@ -7,7 +7,6 @@ object twice is a no-op, and objects left by an earlier operator process are ado
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -98,16 +97,15 @@ class Kube:
         items: list[dict[str, Any]] = _json(response).get("items", [])
         return items
 
-    def read_secret_field(self, namespace: str, name: str, field: str) -> bytes | None:
-        """One field of a Secret the operator owns, read by name (it never lists Secrets)."""
+    def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Secret read by name (the operator never lists Secrets); None if absent."""
         try:
             response = self.core.read_namespaced_secret(name, namespace, _preload_content=False)
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
-        encoded = (_json(response).get("data") or {}).get(field)
-        return base64.b64decode(encoded) if encoded else None
+        return _json(response)
 
     def patch_cluster_status(
         self, namespace: str, name: str, status: Mapping[str, Any]

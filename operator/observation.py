@@ -17,6 +17,7 @@ class Reason(StrEnum):
     """Condition and Event reasons the operator sets; one place, so none is misspelt."""
 
     UNSAFE_SYSCTLS = "UnsafeSysctls"
+    KEY_SECRET_NOT_OWNED = "KeySecretNotOwned"  # noqa: S105 - a reason, not a password
     SOCKET_SYSCTLS_OMITTED = "SocketSysctlsOmitted"
     NO_WORKER_IMAGE = "NoWorkerImage"
     INVALID_SPEC = "InvalidSpec"

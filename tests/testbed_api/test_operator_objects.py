@@ -175,3 +175,43 @@ def test_a_worker_holds_no_token_and_a_stolen_one_can_change_nothing(
         with pytest.raises(ApiException) as error:
             call()
         assert error.value.status == 403, f"call {index} was not forbidden"
+
+
+def test_a_key_secret_the_cluster_does_not_own_is_never_used(
+    testbed: Any, namespace: str, operator: OperatorProcess
+) -> None:
+    # Someone who can create Secrets in the namespace plants the key before the cluster.
+    testbed.kubectl(
+        "create", "secret", "generic", "planted-key", "-n", namespace,
+        "--from-literal=key=" + "0" * 64,
+    )  # fmt: skip
+    apply_cluster(testbed, namespace, "planted", {"workers": 1})
+    testbed.kubectl(
+        "wait", "-n", namespace, "--for=condition=Degraded", "--timeout=60s", "cc/planted"
+    )
+    status = get_json(testbed, "-n", namespace, "cc", "planted")["status"]
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "KeySecretNotOwned"
+    assert "planted-key" in degraded["message"]
+    assert not _exists(testbed, namespace, "statefulset", "planted")
+    reasons = testbed.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=planted",
+        "-o", "jsonpath={.items[*].reason}",
+    ).stdout.split()  # fmt: skip
+    assert "KeySecretNotOwned" in reasons
+
+    # Removing it is the fix: the operator makes its own key and starts the workers.
+    testbed.kubectl("delete", "secret", "planted-key", "-n", namespace)
+    testbed.wait_for(
+        lambda: _exists(testbed, namespace, "statefulset", "planted"),
+        60,
+        f"the workers started with a key of the operator's own\n{operator.log()}",
+    )
+    owners = get_json(testbed, "-n", namespace, "secret", "planted-key")["metadata"][
+        "ownerReferences"
+    ]
+    assert owners[0]["name"] == "planted"
+    assert (
+        base64.b64decode(get_json(testbed, "-n", namespace, "secret", "planted-key")["data"]["key"])
+        != b"0" * 64
+    )
