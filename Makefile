@@ -43,8 +43,8 @@ format: install ## apply ruff formatting and safe fixes
 typecheck: install ## mypy, strict on worker/ and operator/
 	$(BIN)/mypy
 
-unit: install ## only the tests that need neither root nor the test bed
-	$(BIN)/pytest -m "not netns and not testbed and not images" $(PYTEST_ARGS)
+unit: install ## only the tests that need neither root, nor helm, nor the test bed
+	$(BIN)/pytest -m "not netns and not testbed and not images and not helm" $(PYTEST_ARGS)
 
 include $(wildcard mk/*.mk)
 

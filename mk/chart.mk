@@ -15,11 +15,11 @@ chart-lint: install testbed-bin ## helm lint --strict the chart; ruff on its nod
 	$(BIN)/ruff format --check $(CHART_DIR)/files
 	$(BIN)/ruff check $(CHART_DIR)/files
 
-chart-test: install testbed-bin ## the chart's render, RBAC and schema tests (unit tier, seconds)
-	$(BIN)/pytest tests/unit/test_chart_render.py tests/unit/test_chart_schema.py $(PYTEST_ARGS)
+chart-test: install testbed-bin ## the chart's render, RBAC and schema tests (helm tier, seconds)
+	$(BIN)/pytest tests/chart tests/unit/test_chart_schema.py $(PYTEST_ARGS)
 
 chart-install-test: install testbed-bin ## helm install on the test bed: namespaced RBAC, 2 replicas (root)
-	$(BIN)/pytest tests/unit/test_chart_install.py $(PYTEST_ARGS)
+	$(BIN)/pytest tests/testbed_api/test_chart_install.py $(PYTEST_ARGS)
 
 chart-template: testbed-bin ## print the chart rendered with VALUES=<file> (default values if unset)
 	@$(HELM) template w5xde $(CHART_DIR) --namespace w5xde-system \
