@@ -86,6 +86,8 @@ class ParallelProducer:
         copy: bool,
     ) -> None:
         self._source = source
+        #: How many compression threads work on this stream's batches.
+        self.threads = threads
         self._spec = compression.model_copy(update={"threads": 1})
         self.codec_id = BatchCompressor(self._spec).codec_id
         self._copy = copy

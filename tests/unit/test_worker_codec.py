@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 from pathlib import Path
 
@@ -9,7 +10,12 @@ import pytest
 import zstandard
 
 from w5xde.api.v1alpha1 import CompressionSpec, Profile, Topology, WorkloadSpec
-from w5xde.worker.codec import BatchCompressor, BatchDecompressor, CorruptBatchError
+from w5xde.worker.codec import (
+    BatchCompressor,
+    BatchDecompressor,
+    CorruptBatchError,
+    zstd_threads,
+)
 from w5xde.worker.protocol import CodecId
 from w5xde.worker.sources import FileSource, PoolSource, open_source, synthetic_pool
 from w5xde.worker.topology import targets
@@ -20,6 +26,14 @@ def test_zstd_round_trip_at_any_level(level: int) -> None:
     batch = synthetic_pool(Profile.MIXED, 64 * 1024)
     payload, crc = BatchCompressor(CompressionSpec(level=level)).compress(batch)
     assert crc == 0
+    # The payload is one zstd frame at the asked level, with its size and checksum, and it
+    # decodes to exactly the batch's bytes.
+    assert bytes(payload) == zstandard.ZstdCompressor(
+        level=level, write_checksum=True, write_content_size=True
+    ).compress(batch)
+    assert zstandard.frame_content_size(payload) == len(batch)
+    assert zstandard.get_frame_parameters(payload).has_checksum
+    assert zstandard.ZstdDecompressor().decompress(payload) == bytes(batch)
     assert BatchDecompressor().decompress(CodecId.ZSTD, memoryview(payload), len(batch), 0) == len(
         batch
     )
@@ -43,17 +57,50 @@ def test_zstd_declared_size_must_match_the_header() -> None:
 def test_none_codec_uses_crc32() -> None:
     batch = b"plain bytes" * 10
     payload, crc = BatchCompressor(CompressionSpec(codec="none")).compress(batch)
+    assert bytes(payload) == batch
     assert crc == zlib.crc32(batch)
     decompressor = BatchDecompressor()
-    assert decompressor.decompress(CodecId.NONE, memoryview(bytes(payload)), len(batch), crc)
+    assert decompressor.decompress(
+        CodecId.NONE, memoryview(bytes(payload)), len(batch), crc
+    ) == len(batch)
     with pytest.raises(CorruptBatchError, match="CRC32"):
         decompressor.decompress(CodecId.NONE, memoryview(bytes(payload)), len(batch), crc ^ 1)
 
 
-def test_threads_compress_in_parallel_and_stay_compatible() -> None:
+def test_threads_map_to_zstd_workers() -> None:
+    # 1 compresses in the caller (no zstd workers), N asks zstd for N, 0 for one per CPU.
+    assert zstd_threads(1) == 0
+    assert zstd_threads(2) == 2
+    assert zstd_threads(7) == 7
+    assert zstd_threads(0) == (os.cpu_count() or 1)
+
+
+def _zstd(batch: bytes | memoryview, threads: int) -> bytes:
+    return zstandard.ZstdCompressor(
+        level=3, write_checksum=True, write_content_size=True, threads=threads
+    ).compress(batch)
+
+
+@pytest.mark.parametrize("threads", [0, 2, 4])
+def test_threads_compress_in_parallel_and_stay_compatible(threads: int) -> None:
+    """zstd's multi-threaded mode splits a big batch into jobs: its frame differs from the
+    single-threaded one (and is the same for any number of workers), so the bytes show
+    whether the codec really asked zstd for workers."""
     batch = synthetic_pool(Profile.MIXED, 2 * 1024 * 1024)
-    payload, _ = BatchCompressor(CompressionSpec(level=3, threads=2)).compress(batch)
-    assert BatchDecompressor().decompress(CodecId.ZSTD, memoryview(payload), len(batch), 0)
+    single, parallel = _zstd(batch, 0), _zstd(batch, 2)
+    assert single != parallel, "this zstd no longer tells its modes apart by the output"
+    payload, _ = BatchCompressor(CompressionSpec(level=3, threads=threads)).compress(batch)
+    assert bytes(payload) == parallel
+    assert zstandard.ZstdDecompressor().decompress(payload) == bytes(batch)
+    assert BatchDecompressor().decompress(CodecId.ZSTD, memoryview(payload), len(batch), 0) == len(
+        batch
+    )
+
+
+def test_one_thread_compresses_in_the_caller() -> None:
+    batch = synthetic_pool(Profile.MIXED, 2 * 1024 * 1024)
+    payload, _ = BatchCompressor(CompressionSpec(level=3, threads=1)).compress(batch)
+    assert bytes(payload) == _zstd(batch, 0)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,13 +24,37 @@ def test_parallel_results_come_back_in_order(batch_bytes: int) -> None:
         CompressionSpec(level=1, threads=3),
     )
     assert isinstance(producer, ParallelProducer)
+    assert producer.threads == 3
+    # Each compression thread compresses whole batches on its own (no zstd workers).
+    reference = zstandard.ZstdCompressor(level=1, write_checksum=True, write_content_size=True)
     decompressor = zstandard.ZstdDecompressor()
+    workers: set[str] = set()
     try:
         for _ in range(300):
             compressed = producer.next()
-            assert decompressor.decompress(compressed.payload) == bytes(
-                expected_source.next_batch()
-            )
+            expected = bytes(expected_source.next_batch())
+            assert compressed.raw_length == len(expected)
+            assert bytes(compressed.payload) == reference.compress(expected)
+            assert decompressor.decompress(compressed.payload) == expected
+        workers = {t.name for t in threading.enumerate() if t.name.startswith("compress")}
+    finally:
+        producer.close()
+    # The batches were compressed off the stream's thread, by the producer's pool.
+    assert 1 <= len(workers) <= 3
+
+
+def test_threads_zero_means_one_compression_thread_per_cpu() -> None:
+    pool = synthetic_pool(Profile.MIXED, 256 * 1024)
+    producer = make_producer(
+        PoolSource(pool, 4096), WorkloadSpec(batch_bytes=4096), CompressionSpec(threads=0)
+    )
+    try:
+        cpus = os.cpu_count() or 1
+        if cpus > 1:
+            assert isinstance(producer, ParallelProducer)
+            assert producer.threads == cpus
+        else:
+            assert isinstance(producer, SerialProducer)
     finally:
         producer.close()
 
@@ -54,7 +80,12 @@ def test_one_thread_or_big_batches_compress_in_the_stream_thread() -> None:
         SerialProducer,
     )
     big = WorkloadSpec(batch_bytes=2 * 1024 * 1024)
-    assert isinstance(
-        make_producer(PoolSource(pool, big.batch_bytes), big, CompressionSpec(threads=2)),
-        SerialProducer,
-    )
+    pool = synthetic_pool(Profile.MIXED, 4 * 1024 * 1024)
+    producer = make_producer(PoolSource(pool, big.batch_bytes), big, CompressionSpec(threads=2))
+    assert isinstance(producer, SerialProducer)
+    # A big batch is split by zstd's own workers: its frame is zstd's multi-threaded one.
+    batch = bytes(PoolSource(pool, big.batch_bytes).next_batch())
+    payload = bytes(producer.next().payload)
+    parameters = {"level": 3, "write_checksum": True, "write_content_size": True}
+    assert payload == zstandard.ZstdCompressor(**parameters, threads=2).compress(batch)
+    assert payload != zstandard.ZstdCompressor(**parameters).compress(batch)
