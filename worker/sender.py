@@ -22,6 +22,7 @@ from w5xde.worker import protocol
 from w5xde.worker.config import WorkerConfig, split_host_port
 from w5xde.worker.counters import Counters
 from w5xde.worker.handshake import Identity, client_handshake
+from w5xde.worker.pacing import RateLimiter
 from w5xde.worker.producer import make_producer
 from w5xde.worker.protocol import HEADER, HEADER_BYTES, CodecId, FrameType, ProtocolError
 from w5xde.worker.sockets import BufferSizes, tune
@@ -200,7 +201,7 @@ class OutgoingStream(threading.Thread):
             self._flush(sock)
         poller = select.poll()
         poller.register(sock, select.POLLIN)
-        pace_until = time.monotonic()
+        limiter = RateLimiter(self._rate) if self._rate > 0 else None
         while not self._draining.is_set():
             if len(self._window) >= WINDOW_FRAMES or self._window_bytes >= WINDOW_BYTES:
                 self._flush(sock)
@@ -211,9 +212,8 @@ class OutgoingStream(threading.Thread):
                 self._flush(sock)
                 # Acknowledgements are collected once per coalesced write, not per batch.
                 self._read_acks(sock, poller, wait=False)
-            if self._rate > 0:
-                pace_until = max(pace_until, time.monotonic() - 1.0) + raw_length / self._rate
-                delay = pace_until - time.monotonic()
+            if limiter is not None:
+                delay = limiter.take(raw_length)
                 if delay > 0:
                     self._flush(sock)
                     self._draining.wait(delay)

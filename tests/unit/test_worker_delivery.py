@@ -8,11 +8,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from w5xde.api.v1alpha1 import CompressionSpec
-from w5xde.worker import protocol
+from w5xde.api.v1alpha1 import CompressionSpec, WorkerReport
+from w5xde.worker import pacing, protocol
 from w5xde.worker.codec import BatchCompressor
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.handshake import Identity, client_handshake
@@ -22,6 +24,7 @@ from w5xde.worker.protocol import HEADER_BYTES, CodecId, FrameDecoder, FrameType
 from w5xde.worker.runtime import Worker
 
 KEY = b"test-key-0123456789abcdef"
+T = TypeVar("T")
 
 
 def make_config(index: int, ports: list[int], **extra: object) -> WorkerConfig:
@@ -56,11 +59,31 @@ def workers() -> Iterator[Callable[..., list[Worker]]]:
         worker.stop(grace_seconds=0.2)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+def wait_for(condition: Callable[[], T], timeout: float = 30.0) -> T:
+    """Poll `condition` until it returns something true (returned), failing at the deadline."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not (value := condition()):
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+    return value
+
+
+def kernel_granted(requested: int, cap: str) -> int:
+    """SO_SNDBUF/SO_RCVBUF as Linux grants them: min(request, net.core.<cap>) doubled."""
+    limit = int(Path(f"/proc/sys/net/core/{cap}").read_text())
+    return max(2 * min(requested, limit), 4608)
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def nonzero_rates(report: WorkerReport) -> WorkerReport | None:
+    return report if report.throughput_bytes_per_second > 0 else None
 
 
 def test_a_ring_of_two_delivers_verified_batches_both_ways(
@@ -74,12 +97,14 @@ def test_a_ring_of_two_delivers_verified_batches_both_ways(
     assert 1.5 < report.raw_bytes / report.wire_bytes < 3.0
     assert report.raw_bytes == report.batches * 16384
     assert report.socket_buffer.requested == 262144
-    # The kernel doubles what was asked (capped by rmem_max/wmem_max).
-    assert report.socket_buffer.effective_send >= 262144 or report.socket_buffer.effective_send > 0
+    # What the kernel granted, read back: it caps the request at wmem_max/rmem_max and
+    # doubles it (for its own bookkeeping).
+    assert report.socket_buffer.effective_send == kernel_granted(262144, "wmem_max")
+    assert report.socket_buffer.effective_receive == kernel_granted(262144, "rmem_max")
     assert report.peers_connected == 1
     assert first.ready()
-    time.sleep(1.1)
-    rates = first.report()
+    # Rates cover an interval of at least a second: wait for the first one that has data.
+    rates = wait_for(lambda: nonzero_rates(first.report()))
     assert rates.throughput_bytes_per_second > 0
     assert rates.batches_per_second > 0
     assert rates.wire_bytes_per_second < rates.throughput_bytes_per_second
@@ -193,24 +218,32 @@ def test_metrics_and_probes(workers: Callable[..., list[Worker]]) -> None:
         assert "w5xde_network_seconds_total" in text
         with urllib.request.urlopen(base + "/healthz", timeout=5) as response:
             assert response.status == 200
-        with urllib.request.urlopen(base + "/readyz", timeout=5) as response:
-            assert response.status == 200
+        # Ready means a stream is connected: on a loaded machine one may be reconnecting.
+        assert wait_for(lambda: http_status(base + "/readyz") == 200)
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(base + "/nope", timeout=5)
     finally:
         server.stop()
 
 
-def test_the_rate_limit_caps_what_a_worker_sends(workers: Callable[..., list[Worker]]) -> None:
-    rate = 1_000_000
-    first, second = workers(2, workload={"batchBytes": 16384, "rateLimitBytesPerSecond": rate})
+def test_the_rate_limit_caps_what_a_worker_sends(
+    workers: Callable[..., list[Worker]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The streams really go through the limiter (its arithmetic is test_worker_pacing's).
+
+    Only an upper bound: what arrives never exceeds the rate over the time since the
+    workers started, plus the limiter's burst and one batch.  A slow machine sends less,
+    never more, so the check does not depend on how fast this machine is; a sender
+    pacing 40 % too fast breaks it after about a second (the burst is cut to 0.1 s).
+    """
+    monkeypatch.setattr(pacing, "BURST_SECONDS", 0.1)
+    rate = 200_000
     started = time.monotonic()
-    time.sleep(2.0)
+    first, second = workers(2, workload={"batchBytes": 16384, "rateLimitBytesPerSecond": rate})
+    wait_for(lambda: second.report().raw_bytes >= 3 * rate)
     received = second.report().raw_bytes
     elapsed = time.monotonic() - started
-    # Paced to the rate (plus at most one second of catch-up and a batch in flight).
-    assert received <= rate * (elapsed + 1.0) + 16384
-    assert received >= rate * elapsed * 0.3
+    assert received <= rate * (elapsed + 0.1) + 16384
     assert first.report().lost_batches == 0
 
 
