@@ -117,15 +117,72 @@ def test_valid_frames_survive_any_chunking(frames: list[tuple[int, bytes]]) -> N
     assert [(f.header.sequence, f.payload) for f in out] == frames
 
 
+def _valid_hello() -> bytes:
+    return protocol.Hello("cluster-a", "sender-1", 2, 7, b"n" * 16, 5).encode()
+
+
+def _valid_welcome() -> bytes:
+    return protocol.Welcome(protocol.HandshakeStatus.OK, b"m" * 16).encode()
+
+
+def _damaged(valid: bytes) -> st.SearchStrategy[bytes]:
+    """A valid message with a byte changed, a piece cut off or bytes added."""
+    return st.one_of(
+        st.tuples(st.integers(0, len(valid) - 1), st.integers(0, 255)).map(
+            lambda change: valid[: change[0]] + bytes((change[1],)) + valid[change[0] + 1 :]
+        ),
+        st.integers(0, len(valid) - 1).map(lambda cut: valid[:cut]),
+        st.binary(min_size=1, max_size=8).map(lambda extra: valid + extra),
+    )
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=600))
+@given(
+    st.one_of(
+        st.binary(max_size=600),
+        _damaged(_valid_hello()),
+        _damaged(_valid_welcome()),
+    )
+)
 def test_any_hello_or_welcome_bytes_decode_or_raise_a_protocol_error(data: bytes) -> None:
-    for decode in (protocol.decode_hello, protocol.decode_welcome):
-        try:
-            decoded = decode(data)
-        except ProtocolError:
-            continue
-        assert decoded.version >= 0
+    """Whatever is accepted is exactly what was sent: encoding the decoded message gives
+    the same bytes back (no field ignored, nothing past the end tolerated)."""
+    try:
+        hello = protocol.decode_hello(data)
+    except ProtocolError:
+        pass
+    else:
+        assert hello.encode() == data
+        assert data[:4] == protocol.MAGIC
+    try:
+        welcome = protocol.decode_welcome(data)
+    except ProtocolError:
+        pass
+    else:
+        assert welcome.encode() == data
+        assert data[:4] == protocol.MAGIC
+
+
+def test_damaged_hellos_are_refused_with_a_reason() -> None:
+    valid = _valid_hello()
+    assert protocol.decode_hello(valid) == protocol.Hello(
+        "cluster-a", "sender-1", 2, 7, b"n" * 16, 5
+    )
+    with pytest.raises(ProtocolError, match="magic"):
+        protocol.decode_hello(b"HTTP" + valid[4:])
+    with pytest.raises(ProtocolError, match="length fields"):
+        protocol.decode_hello(valid + b"x")
+    with pytest.raises(ProtocolError, match="length fields"):
+        protocol.decode_hello(valid[:-1])
+    with pytest.raises(ProtocolError, match="too short"):
+        protocol.decode_hello(valid[: protocol.HELLO_FIXED_BYTES + 1])
+    with pytest.raises(ProtocolError, match="UTF-8"):
+        protocol.decode_hello(valid[:-1] + b"\xff")
+    welcome = _valid_welcome()
+    with pytest.raises(ProtocolError, match="wrong size"):
+        protocol.decode_welcome(welcome + b"x")
+    with pytest.raises(ProtocolError, match="status"):
+        protocol.decode_welcome(welcome[:6] + b"\x09\x00" + welcome[8:])
 
 
 @given(

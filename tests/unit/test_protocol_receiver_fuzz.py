@@ -11,16 +11,18 @@ import os
 import socket
 import threading
 import tracemalloc
+import zlib
+from dataclasses import dataclass
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from w5xde.api.v1alpha1 import CompressionSpec
 from w5xde.worker import protocol
-from w5xde.worker.codec import BatchCompressor
+from w5xde.worker.codec import BatchCompressor, BatchDecompressor, CorruptBatchError
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.handshake import Identity, client_handshake
-from w5xde.worker.protocol import CodecId, FrameType
+from w5xde.worker.protocol import HEADER_BYTES, CodecId, FrameType, ProtocolError
 from w5xde.worker.receiver import IncomingConnection, IncomingRegistry
 
 KEY = b"fuzz-key-0123456789abcdef"
@@ -51,18 +53,25 @@ def tcp_pair() -> tuple[socket.socket, socket.socket]:
 def serve(stream: bytes) -> IncomingRegistry:
     client, server = tcp_pair()
     registry = IncomingRegistry()
+    handshake: list[Exception | None] = []
 
     def send() -> None:
+        # No asserts here: how the handshake went is checked in the test's thread.
         try:
             client_handshake(
                 client, Identity("fuzz", "sender", KEY), stream=0, session=1, resume_from=0
             )
+            handshake.append(None)
             client.sendall(stream)
             client.shutdown(socket.SHUT_WR)
             while client.recv(65536):
                 pass
-        except OSError:
-            pass
+        except OSError as error:
+            # The receiver may close first (that is the point of most streams here).
+            if not handshake:
+                handshake.append(error)
+        except Exception as error:
+            handshake.append(error)
         finally:
             client.close()
 
@@ -72,7 +81,106 @@ def serve(stream: bytes) -> IncomingRegistry:
         server, config=CONFIG, identity=Identity("fuzz", "fuzz-0", KEY), registry=registry
     ).serve()
     sender.join(10)
+    assert not sender.is_alive(), "the sending side never finished"
+    assert handshake == [None], f"the handshake failed: {handshake}"
     return registry
+
+
+@dataclass
+class Expected:
+    """What the receiver must have counted, from docs/protocol.md's rules."""
+
+    batches: int = 0
+    raw_bytes: int = 0
+    lost_batches: int = 0
+    duplicate_batches: int = 0
+    corrupt_batches: int = 0
+
+
+def expected_counts(stream: bytes, *, stop_at_close: bool) -> Expected:
+    """A model of the receive loop: frames in order until the first one that breaks the
+    protocol or fails verification; a sequence below the next expected one is a
+    duplicate, one above it counts the gap as lost; only verified frames count.
+
+    The receiver ends after a CLOSE frame, but only once it has handled the rest of the
+    bytes of the same `recv`: frames behind a CLOSE may or may not count, so the model
+    gives both bounds (`stop_at_close`).
+    """
+    counted = Expected()
+    expected_sequence = 0
+    view = memoryview(stream)
+    position = 0
+    verifier = BatchDecompressor()
+    while len(stream) - position >= HEADER_BYTES:
+        try:
+            header = protocol.parse_header(stream, position)
+        except ProtocolError:
+            break
+        end = position + HEADER_BYTES + header.payload_length
+        if end > len(stream):
+            break
+        if header.kind == FrameType.CLOSE:
+            if stop_at_close:
+                break
+        elif header.kind != FrameType.DATA:
+            break
+        elif header.sequence < expected_sequence:
+            counted.duplicate_batches += 1
+        else:
+            counted.lost_batches += header.sequence - expected_sequence
+            try:
+                verifier.decompress(
+                    header.codec,
+                    view[position + HEADER_BYTES : end],
+                    header.raw_length,
+                    header.crc32,
+                )
+            except CorruptBatchError:
+                counted.corrupt_batches += 1
+                break
+            expected_sequence = header.sequence + 1
+            counted.batches += 1
+            counted.raw_bytes += header.raw_length
+        position = end
+    return counted
+
+
+def counted(registry: IncomingRegistry) -> Expected:
+    total = registry.total()
+    return Expected(
+        total.batches,
+        total.raw_bytes,
+        total.lost_batches,
+        total.duplicate_batches,
+        total.corrupt_batches,
+    )
+
+
+def assert_counts_match_the_model(stream: bytes, registry: IncomingRegistry) -> None:
+    low = expected_counts(stream, stop_at_close=True)
+    high = expected_counts(stream, stop_at_close=False)
+    found = counted(registry)
+    for name in ("batches", "raw_bytes", "lost_batches", "duplicate_batches", "corrupt_batches"):
+        assert getattr(low, name) <= getattr(found, name) <= getattr(high, name), (
+            f"{name}: receiver counted {found}, the model says {low} .. {high}"
+        )
+
+
+def none_frame(sequence: int, intact: bool) -> bytes:
+    """An uncompressed frame; its CRC32 is wrong unless `intact`."""
+    batch = b"plain batch %d " % sequence * 20
+    crc = zlib.crc32(batch) ^ (0 if intact else 1)
+    return (
+        protocol.pack_header(
+            FrameType.DATA,
+            CodecId.NONE,
+            sequence=sequence,
+            raw_length=len(batch),
+            payload_length=len(batch),
+            crc32=crc,
+        )
+        + batch
+    )
 
 
 @settings(max_examples=150, deadline=None)
@@ -81,6 +189,9 @@ def serve(stream: bytes) -> IncomingRegistry:
         st.one_of(
             st.binary(max_size=200),
             st.builds(valid_frame, st.integers(0, 5)),
+            st.builds(none_frame, st.integers(0, 5), st.booleans()),
+            st.builds(protocol.ack_frame, st.integers(0, 5)),
+            st.just(protocol.close_frame()),
             st.builds(
                 lambda kind, codec, raw, size: protocol.HEADER.pack(
                     kind, codec, 0, 0, raw, size, 0
@@ -102,19 +213,29 @@ def test_any_bytes_after_the_handshake_end_cleanly(pieces: list[bytes]) -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    total = registry.total()
-    assert total.batches <= stream.count(b"valid batch") + 1
-    assert total.raw_bytes >= 0
+    assert_counts_match_the_model(stream, registry)
     # A header may declare 4 GiB; the buffer only grows with what was really sent.
     assert peak < 4 * 1024 * 1024
 
 
 def test_valid_frames_in_a_stream_are_delivered_in_order() -> None:
-    registry = serve(b"".join(valid_frame(sequence) for sequence in range(5)))
+    stream = b"".join(valid_frame(sequence) for sequence in range(5))
+    registry = serve(stream)
     total = registry.total()
     assert total.batches == 5
+    assert total.raw_bytes == sum(len(b"valid batch %d " % n * 40) for n in range(5))
     assert total.lost_batches == 0
     assert total.corrupt_batches == 0
+    assert_counts_match_the_model(stream, registry)
+
+
+def test_duplicates_gaps_and_a_corrupt_frame_are_counted_as_such() -> None:
+    frames = [valid_frame(n) for n in (0, 1, 1, 0, 4, 5, 5)] + [none_frame(6, intact=False)]
+    registry = serve(b"".join(frames) + valid_frame(7))
+    total = registry.total()
+    assert (total.batches, total.duplicate_batches, total.lost_batches) == (4, 3, 2)
+    # The corrupt frame ends the connection: nothing after it counts.
+    assert total.corrupt_batches == 1
 
 
 def test_frames_before_garbage_count_and_the_garbage_ends_the_connection() -> None:
