@@ -88,6 +88,7 @@ class WorkerProcess:
     process: subprocess.Popen[str]
     lines: list[dict[str, Any]] = field(default_factory=list)
     stderr: list[str] = field(default_factory=list)
+    readers: list[threading.Thread] = field(default_factory=list)
 
     def _follow(self) -> None:
         assert self.process.stdout is not None
@@ -119,7 +120,9 @@ class WorkerProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout)
-        time.sleep(0.1)
+        # The readers end at the pipes' EOF, once every line the worker printed is in.
+        for reader in self.readers:
+            reader.join(timeout)
         finals = [line for line in self.lines if line.get("final")]
         assert finals, f"{self.name} printed no final report; stderr: {''.join(self.stderr)}"
         return finals[-1]
@@ -172,8 +175,12 @@ def start_worker(
         text=True,
     )
     worker = WorkerProcess(name, process)
-    threading.Thread(target=worker._follow, daemon=True).start()
-    threading.Thread(target=worker._follow_errors, daemon=True).start()
+    worker.readers = [
+        threading.Thread(target=worker._follow, daemon=True),
+        threading.Thread(target=worker._follow_errors, daemon=True),
+    ]
+    for reader in worker.readers:
+        reader.start()
     return worker
 
 
