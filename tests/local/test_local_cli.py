@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,57 @@ def run(*args: str, timeout: float = 60, **kwargs: object) -> subprocess.Complet
     return subprocess.run(
         [*W5XDE, *args], capture_output=True, text=True, timeout=timeout, check=False, **kwargs
     )
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def tcp_received(pid: int) -> dict[int, int]:
+    """Per child process of `pid`: the most bytes one of its TCP connections received
+    (the kernel's own count, read with `ss -i`)."""
+    children = children_of(pid)
+    listing = subprocess.run(
+        ["ss", "-Htinp", "state", "established"], capture_output=True, text=True, check=True
+    ).stdout
+    received: dict[int, int] = {}
+    owner: int | None = None
+    for line in listing.splitlines():
+        if match := re.search(r"pid=(\d+)", line):
+            owner = int(match.group(1))
+        elif owner in children and (match := re.search(r"bytes_received:(\d+)", line)):
+            received[owner] = max(received.get(owner, 0), int(match.group(1)))
+            owner = None
+    return received
+
+
+def received_batches(base: str) -> float:
+    try:
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+    except OSError:
+        return 0.0
+    values = [
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("w5xde_received_batches_total")
+    ]
+    return values[0] if values else 0.0
 
 
 def test_local_json_prints_exactly_one_object_with_the_seed_figures() -> None:
@@ -81,9 +134,22 @@ def test_local_table_with_a_file_source_and_verbose_logs(tmp_path: Path) -> None
 
 
 def test_local_silent_mode_logs_nothing_per_batch() -> None:
+    """Silent (the default) is ERROR only: a healthy run writes nothing at all to stderr,
+    not even the WARNING-level start lines that normal mode shows (next test)."""
     result = run("local", "--workers", "2", "--duration", "1", "--json")
-    assert result.returncode == 0
-    assert "batch" not in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["batches"] > 0
+    assert result.stderr == ""
+
+
+def test_local_normal_mode_logs_warnings_but_nothing_per_batch() -> None:
+    result = run("local", "--workers", "2", "--duration", "1", "--json", "--log-mode", "normal")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["batches"] > 0
+    for name in ("local-0", "local-1"):
+        assert f"WARNING w5xde.worker: worker {name} " in result.stderr, result.stderr
+    assert "verified" not in result.stderr
+    assert " INFO " not in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -117,14 +183,25 @@ def test_local_stops_cleanly_on_ctrl_c_and_still_prints() -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(3)
-    process.send_signal(signal.SIGINT)
+    try:
+        # Interrupt a run in full flow: both workers have taken in a MiB over their streams.
+        wait_for(
+            lambda: (
+                all(received >= 1 << 20 for received in tcp_received(process.pid).values())
+                and len(tcp_received(process.pid)) == 2
+            ),
+            "both local workers to receive data",
+        )
+    finally:
+        process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=30)
     assert "Traceback" not in stderr
+    assert process.returncode == 130
     data = json.loads(stdout)
     assert data["batches"] > 0
     assert data["duration_s"] < 30
     assert data["lost_batches"] == 0
+    assert all(node["exit_code"] == 0 for node in data["nodes"])
 
 
 def test_worker_with_bad_config_exits_2_naming_the_field() -> None:
@@ -185,16 +262,8 @@ def test_two_worker_processes_serve_probes_and_metrics_and_stop_on_sigterm() -> 
                 pass
             assert time.monotonic() < deadline, "worker never became ready"
             time.sleep(0.2)
-        time.sleep(1)
-        with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
-            metrics = response.read().decode()
-        received = [
-            float(line.split()[-1])
-            for line in metrics.splitlines()
-            if line.startswith("w5xde_received_batches_total")
-        ]
-        assert received
-        assert received[0] > 0
+        # The metric counts batches as they are verified: wait for the first ones.
+        wait_for(lambda: received_batches(base) > 0, "w5xde_received_batches_total > 0")
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
