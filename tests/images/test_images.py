@@ -60,11 +60,38 @@ def test_image_metadata(kind: str, image_config: dict[str, dict[str, Any]]) -> N
     assert labels["org.opencontainers.image.title"] == f"w5xde-{kind}"
 
 
+def image_default_user_args() -> list[str]:
+    """The hardened flags without `--user`: the uid is then the one the image declares,
+    which is what these tests check (passing `--user` would make them check the flag)."""
+    return [arg for arg in hardened_args() if not arg.startswith("--user")]
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_version_runs_as_non_root_on_a_read_only_root(kind: str) -> None:
-    result = podman("run", "--rm", "--network=none", *hardened_args(), image_ref(kind), "--version")
+    result = podman(
+        "run", "--rm", "--network=none", *image_default_user_args(), image_ref(kind), "--version"
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"w5xde {__version__}"
+    probe = (
+        "import os;"
+        "attempts = []\n"
+        "for path in ('/probe', '/usr/probe', os.path.expanduser('~') + '/probe'):\n"
+        "    try:\n"
+        "        open(path, 'w').close(); attempts.append('wrote ' + path)\n"
+        "    except OSError as error:\n"
+        "        attempts.append(error.errno)\n"
+        "print(os.getuid(), os.getgid(), attempts)"
+    )
+    result = podman(
+        "run", "--rm", "--network=none", *image_default_user_args(), "--entrypoint=python3",
+        image_ref(kind), "-c", probe,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    # The image's own user (not root), and every write refused: EROFS (30) or EACCES (13).
+    uid, gid, attempts = result.stdout.strip().split(" ", 2)
+    assert (uid, gid) == ("10001", "10001")
+    assert all(code in ("30", "13") for code in attempts.strip("[]").split(", ")), attempts
 
 
 def test_no_build_tools_or_caches_in_the_runtime_image() -> None:
@@ -78,8 +105,9 @@ def test_no_build_tools_or_caches_in_the_runtime_image() -> None:
         "print(mods, tools, paths, [a for a in apt if a not in ('partial', 'lock')],"
         " os.getuid(), os.getgid())"
     )  # fmt: skip
+    # Without --user: the uid printed is the image's default, not an echo of a flag.
     result = podman(
-        "run", "--rm", "--network=none", *hardened_args(), "--entrypoint=python3",
+        "run", "--rm", "--network=none", *image_default_user_args(), "--entrypoint=python3",
         image_ref("worker"), "-c", probe,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
