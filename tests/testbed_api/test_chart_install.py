@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from testbed.fixtures import Testbed
-from w5xde.operator.resources.metadata import NODE_TUNED_LABEL
+from w5xde.operator.resources.metadata import NODE_TUNED_LABEL, ClusterRef
+from w5xde.operator.resources.role import render_role
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
@@ -182,9 +183,14 @@ def check_reconciled_under_chart_rbac(
 
     statefulset = testbed.wait_for(reconciled, 120, "the operator to reconcile cc/demo")
     assert statefulset["spec"]["replicas"] == 1
-    # The workers' Role: the operator may only create it holding the same verbs itself.
-    roles = get_json(testbed, "roles", "-n", served_namespace)["items"]
-    assert any(role["metadata"]["name"] != release for role in roles), roles
+    # The workers' Role: the operator may only create it holding the same verbs itself
+    # (RBAC's escalation check), so finding it, as the operator renders it and owned by
+    # the cluster, shows the chart's Role in the served namespace grants enough.
+    cluster = ClusterRef.from_body(get_json(testbed, "cc", "demo", "-n", served_namespace))
+    role = get_json(testbed, "role", cluster.worker_account, "-n", served_namespace)
+    assert role, f"no Role {cluster.worker_account} in {served_namespace}"
+    assert role["rules"] == render_role(cluster)["rules"]
+    assert [owner["uid"] for owner in role["metadata"]["ownerReferences"]] == [cluster.uid]
 
     def peers() -> dict[str, Any] | None:
         peering = get_json(testbed, "kopfpeerings.kopf.dev", release, "-n", served_namespace)
