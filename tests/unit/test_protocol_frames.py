@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -197,3 +201,147 @@ def test_hello_round_trips(
 ) -> None:
     hello = protocol.Hello(cluster, sender, stream, session, b"n" * 16, resume)
     assert protocol.decode_hello(hello.encode()) == hello
+
+
+def test_acks_closes_and_default_crcs_are_all_zero_fields_but_their_own() -> None:
+    assert protocol.ack_frame(9) == HEADER.pack(FrameType.ACK, CodecId.NONE, 0, 9, 0, 0, 0)
+    assert protocol.close_frame() == HEADER.pack(FrameType.CLOSE, CodecId.NONE, 0, 0, 0, 0, 0)
+    header = protocol.parse_header(
+        protocol.pack_header(
+            FrameType.DATA, CodecId.ZSTD, sequence=1, raw_length=10, payload_length=5
+        )
+    )
+    assert (header.flags, header.crc32) == (0, 0)
+
+
+def test_headers_are_parsed_at_their_offset() -> None:
+    stream = data_frame(3, b"abc") + data_frame(4, b"defg")
+    second = protocol.parse_header(stream, HEADER_BYTES + 3)
+    assert (second.sequence, second.payload_length) == (4, 4)
+
+
+def test_the_largest_frames_allowed_are_accepted() -> None:
+    header = protocol.parse_header(
+        HEADER.pack(FrameType.DATA, CodecId.ZSTD, 0, 1, MAX_RAW_BYTES, MAX_PAYLOAD_BYTES, 0)
+    )
+    assert (header.raw_length, header.payload_length) == (MAX_RAW_BYTES, MAX_PAYLOAD_BYTES)
+    decoder = FrameDecoder(max_payload=1024)
+    (frame,) = decoder.feed(data_frame(0, b"y" * 1024))
+    assert frame.payload == b"y" * 1024
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ((9, 0, 0, 0, 0, 0, 0), "unknown frame type 9"),
+        ((1, 7, 0, 0, 0, 0, 0), "unknown codec 7"),
+        ((1, 0, 1, 0, 0, 0, 0), "reserved flags set: 0x1"),
+        (
+            (1, 1, 0, 0, MAX_RAW_BYTES + 1, 10, 0),
+            f"raw length {MAX_RAW_BYTES + 1} exceeds {MAX_RAW_BYTES}",
+        ),
+        (
+            (1, 1, 0, 0, 10, MAX_PAYLOAD_BYTES + 1, 0),
+            f"payload length {MAX_PAYLOAD_BYTES + 1} exceeds {MAX_PAYLOAD_BYTES}",
+        ),
+        ((1, 0, 0, 0, 10, 11, 0), "uncompressed frame with raw length != payload length"),
+        ((1, 1, 0, 0, 10, 0, 0), "zstd frame without payload"),
+        ((2, 0, 0, 5, 0, 3, 0), "ACK frame carries a payload"),
+        ((3, 0, 0, 0, 4, 0, 0), "CLOSE frame carries a payload"),
+    ],
+)
+def test_each_refusal_gives_its_reason(fields: tuple[int, ...], reason: str) -> None:
+    """The reason is what the receiver logs when it closes the connection."""
+    with pytest.raises(ProtocolError) as refused:
+        protocol.parse_header(HEADER.pack(*fields))
+    assert str(refused.value) == reason
+
+
+def test_a_failed_decoder_holds_nothing_and_keeps_failing() -> None:
+    decoder = FrameDecoder()
+    with pytest.raises(ProtocolError, match="unknown frame type"):
+        decoder.feed(data_frame(0, b"ok") + b"\xff" * HEADER_BYTES)
+    assert decoder.buffered == 0
+    with pytest.raises(ProtocolError, match="unknown frame type"):
+        decoder.feed(data_frame(1, b"fine"))
+
+
+def test_hello_names_up_to_253_bytes() -> None:
+    longest = "a" * protocol.MAX_NAME_BYTES
+    for cluster, sender in ((longest, "s"), ("c", longest)):
+        hello = protocol.Hello(cluster, sender, 0, 0, b"n" * 16)
+        assert protocol.decode_hello(hello.encode()) == hello
+    for cluster, sender in ((longest + "a", "s"), ("c", longest + "a")):
+        with pytest.raises(ProtocolError) as refused:
+            protocol.Hello(cluster, sender, 0, 0, b"n" * 16).encode()
+        assert str(refused.value) == "cluster id or sender name longer than 253 bytes"
+    with pytest.raises(ProtocolError) as refused:
+        protocol.Hello("c", "s", 0, 0, b"short").encode()
+    assert str(refused.value) == "nonce must be 16 bytes"
+
+
+def test_a_hello_with_empty_names_is_the_shortest() -> None:
+    hello = protocol.Hello("", "", 1, 2, b"n" * 16)
+    encoded = hello.encode()
+    assert len(encoded) == protocol.HELLO_FIXED_BYTES + 2
+    assert protocol.decode_hello(encoded) == hello
+    with pytest.raises(ProtocolError) as refused:
+        protocol.decode_hello(encoded[:-1])
+    assert str(refused.value) == "hello too short"
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda valid: b"HTTP" + valid[4:], "bad magic: not a w5xde peer"),
+        (lambda valid: valid + b"x", "hello length fields do not match its size"),
+        (lambda valid: valid[:-1], "hello length fields do not match its size"),
+        (lambda valid: valid[:-1] + b"\xff", "hello names are not UTF-8"),
+        # A cluster length that runs past the end leaves no byte for the sender's length.
+        (
+            lambda valid: valid[: protocol.HELLO_FIXED_BYTES] + b"\xff" + b"x" * 20,
+            "hello truncated",
+        ),
+    ],
+)
+def test_each_bad_hello_gives_its_reason(damage: Callable[[bytes], bytes], reason: str) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        protocol.decode_hello(damage(_valid_hello()))
+    assert str(refused.value) == reason
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda valid: valid + b"x", "welcome has the wrong size"),
+        (lambda valid: b"HTTP" + valid[4:], "bad magic: not a w5xde peer"),
+        (lambda valid: valid[:6] + b"\x09\x00" + valid[8:], "unknown handshake status 9"),
+    ],
+)
+def test_each_bad_welcome_gives_its_reason(damage: Callable[[bytes], bytes], reason: str) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        protocol.decode_welcome(damage(_valid_welcome()))
+    assert str(refused.value) == reason
+
+
+def test_proofs_bind_key_role_and_both_messages() -> None:
+    hello, welcome = _valid_hello(), _valid_welcome()
+    proof = protocol.proof(b"k" * 32, protocol.CLIENT_ROLE, hello, welcome)
+    assert len(proof) == protocol.PROOF_BYTES
+    assert (
+        proof == hmac.new(b"k" * 32, b"w5xde/1 client\0" + hello + welcome, hashlib.sha256).digest()
+    )
+    others = {
+        protocol.proof(b"x" * 32, protocol.CLIENT_ROLE, hello, welcome),
+        protocol.proof(b"k" * 32, protocol.SERVER_ROLE, hello, welcome),
+        protocol.proof(b"k" * 32, protocol.CLIENT_ROLE, hello[:-1] + b"x", welcome),
+        protocol.proof(b"k" * 32, protocol.CLIENT_ROLE, hello, welcome[:-1] + b"x"),
+    }
+    assert proof not in others
+    assert len(others) == 4
+    protocol.verify_proof(proof, proof)
+    with pytest.raises(ProtocolError) as refused:
+        protocol.verify_proof(proof, proof[:-1] + bytes((proof[-1] ^ 1,)))
+    assert str(refused.value) == (
+        "handshake proof does not match: peer does not hold the cluster key"
+    )

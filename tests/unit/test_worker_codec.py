@@ -16,7 +16,7 @@ from w5xde.worker.codec import (
     CorruptBatchError,
     zstd_threads,
 )
-from w5xde.worker.protocol import CodecId
+from w5xde.worker.protocol import MAX_RAW_BYTES, CodecId
 from w5xde.worker.sources import FileSource, PoolSource, open_source, synthetic_pool
 from w5xde.worker.topology import targets
 
@@ -158,3 +158,49 @@ def test_file_source_without_data_names_the_field(tmp_path: Path) -> None:
 )
 def test_topologies(topology: Topology, index: int, workers: int, expected: list[int]) -> None:
     assert targets(topology, index, workers) == expected
+
+
+def test_one_per_cpu_falls_back_to_one_when_the_cpus_are_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert zstd_threads(0) == 1
+
+
+def _frame(batch: bytes) -> bytes:
+    return zstandard.ZstdCompressor(write_checksum=True, write_content_size=True).compress(batch)
+
+
+@pytest.mark.parametrize(
+    ("payload", "raw_length", "reason"),
+    [
+        (b"not zstd at all", 15, "not a zstd frame: "),
+        (_frame(b"a" * 1000), 999, "zstd frame declares 1000 bytes, header says 999"),
+        # A valid frame with bytes behind it: only exactly one frame is a batch.
+        (_frame(b"a" * 1000) + b"junk", 1000, "zstd: "),
+        (_frame(b"a" * 1000)[:-6], 1000, "zstd: "),
+    ],
+)
+def test_each_corrupt_zstd_payload_gives_its_reason(
+    payload: bytes, raw_length: int, reason: str
+) -> None:
+    with pytest.raises(CorruptBatchError) as refused:
+        BatchDecompressor().decompress(CodecId.ZSTD, memoryview(payload), raw_length, 0)
+    # The reason, then (after a colon) what zstd itself said.
+    assert str(refused.value).startswith(reason), refused.value
+
+
+def test_a_crc_mismatch_says_so() -> None:
+    with pytest.raises(CorruptBatchError) as refused:
+        BatchDecompressor().decompress(CodecId.NONE, memoryview(b"abc"), 3, zlib.crc32(b"abd"))
+    assert str(refused.value) == "CRC32 mismatch"
+
+
+def test_the_largest_batch_decompresses() -> None:
+    """64 MiB is allowed (the API's bound); the check refuses only what is beyond it."""
+    batch = bytes(MAX_RAW_BYTES)
+    payload = _frame(batch)
+    assert (
+        BatchDecompressor().decompress(CodecId.ZSTD, memoryview(payload), MAX_RAW_BYTES, 0)
+        == MAX_RAW_BYTES
+    )
