@@ -22,7 +22,7 @@ import pytest
 
 from testbed.fixtures import Testbed
 from w5xde.operator.resources.metadata import NODE_TUNED_LABEL, ClusterRef
-from w5xde.operator.resources.role import render_role
+from w5xde.operator.resources.service_account import render_service_account
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
@@ -183,14 +183,32 @@ def check_reconciled_under_chart_rbac(
 
     statefulset = testbed.wait_for(reconciled, 120, "the operator to reconcile cc/demo")
     assert statefulset["spec"]["replicas"] == 1
-    # The workers' Role: the operator may only create it holding the same verbs itself
-    # (RBAC's escalation check), so finding it, as the operator renders it and owned by
-    # the cluster, shows the chart's Role in the served namespace grants enough.
+    # Every object the operator owns for the cluster, created under the chart's Role in
+    # the served namespace, as the operator renders it and owned by the cluster.  The
+    # workers' ServiceAccount holds no permissions and mounts no token.
     cluster = ClusterRef.from_body(get_json(testbed, "cc", "demo", "-n", served_namespace))
-    role = get_json(testbed, "role", cluster.worker_account, "-n", served_namespace)
-    assert role, f"no Role {cluster.worker_account} in {served_namespace}"
-    assert role["rules"] == render_role(cluster)["rules"]
-    assert [owner["uid"] for owner in role["metadata"]["ownerReferences"]] == [cluster.uid]
+    account = get_json(testbed, "serviceaccount", cluster.worker_account, "-n", served_namespace)
+    assert account, f"no ServiceAccount {cluster.worker_account} in {served_namespace}"
+    assert account["automountServiceAccountToken"] is False
+    assert (
+        account["automountServiceAccountToken"]
+        == (render_service_account(cluster)["automountServiceAccountToken"])
+    )
+    for kind, name in (
+        ("serviceaccount", cluster.worker_account),
+        ("service", cluster.service),
+        ("statefulset", cluster.statefulset),
+    ):
+        owned = get_json(testbed, kind, name, "-n", served_namespace)
+        owners = [owner["uid"] for owner in owned["metadata"].get("ownerReferences", [])]
+        assert owners == [cluster.uid], (kind, name, owners)
+    bindings = get_json(testbed, "rolebindings", "-n", served_namespace)["items"]
+    assert not [
+        binding["metadata"]["name"]
+        for binding in bindings
+        for subject in binding.get("subjects", [])
+        if subject.get("name") == cluster.worker_account
+    ], "the workers' ServiceAccount must hold no permissions"
 
     def peers() -> dict[str, Any] | None:
         peering = get_json(testbed, "kopfpeerings.kopf.dev", release, "-n", served_namespace)
