@@ -13,7 +13,8 @@ from typing import TypeVar
 
 import pytest
 
-from w5xde.api.v1alpha1 import CompressionSpec, WorkerReport
+from w5xde.api.v1alpha1 import CompressionSpec
+from w5xde.contract.report import WorkerReport
 from w5xde.worker import pacing, protocol
 from w5xde.worker.codec import BatchCompressor
 from w5xde.worker.config import WorkerConfig
