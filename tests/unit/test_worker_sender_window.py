@@ -1,0 +1,294 @@
+"""The sender's replay window against a hand-written receiver on real loopback TCP.
+
+The test plays the receiver: it accepts, runs the real handshake, reads the frames and
+acknowledges exactly what it chooses, so the window's rules are checked one by one:
+contiguous sequences, delivery counted on acknowledgement only, a bounded window, a
+replay from the first unacknowledged frame after a reconnect, and what is handed on
+when the peer leaves.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import pytest
+import zstandard
+
+from w5xde.api.v1alpha1 import Profile
+from w5xde.worker import protocol, sender
+from w5xde.worker.config import WorkerConfig
+from w5xde.worker.handshake import Identity, server_handshake
+from w5xde.worker.protocol import HEADER_BYTES, FrameDecoder, FrameType
+from w5xde.worker.sender import OutgoingStream
+from w5xde.worker.sources import PoolSource, synthetic_pool
+
+KEY = b"window-key-0123456789abcdef"
+BATCH = 4096
+POOL = synthetic_pool(Profile.MIXED, 256 * 1024)
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], what: str, timeout: float = 30.0) -> T:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+    return value
+
+
+class CountingSource(PoolSource):
+    """The stream's batches, counted as it takes them."""
+
+    def __init__(self) -> None:
+        super().__init__(POOL, BATCH)
+        self.taken = 0
+
+    def next_batch(self) -> memoryview:
+        self.taken += 1
+        return super().next_batch()
+
+
+def expected_batch(sequence: int) -> bytes:
+    """What the stream's `sequence`-th batch is (a fresh source gives the same ones)."""
+    source = PoolSource(POOL, BATCH)
+    for _ in range(sequence):
+        source.next_batch()
+    return bytes(source.next_batch())
+
+
+@dataclass
+class Receiver:
+    """One accepted, handshaken connection and the frames read from it."""
+
+    sock: socket.socket
+    hello: protocol.Hello
+    decoder: FrameDecoder = field(default_factory=FrameDecoder)
+    frames: list[protocol.Frame] = field(default_factory=list)
+
+    def read_until(self, count: int) -> list[protocol.Frame]:
+        """Read until `count` frames have arrived on this connection in all."""
+        self.sock.settimeout(30)
+        while len(self.frames) < count:
+            data = self.sock.recv(1 << 16)
+            assert data, f"the stream closed after {len(self.frames)} frames"
+            self.frames += self.decoder.feed(data)
+        return self.frames
+
+    def ack(self, sequence: int) -> None:
+        self.sock.sendall(protocol.ack_frame(sequence))
+
+
+class Peer:
+    """A listening socket the stream connects to; `accept()` plays the receiver."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(30)
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def accept(self) -> Receiver:
+        sock, _ = self.listener.accept()
+        hello = server_handshake(sock, Identity("unit", "rx-0", KEY))
+        return Receiver(sock, hello)
+
+
+@pytest.fixture
+def peer() -> Iterator[Peer]:
+    created = Peer()
+    yield created
+    created.listener.close()
+
+
+@pytest.fixture
+def start_stream(peer: Peer) -> Iterator[Callable[[], tuple[OutgoingStream, CountingSource]]]:
+    streams: list[OutgoingStream] = []
+
+    def start() -> tuple[OutgoingStream, CountingSource]:
+        config = WorkerConfig.model_validate(
+            {
+                "name": "tx-0",
+                "clusterId": "unit",
+                "peers": [peer.address],
+                "workload": {"batchBytes": BATCH},
+                "compression": {"level": 1},
+            }
+        )
+        source = CountingSource()
+        stream = OutgoingStream(
+            config=config,
+            identity=Identity("unit", "tx-0", KEY),
+            peer=peer.address,
+            stream=0,
+            source=source,
+            rate_bytes_per_second=0,
+        )
+        stream.start()
+        streams.append(stream)
+        return stream, source
+
+    yield start
+    for stream in streams:
+        stream.abort()
+        stream.join(10)
+        assert not stream.is_alive()
+
+
+def blocked_on_a_full_window(stream: OutgoingStream) -> bool:
+    """The stream's thread is waiting for acknowledgements because its window is full
+    (read from its stack: the only place a test can see "it stopped producing")."""
+    frame = sys._current_frames().get(stream.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "_read_acks" and frame.f_locals.get("wait") is True:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_frames_carry_contiguous_sequences_and_the_source_s_bytes(
+    peer: Peer, start_stream: Callable[[], tuple[OutgoingStream, CountingSource]]
+) -> None:
+    start_stream()
+    receiver = peer.accept()
+    assert (receiver.hello.sender, receiver.hello.stream, receiver.hello.resume_from) == (
+        "tx-0",
+        0,
+        0,
+    )
+    frames = receiver.read_until(20)[:20]
+    assert [frame.header.sequence for frame in frames] == list(range(20))
+    decompress = zstandard.ZstdDecompressor().decompress
+    for sequence, frame in enumerate(frames):
+        assert frame.header.kind == FrameType.DATA
+        assert frame.header.raw_length == BATCH
+        assert decompress(frame.payload) == expected_batch(sequence)
+
+
+def test_only_acknowledged_frames_count_as_delivered(
+    peer: Peer, start_stream: Callable[[], tuple[OutgoingStream, CountingSource]]
+) -> None:
+    stream, _ = start_stream()
+    receiver = peer.accept()
+    receiver.read_until(10)
+    assert stream.counters.batches == 0
+    receiver.ack(3)
+    wait_for(lambda: stream.counters.batches == 4, "four batches acknowledged")
+    assert stream.counters.raw_bytes == 4 * BATCH
+    # An older acknowledgement changes nothing; a later one moves on from there.
+    receiver.ack(1)
+    receiver.ack(6)
+    wait_for(lambda: stream.counters.batches == 7, "seven batches acknowledged")
+    assert stream.counters.raw_bytes == 7 * BATCH
+    # Several acknowledgements in one read: the highest counts.
+    receiver.sock.sendall(protocol.ack_frame(8) + protocol.ack_frame(7))
+    wait_for(lambda: stream.counters.batches == 9, "nine batches acknowledged")
+    assert stream.counters.raw_bytes == 9 * BATCH
+
+
+def test_the_window_is_bounded_and_moves_with_each_acknowledgement(
+    peer: Peer,
+    start_stream: Callable[[], tuple[OutgoingStream, CountingSource]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sender, "WINDOW_FRAMES", 16)
+    stream, source = start_stream()
+    receiver = peer.accept()
+    receiver.read_until(16)
+    wait_for(lambda: blocked_on_a_full_window(stream), "the stream to wait on a full window")
+    assert (stream.unacked, source.taken, len(receiver.frames)) == (16, 16, 16)
+    receiver.ack(4)
+    # Five frames left the window: exactly five more are produced, then it waits again.
+    receiver.read_until(21)
+    wait_for(lambda: blocked_on_a_full_window(stream), "the stream to wait again")
+    assert (stream.unacked, source.taken, stream.counters.batches) == (16, 21, 5)
+    assert [frame.header.sequence for frame in receiver.frames] == list(range(21))
+
+
+def test_the_window_is_bounded_in_bytes_too(
+    peer: Peer,
+    start_stream: Callable[[], tuple[OutgoingStream, CountingSource]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sender, "WINDOW_BYTES", 10 * 1024)
+    stream, source = start_stream()
+    receiver = peer.accept()
+    wait_for(lambda: blocked_on_a_full_window(stream), "the stream to wait on a full window")
+    frames = receiver.read_until(source.taken)
+    sizes = [frame.header.payload_length for frame in frames]
+    # Frames go out until they hold 10 KiB unacknowledged, and not one more.
+    assert sum(sizes) >= 10 * 1024
+    assert sum(sizes[:-1]) < 10 * 1024
+    assert stream.unacked == len(frames)
+
+
+def test_a_reconnect_replays_the_window_from_the_first_unacknowledged_frame(
+    peer: Peer, start_stream: Callable[[], tuple[OutgoingStream, CountingSource]]
+) -> None:
+    stream, _ = start_stream()
+    first = peer.accept()
+    seen = first.read_until(12)
+    first.ack(4)
+    wait_for(lambda: stream.counters.batches == 5, "five batches acknowledged")
+    first.sock.close()
+    second = peer.accept()
+    # The new connection says where it resumes, then the whole window comes again, in
+    # order, counted as resent; then new batches follow.
+    assert second.hello.resume_from == 5
+    assert second.hello.session == first.hello.session
+    replayed = wait_for(lambda: stream.counters.resent_batches, "the replay counted")
+    frames = second.read_until(replayed + 3)
+    sequences = [frame.header.sequence for frame in frames]
+    assert sequences == list(range(5, 5 + len(frames)))
+    # Everything the first connection saw beyond the acknowledgement was replayed.
+    assert replayed >= len(seen) - 5
+    decompress = zstandard.ZstdDecompressor().decompress
+    assert decompress(frames[0].payload) == expected_batch(5)
+    second.ack(sequences[-1])
+    wait_for(lambda: stream.counters.batches == 5 + len(frames), "the replay acknowledged")
+    assert stream.counters.resent_batches == replayed
+
+
+def test_a_receiver_that_sends_data_breaks_the_protocol(
+    peer: Peer, start_stream: Callable[[], tuple[OutgoingStream, CountingSource]]
+) -> None:
+    stream, _ = start_stream()
+    first = peer.accept()
+    first.read_until(3)
+    first.sock.sendall(
+        protocol.pack_header(
+            FrameType.DATA, protocol.CodecId.NONE, sequence=0, raw_length=1, payload_length=1
+        )
+        + b"x"
+    )
+    # The stream drops the connection and comes back with everything still unacknowledged.
+    second = peer.accept()
+    assert second.hello.resume_from == 0
+    assert stream.counters.batches == 0
+
+
+def test_a_peer_that_leaves_hands_its_unacknowledged_frames_on(
+    peer: Peer, start_stream: Callable[[], tuple[OutgoingStream, CountingSource]]
+) -> None:
+    stream, source = start_stream()
+    receiver = peer.accept()
+    receiver.read_until(8)
+    receiver.ack(2)
+    wait_for(lambda: stream.counters.batches == 3, "three batches acknowledged")
+    stream.abort()
+    stream.join(10)
+    in_window = stream.unacked
+    frames = stream.take_unacked()
+    # Every batch taken from the source and not acknowledged, in order, whole.
+    assert in_window == source.taken - 3
+    assert [frame.sequence for frame in frames] == list(range(3, source.taken))
+    assert all(frame.raw_length == BATCH for frame in frames)
+    assert [protocol.parse_header(frame.header).sequence for frame in frames[:2]] == [3, 4]
+    assert len(frames[0].header) == HEADER_BYTES
+    assert zstandard.ZstdDecompressor().decompress(frames[0].payload) == expected_batch(3)
+    # Taken once: the window is empty afterwards.
+    assert stream.unacked == 0
+    assert stream.take_unacked() == []
