@@ -37,7 +37,8 @@ TARGETS: dict[str, list[str]] = {
 }
 
 #: mutmut's words for an outcome; everything but "killed" and "timeout" is a survivor
-#: ("no tests": no selected test even runs the mutated code).
+#: ("no tests": no selected test even runs the mutated code).  A timeout counts as
+#: killed (the mutant hung a test) but is shown apart.
 KILLED = {"killed", "timeout"}
 
 
@@ -71,21 +72,29 @@ def report(outcome: dict[str, str]) -> int:
         names = [name for name in outcome if any(fnmatch.fnmatchcase(name, g) for g in globs)]
         checked = [name for name in names if outcome[name] != "not checked"]
         if not checked:
-            rows.append((target, "-", "not run"))
+            rows.append((target, "-", "-", "-", "-", "not run"))
             continue
         counts = Counter(outcome[name] for name in checked)
         killed = sum(counts[status] for status in KILLED)
         all_killed += killed
         all_total += len(checked)
-        rows.append((target, f"{killed}/{len(checked)}", f"{100 * killed / len(checked):.1f} %"))
+        rows.append(
+            (
+                target,
+                f"{killed}/{len(checked)}",
+                str(counts["timeout"]),
+                str(counts["survived"]),
+                str(counts["no tests"]),
+                f"{100 * killed / len(checked):.1f} %",
+            )
+        )
         survivors += [(name, outcome[name]) for name in checked if outcome[name] not in KILLED]
-    width = max(len(row[0]) for row in rows)
-    print(f"{'target':<{width}}  {'killed':>9}  rate")
-    for target, fraction, rate in rows:
-        print(f"{target:<{width}}  {fraction:>9}  {rate}")
+    header = ("target", "killed", "timeout", "survived", "no tests", "rate")
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
     if all_total:
-        rate = 100 * all_killed / all_total
-        print(f"{'all':<{width}}  {all_killed}/{all_total:<4}  {rate:.1f} %")
+        print(f"all: {all_killed}/{all_total} killed, {100 * all_killed / all_total:.1f} %")
     print(f"\n{len(survivors)} surviving mutants (mutmut show NAME for the diff):")
     for name, status in sorted(survivors):
         print(f"  {name}: {status}")

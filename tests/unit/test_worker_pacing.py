@@ -89,3 +89,15 @@ def test_the_default_burst_is_one_second() -> None:
 def test_a_rate_of_zero_is_no_limiter() -> None:
     with pytest.raises(ValueError, match="rate"):
         RateLimiter(0)
+
+
+def test_any_positive_rate_paces_even_below_one_byte_per_second() -> None:
+    clock = Clock()
+    limiter = RateLimiter(0.5, clock=clock)
+    assert limiter.take(1) == pytest.approx(2.0)
+
+
+def test_the_refusal_of_a_zero_rate_says_why() -> None:
+    with pytest.raises(ValueError, match="positive") as refused:
+        RateLimiter(-1)
+    assert str(refused.value) == "rate must be positive (0 means no limit: use no limiter)"

@@ -33,7 +33,7 @@ POOL = synthetic_pool(Profile.MIXED, 256 * 1024)
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], what: str, timeout: float = 30.0) -> T:
+def wait_for(condition: Callable[[], T], what: str, timeout: float = 15.0) -> T:
     deadline = time.monotonic() + timeout
     while not (value := condition()):
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -72,7 +72,7 @@ class Receiver:
 
     def read_until(self, count: int) -> list[protocol.Frame]:
         """Read until `count` frames have arrived on this connection in all."""
-        self.sock.settimeout(30)
+        self.sock.settimeout(15)
         while len(self.frames) < count:
             data = self.sock.recv(1 << 16)
             assert data, f"the stream closed after {len(self.frames)} frames"
@@ -218,12 +218,19 @@ def test_the_window_is_bounded_in_bytes_too(
     stream, source = start_stream()
     receiver = peer.accept()
     wait_for(lambda: blocked_on_a_full_window(stream), "the stream to wait on a full window")
-    frames = receiver.read_until(source.taken)
+    frames = list(receiver.read_until(source.taken))
     sizes = [frame.header.payload_length for frame in frames]
     # Frames go out until they hold 10 KiB unacknowledged, and not one more.
     assert sum(sizes) >= 10 * 1024
     assert sum(sizes[:-1]) < 10 * 1024
     assert stream.unacked == len(frames)
+    # Acknowledging frees their bytes: the stream fills the window once more.
+    receiver.ack(frames[-1].header.sequence)
+    wait_for(lambda: source.taken > len(frames), "more batches after the acknowledgement")
+    wait_for(lambda: blocked_on_a_full_window(stream), "the window full again")
+    more = receiver.read_until(source.taken)[len(frames) :]
+    assert sum(frame.header.payload_length for frame in more) >= 10 * 1024
+    assert sum(frame.header.payload_length for frame in more[:-1]) < 10 * 1024
 
 
 def test_a_reconnect_replays_the_window_from_the_first_unacknowledged_frame(
@@ -293,3 +300,48 @@ def test_a_peer_that_leaves_hands_its_unacknowledged_frames_on(
     # Taken once: the window is empty afterwards.
     assert stream.unacked == 0
     assert stream.take_unacked() == []
+
+
+def test_handed_over_frames_go_out_again_under_this_stream_s_sequences(
+    peer: Peer, start_stream: Callable[[], tuple[OutgoingStream, CountingSource]]
+) -> None:
+    """Frames a stream to a departed peer never got acknowledged are given to another
+    stream: re-framed with its own sequences, same payload, counted as resent."""
+    handed = []
+    for old_sequence, size in ((70, 1000), (71, 3000)):
+        batch = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+        payload = zstandard.ZstdCompressor(write_checksum=True).compress(batch)
+        header = protocol.pack_header(
+            FrameType.DATA,
+            protocol.CodecId.ZSTD,
+            sequence=old_sequence,
+            raw_length=size,
+            payload_length=len(payload),
+            crc32=old_sequence,
+        )
+        handed.append(sender.Unacked(old_sequence, header, payload, size))
+    stream, source = start_stream()
+    stream.handover.extend(handed)
+    receiver = peer.accept()
+    frames = receiver.read_until(6)
+    by_payload = {frame.payload: frame for frame in frames}
+    for old in handed:
+        frame = by_payload[bytes(old.payload)]
+        assert frame.header.raw_length == old.raw_length
+        assert frame.header.payload_length == len(old.payload)
+        assert frame.header.codec == protocol.CodecId.ZSTD
+        assert frame.header.crc32 == old.sequence
+    assert [frame.header.sequence for frame in frames] == list(range(len(frames)))
+    assert stream.counters.resent_batches == 2
+    receiver.ack(len(frames) - 1)
+    wait_for(lambda: stream.counters.batches == len(frames), "all acknowledged")
+    assert stream.counters.raw_bytes == 4000 + (len(frames) - 2) * BATCH
+    assert source.taken >= len(frames) - 2
+
+
+@pytest.mark.parametrize(
+    ("sent", "left"),
+    [(0, [b"abc", b"defg"]), (2, [b"c", b"defg"]), (3, [b"defg"]), (5, [b"fg"]), (7, [])],
+)
+def test_a_partial_sendmsg_resumes_at_the_first_unsent_byte(sent: int, left: list[bytes]) -> None:
+    assert [bytes(buffer) for buffer in sender._drop_sent([b"abc", b"defg"], sent)] == left
