@@ -9,9 +9,11 @@ when the peer leaves.
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -105,17 +107,19 @@ def peer() -> Iterator[Peer]:
 
 
 @pytest.fixture
-def start_stream(peer: Peer) -> Iterator[Callable[[], tuple[OutgoingStream, CountingSource]]]:
+def start_stream(
+    peer: Peer,
+) -> Iterator[Callable[..., tuple[OutgoingStream, CountingSource]]]:
     streams: list[OutgoingStream] = []
 
-    def start() -> tuple[OutgoingStream, CountingSource]:
+    def start(codec: str = "zstd") -> tuple[OutgoingStream, CountingSource]:
         config = WorkerConfig.model_validate(
             {
                 "name": "tx-0",
                 "clusterId": "unit",
                 "peers": [peer.address],
                 "workload": {"batchBytes": BATCH},
-                "compression": {"level": 1},
+                "compression": {"level": 1, "codec": codec},
             }
         )
         source = CountingSource()
@@ -151,7 +155,7 @@ def blocked_on_a_full_window(stream: OutgoingStream) -> bool:
 
 
 def test_frames_carry_contiguous_sequences_and_the_source_s_bytes(
-    peer: Peer, start_stream: Callable[[], tuple[OutgoingStream, CountingSource]]
+    peer: Peer, start_stream: Callable[..., tuple[OutgoingStream, CountingSource]]
 ) -> None:
     start_stream()
     receiver = peer.accept()
@@ -170,7 +174,7 @@ def test_frames_carry_contiguous_sequences_and_the_source_s_bytes(
 
 
 def test_only_acknowledged_frames_count_as_delivered(
-    peer: Peer, start_stream: Callable[[], tuple[OutgoingStream, CountingSource]]
+    peer: Peer, start_stream: Callable[..., tuple[OutgoingStream, CountingSource]]
 ) -> None:
     stream, _ = start_stream()
     receiver = peer.accept()
@@ -192,7 +196,7 @@ def test_only_acknowledged_frames_count_as_delivered(
 
 def test_the_window_is_bounded_and_moves_with_each_acknowledgement(
     peer: Peer,
-    start_stream: Callable[[], tuple[OutgoingStream, CountingSource]],
+    start_stream: Callable[..., tuple[OutgoingStream, CountingSource]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(sender, "WINDOW_FRAMES", 16)
@@ -211,7 +215,7 @@ def test_the_window_is_bounded_and_moves_with_each_acknowledgement(
 
 def test_the_window_is_bounded_in_bytes_too(
     peer: Peer,
-    start_stream: Callable[[], tuple[OutgoingStream, CountingSource]],
+    start_stream: Callable[..., tuple[OutgoingStream, CountingSource]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(sender, "WINDOW_BYTES", 10 * 1024)
@@ -234,7 +238,7 @@ def test_the_window_is_bounded_in_bytes_too(
 
 
 def test_a_reconnect_replays_the_window_from_the_first_unacknowledged_frame(
-    peer: Peer, start_stream: Callable[[], tuple[OutgoingStream, CountingSource]]
+    peer: Peer, start_stream: Callable[..., tuple[OutgoingStream, CountingSource]]
 ) -> None:
     stream, _ = start_stream()
     first = peer.accept()
@@ -261,7 +265,7 @@ def test_a_reconnect_replays_the_window_from_the_first_unacknowledged_frame(
 
 
 def test_a_receiver_that_sends_data_breaks_the_protocol(
-    peer: Peer, start_stream: Callable[[], tuple[OutgoingStream, CountingSource]]
+    peer: Peer, start_stream: Callable[..., tuple[OutgoingStream, CountingSource]]
 ) -> None:
     stream, _ = start_stream()
     first = peer.accept()
@@ -279,7 +283,7 @@ def test_a_receiver_that_sends_data_breaks_the_protocol(
 
 
 def test_a_peer_that_leaves_hands_its_unacknowledged_frames_on(
-    peer: Peer, start_stream: Callable[[], tuple[OutgoingStream, CountingSource]]
+    peer: Peer, start_stream: Callable[..., tuple[OutgoingStream, CountingSource]]
 ) -> None:
     stream, source = start_stream()
     receiver = peer.accept()
@@ -303,7 +307,7 @@ def test_a_peer_that_leaves_hands_its_unacknowledged_frames_on(
 
 
 def test_handed_over_frames_go_out_again_under_this_stream_s_sequences(
-    peer: Peer, start_stream: Callable[[], tuple[OutgoingStream, CountingSource]]
+    peer: Peer, start_stream: Callable[..., tuple[OutgoingStream, CountingSource]]
 ) -> None:
     """Frames a stream to a departed peer never got acknowledged are given to another
     stream: re-framed with its own sequences, same payload, counted as resent."""
@@ -345,3 +349,34 @@ def test_handed_over_frames_go_out_again_under_this_stream_s_sequences(
 )
 def test_a_partial_sendmsg_resumes_at_the_first_unsent_byte(sent: int, left: list[bytes]) -> None:
     assert [bytes(buffer) for buffer in sender._drop_sent([b"abc", b"defg"], sent)] == left
+
+
+def test_uncompressed_frames_carry_the_batch_and_its_crc32(
+    peer: Peer, start_stream: Callable[..., tuple[OutgoingStream, CountingSource]]
+) -> None:
+    start_stream(codec="none")
+    receiver = peer.accept()
+    for sequence, frame in enumerate(receiver.read_until(5)[:5]):
+        assert frame.header.codec == protocol.CodecId.NONE
+        assert frame.payload == expected_batch(sequence)
+        assert frame.header.crc32 == zlib.crc32(frame.payload)
+
+
+def test_verbose_mode_logs_each_batch(
+    peer: Peer,
+    start_stream: Callable[..., tuple[OutgoingStream, CountingSource]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="w5xde")
+    start_stream()
+    receiver = peer.accept()
+    frames = receiver.read_until(3)
+    wait_for(
+        lambda: len([r for r in caplog.records if r.name == "w5xde.sender"]) >= 3,
+        "three batch lines",
+    )
+    lines = [r.getMessage() for r in caplog.records if r.name == "w5xde.sender"][:3]
+    assert lines == [
+        f"batch {n} to {peer.address}: {BATCH} -> {frames[n].header.payload_length} bytes"
+        for n in range(3)
+    ]
