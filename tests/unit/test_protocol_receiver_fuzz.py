@@ -50,16 +50,26 @@ def tcp_pair() -> tuple[socket.socket, socket.socket]:
     return client, server
 
 
-def serve(stream: bytes) -> IncomingRegistry:
+def serve(
+    stream: bytes,
+    *,
+    registry: IncomingRegistry | None = None,
+    session: int = 1,
+    resume_from: int = 0,
+) -> IncomingRegistry:
     client, server = tcp_pair()
-    registry = IncomingRegistry()
+    registry = registry if registry is not None else IncomingRegistry()
     handshake: list[Exception | None] = []
 
     def send() -> None:
         # No asserts here: how the handshake went is checked in the test's thread.
         try:
             client_handshake(
-                client, Identity("fuzz", "sender", KEY), stream=0, session=1, resume_from=0
+                client,
+                Identity("fuzz", "sender", KEY),
+                stream=0,
+                session=session,
+                resume_from=resume_from,
             )
             handshake.append(None)
             client.sendall(stream)
@@ -278,3 +288,83 @@ def test_frames_bigger_than_the_buffer_grow_it_and_arrive() -> None:
     total = serve(b"".join(frames)).total()
     assert total.batches == 3
     assert total.raw_bytes == sum(sizes)
+
+
+def test_a_reconnecting_sender_s_replay_is_dropped_as_duplicates() -> None:
+    """Delivery state belongs to the sender stream, not the connection: the same session
+    replaying its window after a reconnect delivers only what is new."""
+    registry = serve(b"".join(valid_frame(n) for n in range(5)))
+    serve(b"".join(valid_frame(n) for n in range(2, 8)), registry=registry)
+    total = registry.total()
+    assert (total.batches, total.duplicate_batches, total.lost_batches) == (8, 3, 0)
+    assert registry.senders[("sender", 0)].expected == 8
+
+
+def test_a_new_session_starts_afresh_from_its_resume_point() -> None:
+    registry = serve(b"".join(valid_frame(n) for n in range(5)))
+    # A restarted sender (new session) resuming at 3: 3.. are new, nothing is lost.
+    serve(
+        b"".join(valid_frame(n) for n in range(3, 6)), registry=registry, session=2, resume_from=3
+    )
+    total = registry.total()
+    assert (total.batches, total.duplicate_batches, total.lost_batches) == (8, 0, 0)
+    state = registry.senders[("sender", 0)]
+    assert (state.session, state.expected) == (2, 6)
+
+
+def test_a_new_connection_for_the_same_stream_takes_over() -> None:
+    """The older connection of a sender stream is shut down when a newer one arrives."""
+    registry = IncomingRegistry()
+    old_client, old_server = tcp_pair()
+    served: list[BaseException | None] = []
+
+    def serve_old() -> None:
+        try:
+            IncomingConnection(
+                old_server,
+                config=CONFIG,
+                identity=Identity("fuzz", "fuzz-0", KEY),
+                registry=registry,
+            ).serve()
+            served.append(None)
+        except BaseException as error:  # reported in the test's thread
+            served.append(error)
+
+    old = threading.Thread(target=serve_old)
+    old.start()
+    client_handshake(
+        old_client, Identity("fuzz", "sender", KEY), stream=0, session=1, resume_from=0
+    )
+    old_client.sendall(valid_frame(0))
+    old_client.settimeout(15)
+    assert len(old_client.recv(HEADER_BYTES)) == HEADER_BYTES  # the ACK for frame 0
+    serve(valid_frame(1), registry=registry)
+    # The newer connection delivered frame 1; the older one was shut down under it.
+    assert old_client.recv(100) == b""
+    old.join(15)
+    old_client.close()
+    assert served == [None]
+    assert registry.total().batches == 2
+    assert registry.connected == 0
+
+
+def test_a_long_stream_split_across_receives_arrives_whole() -> None:
+    """Frames cut anywhere by TCP, past the receive buffer's size: what is left of a frame
+    moves to the buffer's front and the frame completes there."""
+    sizes = [1000 + (n * 7919) % 9000 for n in range(120)]
+    frames = []
+    for sequence, size in enumerate(sizes):
+        batch = os.urandom(size)
+        payload, _ = BatchCompressor(CompressionSpec(level=1)).compress(batch)
+        header = protocol.pack_header(
+            FrameType.DATA,
+            CodecId.ZSTD,
+            sequence=sequence,
+            raw_length=size,
+            payload_length=len(payload),
+        )
+        frames.append(header + bytes(payload))
+    stream = b"".join(frames)
+    assert len(stream) > 2 * 256 * 1024
+    total = serve(stream).total()
+    assert (total.batches, total.raw_bytes, total.corrupt_batches) == (120, sum(sizes), 0)
