@@ -180,7 +180,15 @@ def test_only_acknowledged_frames_count_as_delivered(
     receiver = peer.accept()
     receiver.read_until(10)
     assert stream.counters.batches == 0
-    receiver.ack(3)
+    receiver.ack(0)
+    wait_for(lambda: stream.counters.batches == 1, "the first batch acknowledged")
+    assert stream.counters.raw_bytes == BATCH
+    # An acknowledgement cut in two by TCP counts once both halves are in.
+    ack = protocol.ack_frame(3)
+    receiver.sock.sendall(ack[:10])
+    wait_for(lambda: blocked_on_a_full_window(stream) or stream.unacked > 9, "more frames")
+    assert stream.counters.batches == 1
+    receiver.sock.sendall(ack[10:])
     wait_for(lambda: stream.counters.batches == 4, "four batches acknowledged")
     assert stream.counters.raw_bytes == 4 * BATCH
     # An older acknowledgement changes nothing; a later one moves on from there.
