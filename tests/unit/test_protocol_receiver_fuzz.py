@@ -7,6 +7,7 @@ bytes that actually arrived.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -14,6 +15,7 @@ import tracemalloc
 import zlib
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +24,7 @@ from w5xde.worker import protocol
 from w5xde.worker.codec import BatchCompressor, BatchDecompressor, CorruptBatchError
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.handshake import Identity, client_handshake
-from w5xde.worker.protocol import HEADER_BYTES, CodecId, FrameType, ProtocolError
+from w5xde.worker.protocol import HEADER_BYTES, CodecId, FrameDecoder, FrameType, ProtocolError
 from w5xde.worker.receiver import IncomingConnection, IncomingRegistry
 
 KEY = b"fuzz-key-0123456789abcdef"
@@ -50,16 +52,28 @@ def tcp_pair() -> tuple[socket.socket, socket.socket]:
     return client, server
 
 
+#: What the receiver sent back on the last `serve()` connection (its ACK frames).
+ACKS: list[int] = []
+
+
 def serve(
     stream: bytes,
     *,
     registry: IncomingRegistry | None = None,
     session: int = 1,
     resume_from: int = 0,
+    shutdown: bool = True,
 ) -> IncomingRegistry:
+    """Send `stream` after a real handshake and serve it with the real receive loop.
+
+    Without `shutdown` the sender keeps its side open: only the receiver can end the
+    connection then (a CLOSE frame must); the sender gives up after 10 s.
+    """
     client, server = tcp_pair()
     registry = registry if registry is not None else IncomingRegistry()
     handshake: list[Exception | None] = []
+    answer = bytearray()
+    ACKS.clear()
 
     def send() -> None:
         # No asserts here: how the handshake went is checked in the test's thread.
@@ -73,9 +87,11 @@ def serve(
             )
             handshake.append(None)
             client.sendall(stream)
-            client.shutdown(socket.SHUT_WR)
-            while client.recv(65536):
-                pass
+            if shutdown:
+                client.shutdown(socket.SHUT_WR)
+            client.settimeout(10)
+            while data := client.recv(65536):
+                answer.extend(data)
         except OSError as error:
             # The receiver may close first (that is the point of most streams here).
             if not handshake:
@@ -93,6 +109,9 @@ def serve(
     sender.join(10)
     assert not sender.is_alive(), "the sending side never finished"
     assert handshake == [None], f"the handshake failed: {handshake}"
+    for frame in FrameDecoder().feed(bytes(answer)):
+        assert frame.header.kind == FrameType.ACK, frame
+        ACKS.append(frame.header.sequence)
     return registry
 
 
@@ -102,6 +121,7 @@ class Expected:
 
     batches: int = 0
     raw_bytes: int = 0
+    wire_bytes: int = 0
     lost_batches: int = 0
     duplicate_batches: int = 0
     corrupt_batches: int = 0
@@ -151,6 +171,7 @@ def expected_counts(stream: bytes, *, stop_at_close: bool) -> Expected:
             expected_sequence = header.sequence + 1
             counted.batches += 1
             counted.raw_bytes += header.raw_length
+            counted.wire_bytes += end - position
         position = end
     return counted
 
@@ -160,6 +181,7 @@ def counted(registry: IncomingRegistry) -> Expected:
     return Expected(
         total.batches,
         total.raw_bytes,
+        total.wire_bytes,
         total.lost_batches,
         total.duplicate_batches,
         total.corrupt_batches,
@@ -170,7 +192,8 @@ def assert_counts_match_the_model(stream: bytes, registry: IncomingRegistry) -> 
     low = expected_counts(stream, stop_at_close=True)
     high = expected_counts(stream, stop_at_close=False)
     found = counted(registry)
-    for name in ("batches", "raw_bytes", "lost_batches", "duplicate_batches", "corrupt_batches"):
+    names = ("batches", "raw_bytes", "wire_bytes", "lost_batches", "duplicate_batches")
+    for name in (*names, "corrupt_batches"):
         assert getattr(low, name) <= getattr(found, name) <= getattr(high, name), (
             f"{name}: receiver counted {found}, the model says {low} .. {high}"
         )
@@ -368,3 +391,50 @@ def test_a_long_stream_split_across_receives_arrives_whole() -> None:
     assert len(stream) > 2 * 256 * 1024
     total = serve(stream).total()
     assert (total.batches, total.raw_bytes, total.corrupt_batches) == (120, sum(sizes), 0)
+
+
+def test_each_receive_that_delivers_acknowledges_the_highest_contiguous_frame() -> None:
+    serve(b"".join(valid_frame(n) for n in range(6)))
+    # However TCP cut the stream, the ACKs rise and end at the last frame.
+    assert ACKS
+    assert sorted(ACKS) == ACKS
+    assert ACKS[-1] == 5
+    # A gap: what follows it is acknowledged as the new highest (counted lost).
+    serve(valid_frame(0) + valid_frame(3))
+    assert ACKS[-1] == 3
+    # Nothing verified, nothing acknowledged.
+    serve(b"\xff" * HEADER_BYTES)
+    assert ACKS == []
+
+
+def test_a_close_frame_ends_the_connection_from_the_receiver_s_side() -> None:
+    registry = serve(
+        b"".join(valid_frame(n) for n in range(3)) + protocol.close_frame(), shutdown=False
+    )
+    assert registry.total().batches == 3
+    assert ACKS[-1] == 2
+
+
+def test_an_empty_batch_at_the_end_of_the_stream_counts() -> None:
+    empty = protocol.pack_header(
+        FrameType.DATA, CodecId.NONE, sequence=1, raw_length=0, payload_length=0, crc32=0
+    )
+    total = serve(valid_frame(0) + empty).total()
+    assert (total.batches, total.lost_batches) == (2, 0)
+    assert ACKS[-1] == 1
+
+
+def test_the_receiver_logs_why_it_closes_and_each_batch_in_verbose_mode(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="w5xde")
+    total = serve(valid_frame(0) + protocol.ack_frame(0)).total()
+    assert total.batches == 1
+    messages = [r.getMessage() for r in caplog.records if r.name == "w5xde.receiver"]
+    length = len(b"valid batch 0 " * 40)
+    assert messages == [
+        f"batch 0 from sender verified: {length} bytes",
+        "closing stream from sender: unexpected ACK frame from a sender",
+    ]
+    assert total.network_seconds > 0
+    assert total.compression_seconds > 0
