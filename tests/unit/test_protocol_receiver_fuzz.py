@@ -54,6 +54,8 @@ def tcp_pair() -> tuple[socket.socket, socket.socket]:
 
 #: What the receiver sent back on the last `serve()` connection (its ACK frames).
 ACKS: list[int] = []
+#: Holds True when the receiver closed the last `serve()` connection (not a time-out).
+ENDED_BY_RECEIVER: list[bool] = []
 
 
 def serve(
@@ -74,6 +76,7 @@ def serve(
     handshake: list[Exception | None] = []
     answer = bytearray()
     ACKS.clear()
+    ENDED_BY_RECEIVER.clear()
 
     def send() -> None:
         # No asserts here: how the handshake went is checked in the test's thread.
@@ -92,6 +95,7 @@ def serve(
             client.settimeout(10)
             while data := client.recv(65536):
                 answer.extend(data)
+            ENDED_BY_RECEIVER.append(True)
         except OSError as error:
             # The receiver may close first (that is the point of most streams here).
             if not handshake:
@@ -413,6 +417,8 @@ def test_a_close_frame_ends_the_connection_from_the_receiver_s_side() -> None:
     )
     assert registry.total().batches == 3
     assert ACKS[-1] == 2
+    # The receiver closed: the sender saw the end of the stream, not its own time-out.
+    assert ENDED_BY_RECEIVER == [True]
 
 
 def test_an_empty_batch_at_the_end_of_the_stream_counts() -> None:
