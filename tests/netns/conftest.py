@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,12 +21,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.netns)
 
 
+#: One netns bed per machine at a time: it removes every `w5t-` namespace when it
+#: starts, so a second run (another work tree) would pull the links from under the first.
+LOCK_FILE = Path("/run/w5xde-netns-bed.lock")
+
+
 @pytest.fixture(scope="module")
 def bed() -> Iterator[Bed]:
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("network namespaces need root and iproute2")
-    created = Bed(NAMESPACES)
-    try:
-        yield created
-    finally:
-        created.close()
+    with LOCK_FILE.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        created = Bed(NAMESPACES)
+        try:
+            yield created
+        finally:
+            created.close()
