@@ -142,7 +142,10 @@ def run_operator(options: OperatorOptions) -> int:
         else:
             logger.warning("kopf peering CRDs are not installed: running standalone")
     priority = options.priority if options.priority is not None else random.randint(1, 10**6)  # noqa: S311
-    identity = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
+    # kopf's own convention: the pod's name (POD_ID, set by the chart) names the peer.
+    identity = os.environ.get("POD_ID") or (
+        f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
+    )
     read_peers = None
     if peering_name is not None:
         scope = options.namespaces[0] if options.namespaces else None
