@@ -26,6 +26,7 @@ DPI = 100
 class Interval:
     """One worker's figures between two consecutive report lines."""
 
+    start_seconds: float
     end_seconds: float
     raw_bytes_per_s: float
     raw_bytes: int
@@ -33,19 +34,46 @@ class Interval:
     lost_batches_total: int
 
 
+#: Lines closer together than this are merged into one interval: a rate over a few
+#: milliseconds (the final line, printed right after the last periodic one) is noise.
+MIN_INTERVAL_S = 0.2
+
+
+def _interval(start: ReportLine, end: ReportLine) -> Interval:
+    seconds = end.elapsed_seconds - start.elapsed_seconds
+    raw = max(0, end.report.raw_bytes - start.report.raw_bytes)
+    wire = max(0, end.report.wire_bytes - start.report.wire_bytes)
+    return Interval(
+        start.elapsed_seconds,
+        end.elapsed_seconds,
+        raw / seconds,
+        raw,
+        wire,
+        end.report.lost_batches,
+    )
+
+
 def intervals(lines: Sequence[ReportLine]) -> list[Interval]:
     """Per-interval figures from one worker's cumulative lines (in the order printed)."""
     out: list[Interval] = []
-    previous: ReportLine | None = None
+    starts: list[ReportLine] = []
+    base: ReportLine | None = None
     for line in lines:
-        if previous is not None and line.elapsed_seconds > previous.elapsed_seconds:
-            seconds = line.elapsed_seconds - previous.elapsed_seconds
-            raw = max(0, line.report.raw_bytes - previous.report.raw_bytes)
-            wire = max(0, line.report.wire_bytes - previous.report.wire_bytes)
-            out.append(
-                Interval(line.elapsed_seconds, raw / seconds, raw, wire, line.report.lost_batches)
-            )
-        previous = line
+        if base is None:
+            base = line
+        elif line.elapsed_seconds - base.elapsed_seconds >= MIN_INTERVAL_S:
+            out.append(_interval(base, line))
+            starts.append(base)
+            base = line
+    last = lines[-1] if lines else None
+    if (
+        out
+        and last is not None
+        and base is not last
+        and last.elapsed_seconds > base.elapsed_seconds
+    ):  # type: ignore[union-attr]
+        # A short tail (the final line): widen the last interval to take it in.
+        out[-1] = _interval(starts[-1], last)
     return out
 
 
@@ -77,11 +105,13 @@ def plot_run(samples: Mapping[str, Sequence[ReportLine]], path: Path, title: str
         throughput.plot(times, rates, linewidth=1, alpha=0.7, label=name)
         # Step interpolation: each interval's rate holds until its end.
         index = np.clip(np.searchsorted(times, grid), 0, len(series) - 1)
-        inside = grid <= times[-1]
+        inside = (grid > series[0].start_seconds) & (grid <= times[-1])
         cluster += np.where(inside, rates[index], 0.0)
         raw_on_grid += np.where(inside, [series[i].raw_bytes for i in index], 0.0)
         wire_on_grid += np.where(inside, [series[i].wire_bytes for i in index], 0.0)
-        lost_on_grid += np.array([series[i].lost_batches_total for i in index], dtype=float)
+        lost_on_grid += np.where(
+            grid > series[0].start_seconds, [series[i].lost_batches_total for i in index], 0.0
+        )
     throughput.plot(grid, cluster, color="black", linewidth=2, label="cluster")
     throughput.set_ylabel("raw MB/s")
     throughput.set_title(title)
