@@ -65,15 +65,9 @@ def intervals(lines: Sequence[ReportLine]) -> list[Interval]:
             out.append(_interval(base, line))
             starts.append(base)
             base = line
-    last = lines[-1] if lines else None
-    if (
-        out
-        and last is not None
-        and base is not last
-        and last.elapsed_seconds > base.elapsed_seconds
-    ):  # type: ignore[union-attr]
+    if out and base is not None and lines[-1].elapsed_seconds > base.elapsed_seconds:
         # A short tail (the final line): widen the last interval to take it in.
-        out[-1] = _interval(starts[-1], last)
+        out[-1] = _interval(starts[-1], lines[-1])
     return out
 
 

@@ -53,8 +53,8 @@ def standard_registry(component: str) -> CollectorRegistry:
     registry = CollectorRegistry()
     # `*_created` gauges double the series of every counter and histogram and no
     # query here reads them (Prometheus gets a counter's resets from the samples).
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
-    registry.register(BuildInfoCollector(component))  # type: ignore[arg-type]
+    registry.register(BuildInfoCollector(component))
     return registry
