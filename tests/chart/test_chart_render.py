@@ -214,7 +214,7 @@ def test_probes_hit_the_kopf_liveness_port_the_operator_is_told() -> None:
 
 def test_operator_command_line_and_images_default_to_the_app_version() -> None:
     container = operator_container(render())
-    assert container["image"] == f"localhost/w5xde-operator:{APP_VERSION}"
+    assert container["image"] == f"ghcr.io/w5xde/w5xde-operator:{APP_VERSION}"
     assert container["args"] == [
         "operator",
         "--all-namespaces",
@@ -224,7 +224,7 @@ def test_operator_command_line_and_images_default_to_the_app_version() -> None:
         f"--peering={RELEASE}",
     ]
     env = {item["name"]: item for item in container["env"]}
-    assert env["W5XDE_WORKER_IMAGE"]["value"] == f"localhost/w5xde-worker:{APP_VERSION}"
+    assert env["W5XDE_WORKER_IMAGE"]["value"] == f"ghcr.io/w5xde/w5xde-worker:{APP_VERSION}"
     assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
 

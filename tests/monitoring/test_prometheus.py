@@ -59,6 +59,7 @@ def installed(testbed: Testbed) -> Iterator[tuple[str, str, str]]:
     try:
         testbed.helm(
             "install", release, str(prom.CHART), "--namespace", operator_ns,
+            "--values", str(prom.REPO / "tests" / "chart_values" / "local-images.yaml"),
             "--set", f"watchNamespaces={{{served_ns}}}",
             "--set", f"crds.install={str(ours.returncode != 0).lower()}",
             "--set", f"crds.kopfPeering={str(kopf.returncode != 0).lower()}",
