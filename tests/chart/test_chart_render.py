@@ -166,6 +166,7 @@ def test_defaults_render_the_operator_and_nothing_optional() -> None:
             "ClusterRoleBinding",
             "Service",
             "Deployment",
+            "Pod",  # the `helm test` hook
             *["CustomResourceDefinition"] * 3,
         ]
     )
