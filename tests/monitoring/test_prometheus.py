@@ -50,7 +50,7 @@ def installed(testbed: Testbed) -> Iterator[tuple[str, str, str]]:
         "no other W5XDE operator running (it would reconcile our cluster too)",
     )
     suffix = uuid.uuid4().hex[:6]
-    operator_ns, served_ns, release = f"t-{suffix}-mon-op", f"t-{suffix}-mon", f"mon-{suffix}"
+    operator_ns, served_ns, release = f"t-{suffix}-mon-op", f"t-{suffix}-mon", f"w5xde-mon-{suffix}"
     testbed.kubectl("create", "namespace", operator_ns)
     testbed.kubectl("create", "namespace", served_ns)
     testbed.kubectl("label", "namespace", served_ns, "pod-security.kubernetes.io/enforce=baseline")
@@ -139,16 +139,27 @@ def test_scrape_targets_follow_the_chart_monitors(
 ) -> None:
     release, operator_ns, served_ns = installed
 
+    seen: list[list[dict[str, Any]]] = [[]]
+
     def all_up() -> list[dict[str, Any]] | None:
-        targets = [t for t in prometheus.targets() if t["health"] == "up"]
+        seen[0] = prometheus.targets()
+        targets = [t for t in seen[0] if t["health"] == "up"]
         workers = [t for t in targets if t["labels"].get("compressioncluster") == CLUSTER]
-        operators = [
-            t for t in targets if t["labels"]["job"] == f"{operator_ns}/{release}-operator"
-        ]
+        job = f"{operator_ns}/{release}-operator"
+        operators = [t for t in targets if t["labels"]["job"] == job]
         return targets if len(workers) == WORKERS and len(operators) == 1 else None
 
-    targets = testbed.wait_for(all_up, 90, f"{WORKERS} worker targets and the operator up",
-                               interval=1)  # fmt: skip
+    deadline = time.monotonic() + 90
+    while (targets := all_up()) is None:
+        if time.monotonic() > deadline:
+            found = [(t["scrapeUrl"], t["labels"], t["health"], t["lastError"]) for t in seen[0]]
+            dropped = prometheus.api("targets", state="dropped")["droppedTargets"][:5]
+            pytest.fail(
+                f"not {WORKERS} worker targets and the operator up after 90 s; active: {found}; "
+                f"some dropped: {[d['discoveredLabels'] for d in dropped]}\n"
+                f"{prometheus.log.read_text()[-2000:]}"
+            )
+        time.sleep(1)
     for target in targets:
         labels = target["labels"]
         assert "cluster" not in labels, labels  # the relabeling writes `compressioncluster`
@@ -190,6 +201,15 @@ def test_every_dashboard_query_returns_data(
         values = {s["metric"].get(label) for s in prometheus.query(metric)}
         assert substitutions[variable["name"]] in values, (variable["name"], values)
 
+    # Every worker delivering, as Prometheus sees it (two scrapes in the rate window).
+    raw = f'w5xde_received_raw_bytes_total{{compressioncluster="{CLUSTER}"}}'
+    flowing = f"rate({raw}[{RATE_INTERVAL}]) > 0"
+    testbed.wait_for(
+        lambda: len(prometheus.query(flowing)) == WORKERS,
+        60,
+        f"{flowing} for every worker",
+        interval=1,
+    )
     queries = prom.panel_queries(board, substitutions)
     expected_empty = {
         id(p) for p, _ in queries if prom.EMPTY_WHEN_HEALTHY in p.get("description", "")
@@ -250,7 +270,7 @@ def test_alert_rules_evaluate_against_real_series(
     # would leave an alert that can never fire.
     for group in groups:
         for rule in group["rules"]:
-            selectors = re.findall(r"\b((?:w5xde_[a-z0-9_]+|up)\{[^}]*\})", rule["expr"])
+            selectors = re.findall(r"\b((?:w5xde_[a-z0-9_]+|up)(?:\{[^}]*\})?)", rule["expr"])
             assert selectors, rule["alert"]
             for selector in selectors:
                 if "errors_total" in selector:
