@@ -103,20 +103,21 @@ def relabel_config(rule: Object) -> Object:
     return out
 
 
-def _selector_rules(selector: Object) -> list[Object]:
+def _selector_rules(selector: Object, role: str = "pod") -> list[Object]:
+    """`keep`/`drop` rules for a label selector on discovered pods or services."""
     rules: list[Object] = []
     for key, value in sorted((selector.get("matchLabels") or {}).items()):
         name = _label_name(key)
         rules.append({
             "action": "keep",
-            "source_labels": [f"__meta_kubernetes_pod_label_{name}",
-                              f"__meta_kubernetes_pod_labelpresent_{name}"],
+            "source_labels": [f"__meta_kubernetes_{role}_label_{name}",
+                              f"__meta_kubernetes_{role}_labelpresent_{name}"],
             "regex": f"({value});true",
         })  # fmt: skip
     for expression in selector.get("matchExpressions") or []:
         name = _label_name(expression["key"])
-        label = f"__meta_kubernetes_pod_label_{name}"
-        present = f"__meta_kubernetes_pod_labelpresent_{name}"
+        label = f"__meta_kubernetes_{role}_label_{name}"
+        present = f"__meta_kubernetes_{role}_labelpresent_{name}"
         values = "|".join(expression.get("values") or [])
         operator = expression["operator"]
         if operator == "Exists":
@@ -178,6 +179,51 @@ def scrape_configs(objects: Iterable[Object], kubeconfig: Path) -> list[Object]:
                 config["scrape_interval"] = endpoint["interval"]
             if "scrapeTimeout" in endpoint:
                 config["scrape_timeout"] = endpoint["scrapeTimeout"]
+            if endpoint.get("metricRelabelings"):
+                config["metric_relabel_configs"] = [
+                    relabel_config(rule) for rule in endpoint["metricRelabelings"]
+                ]
+            configs.append(config)
+    return configs
+
+
+def service_scrape_configs(objects: Iterable[Object], kubeconfig: Path) -> list[Object]:
+    """One scrape config per ServiceMonitor endpoint (endpoints discovery), likewise."""
+    configs: list[Object] = []
+    for monitor in of_kind(objects, "ServiceMonitor"):
+        meta, spec = monitor["metadata"], monitor["spec"]
+        namespaces = spec.get("namespaceSelector") or {}
+        discovery: Object = {"role": "endpoints", "kubeconfig_file": str(kubeconfig)}
+        if not namespaces.get("any"):
+            discovery["namespaces"] = {"names": namespaces.get("matchNames") or [meta["namespace"]]}
+        for index, endpoint in enumerate(spec["endpoints"]):
+            job = f"{meta['namespace']}/{meta['name']}"
+            rules: list[Object] = [
+                *_selector_rules(spec.get("selector") or {}, role="service"),
+                {
+                    "action": "keep",
+                    "source_labels": ["__meta_kubernetes_endpoint_port_name"],
+                    "regex": endpoint["port"],
+                },
+                {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
+                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                {
+                    "source_labels": ["__meta_kubernetes_pod_container_name"],
+                    "target_label": "container",
+                },
+                {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job"},
+                {"target_label": "endpoint", "replacement": endpoint["port"]},
+                *(relabel_config(rule) for rule in endpoint.get("relabelings") or []),
+            ]
+            config: Object = {
+                "job_name": f"serviceMonitor/{job}/{index}",
+                "metrics_path": endpoint.get("path", "/metrics"),
+                "kubernetes_sd_configs": [discovery],
+                "relabel_configs": rules,
+            }
+            if "interval" in endpoint:
+                config["scrape_interval"] = endpoint["interval"]
             if endpoint.get("metricRelabelings"):
                 config["metric_relabel_configs"] = [
                     relabel_config(rule) for rule in endpoint["metricRelabelings"]

@@ -51,7 +51,7 @@ def test_generated_scrape_configs_pass_promtool(tmp_path: Path) -> None:
     prom.require(prom.HELM, prom.PROMTOOL)
     objects = prom.render_chart(
         RELEASE, NAMESPACE, "--set", "podMonitor.enabled=true",
-        "--set", "watchNamespaces={team-a,team-b}",
+        "--set", "serviceMonitor.enabled=true", "--set", "watchNamespaces={team-a,team-b}",
     )  # fmt: skip
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
@@ -71,8 +71,18 @@ def test_generated_scrape_configs_pass_promtool(tmp_path: Path) -> None:
     targets = [r.get("target_label") for r in workers["relabel_configs"]]
     assert "compressioncluster" in targets
     assert "cluster" not in targets
+    services = prom.service_scrape_configs(objects, kubeconfig)
+    service_workers = {c["job_name"]: c for c in services}[
+        "serviceMonitor/w5xde-system/w5xde-workers/0"
+    ]
+    relabelled = [r for r in service_workers["relabel_configs"] if r.get("source_labels")]
+    assert any(
+        r["source_labels"] == ["__meta_kubernetes_service_label_w5xde_io_cluster"]
+        and r["target_label"] == "compressioncluster"
+        for r in relabelled
+    )
     path = tmp_path / "prometheus.yml"
-    path.write_text(yaml.safe_dump({"scrape_configs": configs}))
+    path.write_text(yaml.safe_dump({"scrape_configs": configs + services}))
     result = subprocess.run([str(prom.PROMTOOL), "check", "config", str(path)],
                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
