@@ -43,6 +43,3 @@ rules-test: install monitoring-bin testbed-bin ## promtool test rules on the cha
 monitoring-test: install monitoring-bin testbed-bin ## the monitoring tier: rules, dashboard and alerts against a real Prometheus on the test bed
 	$(BIN)/pytest tests/monitoring $(PYTEST_ARGS)
 
-# tests/monitoring/test_rules.py and test_chart_monitoring.py are unit-tier tests that
-# run the real promtool: build it (once, cached) rather than skip them.
-unit: monitoring-bin

@@ -10,9 +10,13 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from monitoring import prom
+
+# helm renders the chart (the helm tier: `make test`, not `make unit`).
+pytestmark = pytest.mark.helm
 
 RELEASE, NAMESPACE = "w5xde", "w5xde-system"
 

@@ -11,9 +11,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from monitoring import prom
+
+# helm renders the chart (the helm tier: `make test`, not `make unit`).
+pytestmark = pytest.mark.helm
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE / "rules_test.yaml"
