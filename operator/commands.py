@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from w5xde.api.v1alpha1 import LogMode, parse_log_mode
+from w5xde.contract import telemetry
 
 EXIT_USAGE = 2
 ENV_WORKER_IMAGE = "W5XDE_WORKER_IMAGE"
@@ -39,10 +40,18 @@ def add_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="silent | normal | verbose (or 1 | 2 | 3); default normal or $W5XDE_LOG_MODE",
     )
     operator.add_argument(
-        "--liveness", type=int, default=8080, metavar="PORT", help="/healthz port (0: off)"
+        "--liveness",
+        type=int,
+        default=telemetry.OPERATOR_HEALTH_PORT,
+        metavar="PORT",
+        help="/healthz port (0: off)",
     )
     operator.add_argument(
-        "--metrics-port", type=int, default=9091, metavar="PORT", help="/metrics port (0: off)"
+        "--metrics-port",
+        type=int,
+        default=telemetry.OPERATOR_METRICS_PORT,
+        metavar="PORT",
+        help="/metrics port (0: off)",
     )
     operator.add_argument(
         "--peering",

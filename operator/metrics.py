@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram, start_http_server
 
-REGISTRY = CollectorRegistry()
+from w5xde.contract import telemetry
+
+#: `w5xde_operator_*`, `w5xde_build_info{component="operator"}`, `process_*`, `python_info`.
+REGISTRY = telemetry.standard_registry("operator")
 
 RECONCILES = Counter(
     "w5xde_operator_reconciles_total",

@@ -18,7 +18,8 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from pydantic import ValidationError
@@ -60,6 +61,13 @@ def add_local_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-bytes", type=int, default=65536, help="recv_into chunk")
     parser.add_argument("--rate-limit", type=int, default=0, help="bytes/s per worker, 0 = none")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PATH",
+        help="draw throughput over time per worker and for the cluster, ratio and lost "
+        "batches into a PNG (needs matplotlib: pip install 'w5xde[plot]')",
+    )
 
 
 class UsageError(ValueError):
@@ -196,6 +204,8 @@ class Child:
     process: subprocess.Popen[str]
     latest: ReportLine | None = None
     final: ReportLine | None = None
+    #: Every report line, for `--plot` (one per report interval: 2 per second).
+    lines: list[ReportLine] = field(default_factory=list)
     reader: threading.Thread | None = None
 
     def follow(self) -> None:
@@ -206,6 +216,7 @@ class Child:
             except ValidationError:
                 continue  # not a report line (a stray print): the next one will do
             self.latest = line
+            self.lines.append(line)
             if line.final:
                 self.final = line
 
@@ -372,6 +383,18 @@ def run_local(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print(format_table(result))
+    if args.plot is not None:
+        from w5xde.worker import plot
+
+        try:
+            plot.plot_run(
+                {child.name: child.lines for child in children},
+                args.plot,
+                f"w5xde local: {plan.workers} workers, {result['compression_ratio']}x",
+            )
+        except (ImportError, ValueError) as error:
+            print(f"w5xde local: --plot: {error}", file=sys.stderr)
+            return 1
     failed = [child.name for child in children if child.process.returncode not in (0, None)]
     if failed:
         print(f"w5xde local: workers failed: {', '.join(failed)}", file=sys.stderr)

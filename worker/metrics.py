@@ -11,10 +11,10 @@ import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from w5xde.contract import auth
+from w5xde.contract import auth, telemetry
 from w5xde.worker.report_endpoint import ReportEndpoint, is_report_path
 from w5xde.worker.runtime import Worker, current_rss_bytes
 
@@ -100,7 +100,7 @@ class MetricsServer:
         *,
         report: ReportEndpoint | None = None,
     ) -> None:
-        registry = CollectorRegistry()
+        registry = telemetry.standard_registry("worker")
         registry.register(collector)  # type: ignore[arg-type]
 
         class Handler(BaseHTTPRequestHandler):

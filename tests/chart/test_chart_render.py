@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import urllib.request
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
@@ -19,15 +20,16 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, generate_latest
 
+from w5xde import cli
 from w5xde.api.v1alpha1 import CompressionClusterSpec
+from w5xde.operator import metrics as operator_metrics
 from w5xde.operator.resources.metadata import NODE_TUNED_LABEL, ClusterRef
 from w5xde.operator.resources.service import render_service
 from w5xde.operator.resources.statefulset import render_statefulset
 from w5xde.operator.sysctl_policy import SysctlPlan
 from w5xde.worker.config import WorkerConfig
-from w5xde.worker.metrics import WorkerCollector
+from w5xde.worker.metrics import MetricsServer
 from w5xde.worker.runtime import Worker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -164,6 +166,7 @@ def test_defaults_render_the_operator_and_nothing_optional() -> None:
             "ClusterRoleBinding",
             "Service",
             "Deployment",
+            "Pod",  # the `helm test` hook
             *["CustomResourceDefinition"] * 3,
         ]
     )
@@ -212,7 +215,7 @@ def test_probes_hit_the_kopf_liveness_port_the_operator_is_told() -> None:
 
 def test_operator_command_line_and_images_default_to_the_app_version() -> None:
     container = operator_container(render())
-    assert container["image"] == f"localhost/w5xde-operator:{APP_VERSION}"
+    assert container["image"] == f"ghcr.io/w5xde/w5xde-operator:{APP_VERSION}"
     assert container["args"] == [
         "operator",
         "--all-namespaces",
@@ -222,7 +225,7 @@ def test_operator_command_line_and_images_default_to_the_app_version() -> None:
         f"--peering={RELEASE}",
     ]
     env = {item["name"]: item for item in container["env"]}
-    assert env["W5XDE_WORKER_IMAGE"]["value"] == f"localhost/w5xde-worker:{APP_VERSION}"
+    assert env["W5XDE_WORKER_IMAGE"]["value"] == f"ghcr.io/w5xde/w5xde-worker:{APP_VERSION}"
     assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
 
@@ -399,7 +402,7 @@ def test_worker_monitors_select_what_the_operator_renders() -> None:
     assert selects(pod_monitor["selector"], pod_labels)
     endpoint = pod_monitor["podMetricsEndpoints"][0]
     assert endpoint["port"] in container_ports
-    assert endpoint["relabelings"][0]["targetLabel"] == "cluster"
+    assert endpoint["relabelings"][0]["targetLabel"] == "compressioncluster"
     assert pod_monitor["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
     service_monitor = one(objects, "ServiceMonitor", "w5xde-workers")["spec"]
     assert selects(service_monitor["selector"], service["metadata"]["labels"])
@@ -414,12 +417,42 @@ def test_worker_monitors_select_what_the_operator_renders() -> None:
 
 
 def exported_worker_metrics() -> set[str]:
-    """The sample names a real worker serves on /metrics (its collector, not a list)."""
-    registry = CollectorRegistry()
+    """The sample names a real worker serves on /metrics (its server's registry, not a list)."""
     worker = Worker(WorkerConfig(name="demo-0", cluster_id="team-a/demo"), b"k" * 32)
-    registry.register(WorkerCollector(worker))
-    exposition = generate_latest(registry).decode()
-    return set(re.findall(r"^(w5xde_[a-z_]+)\s", exposition, re.MULTILINE))
+    server = MetricsServer.for_worker(worker, "127.0.0.1", 0)
+    try:
+        server.start()
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics") as answer:
+            exposition = answer.read().decode()
+    finally:
+        server.stop()
+    return set(re.findall(r"^([a-z][a-z0-9_]*)(?:\{[^}]*\})?\s", exposition, re.MULTILINE))
+
+
+def exported_operator_metrics() -> set[str]:
+    """The families the operator's registry declares, with their exposition suffixes."""
+    names: set[str] = set()
+    for family in operator_metrics.REGISTRY.collect():
+        names.add(family.name)
+        names.update(sample.name for sample in family.samples)
+        if family.type == "counter":
+            names.add(f"{family.name}_total")
+        if family.type == "histogram":
+            names.update(f"{family.name}_{suffix}" for suffix in ("bucket", "sum", "count"))
+    return names
+
+
+def test_metric_conventions_build_info_and_process_collectors() -> None:
+    worker = exported_worker_metrics()
+    operator = exported_operator_metrics()
+    for names in (worker, operator):
+        assert {"w5xde_build_info", "process_cpu_seconds_total", "python_info"} <= names
+        assert "process_resident_memory_bytes" in names
+    assert not [name for name in worker | operator if name.endswith("_created")]
+    # Counters carry _total, durations _seconds (docs/metrics.md).
+    for name in worker | operator:
+        if name.startswith("w5xde_") and "seconds" in name:
+            assert name.endswith(("_seconds", "_seconds_total", "_bucket", "_sum", "_count")), name
 
 
 def test_grafana_dashboard_configmap_carries_the_dashboard() -> None:
@@ -430,16 +463,38 @@ def test_grafana_dashboard_configmap_carries_the_dashboard() -> None:
     assert dashboard["uid"] == "w5xde-clusters"
     expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
     used = set(re.findall(r"\bw5xde_[a-z_]+", " ".join(expressions)))
-    exported = exported_worker_metrics()
-    assert used <= exported, f"the worker exports none of {used - exported}"
+    exported = exported_worker_metrics() | exported_operator_metrics()
+    assert used <= exported, f"no W5XDE process exports {used - exported}"
     for needed in ("raw_bytes", "wire_bytes", "batches", "network_seconds", "compression_seconds"):
         assert any(needed in name for name in used), needed
-    assert all("cluster" in expression for expression in expressions)
+    for expression in expressions:
+        if "w5xde_operator_" in expression:
+            continue
+        # Worker panels filter by the relabelled target label, never by `cluster`.
+        assert 'compressioncluster=~"$compressioncluster"' in expression, expression
+        assert not re.search(r"\bcluster\b", expression.replace("compressioncluster", "")), (
+            expression
+        )
+    # Counters are only ever shown through rate() or increase(): a raw counter drops
+    # to 0 when a worker restarts.
+    for expression in expressions:
+        for counter in re.findall(r"\bw5xde_[a-z_]+_total\b", expression):
+            assert re.search(rf"(rate|increase)\({counter}\b", expression), expression
     titles = " ".join(panel["title"] for panel in dashboard["panels"]).lower()
     for topic in ("throughput", "batches/s", "ratio", "network time", "compression time"):
         assert topic in titles
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+    variables = [variable["name"] for variable in dashboard["templating"]["list"]]
+    assert variables == ["datasource", "namespace", "compressioncluster"]
+
+
+def test_cli_port_defaults_match_the_chart() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    parser = cli.build_parser()
+    args = parser.parse_args(["operator"])
+    assert args.metrics_port == values["metrics"]["port"] == 8080
+    assert args.liveness == values["health"]["port"] == 8081
 
 
 # --- node tuning ----------------------------------------------------------------------

@@ -143,6 +143,8 @@ def operator(testbed: Testbed) -> Iterator[str]:
         "--namespace",
         OPERATOR_NAMESPACE,
         "--create-namespace",
+        "--values",
+        str(REPO_ROOT / "tests" / "chart_values" / "local-images.yaml"),
         "--wait",
         "--timeout",
         "3m",

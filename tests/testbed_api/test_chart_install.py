@@ -60,6 +60,7 @@ def installed(testbed: Testbed, release: str, namespace: str, *settings: str) ->
     kopf = testbed.kubectl("get", "crd", "kopfpeerings.kopf.dev", check=False)
     testbed.helm(
         "install", release, str(CHART), "--namespace", namespace,
+        "--values", str(CHART.parents[1] / "tests" / "chart_values" / "local-images.yaml"),
         "--set", f"crds.install={str(ours.returncode != 0).lower()}",
         "--set", f"crds.kopfPeering={str(kopf.returncode != 0).lower()}",
         *settings,

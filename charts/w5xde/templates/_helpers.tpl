@@ -198,8 +198,10 @@ does), and replicas announce themselves by patching its status.
 {{/*
 Scrape settings shared by the Pod- and ServiceMonitor endpoints. Called with
 (dict "monitor" <values> "clusterLabelSource" <meta label or "">): worker
-targets get a `cluster` label naming their CompressionCluster, which the
-dashboard filters by.
+targets get a `compressioncluster` label naming their CompressionCluster, which
+the dashboard and the alert rules group by. Not `cluster`: that is the usual
+external label of a multi-cluster Prometheus, and a target label of the same
+name would be overwritten or clash (CloudNativePG moved away from it too).
 */}}
 {{- define "w5xde.monitor.endpointSettings" -}}
 {{- $monitor := .monitor -}}
@@ -211,7 +213,7 @@ scrapeTimeout: {{ . }}
 relabelings:
   {{- with .clusterLabelSource }}
   - sourceLabels: [{{ . }}]
-    targetLabel: cluster
+    targetLabel: compressioncluster
     action: replace
   {{- end }}
   {{- with $monitor.relabelings }}
