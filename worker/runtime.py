@@ -13,6 +13,7 @@ import resource
 import socket
 import threading
 import time
+from collections import Counter
 
 from w5xde.api.v1alpha1 import Source
 from w5xde.contract.report import SocketBufferReport, WorkerExtras, WorkerReport
@@ -152,10 +153,14 @@ class Worker:
 
     def _reconcile_streams(self) -> None:
         peers = self.config.peer_list(self._workers)
+        workload = self.config.workload
         wanted = {
             (peers[target], stream)
-            for target in targets(self.config.workload.topology, self._index, len(peers))
-            for stream in range(self.config.workload.streams_per_peer)
+            for target, count in Counter(
+                targets(workload.topology, self._index, len(peers), workload.mesh_degree)
+            ).items()
+            # A mesh peer picked by two cycles gets that many times streamsPerPeer streams.
+            for stream in range(count * workload.streams_per_peer)
         }
         gone = [key for key in self._streams if key not in wanted]
         unacked: list[Unacked] = list(self._orphans)

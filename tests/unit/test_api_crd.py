@@ -107,7 +107,12 @@ def test_enums_bounds_and_free_form_fields() -> None:
     spec = _schema()["properties"]["spec"]["properties"]
     assert (spec["workers"]["minimum"], spec["workers"]["maximum"]) == (1, 1000)
     assert set(spec["logMode"]["enum"]) == {"silent", "normal", "verbose", "1", "2", "3"}
-    assert spec["workload"]["properties"]["topology"]["enum"] == ["ring", "all-to-all", "pairs"]
+    assert spec["workload"]["properties"]["topology"]["enum"] == [
+        "ring",
+        "all-to-all",
+        "pairs",
+        "mesh",
+    ]
     assert spec["resources"]["x-kubernetes-preserve-unknown-fields"] is True
     assert spec["affinity"]["x-kubernetes-preserve-unknown-fields"] is True
     assert spec["tolerations"]["items"]["x-kubernetes-preserve-unknown-fields"] is True

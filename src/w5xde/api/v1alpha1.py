@@ -104,6 +104,7 @@ class Topology(StrEnum):
     RING = "ring"
     ALL_TO_ALL = "all-to-all"
     PAIRS = "pairs"
+    MESH = "mesh"
 
 
 class Placement(StrEnum):
@@ -117,6 +118,65 @@ class Codec(StrEnum):
 
 
 FILE_NEEDS_PATH = "workload.path is required when workload.source is 'file'"
+
+#: all-to-all holds a stream to every other worker: beyond this, `mesh` (docs/scale.md).
+MAX_ALL_TO_ALL_WORKERS = 64
+#: Outgoing streams of one worker (peers x streamsPerPeer), whatever the topology.
+MAX_STREAMS_PER_WORKER = 128
+MAX_MESH_DEGREE = 64
+ALL_TO_ALL_TOO_BIG = (
+    f"workload.topology: all-to-all is limited to {MAX_ALL_TO_ALL_WORKERS} workers (every worker"
+    " streams to every other); use topology: mesh (with workload.meshDegree) for larger clusters"
+)
+TOO_MANY_STREAMS = (
+    f"workload.streamsPerPeer: peers per worker x streamsPerPeer must be at most"
+    f" {MAX_STREAMS_PER_WORKER} streams per worker (all-to-all: workers - 1 peers,"
+    " mesh: meshDegree peers, ring and pairs: 1 peer)"
+)
+_CEL_TOPOLOGY = "(has(self.workload.topology) ? self.workload.topology : 'ring')"
+_CEL_WORKERS = "(has(self.workers) ? self.workers : 4)"
+_CEL_DEGREE = "(has(self.workload.meshDegree) ? self.workload.meshDegree : 8)"
+_CEL_STREAMS = "(has(self.workload.streamsPerPeer) ? self.workload.streamsPerPeer : 1)"
+_CEL_PEERS = (
+    f"({_CEL_TOPOLOGY} == 'all-to-all' ? {_CEL_WORKERS} - 1"
+    f" : ({_CEL_TOPOLOGY} == 'mesh' ? ({_CEL_DEGREE} < {_CEL_WORKERS} ? {_CEL_DEGREE}"
+    f" : {_CEL_WORKERS} - 1) : 1))"
+)
+#: Cross-field rules of `workload` against `workers`: they sit on the spec (CEL sees
+#: only the object it is attached to) and are mirrored by `_workload_fits_workers`.
+WORKLOAD_SCALE_RULES: tuple[tuple[str, str, str], ...] = (
+    (
+        f"!has(self.workload) || {_CEL_TOPOLOGY} != 'all-to-all'"
+        f" || {_CEL_WORKERS} <= {MAX_ALL_TO_ALL_WORKERS}",
+        ALL_TO_ALL_TOO_BIG,
+        ".workload.topology",
+    ),
+    (
+        f"!has(self.workload) || {_CEL_PEERS} * {_CEL_STREAMS} <= {MAX_STREAMS_PER_WORKER}",
+        TOO_MANY_STREAMS,
+        ".workload.streamsPerPeer",
+    ),
+)
+
+
+def peers_per_worker(topology: Topology, workers: int, mesh_degree: int) -> int:
+    """Peers one worker streams to (the API's bound; `worker/topology.py` picks which)."""
+    if workers <= 1:
+        return 0
+    if topology == Topology.ALL_TO_ALL:
+        return workers - 1
+    if topology == Topology.MESH:
+        return min(mesh_degree, workers - 1)
+    return 1
+
+
+def check_workload_scale(workload: WorkloadSpec, workers: int) -> None:
+    """The pydantic side of WORKLOAD_SCALE_RULES: ValueError with the same messages."""
+    if workload.topology is Topology.ALL_TO_ALL and workers > MAX_ALL_TO_ALL_WORKERS:
+        raise ValueError(ALL_TO_ALL_TOO_BIG)
+    peers = max(1, peers_per_worker(workload.topology, workers, workload.mesh_degree))
+    if peers * workload.streams_per_peer > MAX_STREAMS_PER_WORKER:
+        raise ValueError(TOO_MANY_STREAMS)
 
 
 class WorkloadSpec(ApiModel):
@@ -143,7 +203,12 @@ class WorkloadSpec(ApiModel):
     batch_bytes: int = Field(65536, ge=64, le=64 * MIB)
     """Raw bytes per batch (one frame on the wire)."""
     topology: Topology = Topology.RING
-    """Who sends to whom: the next worker, every worker, or a fixed partner."""
+    """Who sends to whom: the next worker, every worker, a fixed partner, or `mesh`.
+
+    `mesh` streams to meshDegree peers (an expander over the worker indices, docs/scale.md);
+    all-to-all is limited to 64 workers."""
+    mesh_degree: int = Field(8, ge=2, le=MAX_MESH_DEGREE)
+    """Peers each worker streams to (and receives from) with topology mesh."""
     streams_per_peer: int = Field(1, ge=1, le=64)
     """Parallel TCP connections to each peer."""
     rate_limit_bytes_per_second: int = Field(0, ge=0)
@@ -352,6 +417,14 @@ class CompressionClusterSpec(ApiModel):
     """Where the volumes are mounted in the worker container."""
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, max_length=16)
     """Secrets (in the cluster's namespace) to pull a private worker image with."""
+
+    # The workload's scale rules need `workers`, so CEL checks them here (WorkloadSpec).
+    model_config = ConfigDict(json_schema_extra=cel_rules(*WORKLOAD_SCALE_RULES))
+
+    @model_validator(mode="after")
+    def _workload_fits_workers(self) -> CompressionClusterSpec:
+        check_workload_scale(self.workload, self.workers)
+        return self
 
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
