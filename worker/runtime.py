@@ -22,9 +22,9 @@ from w5xde.worker.counters import Counters
 from w5xde.worker.handshake import Identity
 from w5xde.worker.rates import RateWindow, Snapshot
 from w5xde.worker.receiver import IncomingConnection, IncomingRegistry
-from w5xde.worker.sender import OutgoingStream, Unacked
+from w5xde.worker.sender import OutgoingStream, ReplayBudget, Unacked
 from w5xde.worker.sockets import BufferSizes, tune
-from w5xde.worker.sources import open_source, synthetic_pool
+from w5xde.worker.sources import BatchSource, PoolSource, open_source, synthetic_pool
 from w5xde.worker.topology import targets
 
 log = logging.getLogger("w5xde.worker")
@@ -46,8 +46,9 @@ class Worker:
         self._identity = Identity(config.cluster_id, config.name, key)
         self._index = config.index()
         self._workers = len(config.peer_list())
+        #: One pool for every stream (each slices it at its own offset).
         self._pool = (
-            synthetic_pool(config.workload.profile)
+            PoolSource(synthetic_pool(config.workload.profile), config.workload.batch_bytes)
             if config.workload.source == Source.SYNTHETIC
             else None
         )
@@ -55,6 +56,8 @@ class Worker:
             open_source(config.workload, None)  # fails early, naming workload.path
         self._registry = IncomingRegistry()
         self._streams: dict[tuple[str, int], OutgoingStream] = {}
+        #: One replay budget for all outgoing streams, re-shared whenever they change.
+        self._budget = ReplayBudget()
         self._retired = Counters()
         self._orphans: list[Unacked] = []
         self._lock = threading.RLock()
@@ -172,6 +175,7 @@ class Worker:
             stream.join()
             unacked += stream.take_unacked()
             self._retired.add(stream.counters)
+        self._budget.share_among(len(wanted))
         total_streams = max(1, len(wanted))
         rate = self.config.workload.rate_limit_bytes_per_second / total_streams
         for position, key in enumerate(sorted(wanted - self._streams.keys())):
@@ -181,12 +185,9 @@ class Worker:
                 identity=self._identity,
                 peer=peer,
                 stream=stream_index,
-                source=open_source(
-                    self.config.workload,
-                    self._pool,
-                    start=(self._index * 7919 + position * 104729) * 64,
-                ),
+                source=self._source((self._index * 7919 + position * 104729) * 64),
                 rate_bytes_per_second=rate,
+                budget=self._budget,
             )
             self._streams[key] = stream
             stream.start()
@@ -198,6 +199,11 @@ class Worker:
             else:
                 self._orphans = unacked
 
+    def _source(self, start: int) -> BatchSource:
+        if self._pool is not None:
+            return self._pool.at(start)
+        return open_source(self.config.workload, None, start=start)
+
     # --- state -----------------------------------------------------------------------
 
     def ready(self) -> bool:
@@ -207,6 +213,12 @@ class Worker:
         with self._lock:
             streams = list(self._streams.values())
         return not streams or any(stream.connected for stream in streams)
+
+    def replay_bytes(self) -> int:
+        """Payload bytes held for replay by all outgoing streams (bounded by the budget)."""
+        with self._lock:
+            streams = list(self._streams.values())
+        return sum(stream.unacked_bytes for stream in streams)
 
     def peers_connected(self) -> int:
         """Peers with at least one connected outgoing stream."""

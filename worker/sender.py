@@ -34,9 +34,13 @@ log = logging.getLogger("w5xde.sender")
 COALESCE_BYTES = 256 * 1024
 #: Below the kernel's IOV_MAX (1024): two buffers (header, payload) per frame.
 MAX_IOV = 512
-#: The replay window: unacknowledged frames kept for a resend, bounded both ways.
-WINDOW_FRAMES = 8192
-WINDOW_BYTES = 8 * 1024 * 1024
+#: The replay budget of one worker: unacknowledged frames kept for a resend, bounded both
+#: ways and shared equally by the worker's outgoing streams (`ReplayBudget`).
+BUDGET_BYTES = 16 * 1024 * 1024
+BUDGET_FRAMES = 16384
+#: However many streams share the budget, each may keep this much (and always one frame).
+MIN_WINDOW_BYTES = 64 * 1024
+MIN_WINDOW_FRAMES = 64
 CONNECT_TIMEOUT_S = 3.0
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 5.0
@@ -52,6 +56,36 @@ class Unacked:
     header: bytes
     payload: bytes | memoryview
     raw_length: int
+
+
+class ReplayBudget:
+    """One replay-window budget per worker, shared equally by its outgoing streams.
+
+    A stream stops producing while its window holds its share (bytes or frames) and
+    waits for acknowledgements; a stream with an empty window may always send one frame,
+    whatever its size, so a batch larger than a share still goes out.  The worker's
+    unacknowledged payload is therefore at most about `total_bytes` (plus one frame per
+    stream, and `MIN_WINDOW_BYTES` per stream beyond 256 streams), whatever the peer count:
+    a lone stream gets the whole budget, 23 all-to-all streams about 700 KiB each.
+    """
+
+    def __init__(self, total_bytes: int = BUDGET_BYTES, total_frames: int = BUDGET_FRAMES) -> None:
+        self.total_bytes = total_bytes
+        self.total_frames = total_frames
+        self.streams = 0
+        self.window_bytes = total_bytes
+        self.window_frames = total_frames
+
+    def share_among(self, streams: int) -> None:
+        """Split the budget among `streams` streams; the streams read the new share at once."""
+        count = max(1, streams)
+        self.streams = streams
+        self.window_bytes = max(MIN_WINDOW_BYTES, self.total_bytes // count)
+        self.window_frames = max(MIN_WINDOW_FRAMES, self.total_frames // count)
+
+    def full(self, frames: int, payload_bytes: int) -> bool:
+        """Whether a window holding this much must wait for acknowledgements first."""
+        return frames > 0 and (frames >= self.window_frames or payload_bytes >= self.window_bytes)
 
 
 class StreamStopped(Exception):  # noqa: N818 - a signal, not a failure
@@ -70,6 +104,7 @@ class OutgoingStream(threading.Thread):
         stream: int,
         source: BatchSource,
         rate_bytes_per_second: float,
+        budget: ReplayBudget | None = None,
     ) -> None:
         super().__init__(name=f"send-{peer}-{stream}", daemon=True)
         self.peer = peer
@@ -82,6 +117,7 @@ class OutgoingStream(threading.Thread):
         self._config = config
         self._identity = identity
         self._rate = rate_bytes_per_second
+        self._budget = budget if budget is not None else ReplayBudget()
         self._producer = make_producer(source, config.workload, config.compression)
         self._session = int.from_bytes(os.urandom(8), "little")
         self._window: deque[Unacked] = deque()
@@ -123,6 +159,11 @@ class OutgoingStream(threading.Thread):
     @property
     def unacked(self) -> int:
         return len(self._window)
+
+    @property
+    def unacked_bytes(self) -> int:
+        """Payload bytes in the replay window (what the worker's budget bounds)."""
+        return self._window_bytes
 
     # --- the thread ------------------------------------------------------------------
 
@@ -203,7 +244,7 @@ class OutgoingStream(threading.Thread):
         poller.register(sock, select.POLLIN)
         limiter = RateLimiter(self._rate) if self._rate > 0 else None
         while not self._draining.is_set():
-            if len(self._window) >= WINDOW_FRAMES or self._window_bytes >= WINDOW_BYTES:
+            if self._budget.full(len(self._window), self._window_bytes):
                 self._flush(sock)
                 self._read_acks(sock, poller, wait=True)
                 continue

@@ -129,6 +129,19 @@ class PoolSource:
         self._batch = batch_bytes
         self._offset = start % self._span
 
+    def at(self, start: int) -> PoolSource:
+        """Another source over the same pool bytes (no copy), starting at `start`.
+
+        Every stream of a worker needs its own offset but not its own pool: one
+        4 MiB copy per stream was most of a worker's memory with many peers.
+        """
+        other = PoolSource.__new__(PoolSource)
+        other._view = self._view
+        other._span = self._span
+        other._batch = self._batch
+        other._offset = start % self._span
+        return other
+
     def next_batch(self) -> memoryview:
         offset = self._offset
         self._offset = (offset + self._batch + _STRIDE_PRIME) % self._span
