@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+
 import pytest
 
 from w5xde.api.v1alpha1 import Profile
