@@ -21,7 +21,7 @@ from w5xde.worker.config import WorkerConfig
 from w5xde.worker.counters import Counters
 from w5xde.worker.handshake import Identity
 from w5xde.worker.rates import RateWindow, Snapshot
-from w5xde.worker.receiver import IncomingConnection, IncomingRegistry
+from w5xde.worker.receiver import IncomingRegistry, ReceiveLoop
 from w5xde.worker.sender import OutgoingStream, ReplayBudget, Unacked
 from w5xde.worker.sockets import BufferSizes, tune
 from w5xde.worker.sources import BatchSource, PoolSource, open_source, synthetic_pool
@@ -64,7 +64,7 @@ class Worker:
         self._stopping = threading.Event()
         self._listener: socket.socket | None = None
         self._listen_sizes: BufferSizes | None = None
-        self._accept_thread: threading.Thread | None = None
+        self._receive_loop: ReceiveLoop | None = None
         self._started = time.monotonic()
         #: Tells the operator this run's counters start from zero (see WorkerReport).
         self._incarnation = os.urandom(6).hex()
@@ -87,8 +87,11 @@ class Worker:
         listener.bind((self.config.listen_host, self.config.listen_port()))
         listener.listen(_LISTEN_BACKLOG)
         self._listener = listener
-        self._accept_thread = threading.Thread(target=self._accept, name="accept", daemon=True)
-        self._accept_thread.start()
+        # One thread accepts and receives on every incoming connection (receiver.py).
+        self._receive_loop = ReceiveLoop(
+            listener, config=self.config, identity=self._identity, registry=self._registry
+        )
+        self._receive_loop.start()
         self._sampler = threading.Thread(target=self._sample_loop, name="sampler", daemon=True)
         self._sampler.start()
         with self._lock:
@@ -119,9 +122,9 @@ class Worker:
         deadline = time.monotonic() + grace_seconds
         while self._registry.connected and time.monotonic() < deadline:
             time.sleep(0.05)
-        if self._listener is not None:
-            self._listener.close()
         self._registry.close_all()
+        if self._receive_loop is not None:
+            self._receive_loop.stop()
 
     def _sample_loop(self) -> None:
         while not self._finished.wait(SAMPLE_EVERY_S):
@@ -130,18 +133,6 @@ class Worker:
     def _snapshot(self) -> Snapshot:
         received, sent = self.totals()
         return Snapshot(time.monotonic(), received, sent)
-
-    def _accept(self) -> None:
-        assert self._listener is not None
-        while True:
-            try:
-                sock, _ = self._listener.accept()
-            except OSError:
-                return
-            connection = IncomingConnection(
-                sock, config=self.config, identity=self._identity, registry=self._registry
-            )
-            threading.Thread(target=connection.serve, name="receive", daemon=True).start()
 
     # --- shape -----------------------------------------------------------------------
 
@@ -208,7 +199,7 @@ class Worker:
 
     def ready(self) -> bool:
         """Listening, and at least one outgoing stream connected (or nothing to connect to)."""
-        if self._listener is None:
+        if self._listener is None or self._receive_loop is None or not self._receive_loop.alive:
             return False
         with self._lock:
             streams = list(self._streams.values())
