@@ -211,6 +211,12 @@ class Worker:
             streams = list(self._streams.values())
         return sum(stream.unacked_bytes for stream in streams)
 
+    def streams(self) -> tuple[int, int]:
+        """(outgoing streams connected, incoming streams connected) right now."""
+        with self._lock:
+            outgoing = sum(1 for stream in self._streams.values() if stream.connected)
+        return outgoing, self._registry.connected
+
     def peers_connected(self) -> int:
         """Peers with at least one connected outgoing stream."""
         with self._lock:
