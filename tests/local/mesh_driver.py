@@ -1,6 +1,6 @@
 """One real worker process driven over stdin, for the rescale tests.
 
-    python tests/local/mesh_driver.py   (env MESH_CONFIG = WorkerConfig JSON, MESH_KEY, MESH_WORKERS)
+    MESH_CONFIG=<WorkerConfig JSON> MESH_KEY=... MESH_WORKERS=N python tests/local/mesh_driver.py
 
 Commands, one per line: `resize N` calls `Worker.resize(N)` (what the status path does
 when spec.workers changes), `report` prints one JSON line of counters, `stop` drains,
