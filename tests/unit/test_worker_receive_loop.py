@@ -1,0 +1,130 @@
+"""One receive thread serves many connections, from a pool of buffers that stays small."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from w5xde.api.v1alpha1 import CompressionSpec
+from w5xde.worker import protocol
+from w5xde.worker.codec import BatchCompressor
+from w5xde.worker.config import WorkerConfig
+from w5xde.worker.handshake import Identity, client_handshake
+from w5xde.worker.protocol import HEADER_BYTES, CodecId, FrameDecoder, FrameType
+from w5xde.worker.receiver import HANDSHAKE_THREADS, IncomingRegistry, ReceiveLoop
+
+KEY = b"loop-key-0123456789abcdef"
+CONFIG = WorkerConfig(name="loop-0", cluster_id="loop", network={"chunkBytes": 16384})
+FRAMES = 40
+
+
+def frames(stream: int) -> bytes:
+    compressor = BatchCompressor(CompressionSpec(level=1))
+    out = []
+    for sequence in range(FRAMES):
+        batch = (b"stream %d batch %d " % (stream, sequence)) * 400
+        payload, _ = compressor.compress(batch)
+        header = protocol.pack_header(
+            FrameType.DATA,
+            CodecId.ZSTD,
+            sequence=sequence,
+            raw_length=len(batch),
+            payload_length=len(payload),
+        )
+        out.append(header + bytes(payload))
+    return b"".join(out)
+
+
+@pytest.fixture
+def loop() -> Iterator[tuple[ReceiveLoop, IncomingRegistry, int]]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    registry = IncomingRegistry()
+    receive = ReceiveLoop(
+        listener, config=CONFIG, identity=Identity("loop", "loop-0", KEY), registry=registry
+    )
+    receive.start()
+    yield receive, registry, listener.getsockname()[1]
+    receive.stop()
+
+
+def send_stream(port: int, stream: int, errors: list[BaseException]) -> None:
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            client_handshake(
+                sock, Identity("loop", f"sender-{stream}", KEY), stream=0, session=1, resume_from=0
+            )
+            data = frames(stream)
+            # Odd-sized pieces: frames arrive split across receives and wake-ups.
+            for offset in range(0, len(data), 7001):
+                sock.sendall(data[offset : offset + 7001])
+            decoder = FrameDecoder()
+            acked = -1
+            sock.settimeout(20)
+            while acked < FRAMES - 1:
+                for frame in decoder.feed(sock.recv(HEADER_BYTES * 64)):
+                    assert frame.header.kind == FrameType.ACK
+                    acked = frame.header.sequence
+            sock.sendall(protocol.close_frame())
+    except BaseException as error:  # noqa: BLE001 - handed to the test thread
+        errors.append(error)
+
+
+def test_many_connections_one_thread_few_buffers(
+    loop: tuple[ReceiveLoop, IncomingRegistry, int],
+) -> None:
+    receive, registry, port = loop
+    errors: list[BaseException] = []
+    senders = [
+        threading.Thread(target=send_stream, args=(port, stream, errors)) for stream in range(24)
+    ]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(60)
+    assert not errors
+    total = registry.total()
+    assert total.batches == 24 * FRAMES
+    assert total.lost_batches == 0
+    assert total.corrupt_batches == 0
+    names = [thread.name for thread in threading.enumerate()]
+    assert names.count("receive") == 1
+    assert sum(name.startswith("handshake") for name in names) <= HANDSHAKE_THREADS
+    # 24 connections with partial frames in flight, but the buffers are pooled.
+    assert receive.pool.allocated <= 3
+
+
+def test_a_refused_handshake_is_counted_and_the_loop_goes_on(
+    loop: tuple[ReceiveLoop, IncomingRegistry, int],
+) -> None:
+    receive, registry, port = loop
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        with pytest.raises(protocol.ProtocolError):
+            client_handshake(
+                sock, Identity("loop", "intruder", b"wrong-key-0123456789"), stream=0, session=1,
+                resume_from=0,
+            )  # fmt: skip
+    errors: list[BaseException] = []
+    send_stream(port, 1, errors)
+    assert not errors
+    assert registry.rejected_connections == 1
+    assert registry.total().batches == FRAMES
+    assert receive.alive
+
+
+def test_stop_closes_the_listener_and_the_connections(
+    loop: tuple[ReceiveLoop, IncomingRegistry, int],
+) -> None:
+    receive, registry, port = loop
+    sock = socket.create_connection(("127.0.0.1", port))
+    client_handshake(sock, Identity("loop", "s", KEY), stream=0, session=1, resume_from=0)
+    receive.stop()
+    assert not receive.alive
+    sock.settimeout(5)
+    assert sock.recv(1) == b""  # closed by the loop
+    sock.close()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    assert registry.connected == 0
