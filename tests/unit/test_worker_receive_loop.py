@@ -68,7 +68,7 @@ def send_stream(port: int, stream: int, errors: list[BaseException]) -> None:
                     assert frame.header.kind == FrameType.ACK
                     acked = frame.header.sequence
             sock.sendall(protocol.close_frame())
-    except BaseException as error:  # noqa: BLE001 - handed to the test thread
+    except BaseException as error:  # handed to the test thread
         errors.append(error)
 
 
