@@ -100,12 +100,14 @@ def test_a_refused_handshake_is_counted_and_the_loop_goes_on(
     loop: tuple[ReceiveLoop, IncomingRegistry, int],
 ) -> None:
     receive, registry, port = loop
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        with pytest.raises(protocol.ProtocolError):
-            client_handshake(
-                sock, Identity("loop", "intruder", b"wrong-key-0123456789"), stream=0, session=1,
-                resume_from=0,
-            )  # fmt: skip
+    with (
+        socket.create_connection(("127.0.0.1", port)) as sock,
+        pytest.raises(protocol.ProtocolError),
+    ):
+        client_handshake(
+            sock, Identity("loop", "intruder", b"wrong-key-0123456789"), stream=0, session=1,
+            resume_from=0,
+        )  # fmt: skip
     errors: list[BaseException] = []
     send_stream(port, 1, errors)
     assert not errors
@@ -125,6 +127,6 @@ def test_stop_closes_the_listener_and_the_connections(
     sock.settimeout(5)
     assert sock.recv(1) == b""  # closed by the loop
     sock.close()
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     assert registry.connected == 0
