@@ -188,8 +188,15 @@ def w5xde_pair(
     socket_buffer: int = 4 * MIB,
     workers: int = 2,
     threads: int = 1,
+    baseline_src: str | None = None,
 ) -> Row:
-    """`w5xde local` with the given knobs; its --json output becomes one row."""
+    """`w5xde local` with the given knobs; its --json output becomes one row.
+
+    With `baseline_src` the run uses that tree's code (PYTHONPATH=<tree>/src) instead.
+    """
+    env = dict(os.environ)
+    if baseline_src is not None:
+        env["PYTHONPATH"] = os.path.join(baseline_src, "src")
     command = [
         sys.executable, "-m", "w5xde", "local",
         "--workers", str(workers),
@@ -209,12 +216,15 @@ def w5xde_pair(
         text=True,
         timeout=seconds + 60,
         check=True,
+        env=env,
     )
     data = json.loads(result.stdout)
     return Row(
         name=f"w5xde x{workers} L{level} {_size(batch_bytes)} {log_mode} "
-        f"buf={_size(socket_buffer)}" + (f" threads={threads}" if threads != 1 else ""),
-        kind="w5xde",
+        f"buf={_size(socket_buffer)}"
+        + (f" threads={threads}" if threads != 1 else "")
+        + (" [baseline]" if baseline_src is not None else ""),
+        kind="w5xde" if baseline_src is None else "w5xde-baseline",
         batch_bytes=batch_bytes,
         level=level,
         log_mode=log_mode,
@@ -296,6 +306,38 @@ def targets(rows: list[Row]) -> dict[str, Any]:
     }
 
 
+def baseline_tree(ref: str) -> str:
+    """The tree of git `ref` (e.g. main, a commit) unpacked into a temporary directory."""
+    target = tempfile.mkdtemp(prefix="w5xde-baseline-")
+    archive = subprocess.run(["git", "archive", ref], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", target], input=archive.stdout, check=True)
+    return target
+
+
+def scale_section(seconds: float, baseline_src: str | None) -> dict[str, Any]:
+    """Per-worker RSS and threads at scale (bench/bench_scale.py), old and new side by side."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_scale
+
+    rows = []
+    for topology, workers in (("all-to-all", 24), ("mesh", 48)):
+        runs: list[tuple[str, str | None]] = [("new", None)]
+        if baseline_src is not None and topology != "mesh":
+            runs.insert(0, ("old", baseline_src))
+        for code, src in runs:
+            row = bench_scale.measure(
+                topology, workers, seconds=seconds, code=code, baseline_src=src
+            )
+            rows.append(row)
+            print(bench_scale.format_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
+    print()
+    print(bench_scale.format_table(rows))
+    return {
+        "rows": [asdict(row) for row in rows],
+        "targets": bench_scale.check_targets(rows),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per run")
@@ -306,7 +348,17 @@ def main() -> int:
         default=3,
         help="alternating runs of the target comparison (median kept; the machine is shared)",
     )
+    parser.add_argument(
+        "--baseline",
+        default=os.environ.get("BENCH_BASELINE", ""),
+        help="a git ref (e.g. main) whose code runs the headline pair and the scale rows too,"
+        " alternating with this tree's (env BENCH_BASELINE)",
+    )
+    parser.add_argument(
+        "--no-scale", action="store_true", help="skip the per-worker RSS/threads rows at scale"
+    )
     args = parser.parse_args()
+    baseline_src = baseline_tree(args.baseline) if args.baseline else None
     # Generated before any measurement, exactly as the workers do before they stream.
     pool = synthetic_pool(Profile.MIXED)
     rows: list[Row] = []
@@ -317,12 +369,24 @@ def main() -> int:
             print(format_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
 
     # The headline comparison alternates its two sides so background load hits both alike.
-    pipelines, pairs = [], []
+    pipelines, pairs, old_pairs = [], [], []
     for _ in range(max(1, args.repeat)):
         pipelines.append(zstd_nc_pipeline(pool, args.duration, level=1))
         pairs.append(w5xde_pair(seconds=args.duration, batch_bytes=64 * 1024, level=1))
+        if baseline_src is not None:
+            old_pairs.append(
+                w5xde_pair(
+                    seconds=args.duration,
+                    batch_bytes=64 * 1024,
+                    level=1,
+                    baseline_src=baseline_src,
+                )
+            )
     add(median_row(pipelines))
-    add(median_row(pairs))
+    new_pair = median_row(pairs)
+    add(new_pair)
+    old_pair = median_row(old_pairs) if old_pairs else None
+    add(old_pair)
     for batch in (SEED_BATCH, 64 * 1024, MIB):
         for level in (1, 3):
             add(codec_ceiling(pool, batch, level, min(args.duration, 3.0)))
@@ -336,10 +400,22 @@ def main() -> int:
     add(w5xde_pair(seconds=args.duration, batch_bytes=64 * 1024, level=3, threads=2))
     add(iperf3_loopback(min(args.duration, 3.0)))
     checked = targets(rows)
+    scale = None if args.no_scale else scale_section(args.duration, baseline_src)
     print()
     print(format_table(rows))
     print()
     print(json.dumps(checked, indent=2))
+    comparison = None
+    if old_pair is not None:
+        comparison = {
+            "ref": args.baseline,
+            "pair_raw_mb_s_new": round(new_pair.raw_mb_s, 1),
+            "pair_raw_mb_s_baseline": round(old_pair.raw_mb_s, 1),
+            "new_over_baseline": round(new_pair.raw_mb_s / old_pair.raw_mb_s, 3),
+            "runs_new": new_pair.extra["runs_raw_mb_s"],
+            "runs_baseline": old_pair.extra["runs_raw_mb_s"],
+        }
+        print(json.dumps({"baseline": comparison}, indent=2))
     result = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -352,6 +428,10 @@ def main() -> int:
         "rows": [asdict(row) for row in rows],
         "targets": checked,
     }
+    if comparison is not None:
+        result["baseline"] = comparison
+    if scale is not None:
+        result["scale"] = scale
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w", encoding="utf-8") as out:
         json.dump(result, out, indent=2)
