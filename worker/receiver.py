@@ -487,6 +487,8 @@ class ReceiveLoop:
         finally:
             for connection in list(self._connections):
                 self._close(connection)
+            while self._handshaken:  # proven after the loop's last look
+                self._handshaken.popleft().finish()
             with contextlib.suppress(KeyError, ValueError):
                 selector.unregister(self._listener)
             self._listener.close()
