@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import selectors
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +16,12 @@ from w5xde.worker.codec import BatchCompressor
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.handshake import Identity, client_handshake
 from w5xde.worker.protocol import HEADER_BYTES, CodecId, FrameDecoder, FrameType
-from w5xde.worker.receiver import HANDSHAKE_THREADS, IncomingRegistry, ReceiveLoop
+from w5xde.worker.receiver import (
+    HANDSHAKE_THREADS,
+    IncomingConnection,
+    IncomingRegistry,
+    ReceiveLoop,
+)
 
 KEY = b"loop-key-0123456789abcdef"
 CONFIG = WorkerConfig(name="loop-0", cluster_id="loop", network={"chunkBytes": 16384})
@@ -130,3 +137,72 @@ def test_stop_closes_the_listener_and_the_connections(
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     assert registry.connected == 0
+
+
+def test_acks_wait_for_a_full_socket_and_only_the_newest_goes_out() -> None:
+    """A sender that does not read its ACKs for a while: the receiver never blocks on them,
+    keeps only the newest, and sends it once the socket takes it again."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.socket()
+        # Small buffers, set before connecting: no autotuning makes room behind our back.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(listener.getsockname())
+        server, _ = listener.accept()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    registry = IncomingRegistry()
+    connection = IncomingConnection(
+        server, config=CONFIG, identity=Identity("loop", "loop-0", KEY), registry=registry
+    )
+    shaken = threading.Thread(target=connection.handshake)
+    shaken.start()
+    client_handshake(client, Identity("loop", "slow", KEY), stream=0, session=1, resume_from=0)
+    shaken.join(10)
+    server.setblocking(False)
+    # Fill the receiver -> sender direction so that an ACK cannot be sent.
+    junk = 0
+    refused = 0
+    while refused < 5:
+        try:
+            junk += server.send(b"\0" * 65536)
+            refused = 0
+        except BlockingIOError:
+            refused += 1
+            time.sleep(0.05)
+    data = frames(7)
+    split = data.index(b"", len(data) // 2)  # any cut: frames may straddle it
+    with selectors.DefaultSelector() as selector:
+        selector.register(server, selectors.EVENT_READ)
+
+        def deliver(payload: bytes, until: int) -> None:
+            client.sendall(payload)
+            while registry.total().batches < until:
+                for _, mask in selector.select(5):
+                    assert connection.on_ready(mask)
+
+        deliver(data[:split], 1)
+        first = registry.total().batches
+        assert connection.wants_write
+        assert connection.events & selectors.EVENT_WRITE
+        deliver(data[split:], FRAMES)
+        assert connection.wants_write
+    # The sender reads again: the junk, then the ACKs.
+    client.settimeout(10)
+    seen = 0
+    while seen < junk:
+        seen += len(client.recv(min(1 << 20, junk - seen)))
+    with selectors.DefaultSelector() as selector:
+        selector.register(server, selectors.EVENT_WRITE)
+        while connection.wants_write:
+            for _, mask in selector.select(5):
+                assert connection.on_ready(mask)
+    decoder = FrameDecoder()
+    acks: list[int] = []
+    while not acks or acks[-1] < FRAMES - 1:
+        acks += [frame.header.sequence for frame in decoder.feed(client.recv(4096))]
+    assert acks[-1] == FRAMES - 1
+    # Held back while the socket was full: the ACK of the first part and the newest, no more.
+    assert acks[0] == first - 1
+    assert len(acks) <= 2
+    client.close()
+    connection.finish()
+    assert registry.total().batches == FRAMES
