@@ -497,7 +497,12 @@ class ReceiveLoop:
             self._wake_out.close()
 
     def _serve(self, connection: IncomingConnection, mask: int) -> None:
-        if not connection.on_ready(mask):
+        try:
+            going_on = connection.on_ready(mask)
+        except Exception:  # one connection's bug must not end every stream (logged)
+            log.exception("closing stream from %s after an unexpected error", connection.sender)
+            going_on = False
+        if not going_on:
             self._close(connection)
             return
         if connection.events != self._selector.get_key(connection.sock).events:

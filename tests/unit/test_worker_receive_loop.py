@@ -71,7 +71,10 @@ def send_stream(port: int, stream: int, errors: list[BaseException]) -> None:
             acked = -1
             sock.settimeout(20)
             while acked < FRAMES - 1:
-                for frame in decoder.feed(sock.recv(HEADER_BYTES * 64)):
+                answer = sock.recv(HEADER_BYTES * 64)
+                if not answer:
+                    raise ConnectionError("the receiver closed the connection")
+                for frame in decoder.feed(answer):
                     assert frame.header.kind == FrameType.ACK
                     acked = frame.header.sequence
             sock.sendall(protocol.close_frame())
@@ -205,4 +208,26 @@ def test_acks_wait_for_a_full_socket_and_only_the_newest_goes_out() -> None:
     assert len(acks) <= 2
     client.close()
     connection.finish()
+    assert registry.total().batches == FRAMES
+
+
+def test_an_unexpected_error_ends_only_that_connection(
+    loop: tuple[ReceiveLoop, IncomingRegistry, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receive, registry, port = loop
+    real_parse = IncomingConnection._parse
+
+    def faulty(self: IncomingConnection, view: memoryview, start: int, end: int) -> object:
+        if self.sender == "sender-666":
+            raise RuntimeError("a bug in the receive path")
+        return real_parse(self, view, start, end)
+
+    monkeypatch.setattr(IncomingConnection, "_parse", faulty)
+    failed: list[BaseException] = []
+    send_stream(port, 666, failed)
+    assert failed, "the faulty connection should have been closed"
+    fine: list[BaseException] = []
+    send_stream(port, 1, fine)
+    assert not fine
+    assert receive.alive
     assert registry.total().batches == FRAMES
