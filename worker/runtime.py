@@ -13,7 +13,6 @@ import resource
 import socket
 import threading
 import time
-from collections import Counter
 
 from w5xde.api.v1alpha1 import Source
 from w5xde.contract.report import SocketBufferReport, WorkerExtras, WorkerReport
@@ -25,7 +24,7 @@ from w5xde.worker.receiver import IncomingRegistry, ReceiveLoop
 from w5xde.worker.sender import OutgoingStream, ReplayBudget, Unacked
 from w5xde.worker.sockets import BufferSizes, tune
 from w5xde.worker.sources import BatchSource, PoolSource, open_source, synthetic_pool
-from w5xde.worker.topology import targets
+from w5xde.worker.topology import stream_keys, targets
 
 log = logging.getLogger("w5xde.worker")
 
@@ -148,14 +147,11 @@ class Worker:
     def _reconcile_streams(self) -> None:
         peers = self.config.peer_list(self._workers)
         workload = self.config.workload
-        wanted = {
-            (peers[target], stream)
-            for target, count in Counter(
-                targets(workload.topology, self._index, len(peers), workload.mesh_degree)
-            ).items()
-            # A mesh peer picked by two cycles gets that many times streamsPerPeer streams.
-            for stream in range(count * workload.streams_per_peer)
-        }
+        wanted = stream_keys(
+            peers,
+            targets(workload.topology, self._index, len(peers), workload.mesh_degree),
+            workload.streams_per_peer,
+        )
         gone = [key for key in self._streams if key not in wanted]
         unacked: list[Unacked] = list(self._orphans)
         self._orphans.clear()

@@ -22,6 +22,7 @@ stream that wraps around.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from w5xde.api.v1alpha1 import Topology
@@ -129,3 +130,18 @@ def in_degrees(graph: Sequence[Sequence[int]]) -> list[int]:
         for peer in peers:
             counts[peer] += 1
     return counts
+
+
+def stream_keys(
+    peers: Sequence[str], picked: Sequence[int], streams_per_peer: int
+) -> set[tuple[str, int]]:
+    """The outgoing streams, as (peer address, stream index), for the peers `targets` picked.
+
+    A peer picked twice (two mesh cycles chose it) gets twice `streams_per_peer` streams,
+    so the worker still sends exactly len(picked) x streams_per_peer streams.
+    """
+    return {
+        (peers[target], stream)
+        for target, count in Counter(picked).items()
+        for stream in range(count * streams_per_peer)
+    }

@@ -17,6 +17,7 @@ from w5xde.worker.topology import (
     mesh_graph,
     mesh_targets,
     out_streams,
+    stream_keys,
     targets,
 )
 
@@ -195,3 +196,20 @@ def test_out_streams(
     topology: Topology, workers: int, streams: int, degree: int, expected: int
 ) -> None:
     assert out_streams(topology, workers, streams, degree) == expected
+
+
+def test_stream_keys_give_a_twice_picked_peer_twice_the_streams() -> None:
+    peers = ["a:1", "b:1", "c:1", "d:1"]
+    keys = stream_keys(peers, [1, 2, 1], streams_per_peer=2)
+    assert len(keys) == 3 * 2
+    assert {key for key in keys if key[0] == "b:1"} == {("b:1", k) for k in range(4)}
+    assert {key for key in keys if key[0] == "c:1"} == {("c:1", 0), ("c:1", 1)}
+    assert stream_keys(peers, [], 3) == set()
+
+
+@pytest.mark.parametrize("workers", [12, 16, 48, 1000])
+def test_every_worker_opens_degree_times_streams_per_peer(workers: int) -> None:
+    peers = [f"w{index}:7070" for index in range(workers)]
+    for index in (0, workers // 3, workers - 1):
+        picked = targets(Topology.MESH, index, workers)
+        assert len(stream_keys(peers, picked, 3)) == 3 * min(DEFAULT_MESH_DEGREE, workers - 1)
