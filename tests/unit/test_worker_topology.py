@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import Counter, deque
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from w5xde.api.v1alpha1 import Topology
 from w5xde.worker.topology import (
@@ -213,3 +215,20 @@ def test_every_worker_opens_degree_times_streams_per_peer(workers: int) -> None:
     for index in (0, workers // 3, workers - 1):
         picked = targets(Topology.MESH, index, workers)
         assert len(stream_keys(peers, picked, 3)) == 3 * min(DEFAULT_MESH_DEGREE, workers - 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(workers=st.integers(2, 1000), degree=st.integers(2, 64), grow=st.integers(1, 40))
+def test_any_size_and_degree_is_regular_connected_and_grows_gently(
+    workers: int, degree: int, grow: int
+) -> None:
+    graph = mesh_graph(workers, degree)
+    expected = min(degree, workers - 1)
+    assert all(len(peers) == expected for peers in graph)
+    assert in_degrees(graph) == [expected] * workers
+    assert all(index not in peers for index, peers in enumerate(graph))
+    assert reachable(graph, 0) == set(range(workers))
+    bigger = edges(mesh_graph(min(1000, workers + grow), degree))
+    if degree < workers - 1:
+        cut = edges(graph) - bigger
+        assert sum(cut.values()) <= degree * grow
