@@ -93,6 +93,7 @@ def measure(
     baseline_src: str | None,
     batch_bytes: int = 65536,
     level: int = 1,
+    threads: int = 1,
 ) -> ScaleRow:
     env = dict(os.environ)
     if baseline_src is not None:
@@ -104,6 +105,7 @@ def measure(
         "--topology", topology,
         "--batch-bytes", str(batch_bytes),
         "--level", str(level),
+        "--threads", str(threads),
         "--json",
     ]  # fmt: skip
     process = subprocess.Popen(

@@ -69,11 +69,46 @@ class SerialProducer:
         """Nothing to release."""
 
 
+class CompressionPool:
+    """`threads` compression threads, each with one zstd context, for one or many streams.
+
+    A worker makes one and hands it to every outgoing stream, so its compression threads
+    and contexts are `threads`, however many peers it has (not `threads` per stream).
+    """
+
+    def __init__(self, compression: CompressionSpec, threads: int) -> None:
+        self.spec = compression.model_copy(update={"threads": 1})
+        self.threads = threads
+        self.codec_id = BatchCompressor(self.spec).codec_id
+        self._local = threading.local()
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="compress")
+
+    def submit(self, batches: list[bytes | memoryview]) -> Future[list[Compressed]]:
+        return self._executor.submit(self._compress, batches)
+
+    def _compress(self, batches: list[bytes | memoryview]) -> list[Compressed]:
+        compressor: BatchCompressor | None = getattr(self._local, "compressor", None)
+        if compressor is None:
+            compressor = BatchCompressor(self.spec)
+            self._local.compressor = compressor
+        out = []
+        for batch in batches:
+            started = time.perf_counter()
+            payload, crc = compressor.compress(batch)
+            seconds = time.perf_counter() - started
+            out.append(Compressed(_own_payload(payload, self.codec_id), crc, len(batch), seconds))
+        return out
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
 class ParallelProducer:
-    """`threads` compression threads, each with its own zstd context, results in order.
+    """Batches compressed on a `CompressionPool`, handed out in source order.
 
     Each task is a group of consecutive batches (about 256 KiB), so the hand-over
     between threads, which goes through the GIL, is paid once per group, not per batch.
+    Without a shared pool the producer makes (and closes) its own.
     """
 
     def __init__(
@@ -84,32 +119,19 @@ class ParallelProducer:
         *,
         batch_bytes: int,
         copy: bool,
+        pool: CompressionPool | None = None,
     ) -> None:
         self._source = source
+        self._owns_pool = pool is None
+        self._pool = pool if pool is not None else CompressionPool(compression, threads)
+        self.codec_id = self._pool.codec_id
         #: How many compression threads work on this stream's batches.
-        self.threads = threads
-        self._spec = compression.model_copy(update={"threads": 1})
-        self.codec_id = BatchCompressor(self._spec).codec_id
+        self.threads = self._pool.threads
         self._copy = copy
         self._group = max(1, GROUP_BYTES // batch_bytes)
-        self._local = threading.local()
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="compress")
-        self._depth = 2 * threads
+        self._depth = 2 * self._pool.threads
         self._in_flight: deque[Future[list[Compressed]]] = deque()
         self._ready: deque[Compressed] = deque()
-
-    def _compress(self, batches: list[bytes | memoryview]) -> list[Compressed]:
-        compressor: BatchCompressor | None = getattr(self._local, "compressor", None)
-        if compressor is None:
-            compressor = BatchCompressor(self._spec)
-            self._local.compressor = compressor
-        out = []
-        for batch in batches:
-            started = time.perf_counter()
-            payload, crc = compressor.compress(batch)
-            seconds = time.perf_counter() - started
-            out.append(Compressed(_own_payload(payload, self.codec_id), crc, len(batch), seconds))
-        return out
 
     def next(self) -> Compressed:
         if not self._ready:
@@ -119,12 +141,16 @@ class ParallelProducer:
                     bytes(self._source.next_batch()) if self._copy else self._source.next_batch()
                     for _ in range(self._group)
                 ]
-                self._in_flight.append(self._pool.submit(self._compress, group))
+                self._in_flight.append(self._pool.submit(group))
             self._ready.extend(self._in_flight.popleft().result())
         return self._ready.popleft()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._owns_pool:
+            self._pool.shutdown()
+        else:
+            for future in self._in_flight:
+                future.cancel()  # a shared pool goes on for the other streams
         self._in_flight.clear()
         self._ready.clear()
 
@@ -134,17 +160,30 @@ def compression_threads(compression: CompressionSpec) -> int:
     return compression.threads or os.cpu_count() or 1
 
 
+def uses_pool(workload: WorkloadSpec, compression: CompressionSpec) -> bool:
+    """Whether streams compress on a pool of threads (small batches, `threads` > 1)."""
+    return (
+        compression_threads(compression) > 1 and workload.batch_bytes < ZSTD_INTERNAL_THREADS_FROM
+    )
+
+
 def make_producer(
-    source: BatchSource, workload: WorkloadSpec, compression: CompressionSpec
+    source: BatchSource,
+    workload: WorkloadSpec,
+    compression: CompressionSpec,
+    pool: CompressionPool | None = None,
 ) -> BatchProducer:
-    """Parallel threads for small batches when `threads` > 1; zstd's own threads for big ones."""
-    threads = compression_threads(compression)
-    if threads > 1 and workload.batch_bytes < ZSTD_INTERNAL_THREADS_FROM:
+    """Parallel threads for small batches when `threads` > 1; zstd's own threads for big ones.
+
+    `pool`, when given, is the worker's one `CompressionPool` that every stream shares.
+    """
+    if uses_pool(workload, compression):
         return ParallelProducer(
             source,
             compression,
-            threads,
+            compression_threads(compression),
             batch_bytes=workload.batch_bytes,
             copy=workload.source == Source.FILE,
+            pool=pool,
         )
     return SerialProducer(source, compression)

@@ -19,6 +19,7 @@ from w5xde.contract.report import SocketBufferReport, WorkerExtras, WorkerReport
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.counters import Counters
 from w5xde.worker.handshake import Identity
+from w5xde.worker.producer import CompressionPool, compression_threads, uses_pool
 from w5xde.worker.rates import RateWindow, Snapshot
 from w5xde.worker.receiver import IncomingRegistry, ReceiveLoop
 from w5xde.worker.sender import OutgoingStream, ReplayBudget, Unacked
@@ -57,6 +58,12 @@ class Worker:
         self._streams: dict[tuple[str, int], OutgoingStream] = {}
         #: One replay budget for all outgoing streams, re-shared whenever they change.
         self._budget = ReplayBudget()
+        #: With `compression.threads` > 1, one pool of compression threads for all streams.
+        self._compression_pool = (
+            CompressionPool(config.compression, compression_threads(config.compression))
+            if uses_pool(config.workload, config.compression)
+            else None
+        )
         self._retired = Counters()
         self._orphans: list[Unacked] = []
         self._lock = threading.RLock()
@@ -124,6 +131,8 @@ class Worker:
         self._registry.close_all()
         if self._receive_loop is not None:
             self._receive_loop.stop()
+        if self._compression_pool is not None:
+            self._compression_pool.shutdown()
 
     def _sample_loop(self) -> None:
         while not self._finished.wait(SAMPLE_EVERY_S):
@@ -175,6 +184,7 @@ class Worker:
                 source=self._source((self._index * 7919 + position * 104729) * 64),
                 rate_bytes_per_second=rate,
                 budget=self._budget,
+                compression_pool=self._compression_pool,
             )
             self._streams[key] = stream
             stream.start()

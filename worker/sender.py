@@ -23,7 +23,7 @@ from w5xde.worker.config import WorkerConfig, split_host_port
 from w5xde.worker.counters import Counters
 from w5xde.worker.handshake import Identity, client_handshake
 from w5xde.worker.pacing import RateLimiter
-from w5xde.worker.producer import make_producer
+from w5xde.worker.producer import CompressionPool, make_producer
 from w5xde.worker.protocol import HEADER, HEADER_BYTES, CodecId, FrameType, ProtocolError
 from w5xde.worker.sockets import BufferSizes, tune
 from w5xde.worker.sources import BatchSource
@@ -105,6 +105,7 @@ class OutgoingStream(threading.Thread):
         source: BatchSource,
         rate_bytes_per_second: float,
         budget: ReplayBudget | None = None,
+        compression_pool: CompressionPool | None = None,
     ) -> None:
         super().__init__(name=f"send-{peer}-{stream}", daemon=True)
         self.peer = peer
@@ -118,7 +119,9 @@ class OutgoingStream(threading.Thread):
         self._identity = identity
         self._rate = rate_bytes_per_second
         self._budget = budget if budget is not None else ReplayBudget()
-        self._producer = make_producer(source, config.workload, config.compression)
+        self._producer = make_producer(
+            source, config.workload, config.compression, compression_pool
+        )
         self._session = int.from_bytes(os.urandom(8), "little")
         self._window: deque[Unacked] = deque()
         self._window_bytes = 0

@@ -10,7 +10,12 @@ import pytest
 import zstandard
 
 from w5xde.api.v1alpha1 import CompressionSpec, Profile, WorkloadSpec
-from w5xde.worker.producer import ParallelProducer, SerialProducer, make_producer
+from w5xde.worker.producer import (
+    CompressionPool,
+    ParallelProducer,
+    SerialProducer,
+    make_producer,
+)
 from w5xde.worker.sources import FileSource, PoolSource, synthetic_pool
 
 
@@ -89,3 +94,36 @@ def test_one_thread_or_big_batches_compress_in_the_stream_thread() -> None:
     parameters = {"level": 3, "write_checksum": True, "write_content_size": True}
     assert payload == zstandard.ZstdCompressor(**parameters, threads=2).compress(batch)
     assert payload != zstandard.ZstdCompressor(**parameters).compress(batch)
+
+
+def test_streams_share_one_compression_pool_and_each_keeps_its_order() -> None:
+    """A worker's streams compress on its `threads` threads, not `threads` each."""
+    pool_data = synthetic_pool(Profile.MIXED, 1024 * 1024)
+    compression = CompressionSpec(level=1, threads=2)
+    workload = WorkloadSpec(batch_bytes=3600)
+    shared = CompressionPool(compression, 2)
+    before = {thread.name for thread in threading.enumerate()}
+    producers = [
+        make_producer(PoolSource(pool_data, 3600, start), workload, compression, shared)
+        for start in (0, 50_000, 100_000, 150_000, 200_000)
+    ]
+    expected = [
+        PoolSource(pool_data, 3600, start) for start in (0, 50_000, 100_000, 150_000, 200_000)
+    ]
+    decompressor = zstandard.ZstdDecompressor()
+    try:
+        for _ in range(120):
+            for producer, source in zip(producers, expected, strict=True):
+                batch = decompressor.decompress(producer.next().payload)
+                assert batch == bytes(source.next_batch())
+        started = {thread.name for thread in threading.enumerate()} - before
+        assert len([name for name in started if name.startswith("compress")]) <= 2
+        # One stream ending leaves the pool to the others.
+        producers[0].close()
+        assert decompressor.decompress(producers[1].next().payload) == bytes(
+            expected[1].next_batch()
+        )
+    finally:
+        for producer in producers[1:]:
+            producer.close()
+        shared.shutdown()
