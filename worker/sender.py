@@ -41,6 +41,9 @@ BUDGET_FRAMES = 16384
 #: However many streams share the budget, each may keep this much (and always one frame).
 MIN_WINDOW_BYTES = 64 * 1024
 MIN_WINDOW_FRAMES = 64
+#: The window of a stream given no worker budget (a stream on its own): the whole budget.
+WINDOW_BYTES = BUDGET_BYTES
+WINDOW_FRAMES = BUDGET_FRAMES
 CONNECT_TIMEOUT_S = 3.0
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 5.0
@@ -118,7 +121,7 @@ class OutgoingStream(threading.Thread):
         self._config = config
         self._identity = identity
         self._rate = rate_bytes_per_second
-        self._budget = budget if budget is not None else ReplayBudget()
+        self._budget = budget if budget is not None else ReplayBudget(WINDOW_BYTES, WINDOW_FRAMES)
         self._producer = make_producer(
             source, config.workload, config.compression, compression_pool
         )
