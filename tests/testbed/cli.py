@@ -19,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["up", "down", "env", "status"])
     args = parser.parse_args(argv)
     if args.action == "up":
+        missing = controlplane.missing_tools()
+        if missing and controlplane.running() is None:
+            print("testbed up: missing tools:\n  " + "\n  ".join(missing), file=sys.stderr)
+            return 2
         try:
             controlplane.acquire(controlplane.MANUAL_USER)
         except controlplane.ControlPlaneError as error:

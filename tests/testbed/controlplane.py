@@ -1,8 +1,10 @@
-"""Start and stop the test bed: etcd, kube-apiserver, controller manager, scheduler, node agent.
+"""Start and stop the test bed: etcd, kube-apiserver, controller manager, scheduler, and
+two real nodes (containerd + kubelet each, one kube-proxy, CoreDNS; see `nodes.py`).
 
 Every component is a process group of its own whose pid goes into `state.json`, so
 `down` (from pytest or from a shell) kills exactly what `up` started, even after a
-crash of the process that started it.
+crash of the process that started it; what the nodes leave on the host (containers,
+mounts, cgroups, network namespaces, nftables, sysctls) is found and removed by name.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from testbed import network
+from testbed import network, nodes
 from testbed.paths import (
     ADMIN_KUBECONFIG,
     APISERVER_PORT,
@@ -36,14 +38,12 @@ from testbed.paths import (
     ETCD_PEER_PORT,
     KUBERNETES_SERVICE_IP,
     NODE_NAMES,
-    NODEAGENT_LOG,
-    PODS_DIR,
+    NODES_DIR,
+    RUN_DIR,
     SERVICE_ACCOUNT_ISSUER,
     SERVICE_CIDR,
     STATE_FILE,
     STATE_ROOT,
-    TESTS_DIR,
-    VENV_BIN,
     apiserver_url,
 )
 from testbed.pki import CertificateAuthority, write_kubeconfig, write_service_account_keys
@@ -58,7 +58,24 @@ OTHER_TREE_WAIT_SECONDS = 1800.0
 #: The user `make cluster-up` registers: a cluster started by hand stays up until `down`.
 MANUAL_USER = "manual"
 
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "nodeagent")
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+NODE_COMPONENTS = (
+    *(f"containerd-{node.short}" for node in nodes.NODES),
+    *(f"kubelet-{node.short}" for node in nodes.NODES),
+    "kube-proxy",
+)
+COMPONENTS = (*CONTROL_PLANE, *NODE_COMPONENTS)
+#: Stop order: pods and nodes first, the API server before etcd (the API server takes
+#: about a minute to stop on SIGTERM while etcd is gone).
+STOP_ORDER = (
+    "kube-proxy",
+    *(f"kubelet-{node.short}" for node in nodes.NODES),
+    *(f"containerd-{node.short}" for node in nodes.NODES),
+    "kube-scheduler",
+    "kube-controller-manager",
+    "kube-apiserver",
+    "etcd",
+)
 
 
 class ControlPlaneError(RuntimeError):
@@ -205,6 +222,7 @@ def _write_pki() -> None:
             user=common_name,
         )
     write_service_account_keys(pki)
+    nodes.write_node_pki(ca, server)
 
 
 def _start_components() -> dict[str, int]:
@@ -243,6 +261,12 @@ def _start_components() -> dict[str, int]:
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--authorization-mode=Node,RBAC",
+            # Logs, exec and port-forward go to the kubelet by the node's InternalIP
+            # (the node names do not resolve), with a client certificate of ours.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
             "--enable-admission-plugins=NodeRestriction,PodSecurity",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
@@ -291,18 +315,48 @@ def _start_managers(pids: dict[str, int]) -> None:
             "--v=1",
         ],
     )
+
+
+def _node_env() -> dict[str, str]:
+    """containerd finds its shim on PATH; runc and nft come from the host."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(TESTS_DIR)
-    pids["nodeagent"] = _spawn(
-        "nodeagent",
-        [
-            str(VENV_BIN / "python"),
-            "-m",
-            "testbed.nodeagent",
-            f"--kubeconfig={ADMIN_KUBECONFIG}",
-            *(f"--node={name}" for name in NODE_NAMES),
-        ],
-        env=env,
+    env["PATH"] = f"{BIN_DIR.resolve()}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    return env
+
+
+def _start_containerds(pids: dict[str, int]) -> None:
+    for node in nodes.NODES:
+        pids[f"containerd-{node.short}"] = _spawn(
+            f"containerd-{node.short}",
+            [_binary("containerd"), f"--config={node.directory / 'containerd.toml'}"],
+            env=_node_env(),
+        )
+
+
+def _containerds_ready() -> bool:
+    return all(nodes.ctr(node, "version", timeout=5).returncode == 0 for node in nodes.NODES)
+
+
+def _start_kubelets(pids: dict[str, int]) -> None:
+    for node in nodes.NODES:
+        pids[f"kubelet-{node.short}"] = _spawn(
+            f"kubelet-{node.short}",
+            [
+                _binary("kubelet"),
+                f"--config={node.directory / 'kubelet.yaml'}",
+                f"--kubeconfig={CLUSTER_DIR / f'kubelet-{node.short}.kubeconfig'}",
+                f"--root-dir={node.directory / 'kubelet'}",
+                f"--cert-dir={node.directory / 'kubelet' / 'pki'}",
+                f"--hostname-override={node.name}",
+                f"--node-ip={BRIDGE_IP}",
+                "--v=1",
+            ],
+            env=_node_env(),
+        )
+    pids["kube-proxy"] = _spawn(
+        "kube-proxy",
+        [_binary("kube-proxy"), f"--config={CLUSTER_DIR / 'kube-proxy.yaml'}", "--v=1"],
+        env=_node_env(),
     )
 
 
@@ -347,22 +401,70 @@ def _nodes_ready() -> bool:
     return ready >= set(NODE_NAMES)
 
 
-def up(timeout: float = 120.0) -> ControlPlane:
+def _coredns_available() -> bool:
+    result = subprocess.run(
+        [
+            str(BIN_DIR / "kubectl"),
+            f"--kubeconfig={ADMIN_KUBECONFIG}",
+            "get",
+            "deployment",
+            "coredns",
+            "-n",
+            "kube-system",
+            "-o",
+            "jsonpath={.status.availableReplicas}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() == "1"
+
+
+def missing_tools() -> list[str]:
+    """Host tools the nodes need, with how to get them."""
+    needs = {
+        "ip": "apt-get install iproute2",
+        "nft": "apt-get install nftables (kube-proxy runs in nftables mode)",
+        "runc": "apt-get install runc (the OCI runtime under containerd)",
+        "umount": "apt-get install mount",
+        "podman": "`make images` installs it (the project's images are saved from its storage)",
+    }
+    missing = [f"{tool}: {how}" for tool, how in needs.items() if shutil.which(tool) is None]
+    for binary in ("kube-apiserver", "kubelet", "kube-proxy", "containerd", "coredns", "pause"):
+        if not os.access(BIN_DIR / binary, os.X_OK):
+            missing.append(f"{BIN_DIR / binary}: run `make testbed-bin`")
+    if not os.access(BIN_DIR / "cni" / "bridge", os.X_OK):
+        missing.append(f"{BIN_DIR / 'cni' / 'bridge'}: run `make testbed-bin`")
+    return missing
+
+
+def up(timeout: float = 180.0) -> ControlPlane:
     """Start a fresh test bed, or return the one already running."""
     existing = running()
     if existing is not None:
         return existing
+    missing = missing_tools()
+    if missing:
+        raise ControlPlaneError("missing tools:\n  " + "\n  ".join(missing))
     down()
-    shutil.rmtree(PODS_DIR, ignore_errors=True)
     CLUSTER_DIR.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    archives = nodes.project_image_archives() + nodes.testbed_image_archives()
     _write_pki()
     network.ensure_bridge()
+    nodes.record_sysctls()
+    nodes.write_configs()
+    nodes.prepare_cgroups()
     pids = _start_components()
+    _start_containerds(pids)
     _write_state(pids)
     try:
+        _wait(_containerds_ready, timeout, "containerd on every node", pids)
+        nodes.import_images(archives)
         _wait(apiserver_ready, timeout, "kube-apiserver /readyz", pids)
         _start_managers(pids)
+        _start_kubelets(pids)
         _write_state(pids)
         _wait(
             lambda: _kubectl_ok("get", "serviceaccount", "default", "-n", "default", "-o", "name"),
@@ -371,6 +473,16 @@ def up(timeout: float = 120.0) -> ControlPlane:
             pids,
         )
         _wait(_nodes_ready, timeout, f"nodes {', '.join(NODE_NAMES)} Ready", pids)
+        applied = subprocess.run(
+            [str(BIN_DIR / "kubectl"), f"--kubeconfig={ADMIN_KUBECONFIG}", "apply", "-f", "-"],
+            input=nodes.coredns_manifest(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if applied.returncode != 0:
+            raise ControlPlaneError(f"CoreDNS manifest refused: {applied.stderr}")
+        _wait(_coredns_available, timeout, "CoreDNS available", pids)
     except BaseException:
         down()
         raise
@@ -384,34 +496,50 @@ def _kill_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
-def down(grace: float = 10.0) -> None:
-    """Stop everything `up` started (node agent first, so it can stop its pods), and clean up."""
-    pids = _read_state()
-    for name in (
-        "nodeagent",
-        "kube-scheduler",
-        "kube-controller-manager",
-        "kube-apiserver",
-        "etcd",
-    ):
-        pid = pids.get(name)
-        if pid is None:
-            continue
-        _kill_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while _alive(pid) and time.monotonic() < deadline:
-            _reap(pid)
-            time.sleep(0.1)
-        _kill_group(pid, signal.SIGKILL)
+def _stop(pid: int, grace: float) -> None:
+    _kill_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _alive(pid) and time.monotonic() < deadline:
         _reap(pid)
+        time.sleep(0.1)
+    _kill_group(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def down(grace: float = 10.0) -> None:
+    """Stop everything `up` started and remove what the nodes left on the host.
+
+    Order: kube-proxy and the kubelets (nothing restarts containers any more), the
+    containers (every process in the nodes' cgroups), containerd and its shims, the
+    control plane (API server before etcd), then mounts under the nodes' directories,
+    the cgroups deepest first, network namespaces, links, nftables, host sysctls.
+    """
+    pids = _read_state()
+    for name in STOP_ORDER:
+        if name.startswith("containerd-"):
+            nodes.kill_cgroup_processes()
+        pid = pids.get(name)
+        if pid is not None:
+            _stop(pid, grace)
+    nodes.kill_cgroup_processes()
     for pid in _stray_processes():
         _kill_group(pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    _kill_leftover_pods()
+    nodes.kill_cgroup_processes()
+    nodes.unmount_under(NODES_DIR, RUN_DIR)
+    nodes.remove_cgroups()
     network.delete_all()
     if network.ip("link", "show", "w5n-br0", check=False).returncode == 0:
         network.ip("link", "del", "w5n-br0", check=False)
+    nodes.delete_nftables()
+    nodes.restore_sysctls()
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+    for node in nodes.NODES:
+        # The container logs stay for the post-mortem (`up` clears them); the image
+        # store and the pods' volumes go.
+        for sub in ("containerd", "kubelet", "opt"):
+            shutil.rmtree(node.directory / sub, ignore_errors=True)
     if STATE_FILE.exists():
         STATE_FILE.unlink()
     for stale in ("etcd",):
@@ -420,19 +548,18 @@ def down(grace: float = 10.0) -> None:
 
 def _stray_processes() -> list[int]:
     """Test bed processes no state file knows of (a crashed or raced `up`, another work
-    tree): our binaries, identified by their executable's path, and node agents."""
-    bin_dir = BIN_DIR.resolve()
+    tree's bed that no one uses any more): anything running from a test bed binary
+    directory (`<cache>/testbed/<hash>/bin`, any hash), containerd's shims included."""
+    cache_root = str(BIN_DIR.resolve().parent.parent) + "/"
     strays = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
-            exe = Path(os.readlink(proc / "exe"))
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            exe = os.readlink(proc / "exe")
         except OSError:
             continue
-        agent = b"testbed.nodeagent" in cmdline
-        if exe.parent == bin_dir or agent:
+        if exe.startswith(cache_root) and "/bin/" in exe[len(cache_root) :]:
             strays.append(int(proc.name))
     return strays
 
@@ -440,21 +567,6 @@ def _stray_processes() -> list[int]:
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-
-
-def _kill_leftover_pods() -> None:
-    """Container processes record their process group; a crashed agent leaves them behind."""
-    if not PODS_DIR.exists():
-        return
-    for pidfile in PODS_DIR.glob("*/*/*.pid"):
-        try:
-            pid = int(pidfile.read_text().strip())
-        except (OSError, ValueError):
-            continue
-        _kill_group(pid, signal.SIGKILL)
-    # The container logs stay for the post-mortem; `up` clears them.
-    for volumes in PODS_DIR.glob("*/*/volumes"):
-        shutil.rmtree(volumes, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -539,7 +651,7 @@ def tail(lines: int = 30) -> str:
     """The last lines of every component log, for failure messages."""
     chunks = []
     for component in COMPONENTS:
-        path = NODEAGENT_LOG if component == "nodeagent" else log_path(component)
+        path = log_path(component)
         if path.exists():
             text = path.read_text(errors="replace").splitlines()[-lines:]
             chunks.append(f"--- {path} (last {len(text)} lines)\n" + "\n".join(text))

@@ -1,4 +1,4 @@
-"""pytest fixtures: `testbed` (the running control plane + node agent) and `namespace`.
+"""pytest fixtures: `testbed` (the running control plane and its nodes) and `namespace`.
 
 The cluster starts once per session, or a running one is joined: sessions
 register as users and the last one out takes it down; one started with `make
@@ -19,8 +19,8 @@ from typing import TypeVar
 
 import pytest
 
-from testbed import controlplane
-from testbed.paths import ADMIN_KUBECONFIG, BIN_DIR, PODS_DIR
+from testbed import controlplane, nodes
+from testbed.paths import ADMIN_KUBECONFIG, BIN_DIR, NODES_DIR
 
 T = TypeVar("T")
 
@@ -90,32 +90,37 @@ class Testbed:
         return client.ApiClient(configuration)
 
     def logs_tail(self, lines: int = 40) -> str:
+        """The tail of every component log and of every container log on the nodes."""
         chunks = [controlplane.tail(lines)]
-        if PODS_DIR.exists():
-            for log in sorted(PODS_DIR.glob("*/*/*.log")):
-                text = log.read_text(errors="replace").splitlines()[-lines:]
-                chunks.append(f"--- {log} (last {len(text)} lines)\n" + "\n".join(text))
+        for log in sorted(NODES_DIR.glob("*/logs/*/*/*.log")):
+            text = log.read_text(errors="replace").splitlines()[-lines:]
+            chunks.append(f"--- {log} (last {len(text)} lines)\n" + "\n".join(text))
         return "\n".join(chunks)
 
-    def _container_file(self, namespace: str, pod: str, container: str | None, suffix: str) -> Path:
-        directory = PODS_DIR / namespace / pod
+    def pod_log(
+        self, namespace: str, pod: str, container: str | None = None, previous: bool = False
+    ) -> str:
+        """`kubectl logs` of a container ("" when the pod or its log is not there yet)."""
+        args = ["logs", pod, "-n", namespace]
         if container is not None:
-            return directory / f"{container}.{suffix}"
-        found = sorted(directory.glob(f"*.{suffix}"))
-        if not found:
-            raise FileNotFoundError(f"no container {suffix} file for pod {namespace}/{pod}")
-        return found[0]
-
-    def pod_log(self, namespace: str, pod: str, container: str | None = None) -> str:
-        try:
-            return self._container_file(namespace, pod, container, "log").read_text(
-                errors="replace"
-            )
-        except FileNotFoundError:
-            return ""
+            args += ["-c", container]
+        if previous:
+            args.append("--previous")
+        result = self.kubectl(*args, check=False)
+        return result.stdout if result.returncode == 0 else ""
 
     def container_pid(self, namespace: str, pod: str, container: str | None = None) -> int:
-        return int(self._container_file(namespace, pod, container, "pid").read_text().strip())
+        """The host pid of a container's main process (from its node's containerd)."""
+        body = json.loads(self.kubectl("get", "pod", pod, "-n", namespace, "-o", "json").stdout)
+        statuses = body.get("status", {}).get("containerStatuses") or []
+        for status in statuses:
+            if container is None or status["name"] == container:
+                container_id = str(status.get("containerID", ""))
+                if not container_id.startswith("containerd://"):
+                    raise LookupError(f"{namespace}/{pod} has no running container yet")
+                node = nodes.node_named(body["spec"]["nodeName"])
+                return nodes.container_pid(node, container_id.removeprefix("containerd://"))
+        raise LookupError(f"{namespace}/{pod} has no container {container}")
 
     def wait_for(
         self, predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.5
@@ -142,9 +147,10 @@ class Testbed:
 @pytest.fixture(scope="session")
 def testbed() -> Iterator[Testbed]:
     if os.geteuid() != 0:
-        pytest.skip("the test bed needs root (network namespaces)")
-    if not (BIN_DIR / "kube-apiserver").exists():
-        pytest.fail(f"{BIN_DIR} has no control plane: run `make testbed-bin`", pytrace=False)
+        pytest.skip("the test bed needs root (kubelet, containerd, network namespaces)")
+    missing = controlplane.missing_tools()
+    if missing:
+        pytest.fail("the test bed cannot start:\n  " + "\n  ".join(missing), pytrace=False)
     try:
         plane = controlplane.acquire()
     except controlplane.ControlPlaneError as error:

@@ -1,14 +1,15 @@
-"""The pod network: one bridge on the host, one network namespace and veth per pod.
+"""The pod network's host side: the bridge `w5n-br0` with the API server's address.
 
-Pods reach each other over the bridge (one L2 segment, 10.244.0.0/16) and the
-apiserver at the bridge address. Everything is named with the `w5n-` prefix (veths
-`w5v...`, which must stay under 15 characters) so cleanup finds exactly ours.
+The nodes' CNI bridge plugin attaches each pod's veth to this bridge (one L2 segment,
+10.244.0.0/16) and creates the pods' network namespaces under containerd's state
+directory. The bridge exists before the API server starts, because the API server
+listens on its address (10.244.0.1), the one address both pods and host reach.
+Cleanup also removes any `w5n-` namespace or link an older bed left.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -42,59 +43,12 @@ def ensure_bridge() -> None:
     ip("link", "set", BRIDGE, "up")
 
 
-def netns_name(pod_uid: str) -> str:
-    return f"{NAME_PREFIX}{pod_uid}"
-
-
-def veth_name(pod_uid: str) -> str:
-    return VETH_PREFIX + hashlib.sha256(pod_uid.encode()).hexdigest()[:11]
-
-
-def create_pod_network(pod_uid: str, pod_ip: str, hosts_text: str, resolv_text: str) -> str:
-    """Create the pod's namespace with eth0 on the bridge; returns the namespace name."""
-    netns = netns_name(pod_uid)
-    delete_pod_network(pod_uid)
-    etc = NETNS_ETC / netns
-    etc.mkdir(parents=True, exist_ok=True)
-    (etc / "hosts").write_text(hosts_text)
-    (etc / "resolv.conf").write_text(resolv_text)
-    ip("netns", "add", netns)
-    veth = veth_name(pod_uid)
-    ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
-    ip("link", "set", veth, "master", BRIDGE, "up")
-    ip("-n", netns, "link", "set", "lo", "up")
-    ip("-n", netns, "addr", "add", f"{pod_ip}/{POD_NETWORK_PREFIXLEN}", "dev", "eth0")
-    ip("-n", netns, "link", "set", "eth0", "up")
-    ip("-n", netns, "route", "add", "default", "via", BRIDGE_IP)
-    return netns
-
-
-def write_hosts(pod_uid: str, hosts_text: str) -> None:
-    """Rewrite in place: `ip netns exec` bind-mounts this very inode onto /etc/hosts."""
-    path = NETNS_ETC / netns_name(pod_uid) / "hosts"
-    if not path.exists():
-        return
-    if path.read_text() == hosts_text:
-        return
-    with path.open("r+") as handle:
-        handle.write(hosts_text)
-        handle.truncate()
-
-
-def delete_pod_network(pod_uid: str) -> None:
-    netns = netns_name(pod_uid)
-    ip("link", "del", veth_name(pod_uid), check=False)
-    ip("netns", "del", netns, check=False)
-    shutil.rmtree(NETNS_ETC / netns, ignore_errors=True)
-
-
 def delete_all() -> None:
     """Remove every namespace, veth and netns config of ours, and the bridge."""
     for line in ip("netns", "list").stdout.splitlines():
         name = line.split()[0] if line.split() else ""
         if name.startswith(NAME_PREFIX):
-            # Container processes outlive a crashed agent; whatever runs in our
-            # namespaces is ours.
+            # Whatever runs in our namespaces is ours.
             for pid in ip("netns", "pids", name, check=False).stdout.split():
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)
