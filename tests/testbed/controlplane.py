@@ -320,7 +320,9 @@ def _start_managers(pids: dict[str, int]) -> None:
 def _node_env() -> dict[str, str]:
     """containerd finds its shim on PATH; runc and nft come from the host."""
     env = dict(os.environ)
-    env["PATH"] = f"{BIN_DIR.resolve()}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    env["PATH"] = (
+        f"{BIN_DIR.resolve()}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    )
     return env
 
 

@@ -119,7 +119,9 @@ def node_named(name: str) -> Node:
 def write_node_pki(ca: CertificateAuthority, server: str) -> None:
     """Kubeconfigs and serving certificates of the kubelets and kube-proxy."""
     for node in NODES:
-        client = ca.issue(f"kubelet-{node.short}", f"system:node:{node.name}", organization="system:nodes")
+        client = ca.issue(
+            f"kubelet-{node.short}", f"system:node:{node.name}", organization="system:nodes"
+        )
         write_kubeconfig(
             CLUSTER_DIR / f"kubelet-{node.short}.kubeconfig",
             server=server,
@@ -143,7 +145,9 @@ def write_node_pki(ca: CertificateAuthority, server: str) -> None:
         user="system:kube-proxy",
     )
     # The apiserver's client identity towards the kubelets (logs, exec, port-forward).
-    ca.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", organization="system:masters")
+    ca.issue(
+        "apiserver-kubelet-client", "kube-apiserver-kubelet-client", organization="system:masters"
+    )
 
 
 def containerd_config(node: Node) -> str:
@@ -320,7 +324,9 @@ def write_configs() -> None:
         )
         (node.directory / "kubelet.yaml").write_text(yaml.safe_dump(kubelet_config(node)))
         # Pods with dnsPolicy Default (CoreDNS itself) get this; there is no upstream.
-        (node.directory / "resolv.conf").write_text(f"search {CLUSTER_DOMAIN}\nnameserver 127.0.0.1\n")
+        (node.directory / "resolv.conf").write_text(
+            f"search {CLUSTER_DOMAIN}\nnameserver 127.0.0.1\n"
+        )
     (CLUSTER_DIR / "kube-proxy.yaml").write_text(yaml.safe_dump(kube_proxy_config()))
 
 
@@ -625,7 +631,11 @@ def coredns_manifest() -> str:
                                 },
                                 "resources": {"limits": {"memory": "170Mi"}},
                                 "volumeMounts": [
-                                    {"name": "config", "mountPath": "/etc/coredns", "readOnly": True}
+                                    {
+                                        "name": "config",
+                                        "mountPath": "/etc/coredns",
+                                        "readOnly": True,
+                                    }
                                 ],
                             }
                         ],

@@ -1,22 +1,26 @@
-"""The test bed itself against the real control plane: pods run, talk, restart, die as asked."""
+"""The test bed itself: real nodes run pods from images, with DNS, services, sysctls,
+limits, probes, restarts, logs and exec, as a kubelet does."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from images.containers import image_ref
 from testbed.fixtures import Testbed
-from testbed.paths import VENV_BIN
 
 pytestmark = [pytest.mark.testbed, pytest.mark.netns]
 
-PYTHON = str(VENV_BIN / "python")
+#: Test pods run the worker image: Debian's shell tools, python3 and the venv with the
+#: Kubernetes client (`python` on its PATH), as uid 10001.
+IMAGE = image_ref("worker")
 
 
 def pod_json(testbed: Testbed, namespace: str, name: str) -> dict[str, Any]:
@@ -37,37 +41,60 @@ def ready(testbed: Testbed, namespace: str, name: str) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-def test_nodes_registered_and_ready(testbed: Testbed) -> None:
-    nodes = json.loads(testbed.kubectl("get", "nodes", "-o", "json").stdout)["items"]
-    names = {n["metadata"]["name"] for n in nodes}
-    assert {"w5n-node-a", "w5n-node-b"} <= names
-    leases = testbed.kubectl("get", "leases", "-n", "kube-node-lease", "-o", "name").stdout
-    assert "w5n-node-a" in leases
-    assert "w5n-node-b" in leases
-    pins = dict(
+def main_status(testbed: Testbed, namespace: str, name: str) -> dict[str, Any]:
+    statuses = pod_json(testbed, namespace, name).get("status", {}).get("containerStatuses")
+    return dict((statuses or [{}])[0])
+
+
+def pins() -> dict[str, str]:
+    return dict(
         line.split("=", 1)
         for line in (Path(__file__).parent / "go" / "pins.env").read_text().splitlines()
         if "=" in line and not line.startswith("#")
     )
+
+
+def test_real_nodes_registered_and_ready(testbed: Testbed) -> None:
+    nodes = json.loads(testbed.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    by_name = {n["metadata"]["name"]: n for n in nodes}
+    assert {"w5n-node-a", "w5n-node-b"} <= set(by_name)
+    versions = pins()
+    for name in ("w5n-node-a", "w5n-node-b"):
+        info = by_name[name]["status"]["nodeInfo"]
+        assert info["kubeletVersion"] == versions["KUBERNETES_VERSION"]
+        assert info["kubeProxyVersion"] in ("", versions["KUBERNETES_VERSION"])
+        assert info["containerRuntimeVersion"] == f"containerd://{versions['CONTAINERD_VERSION']}"
+        images = {name for image in by_name[name]["status"]["images"] for name in image["names"]}
+        assert IMAGE in images, images
+    leases = testbed.kubectl("get", "leases", "-n", "kube-node-lease", "-o", "name").stdout
+    assert "w5n-node-a" in leases
+    assert "w5n-node-b" in leases
     version = json.loads(testbed.kubectl("version", "-o", "json").stdout)
-    assert version["serverVersion"]["gitVersion"] == pins["KUBERNETES_VERSION"]
-    assert version["clientVersion"]["gitVersion"] == pins["KUBERNETES_VERSION"]
-    assert pins["HELM_VERSION"] in testbed.helm("version", "--short").stdout
+    assert version["serverVersion"]["gitVersion"] == versions["KUBERNETES_VERSION"]
+    assert version["clientVersion"]["gitVersion"] == versions["KUBERNETES_VERSION"]
+    assert versions["HELM_VERSION"] in testbed.helm("version", "--short").stdout
+    dns = json.loads(
+        testbed.kubectl("get", "deployment", "coredns", "-n", "kube-system", "-o", "json").stdout
+    )
+    assert dns["status"].get("availableReplicas") == 1
 
 
-def test_pod_reaches_another_pod_over_the_bridge(testbed: Testbed, namespace: str) -> None:
+def test_pod_reaches_a_pod_and_a_cluster_ip_service_by_name(
+    testbed: Testbed, namespace: str
+) -> None:
     apply(
         testbed,
         namespace,
         f"""
         apiVersion: v1
         kind: Pod
-        metadata: {{name: server}}
+        metadata: {{name: server, labels: {{app: server}}}}
         spec:
+          nodeName: w5n-node-a
           containers:
           - name: http
-            image: python
-            command: ["{PYTHON}", "-m", "http.server", "8080", "--directory", "/data"]
+            image: {IMAGE}
+            command: [python3, -m, http.server, "8080", --directory, /data]
             ports: [{{name: http, containerPort: 8080}}]
             readinessProbe: {{httpGet: {{port: http, path: /}}, periodSeconds: 1}}
             volumeMounts: [{{name: data, mountPath: /data, readOnly: true}}]
@@ -79,11 +106,20 @@ def test_pod_reaches_another_pod_over_the_bridge(testbed: Testbed, namespace: st
         kind: ConfigMap
         metadata: {{name: content}}
         data: {{hello.txt: "hello from the server pod"}}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {{name: web}}
+        spec: {{selector: {{app: server}}, ports: [{{port: 80, targetPort: http}}]}}
         """,
     )
-    testbed.wait_for(lambda: ready(testbed, namespace, "server"), 60, "server pod Ready")
+    testbed.wait_for(lambda: ready(testbed, namespace, "server"), 90, "server pod Ready")
     server_ip = pod_json(testbed, namespace, "server")["status"]["podIP"]
-    assert server_ip.startswith("10.244.")
+    assert server_ip.startswith("10.244.1."), server_ip  # node a's range
+    cluster_ip = testbed.kubectl(
+        "get", "service", "web", "-n", namespace, "-o", "jsonpath={.spec.clusterIP}"
+    ).stdout
+    assert cluster_ip.startswith("10.96."), cluster_ip
     apply(
         testbed,
         namespace,
@@ -92,20 +128,33 @@ def test_pod_reaches_another_pod_over_the_bridge(testbed: Testbed, namespace: st
         kind: Pod
         metadata: {{name: client}}
         spec:
+          nodeName: w5n-node-b
           restartPolicy: Never
           containers:
           - name: fetch
-            image: python
-            command: ["{PYTHON}", "-c"]
-            args: ["import urllib.request as u; print(u.urlopen('http://{server_ip}:8080/hello.txt').read().decode())"]
+            image: {IMAGE}
+            command: [python3, -c]
+            args:
+            - |
+              import urllib.request as u
+              for url in ("http://{server_ip}:8080/hello.txt", "http://web/hello.txt",
+                          "http://web.{namespace}.svc.cluster.local/hello.txt"):
+                  print(url, u.urlopen(url, timeout=10).read().decode(), flush=True)
         """,
     )
     testbed.wait_for(
-        lambda: phase(testbed, namespace, "client") == "Succeeded", 60, "client Succeeded"
+        lambda: phase(testbed, namespace, "client") in ("Succeeded", "Failed"),
+        90,
+        "client finished",
     )
-    assert "hello from the server pod" in testbed.pod_log(namespace, "client", "fetch")
+    log = testbed.pod_log(namespace, "client", "fetch")
+    assert phase(testbed, namespace, "client") == "Succeeded", log
+    # Pod to pod across the nodes, and through kube-proxy by the service's DNS names.
+    assert f"http://{server_ip}:8080/hello.txt hello from the server pod" in log
+    assert "http://web/hello.txt hello from the server pod" in log
+    assert f"web.{namespace}.svc.cluster.local/hello.txt hello from the server pod" in log
     client = pod_json(testbed, namespace, "client")
-    assert client["status"]["podIP"] != server_ip
+    assert client["status"]["podIP"].startswith("10.244.2.")  # node b's range
 
 
 def test_statefulset_pods_find_each_other_by_dns_name(testbed: Testbed, namespace: str) -> None:
@@ -129,10 +178,11 @@ def test_statefulset_pods_find_each_other_by_dns_name(testbed: Testbed, namespac
           template:
             metadata: {{labels: {{app: peers}}}}
             spec:
+              terminationGracePeriodSeconds: 1
               containers:
               - name: main
-                image: python
-                command: ["{PYTHON}", "-c"]
+                image: {IMAGE}
+                command: [python3, -c]
                 args:
                 - |
                   import socket, time
@@ -154,7 +204,7 @@ def test_statefulset_pods_find_each_other_by_dns_name(testbed: Testbed, namespac
             for i in (0, 1)
         )
 
-    testbed.wait_for(resolved, 60, "both StatefulSet pods resolving each other")
+    testbed.wait_for(resolved, 90, "both StatefulSet pods resolving each other")
     peer_1_ip = pod_json(testbed, namespace, "peer-1")["status"]["podIP"]
     log = testbed.pod_log(namespace, "peer-0", "main")
     assert f"resolved peer-1.peers.{namespace}.svc.cluster.local {peer_1_ip}\n" in log, (
@@ -197,8 +247,8 @@ def test_env_identity_and_in_cluster_credentials(testbed: Testbed, namespace: st
           securityContext: {{runAsUser: 65532, runAsGroup: 65532, runAsNonRoot: true}}
           containers:
           - name: main
-            image: python
-            command: ["{PYTHON}", "-c"]
+            image: {IMAGE}
+            command: [python, -c]
             args:
             - |
               import os
@@ -209,6 +259,7 @@ def test_env_identity_and_in_cluster_credentials(testbed: Testbed, namespace: st
               print("uid", os.getuid(), "api-sees", me.metadata.name, me.status.pod_ip)
               print("env", os.environ["POD_IP"], os.environ["NODE"], os.environ["TEAM"],
                     os.environ["PASSWORD"], os.environ["MODE"], os.environ["GREETING"])
+              print("api-at", os.environ["KUBERNETES_SERVICE_HOST"])
             env:
             - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
             - {{name: POD_NAMESPACE, valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}}}
@@ -222,7 +273,7 @@ def test_env_identity_and_in_cluster_credentials(testbed: Testbed, namespace: st
     )
     testbed.wait_for(
         lambda: phase(testbed, namespace, "whoami") in ("Succeeded", "Failed"),
-        60,
+        90,
         "whoami finished",
     )
     log = testbed.pod_log(namespace, "whoami", "main")
@@ -232,42 +283,44 @@ def test_env_identity_and_in_cluster_credentials(testbed: Testbed, namespace: st
     assert (
         f"env {pod['status']['podIP']} {pod['spec']['nodeName']} w5xde s3cret fast hi-whoami" in log
     )
+    # The in-cluster client went through the `kubernetes` ClusterIP service (kube-proxy).
+    assert "api-at 10.96.0.1" in log
 
 
 def test_safe_sysctl_applied_in_pod_netns_unsafe_refused(testbed: Testbed, namespace: str) -> None:
     apply(
         testbed,
         namespace,
-        """
+        f"""
         apiVersion: v1
         kind: Pod
-        metadata: {name: tuned}
+        metadata: {{name: tuned}}
         spec:
           restartPolicy: Never
           securityContext:
-            sysctls: [{name: net.ipv4.tcp_rmem, value: "4096 131072 7340032"}]
+            sysctls: [{{name: net.ipv4.tcp_rmem, value: "4096 131072 7340032"}}]
           containers:
           - name: main
-            image: python
+            image: {IMAGE}
             command: [cat, /proc/sys/net/ipv4/tcp_rmem]
         ---
         apiVersion: v1
         kind: Pod
-        metadata: {name: greedy}
+        metadata: {{name: greedy}}
         spec:
           securityContext:
-            sysctls: [{name: net.core.rmem_max, value: "67108864"}]
+            sysctls: [{{name: net.core.rmem_max, value: "67108864"}}]
           containers:
-          - {name: main, image: python, command: [sleep, "100"]}
+          - {{name: main, image: {IMAGE}, command: [sleep, "100"]}}
         """,
     )
     testbed.wait_for(
-        lambda: phase(testbed, namespace, "tuned") == "Succeeded", 60, "tuned Succeeded"
+        lambda: phase(testbed, namespace, "tuned") == "Succeeded", 90, "tuned Succeeded"
     )
     assert testbed.pod_log(namespace, "tuned", "main").split()[-3:] == ["4096", "131072", "7340032"]
     with open("/proc/sys/net/ipv4/tcp_rmem") as host:
         assert host.read().split() != ["4096", "131072", "7340032"]
-    testbed.wait_for(lambda: phase(testbed, namespace, "greedy") == "Failed", 60, "greedy Failed")
+    testbed.wait_for(lambda: phase(testbed, namespace, "greedy") == "Failed", 90, "greedy Failed")
     status = pod_json(testbed, namespace, "greedy")["status"]
     assert status["reason"] == "SysctlForbidden"
     assert "net.core.rmem_max" in status["message"]
@@ -279,33 +332,49 @@ def test_killed_container_restarts_and_deletion_honours_grace(
     apply(
         testbed,
         namespace,
-        """
+        f"""
         apiVersion: v1
         kind: Pod
-        metadata: {name: phoenix}
+        metadata: {{name: phoenix}}
         spec:
-          terminationGracePeriodSeconds: 3
+          terminationGracePeriodSeconds: 5
           containers:
           - name: main
-            image: python
-            command: [sh, -c, "trap 'echo got TERM; exit 0' TERM; while true; do sleep 0.2; done"]
+            image: {IMAGE}
+            command: [sh, -c]
+            args: ["echo started; trap 'echo got TERM; exit 0' TERM; while :; do sleep 0.2; done"]
         """,
     )
-    testbed.wait_for(lambda: ready(testbed, namespace, "phoenix"), 60, "phoenix Ready")
-    status = pod_json(testbed, namespace, "phoenix")["status"]["containerStatuses"][0]
+    testbed.wait_for(lambda: ready(testbed, namespace, "phoenix"), 90, "phoenix Ready")
+    status = main_status(testbed, namespace, "phoenix")
+    assert status["containerID"].startswith("containerd://")
     pid = testbed.container_pid(namespace, "phoenix", "main")
-    assert status["containerID"] == f"process://{pid}"
+    with open(f"/proc/{pid}/cgroup") as cgroup:
+        assert "/w5n-node-" in cgroup.read()  # under the node's kubepods, not the host's
     os.kill(pid, signal.SIGKILL)
 
     def restarted() -> bool:
-        statuses = pod_json(testbed, namespace, "phoenix")["status"]["containerStatuses"]
-        return statuses[0]["restartCount"] == 1 and "running" in statuses[0]["state"]
+        now = main_status(testbed, namespace, "phoenix")
+        return now.get("restartCount") == 1 and "running" in now.get("state", {})
 
-    testbed.wait_for(restarted, 30, "phoenix restarted once")
-    last = pod_json(testbed, namespace, "phoenix")["status"]["containerStatuses"][0]["lastState"]
+    testbed.wait_for(restarted, 60, "phoenix restarted once")
+    last = main_status(testbed, namespace, "phoenix")["lastState"]
     assert last["terminated"]["exitCode"] == 137
-    testbed.kubectl("delete", "pod", "phoenix", "-n", namespace, "--wait=true", timeout=30)
-    assert "got TERM" in testbed.pod_log(namespace, "phoenix", "main")
+    assert "started" in testbed.pod_log(namespace, "phoenix", "main", previous=True)
+    assert testbed.container_pid(namespace, "phoenix", "main") != pid
+    follow = subprocess.Popen(
+        [str(testbed.bin_dir / "kubectl"), "logs", "-f", "phoenix", "-n", namespace],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=testbed.env(),
+    )
+    try:
+        testbed.kubectl("delete", "pod", "phoenix", "-n", namespace, "--wait=true", timeout=60)
+        output, _ = follow.communicate(timeout=30)
+    finally:
+        follow.kill()
+    assert "got TERM" in output, output
 
 
 def test_pod_security_baseline_refuses_privileged(testbed: Testbed, namespace: str) -> None:
@@ -318,16 +387,16 @@ def test_pod_security_baseline_refuses_privileged(testbed: Testbed, namespace: s
         "-",
         check=False,
         input=textwrap.dedent(
-            """
+            f"""
             apiVersion: v1
             kind: Pod
-            metadata: {name: root}
+            metadata: {{name: root}}
             spec:
               containers:
               - name: main
-                image: python
+                image: {IMAGE}
                 command: [sleep, "1"]
-                securityContext: {privileged: true}
+                securityContext: {{privileged: true}}
             """
         ),
     )
@@ -339,55 +408,113 @@ def test_init_container_volumes_and_liveness_restart(testbed: Testbed, namespace
     apply(
         testbed,
         namespace,
-        """
+        f"""
         apiVersion: v1
         kind: Secret
-        metadata: {name: key}
-        stringData: {key.txt: sesame}
+        metadata: {{name: key}}
+        stringData: {{key.txt: sesame}}
         ---
         apiVersion: v1
         kind: Pod
-        metadata: {name: layered, labels: {tier: test}}
+        metadata: {{name: layered, labels: {{tier: test}}}}
         spec:
           terminationGracePeriodSeconds: 1
           initContainers:
           - name: prepare
-            image: python
+            image: {IMAGE}
             command: [sh, -c, "echo prepared > /work/ready.txt"]
-            volumeMounts: [{name: work, mountPath: /work}]
+            volumeMounts: [{{name: work, mountPath: /work}}]
           containers:
           - name: main
-            image: python
+            image: {IMAGE}
             command: [sh, -c]
             args:
             - cat /work/ready.txt /secret/key.txt /info/labels; echo; exec sleep 1000
             volumeMounts:
-            - {name: work, mountPath: /work}
-            - {name: secret, mountPath: /secret, readOnly: true}
-            - {name: info, mountPath: /info}
+            - {{name: work, mountPath: /work}}
+            - {{name: secret, mountPath: /secret, readOnly: true}}
+            - {{name: info, mountPath: /info}}
             livenessProbe:
-              tcpSocket: {port: 9}
+              tcpSocket: {{port: 9}}
               periodSeconds: 1
               failureThreshold: 2
           volumes:
-          - {name: work, emptyDir: {}}
-          - {name: secret, secret: {secretName: key}}
+          - {{name: work, emptyDir: {{}}}}
+          - {{name: secret, secret: {{secretName: key}}}}
           - name: info
             downwardAPI:
-              items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]
+              items: [{{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}]
         """,
     )
 
     def restarted_by_liveness() -> bool:
-        statuses = pod_json(testbed, namespace, "layered").get("status", {})
-        main = (statuses.get("containerStatuses") or [{}])[0]
-        return int(main.get("restartCount", 0)) >= 1
+        return int(main_status(testbed, namespace, "layered").get("restartCount", 0)) >= 1
 
-    testbed.wait_for(restarted_by_liveness, 60, "a restart by the failing liveness probe")
+    testbed.wait_for(restarted_by_liveness, 90, "a restart by the failing liveness probe")
     status = pod_json(testbed, namespace, "layered")["status"]
     init = status["initContainerStatuses"][0]
     assert init["state"]["terminated"]["exitCode"] == 0
     assert init["restartCount"] == 0
-    log = testbed.pod_log(namespace, "layered", "main")
+    events = testbed.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=layered"
+    ).stdout
+    assert "Liveness probe failed" in events, events
+    log = testbed.pod_log(namespace, "layered", "main", previous=True)
     assert "prepared\nsesame" in log
     assert 'tier="test"' in log
+
+
+def test_exec_sees_limits_and_the_memory_limit_is_enforced(
+    testbed: Testbed, namespace: str
+) -> None:
+    apply(
+        testbed,
+        namespace,
+        f"""
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: bounded}}
+        spec:
+          terminationGracePeriodSeconds: 1
+          containers:
+          - name: main
+            image: {IMAGE}
+            command: [sleep, "1000"]
+            resources:
+              requests: {{cpu: 100m, memory: 32Mi}}
+              limits: {{cpu: 500m, memory: 64Mi}}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: hog}}
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: main
+            image: {IMAGE}
+            command: [python3, -c]
+            args: ["blocks = [bytearray(16 << 20) for _ in range(16)]; print('survived')"]
+            resources:
+              limits: {{cpu: 500m, memory: 64Mi}}
+        """,
+    )
+    testbed.wait_for(lambda: ready(testbed, namespace, "bounded"), 90, "bounded Ready")
+    # cgroup v1: the container sees its own cgroup at the hierarchy's root.
+    limits = testbed.kubectl(
+        "exec",
+        "bounded",
+        "-n",
+        namespace,
+        "--",
+        "cat",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+        "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+        "/sys/fs/cgroup/cpu/cpu.cfs_period_us",
+    ).stdout.split()
+    assert limits == [str(64 << 20), "50000", "100000"], limits
+    qos = pod_json(testbed, namespace, "bounded")["status"]["qosClass"]
+    assert qos == "Burstable"
+    testbed.wait_for(lambda: phase(testbed, namespace, "hog") == "Failed", 90, "hog Failed")
+    terminated = main_status(testbed, namespace, "hog")["state"]["terminated"]
+    assert terminated["reason"] == "OOMKilled", terminated
+    assert "survived" not in testbed.pod_log(namespace, "hog", "main")
