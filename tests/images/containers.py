@@ -1,4 +1,4 @@
-"""How the tests and the test bed's node agent run the built images with podman.
+"""How the images tier runs the built images with podman (the test bed's nodes import them).
 
 One storage (under `$W5XDE_CACHE/images`, overlay driver) is shared with
 `make images`, so whatever it built is what runs here. Every container runs the

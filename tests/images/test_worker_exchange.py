@@ -4,7 +4,7 @@ The namespaces `w5i-a` and `w5i-b` hang off the bridge `w5i-br0` (no address on 
 host side: the traffic stays between the two namespaces). Each container joins its
 namespace with `--network ns:`, runs non-root on a read-only root filesystem with
 every capability dropped, and the pod sysctls are set on the namespace beforehand,
-as the node agent does for a pod.
+as a kubelet does for a pod.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def two_namespaces() -> Iterator[dict[str, str]]:
             ip("-n", name, "addr", "add", f"{address}/24", "dev", "eth0")
             ip("-n", name, "link", "set", "eth0", "up")
             ip("-n", name, "link", "set", "lo", "up")
-            # A pod sysctl, applied to the namespace the way the node agent does.
+            # A pod sysctl, applied to the namespace the way a kubelet does.
             subprocess.run(
                 ["ip", "netns", "exec", name, "sysctl", "-q", "-w",
                  "net.ipv4.tcp_rmem=4096 131072 8388608"],

@@ -1,1 +1,1 @@
-"""The test bed: a real Kubernetes control plane and a node agent that runs pods as processes."""
+"""The test bed: a real Kubernetes control plane and two real nodes (kubelet, containerd)."""

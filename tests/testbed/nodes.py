@@ -178,7 +178,6 @@ def containerd_config(node: Node) -> str:
           # runc then fails with "can't get final child's PID from pipe: EOF".
           restrict_oom_score_adj = true
           netns_mounts_under_state_dir = true
-          enable_cdi = false
           [plugins.'io.containerd.cri.v1.runtime'.containerd]
             default_runtime_name = "runc"
             [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
@@ -510,14 +509,24 @@ def ctr(node: Node, *args: str, timeout: float = 120) -> subprocess.CompletedPro
     )
 
 
+#: Extra names for the project's images on the nodes: the API tier's fixtures name the
+#: worker image `:testbed` (the node agent's convention); it is the same image.
+IMAGE_ALIASES = {"worker": "localhost/w5xde-worker:testbed"}
+
+
 def import_images(archives: list[Path]) -> None:
     """Import every archive into every node's containerd (nodes in parallel)."""
+    from images.containers import image_ref
 
     def one_node(node: Node) -> None:
         for archive in archives:
             result = ctr(node, "images", "import", str(archive))
             if result.returncode != 0:
                 raise NodeError(f"ctr import {archive.name} into {node.name}: {result.stderr}")
+        for kind, alias in IMAGE_ALIASES.items():
+            result = ctr(node, "images", "tag", "--force", image_ref(kind), alias)
+            if result.returncode != 0:
+                raise NodeError(f"ctr tag {alias} on {node.name}: {result.stderr}")
         result = ctr(node, "images", "label", PAUSE_IMAGE, "io.cri-containerd.pinned=pinned")
         if result.returncode != 0:
             raise NodeError(f"ctr label {PAUSE_IMAGE} on {node.name}: {result.stderr}")
