@@ -559,9 +559,12 @@ def _stray_processes() -> list[int]:
             continue
         try:
             exe = os.readlink(proc / "exe")
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if exe.startswith(cache_root) and "/bin/" in exe[len(cache_root) :]:
+        # The node agent of beds before issue 11 (another work tree may still run one).
+        agent = b"testbed.nodeagent" in cmdline
+        if agent or (exe.startswith(cache_root) and "/bin/" in exe[len(cache_root) :]):
             strays.append(int(proc.name))
     return strays
 

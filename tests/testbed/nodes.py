@@ -426,12 +426,15 @@ def unmount_under(*roots: Path) -> None:
     """Unmount everything under the nodes' directories, deepest first (lazily: a
     mount a dying process still holds must not stop the cleanup)."""
     prefixes = [str(root.resolve()) + "/" for root in roots if root.exists()]
-    if not prefixes:
-        return
+    # Another work tree's bed (taken over once it had no users) mounts under its own
+    # `.testbed/nodes/<node>/`: the node names find those too.
+    markers = [f"/nodes/{node.name}/" for node in NODES]
     mountpoints = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         point = line.split()[4].replace("\\040", " ")
-        if any(point.startswith(prefix) for prefix in prefixes):
+        if any(point.startswith(prefix) for prefix in prefixes) or any(
+            marker in point for marker in markers
+        ):
             mountpoints.append(point)
     for point in sorted(set(mountpoints), key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
