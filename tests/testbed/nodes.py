@@ -562,7 +562,6 @@ COREFILE = f"""\
         ttl 5
     }}
     cache 5
-    loop
 }}
 """
 

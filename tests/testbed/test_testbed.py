@@ -63,7 +63,8 @@ def test_real_nodes_registered_and_ready(testbed: Testbed) -> None:
         info = by_name[name]["status"]["nodeInfo"]
         assert info["kubeletVersion"] == versions["KUBERNETES_VERSION"]
         assert info["kubeProxyVersion"] in ("", versions["KUBERNETES_VERSION"])
-        assert info["containerRuntimeVersion"] == f"containerd://{versions['CONTAINERD_VERSION']}"
+        runtime = versions["CONTAINERD_VERSION"].lstrip("v")
+        assert info["containerRuntimeVersion"] == f"containerd://{runtime}"
         images = {name for image in by_name[name]["status"]["images"] for name in image["names"]}
         assert IMAGE in images, images
     leases = testbed.kubectl("get", "leases", "-n", "kube-node-lease", "-o", "name").stdout
