@@ -351,6 +351,8 @@ def _start_kubelets(pids: dict[str, int]) -> None:
                 f"--cert-dir={node.directory / 'kubelet' / 'pki'}",
                 f"--hostname-override={node.name}",
                 f"--node-ip={BRIDGE_IP}",
+                # What the chart's node-tuning test selects the bed's nodes by.
+                f"--node-labels={nodes.NODE_LABEL}=true",
                 "--v=1",
             ],
             env=_node_env(),

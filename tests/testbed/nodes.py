@@ -44,6 +44,8 @@ from testbed.paths import (
 from testbed.pki import CertificateAuthority, write_kubeconfig
 
 RUNC = "/usr/sbin/runc"
+#: Every node of the bed carries this label (set by its kubelet at registration).
+NODE_LABEL = "w5xde.io/testbed-node"
 PAUSE_IMAGE = "localhost/w5n-pause:testbed"
 COREDNS_IMAGE = "localhost/w5n-coredns:testbed"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
