@@ -8,9 +8,12 @@ logs, because a test bed failure is rarely explained by the assertion alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -144,6 +147,22 @@ class Testbed:
         )
 
 
+@contextlib.contextmanager
+def _test_timeout_paused() -> Iterator[None]:
+    """pytest-timeout (signal method) arms SIGALRM for each test, fixtures included;
+    waiting for another work tree's bed may take longer than any one test may, so that
+    wait (bounded by `controlplane.OTHER_TREE_WAIT_SECONDS`) does not count."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    remaining, interval = signal.setitimer(signal.ITIMER_REAL, 0)
+    try:
+        yield
+    finally:
+        if remaining:
+            signal.setitimer(signal.ITIMER_REAL, remaining, interval)
+
+
 @pytest.fixture(scope="session")
 def testbed() -> Iterator[Testbed]:
     if os.geteuid() != 0:
@@ -152,7 +171,8 @@ def testbed() -> Iterator[Testbed]:
     if missing:
         pytest.fail("the test bed cannot start:\n  " + "\n  ".join(missing), pytrace=False)
     try:
-        plane = controlplane.acquire()
+        with _test_timeout_paused():
+            plane = controlplane.acquire()
     except controlplane.ControlPlaneError as error:
         pytest.fail(f"test bed did not start: {error}", pytrace=False)
     try:

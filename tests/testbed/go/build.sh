@@ -47,7 +47,7 @@ for plugin in main/bridge main/loopback ipam/host-local meta/portmap; do
 done
 
 stamp "coredns $COREDNS_VERSION"
-(cd "$here/coredns" && go build -trimpath -o "$out/coredns" -ldflags "-s -w" github.com/coredns/coredns)
+(cd "$here/coredns" && go build -trimpath -o "$out/coredns" -ldflags "-s -w" .)
 
 # The sandbox ("pause") image's one binary, from the Kubernetes release's own source:
 # nothing can be pulled here, so the nodes get an image built from it.
