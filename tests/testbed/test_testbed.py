@@ -67,9 +67,19 @@ def test_real_nodes_registered_and_ready(testbed: Testbed) -> None:
         assert info["containerRuntimeVersion"] == f"containerd://{runtime}"
         images = {name for image in by_name[name]["status"]["images"] for name in image["names"]}
         assert IMAGE in images, images
-    leases = testbed.kubectl("get", "leases", "-n", "kube-node-lease", "-o", "name").stdout
-    assert "w5n-node-a" in leases
-    assert "w5n-node-b" in leases
+    # Each kubelet renews its Lease (it creates it just after registering).
+    testbed.wait_for(
+        lambda: (
+            {"lease.coordination.k8s.io/w5n-node-a", "lease.coordination.k8s.io/w5n-node-b"}
+            <= set(
+                testbed.kubectl(
+                    "get", "leases", "-n", "kube-node-lease", "-o", "name"
+                ).stdout.split()
+            )
+        ),
+        30,
+        "both nodes' Leases",
+    )
     version = json.loads(testbed.kubectl("version", "-o", "json").stdout)
     assert version["serverVersion"]["gitVersion"] == versions["KUBERNETES_VERSION"]
     assert version["clientVersion"]["gitVersion"] == versions["KUBERNETES_VERSION"]
