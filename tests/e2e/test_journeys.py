@@ -328,6 +328,9 @@ class TestDemoCluster:
             assert "net.ipv4.tcp_rmem" in wanted, pod["spec"].get("securityContext")
             inside = exec_in(testbed, demo_namespace, name, "cat", "/proc/sys/net/ipv4/tcp_rmem")
             assert inside.split() == wanted["net.ipv4.tcp_rmem"].split(), (name, inside)
+        # Every worker's report was pulled and folded; each one moved bytes.
+        assert figures["reporting"]["workersReporting"] == 4, figures["reporting"]
+        assert figures["spread"]["minBytesPerSecond"] > 0, figures["spread"]
         assert lost(testbed, demo_namespace) == 0
 
     def test_step_2_scale_and_roll_lose_no_batch(
