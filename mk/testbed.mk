@@ -4,8 +4,10 @@
 
 TESTBED_GO := tests/testbed/go
 TESTBED_PINS := $(TESTBED_GO)/pins.env $(TESTBED_GO)/build.sh \
-	$(wildcard $(TESTBED_GO)/*/go.mod) $(wildcard $(TESTBED_GO)/*/go.sum)
-# The cache key: any change to a pin, a go.mod/go.sum or the build script rebuilds.
+	$(wildcard $(TESTBED_GO)/*/go.mod) $(wildcard $(TESTBED_GO)/*/go.sum) \
+	$(wildcard $(TESTBED_GO)/*/*.go)
+# The cache key: any change to a pin, a go.mod/go.sum, a Go file (CoreDNS's main.go) or the
+# build script rebuilds.
 TESTBED_HASH = $(shell cat $(TESTBED_PINS) | sha256sum | cut -c1-16)
 TESTBED_CACHE_BIN = $(W5XDE_CACHE)/testbed/$(TESTBED_HASH)/bin
 TESTBED_CLI := $(BIN)/python tests/testbed/cli.py
