@@ -62,8 +62,11 @@ def test_image_metadata(kind: str, image_config: dict[str, dict[str, Any]]) -> N
 
 def image_default_user_args() -> list[str]:
     """The hardened flags without `--user`: the uid is then the one the image declares,
-    which is what these tests check (passing `--user` would make them check the flag)."""
-    return [arg for arg in hardened_args() if not arg.startswith("--user")]
+    which is what these tests check (passing `--user` would make them check the flag).
+    `--read-only-tmpfs=false`: podman's `--read-only` otherwise mounts a writable tmpfs on
+    /tmp (the image's HOME), which a pod's readOnlyRootFilesystem does not."""
+    args = [arg for arg in hardened_args() if not arg.startswith("--user")]
+    return [*args, "--read-only-tmpfs=false"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
