@@ -55,6 +55,8 @@ def test_uninstall_with_a_cluster_present_then_its_namespace_deletes_within_30s(
     _let_helm_adopt_crds(testbed)
     testbed.helm(
         "install", RELEASE, str(REPO_ROOT / "charts" / "w5xde"),
+        # Real nodes run the images `make images` built (nothing can be pulled).
+        "-f", str(REPO_ROOT / "tests" / "chart_values" / "local-images.yaml"),
         "--namespace", OPERATOR_NAMESPACE, "--create-namespace", "--wait", "--timeout", "3m",
         timeout=240,
     )  # fmt: skip
