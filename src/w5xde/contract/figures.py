@@ -7,7 +7,7 @@ cluster per interval over up to 1,000 reports.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from w5xde.api.v1alpha1 import Spread, Totals
@@ -39,58 +39,33 @@ def format_throughput(bytes_per_second: float) -> str:
     return f"{bytes_per_second / 1e6:.1f} MB/s"
 
 
+_COUNTERS = tuple(Totals.model_fields)
+
+
 def totals_of(reports: Iterable[WorkerReport]) -> Totals:
-    batches = raw = wire = lost = corrupt = resent = 0
-    for report in reports:
-        batches += report.batches
-        raw += report.raw_bytes
-        wire += report.wire_bytes
-        lost += report.lost_batches
-        corrupt += report.corrupt_batches
-        resent += report.resent_batches
+    """The counters of `reports` summed (a report carries every Totals field)."""
+    listed = list(reports)
+    return Totals(**{name: sum(getattr(report, name) for report in listed) for name in _COUNTERS})
+
+
+def _fieldwise(left: Totals, right: Totals, combine: Callable[[int, int], int]) -> Totals:
     return Totals(
-        batches=batches,
-        raw_bytes=raw,
-        wire_bytes=wire,
-        lost_batches=lost,
-        corrupt_batches=corrupt,
-        resent_batches=resent,
+        **{name: combine(getattr(left, name), getattr(right, name)) for name in _COUNTERS}
     )
 
 
 def add_totals(left: Totals, right: Totals) -> Totals:
-    return Totals(
-        batches=left.batches + right.batches,
-        raw_bytes=left.raw_bytes + right.raw_bytes,
-        wire_bytes=left.wire_bytes + right.wire_bytes,
-        lost_batches=left.lost_batches + right.lost_batches,
-        corrupt_batches=left.corrupt_batches + right.corrupt_batches,
-        resent_batches=left.resent_batches + right.resent_batches,
-    )
+    return _fieldwise(left, right, lambda a, b: a + b)
 
 
 def at_least(floor: Totals, value: Totals) -> Totals:
     """Field-wise maximum: how `totals` is kept from ever going backwards."""
-    return Totals(
-        batches=max(floor.batches, value.batches),
-        raw_bytes=max(floor.raw_bytes, value.raw_bytes),
-        wire_bytes=max(floor.wire_bytes, value.wire_bytes),
-        lost_batches=max(floor.lost_batches, value.lost_batches),
-        corrupt_batches=max(floor.corrupt_batches, value.corrupt_batches),
-        resent_batches=max(floor.resent_batches, value.resent_batches),
-    )
+    return _fieldwise(floor, value, max)
 
 
 def minus_floored(left: Totals, right: Totals) -> Totals:
     """Field-wise `left - right`, never below zero."""
-    return Totals(
-        batches=max(0, left.batches - right.batches),
-        raw_bytes=max(0, left.raw_bytes - right.raw_bytes),
-        wire_bytes=max(0, left.wire_bytes - right.wire_bytes),
-        lost_batches=max(0, left.lost_batches - right.lost_batches),
-        corrupt_batches=max(0, left.corrupt_batches - right.corrupt_batches),
-        resent_batches=max(0, left.resent_batches - right.resent_batches),
-    )
+    return _fieldwise(left, right, lambda a, b: max(0, a - b))
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float:
