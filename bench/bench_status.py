@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from testbed import controlplane  # noqa: E402
 from testbed.paths import ADMIN_KUBECONFIG, BIN_DIR  # noqa: E402
+from w5xde.contract.figures import percentile  # noqa: E402
 
 W5XDE = str(Path(sys.executable).with_name("w5xde"))
 KWOK_NODES = 10
@@ -158,13 +159,6 @@ def operator_fold_errors(port: int) -> int:
         for line in text.splitlines()
         if line.startswith('w5xde_operator_errors_total{stage="fold"}')
     )
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(fraction * len(ordered) + 0.999999) - 1))]
 
 
 def parse_rfc3339(text: str) -> float:
@@ -366,8 +360,8 @@ def run_row(workers: int, interval: float, duration: float, logs: Path, metrics_
                 row.incomplete_folds += 1
         row.folds_observed = len(lags)
         row.reports_folded_per_s = round(folded / duration, 1)
-        row.fold_lag_p50_s = round(percentile(lags, 0.5), 3)
-        row.fold_lag_p99_s = round(percentile(lags, 0.99), 3)
+        row.fold_lag_p50_s = round(percentile(sorted(lags), 0.5), 3)
+        row.fold_lag_p99_s = round(percentile(sorted(lags), 0.99), 3)
         row.fold_lag_max_s = round(max(lags, default=0.0), 3)
 
         # Baseline: the same cluster and pods, nobody folding.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Group
@@ -217,7 +217,3 @@ def compare_lines(first: Mapping[str, Any], second: Mapping[str, Any]) -> list[s
     )
     lines.append(f"lost batches: {lost[0]} -> {lost[1]}")
     return lines
-
-
-def names_of(pods: Sequence[Mapping[str, Any]]) -> list[str]:
-    return sorted(pod["metadata"]["name"] for pod in pods)
