@@ -24,8 +24,10 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from w5xde.api.v1alpha1 import CompressionClusterSpec, Phase
+from w5xde.contract.certificates import Authority, CertificateRequestError, sign_request
 from w5xde.operator import metrics
 from w5xde.operator.apply import Runtime, apply_desired, desired_for
+from w5xde.operator.certificate_authority import read_authority
 from w5xde.operator.key_secret import key_of, key_problem
 from w5xde.operator.ledger import Ledger
 from w5xde.operator.observation import Event, Observation, PodState, Problem, Reason
@@ -88,6 +90,8 @@ class ClusterMemory:
     key: bytes | None = None
     key_problem: Problem | None = None
     key_read_at: float = float("-inf")
+    authority: Authority | None = None
+    ca_problem: Problem | None = None
 
 
 class FoldLoop:
@@ -232,6 +236,8 @@ class FoldLoop:
         await self._read_key(cluster, memory)
         if memory.key_problem is not None:
             problems = (*problems, memory.key_problem)
+        if memory.ca_problem is not None and spec.security.tls:
+            problems = (*problems, memory.ca_problem)
         events: list[Event] = []
         if statefulset is None and fatal is None and not _refused(problems):
             existing = await asyncio.to_thread(
@@ -249,6 +255,8 @@ class FoldLoop:
 
         states = pod_states(pods)
         fetched = await self._fetch(cluster, memory, states, spec)
+        if spec.security.tls and await self._enroll(cluster, memory, states, fetched):
+            memory.next_due = time.monotonic() + STARTING_FOLD_SECONDS
         clock = time.time()
         reported = {item.name for item in fetched if item.report is not None}
         for pod in states:
@@ -303,6 +311,58 @@ class FoldLoop:
             states, memory.key, spec.workers, report_timeout(spec.status_interval_seconds)
         )
 
+    async def _enroll(
+        self,
+        cluster: ClusterRef,
+        memory: ClusterMemory,
+        states: tuple[PodState, ...],
+        fetched: list[Any],
+    ) -> int:
+        """Sign the certificate requests in the reports; how many workers got one.
+
+        A request is signed only for the name of the pod it was pulled from (by the
+        pod's IP from the pod index), so no worker can obtain another's identity.
+        """
+        requests = [
+            item
+            for item in fetched
+            if item.report is not None
+            and item.report.certificate is not None
+            and item.report.certificate.request
+        ]
+        if not requests or memory.key is None:
+            return 0
+        if memory.authority is None:
+            memory.authority, problem = await asyncio.to_thread(
+                read_authority, self.runtime.kube, cluster
+            )
+            if memory.authority is None:
+                logger.warning("cluster %s has no usable CA yet: %s", cluster.cluster_id, problem)
+                return 0
+        by_name = {pod.name: pod for pod in states}
+        signed = 0
+        for item in requests:
+            pod = by_name.get(item.name)
+            if pod is None or not pod.ip:
+                continue
+            try:
+                certificate = sign_request(
+                    memory.authority,
+                    item.report.certificate.request.encode(),
+                    expected_name=pod.name,
+                )
+            except CertificateRequestError as error:
+                metrics.CERTIFICATES.labels(result="refused").inc()
+                logger.error("certificate request of %s refused: %s", pod.name, error)
+                continue
+            outcome, detail = await self.client.put_certificate(pod, memory.key, certificate)
+            metrics.CERTIFICATES.labels(result=outcome).inc()
+            if outcome == "issued":
+                signed += 1
+            else:
+                logger.warning("certificate for %s not installed: %s %s", pod.name, outcome, detail)
+        return signed
+
     async def _read_key(self, cluster: ClusterRef, memory: ClusterMemory) -> None:
         """The cluster key, re-read every few minutes; never one the cluster does not own."""
         if memory.key is not None and time.monotonic() - memory.key_read_at < KEY_CACHE_SECONDS:
@@ -313,6 +373,9 @@ class FoldLoop:
         memory.key_read_at = time.monotonic()
         memory.key_problem = key_problem(secret, cluster)
         memory.key = key_of(secret) if secret is not None and memory.key_problem is None else None
+        memory.authority, memory.ca_problem = await asyncio.to_thread(
+            read_authority, self.runtime.kube, cluster
+        )
 
     async def _write(
         self, cluster: ClusterRef, body: Mapping[str, Any], memory: ClusterMemory, fold: Fold
@@ -355,7 +418,7 @@ class FoldLoop:
 
 def _refused(problems: Iterable[Any]) -> bool:
     """Problems that keep the workers from being started at all."""
-    refusing = (Reason.UNSAFE_SYSCTLS, Reason.KEY_SECRET_NOT_OWNED)
+    refusing = (Reason.UNSAFE_SYSCTLS, Reason.KEY_SECRET_NOT_OWNED, Reason.CA_SECRET_NOT_OWNED)
     return any(problem.reason in refusing for problem in problems)
 
 

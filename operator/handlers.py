@@ -36,6 +36,7 @@ from w5xde.operator.apply import (
     post_events,
     remove_retired_worker_rbac,
 )
+from w5xde.operator.certificate_authority import ensure_authority
 from w5xde.operator.conditions import condition, merge_conditions
 from w5xde.operator.fold_loop import FoldLoop, cluster_summary
 from w5xde.operator.key_secret import key_problem
@@ -159,6 +160,9 @@ def reconcile(
     foreign_key = key_problem(
         runtime.kube.read_secret(cluster.namespace, cluster.key_secret), cluster
     )
+    if foreign_key is None and spec.security.tls:
+        # Before the StatefulSet: its pods mount the CA certificate this publishes.
+        foreign_key = ensure_authority(runtime.kube, cluster)[1]
     apply_desired(runtime.kube, desired, with_statefulset=foreign_key is None)
     remove_retired_worker_rbac(runtime.kube, cluster)
     events = _change_events(reason, spec, desired, existing)

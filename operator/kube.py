@@ -40,6 +40,7 @@ class Kube:
             "ServiceAccount": self.core.patch_namespaced_service_account,
             "Service": self.core.patch_namespaced_service,
             "Secret": self.core.patch_namespaced_secret,
+            "ConfigMap": self.core.patch_namespaced_config_map,
             "Role": self.rbac.patch_namespaced_role,
             "RoleBinding": self.rbac.patch_namespaced_role_binding,
             "StatefulSet": self.apps.patch_namespaced_stateful_set,

@@ -50,6 +50,12 @@ REPORTS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+CERTIFICATES = Counter(
+    "w5xde_operator_certificates_total",
+    "Worker certificate requests handled, by result (issued, refused, unreachable, rejected).",
+    ["result"],
+    registry=REGISTRY,
+)
 EVENTS = Counter(
     "w5xde_operator_events_total",
     "Kubernetes Events posted for users, by reason.",

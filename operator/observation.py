@@ -18,6 +18,8 @@ class Reason(StrEnum):
 
     UNSAFE_SYSCTLS = "UnsafeSysctls"
     KEY_SECRET_NOT_OWNED = "KeySecretNotOwned"  # noqa: S105 - a reason, not a password
+    CA_SECRET_NOT_OWNED = "CASecretNotOwned"  # noqa: S105 - a reason, not a password
+    TLS_DISABLED = "TLSDisabled"
     SOCKET_SYSCTLS_OMITTED = "SocketSysctlsOmitted"
     NO_WORKER_IMAGE = "NoWorkerImage"
     INVALID_SPEC = "InvalidSpec"

@@ -76,6 +76,14 @@ def spec_problems(
                 f" is {context.server_version[0]}.{context.server_version[1]}",
             )
         )
+    if not spec.security.tls:
+        problems.append(
+            Problem(
+                Reason.TLS_DISABLED,
+                "security.tls is false: the data plane is neither encrypted nor authenticated"
+                " after connect, and a worker's name is what it says",
+            )
+        )
     fatal = None
     if not image_for(spec, context):
         fatal = Problem(

@@ -7,6 +7,7 @@ raises to the caller, so one hanging or lying worker never holds up the others' 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Iterable
 
@@ -14,7 +15,12 @@ import aiohttp
 from pydantic import ValidationError
 
 from w5xde.contract import auth
-from w5xde.contract.endpoints import METRICS_PORT, REPORT_PATH, WORKERS_PARAMETER
+from w5xde.contract.endpoints import (
+    CERTIFICATE_PATH,
+    METRICS_PORT,
+    REPORT_PATH,
+    WORKERS_PARAMETER,
+)
 from w5xde.contract.report import WorkerReport
 from w5xde.operator.observation import Fetched, FetchError, PodState
 
@@ -110,6 +116,38 @@ class ReportClient:
                 message=f"report names {report.name!r}, not the pod",
             )
         return Fetched(pod.name, report=report)
+
+    async def put_certificate(
+        self, pod: PodState, cluster_key: bytes, certificate: bytes
+    ) -> tuple[str, str]:
+        """Hand a worker the certificate signed for its request: (result, detail), where
+        result is "issued", "unreachable" or "rejected" (the worker refused it)."""
+        key = auth.report_key(cluster_key)
+        target = f"{CERTIFICATE_PATH}?sha256={hashlib.sha256(certificate).hexdigest()}"
+        host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
+        nonce = auth.new_nonce()
+        headers = {
+            auth.AUTHORIZATION_HEADER: auth.authorization(key, "PUT", target, time.time(), nonce),
+            "Content-Type": "application/x-pem-file",
+        }
+        try:
+            async with (
+                self._limit,
+                self._client().put(
+                    f"http://{host}:{self._port}{target}",
+                    data=certificate,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=5.0),
+                    allow_redirects=False,
+                ) as response,
+            ):
+                status = response.status
+                text = (await response.content.read(512)).decode(errors="replace")
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            return "unreachable", _describe(error)
+        if status == 204:
+            return "issued", ""
+        return "rejected", f"HTTP {status} {text}"
 
 
 def _describe(error: BaseException) -> str:

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from w5xde.api.v1alpha1 import CompressionClusterSpec, parse_duration
-from w5xde.contract.endpoints import METRICS_PORT
+from w5xde.contract.endpoints import METRICS_PORT, TRUST_DIRECTORY, TRUST_FILE
 from w5xde.operator.resources.metadata import ClusterRef
 
 
@@ -38,7 +38,13 @@ def render_worker_config(
         "workload": spec.workload.model_dump(mode="json", by_alias=True),
         "compression": spec.compression.model_dump(mode="json", by_alias=True),
         "network": spec.network.model_dump(mode="json", by_alias=True),
+        **({"tls": tls_config()} if spec.security.tls else {}),
     }
+
+
+def tls_config() -> dict[str, Any]:
+    """The worker makes its key and asks the operator; it trusts the CA in its ConfigMap."""
+    return {"source": "operator", "caFile": f"{TRUST_DIRECTORY}/{TRUST_FILE}"}
 
 
 def worker_config_json(cluster: ClusterRef, spec: CompressionClusterSpec, workers: int) -> str:

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
@@ -32,6 +33,7 @@ from w5xde.contract.endpoints import (
     ENV_LOG_MODE,
     ENV_NAME,
     ENV_NODE_NAME,
+    ENV_POD_IP,
     METRICS_PORT,
 )
 
@@ -66,6 +68,27 @@ class ReportingConfig(WorkerModel):
     interval_seconds: float = Field(10.0, gt=0, le=3600)
 
 
+class TlsConfig(WorkerModel):
+    """Mutual TLS on the data plane, and where this worker's certificate comes from.
+
+    `operator`: the worker makes its key and a CSR, and the operator signs it through
+    the report channel (pods).  `files`: certificate and key are files, reloaded when
+    they change (`w5xde local`, benchmarks, cert-manager's CSI driver).  Either way the
+    cluster CA is the file `caFile`.
+    """
+
+    source: Literal["operator", "files"] = "operator"
+    ca_file: str = Field(min_length=1)
+    certificate_file: str | None = None
+    key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _files_are_named(self) -> TlsConfig:
+        if self.source == "files" and not (self.certificate_file and self.key_file):
+            raise ValueError("tls.source 'files' needs tls.certificateFile and tls.keyFile")
+        return self
+
+
 class WorkerConfig(WorkerModel):
     """Everything one worker process needs besides its key."""
 
@@ -74,12 +97,16 @@ class WorkerConfig(WorkerModel):
     node: str = ""
     listen_host: str = "0.0.0.0"
     metrics_port: int = Field(METRICS_PORT, ge=0, le=65535)
+    #: Where the metrics and report server binds; empty: `listenHost` (a pod: its IP).
+    metrics_host: str = ""
     peers: list[str] = Field(default_factory=list)
     peer_pattern: str | None = None
     workers: int = Field(1, ge=1, le=MAX_WORKERS)
     log_mode: LogModeField = LogMode.SILENT
     duration_seconds: float | None = Field(None, gt=0)
     reporting: ReportingConfig | None = None
+    #: None: TLS off (`spec.security.tls: false`); the key proof still guards the handshake.
+    tls: TlsConfig | None = None
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
     compression: CompressionSpec = Field(default_factory=CompressionSpec)
     network: NetworkSpec = Field(default_factory=NetworkSpec)
@@ -185,6 +212,8 @@ def load_worker_config(
         data["node"] = env[ENV_NODE_NAME]
     if env.get(ENV_LOG_MODE):
         data["logMode"] = env[ENV_LOG_MODE]
+    if env.get(ENV_POD_IP) and data:
+        data["metricsHost"] = env[ENV_POD_IP]
     if not data:
         raise ConfigError(f"config: give {ENV_CONFIG} (JSON) or --config FILE")
     try:

@@ -22,6 +22,8 @@ class Counters:
     corrupt_batches: int = 0
     resent_batches: int = 0
     duplicate_batches: int = 0
+    #: Connections closed because the peer broke the protocol (after the handshake).
+    protocol_errors: int = 0
 
     def add(self, other: Counters) -> None:
         for field in fields(self):

@@ -1,13 +1,21 @@
-"""The v1 handshake over a connected socket: mutual HMAC proof of the cluster key.
+"""The handshake over a connected socket: mutual TLS, then a mutual HMAC proof of the key.
 
-Both sides prove the key, so a sender never streams to an impostor and a receiver
-never accepts a single data byte from a peer without the key.
+With TLS (the default) every byte after connect is encrypted and authenticated, both
+sides present a certificate of the cluster CA, and the receiver takes the sender's
+name from its certificate: a relay can neither read, change, drop nor inject a frame
+without breaking the connection, and no worker can speak for another.  The HMAC proof
+of the cluster key follows either way, so `tls: false` still refuses keyless peers.
+
+A handshake has one deadline for all its steps (`HANDSHAKE_TIMEOUT_S` from accept),
+so a peer trickling bytes cannot hold it open longer.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import ssl
+import time
 from dataclasses import dataclass
 
 from w5xde.worker import protocol
@@ -22,14 +30,17 @@ from w5xde.worker.protocol import (
     ProtocolError,
     Welcome,
 )
+from w5xde.worker.tls import TlsIdentity, peer_name
 
 HANDSHAKE_TIMEOUT_S = 5.0
 
 
-def recv_exact(sock: socket.socket, count: int) -> bytes:
-    """Exactly `count` bytes, or ProtocolError when the peer closes first."""
+def recv_exact(sock: socket.socket, count: int, deadline: float | None = None) -> bytes:
+    """Exactly `count` bytes, or ProtocolError when the peer closes first or is too slow."""
     data = bytearray()
     while len(data) < count:
+        if deadline is not None:
+            _time_left(sock, deadline)
         chunk = sock.recv(count - len(data))
         if not chunk:
             raise ProtocolError(f"peer closed during handshake after {len(data)} of {count} bytes")
@@ -37,33 +48,86 @@ def recv_exact(sock: socket.socket, count: int) -> bytes:
     return bytes(data)
 
 
+def _time_left(sock: socket.socket, deadline: float) -> None:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise ProtocolError(f"handshake not done within {HANDSHAKE_TIMEOUT_S:g} s")
+    sock.settimeout(remaining)
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who this side is and which key it proves."""
+    """Who this side is, which key it proves, and its certificate (None: TLS off)."""
 
     cluster_id: str
     name: str
     key: bytes
+    tls: TlsIdentity | None = None
+
+
+class NotEnrolledError(ProtocolError):
+    """TLS is on and this worker has no certificate yet (the operator has not signed it)."""
+
+
+def expected_peer(host: str) -> str | None:
+    """The worker name a peer address stands for: the first label of a DNS name."""
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except OSError:
+        return host.split(".", 1)[0]
+    return None  # an address: the certificate's CA is all that can be checked
+
+
+def _secure(sock: socket.socket, me: Identity, *, server: bool, deadline: float) -> socket.socket:
+    """Wrap in TLS under the deadline; the plain socket when TLS is off."""
+    if me.tls is None:
+        return sock
+    contexts = me.tls.contexts
+    if contexts is None:
+        raise NotEnrolledError("no certificate yet: waiting for the operator to sign this worker's")
+    context = contexts.server if server else contexts.client
+    secured = context.wrap_socket(sock, server_side=server, do_handshake_on_connect=False)
+    try:
+        _time_left(secured, deadline)
+        secured.do_handshake()
+    except ssl.SSLError as error:
+        raise ProtocolError(f"TLS handshake failed: {error.reason or error}") from None
+    return secured
 
 
 def client_handshake(
-    sock: socket.socket, me: Identity, *, stream: int, session: int, resume_from: int
-) -> None:
-    """Introduce a sender stream; returns once both sides have proven the key."""
+    sock: socket.socket,
+    me: Identity,
+    *,
+    stream: int,
+    session: int,
+    resume_from: int,
+    peer: str | None = None,
+) -> socket.socket:
+    """Introduce a sender stream; returns the (TLS) socket once both sides are proven.
+
+    `peer` is the worker name the sender means to reach; with TLS the receiver's
+    certificate must carry it.
+    """
     hello = Hello(
         me.cluster_id, me.name, stream, session, os.urandom(NONCE_BYTES), resume_from=resume_from
     ).encode()
-    sock.settimeout(HANDSHAKE_TIMEOUT_S)
+    deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
     try:
+        sock = _secure(sock, me, server=False, deadline=deadline)
+        if isinstance(sock, ssl.SSLSocket) and peer is not None and peer_name(sock) != peer:
+            raise ProtocolError(f"peer's certificate names {peer_name(sock)!r}, not {peer!r}")
+        _time_left(sock, deadline)
         sock.sendall(hello)
-        welcome_bytes = recv_exact(sock, WELCOME_BYTES)
+        welcome_bytes = recv_exact(sock, WELCOME_BYTES, deadline)
         welcome = protocol.decode_welcome(welcome_bytes)
         if welcome.status != HandshakeStatus.OK:
             raise ProtocolError(f"peer refused the handshake: {welcome.status.name}")
         if welcome.version != protocol.VERSION:
             raise ProtocolError(f"peer speaks protocol version {welcome.version}")
+        _time_left(sock, deadline)
         sock.sendall(protocol.proof(me.key, CLIENT_ROLE, hello, welcome_bytes))
-        server_proof = recv_exact(sock, PROOF_BYTES)
+        server_proof = recv_exact(sock, PROOF_BYTES, deadline)
         protocol.verify_proof(
             protocol.proof(me.key, SERVER_ROLE, hello, welcome_bytes), server_proof
         )
@@ -71,38 +135,60 @@ def client_handshake(
         raise ProtocolError("handshake timed out") from None
     finally:
         sock.settimeout(None)
+    return sock
 
 
-def server_handshake(sock: socket.socket, me: Identity) -> Hello:
-    """Check an incoming stream's introduction and key; the Hello says who it is."""
-    sock.settimeout(HANDSHAKE_TIMEOUT_S)
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A proven incoming stream: the socket to read (TLS or not) and who sends on it."""
+
+    sock: socket.socket
+    hello: Hello
+
+
+def server_handshake(
+    sock: socket.socket, me: Identity, *, deadline: float | None = None
+) -> Accepted:
+    """Check an incoming stream's certificate, introduction and key, all by `deadline`.
+
+    With TLS the Hello must name the sender its certificate names, so the returned
+    Hello's sender is the certificate's.
+    """
+    if deadline is None:
+        deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
     try:
+        sock = _secure(sock, me, server=True, deadline=deadline)
+        certified = peer_name(sock) if isinstance(sock, ssl.SSLSocket) else None
         # Fixed part, then each length-prefixed name: at most 2 x 255 bytes beyond it.
-        hello_bytes = recv_exact(sock, protocol.HELLO_FIXED_BYTES + 1)
+        hello_bytes = recv_exact(sock, protocol.HELLO_FIXED_BYTES + 1, deadline)
         if hello_bytes[:4] != protocol.MAGIC:
             raise ProtocolError("bad magic: not a w5xde peer")
-        hello_bytes += recv_exact(sock, hello_bytes[-1] + 1)
-        hello_bytes += recv_exact(sock, hello_bytes[-1])
+        hello_bytes += recv_exact(sock, hello_bytes[-1] + 1, deadline)
+        hello_bytes += recv_exact(sock, hello_bytes[-1], deadline)
         hello = protocol.decode_hello(hello_bytes)
         status = HandshakeStatus.OK
         if hello.version != protocol.VERSION:
             status = HandshakeStatus.WRONG_VERSION
         elif hello.cluster_id != me.cluster_id:
             status = HandshakeStatus.WRONG_CLUSTER
+        elif certified is not None and hello.sender != certified:
+            status = HandshakeStatus.WRONG_IDENTITY
         welcome_bytes = Welcome(status, os.urandom(NONCE_BYTES)).encode()
+        _time_left(sock, deadline)
         sock.sendall(welcome_bytes)
         if status != HandshakeStatus.OK:
             raise ProtocolError(
                 f"refused {hello.sender!r}: {status.name} (version {hello.version}, "
-                f"cluster {hello.cluster_id!r})"
+                f"cluster {hello.cluster_id!r}, certificate {certified!r})"
             )
-        client_proof = recv_exact(sock, PROOF_BYTES)
+        client_proof = recv_exact(sock, PROOF_BYTES, deadline)
         protocol.verify_proof(
             protocol.proof(me.key, CLIENT_ROLE, hello_bytes, welcome_bytes), client_proof
         )
+        _time_left(sock, deadline)
         sock.sendall(protocol.proof(me.key, SERVER_ROLE, hello_bytes, welcome_bytes))
-        return hello
+        return Accepted(sock, hello)
     except TimeoutError:
-        raise ProtocolError("handshake timed out") from None
+        raise ProtocolError(f"handshake not done within {HANDSHAKE_TIMEOUT_S:g} s") from None
     finally:
         sock.settimeout(None)

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from w5xde.api.v1alpha1 import (
     WorkloadSpec,
     parse_log_mode,
 )
+from w5xde.contract import certificates
 from w5xde.contract.figures import compression_ratio, fold_reports, totals_of
 from w5xde.contract.report import ReportLine
 
@@ -62,6 +64,13 @@ def add_local_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-limit", type=int, default=0, help="bytes/s per worker, 0 = none")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="mutual TLS between the workers, each with its own certificate from a CA made "
+        "for the run (default on; --no-tls leaves only the key proof)",
+    )
+    parser.add_argument(
         "--plot",
         type=Path,
         metavar="PATH",
@@ -84,6 +93,7 @@ class LocalPlan:
     workload: WorkloadSpec
     compression: CompressionSpec
     network: NetworkSpec
+    tls: bool = True
 
 
 _OPTION_OF_FIELD = {
@@ -134,7 +144,9 @@ def plan_from_args(args: argparse.Namespace) -> LocalPlan:
     except ValueError:
         profiles = ", ".join(profile.value for profile in Profile)
         raise UsageError(f"--source: the synthetic profile must be one of {profiles}") from None
-    return LocalPlan(args.workers, args.duration, log_mode, workload, compression, network)
+    return LocalPlan(
+        args.workers, args.duration, log_mode, workload, compression, network, args.tls
+    )
 
 
 #: Where `free_ports` looks when the kernel's ephemeral range cannot be read.
@@ -221,11 +233,38 @@ class Child:
                 self.final = line
 
 
-def start_children(plan: LocalPlan) -> list[Child]:
+def issue_identities(names: list[str], directory: Path) -> dict[str, dict[str, str]]:
+    """A CA for this run and a certificate per worker, as files only this user can read;
+    the `tls` section of each worker's config."""
+    authority = certificates.new_authority(directory.name)
+    ca_file = directory / "ca.crt"
+    ca_file.write_bytes(authority.certificate_pem)
+    sections = {}
+    for name in names:
+        certificate, key = certificates.issue(authority, name)
+        (directory / f"{name}.crt").write_bytes(certificate)
+        key_file = directory / f"{name}.key"
+        key_file.touch(mode=0o600)
+        key_file.write_bytes(key)
+        sections[name] = {
+            "source": "files",
+            "caFile": str(ca_file),
+            "certificateFile": str(directory / f"{name}.crt"),
+            "keyFile": str(key_file),
+        }
+    return sections
+
+
+def start_children(plan: LocalPlan, tls_directory: Path | None = None) -> list[Child]:
     key = secrets.token_hex(32)
     cluster_id = f"local-{secrets.token_hex(4)}"
     children = []
-    for config in worker_configs(plan, cluster_id):
+    configs = worker_configs(plan, cluster_id)
+    if tls_directory is not None:
+        sections = issue_identities([config["name"] for config in configs], tls_directory)
+        for config in configs:
+            config["tls"] = sections[config["name"]]
+    for config in configs:
         env = dict(os.environ, W5XDE_CONFIG=json.dumps(config), W5XDE_CLUSTER_KEY=key)
         process = subprocess.Popen(
             [
@@ -351,8 +390,13 @@ def run_local(args: argparse.Namespace) -> int:
     except UsageError as error:
         print(f"w5xde local: {error}", file=sys.stderr)
         return EXIT_USAGE
+    with tempfile.TemporaryDirectory(prefix="w5xde-local-tls-") as directory:
+        return _run_plan(args, plan, Path(directory) if plan.tls else None)
+
+
+def _run_plan(args: argparse.Namespace, plan: LocalPlan, tls_directory: Path | None) -> int:
     started = time.monotonic()
-    children = start_children(plan)
+    children = start_children(plan, tls_directory)
     live = sys.stderr.isatty() and not args.json
     interrupted = False
     deadline = started + plan.duration + _STOP_GRACE_S

@@ -7,19 +7,31 @@ touches a Prometheus object.  `/report` is the operator's (HMAC-authenticated, s
 
 from __future__ import annotations
 
+import logging
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from w5xde.contract import auth, telemetry
-from w5xde.worker.report_endpoint import ReportEndpoint, is_report_path
+from w5xde.contract.endpoints import MAX_CERTIFICATE_BYTES
+from w5xde.worker.refusals import RefusalLog
+from w5xde.worker.report_endpoint import ReportEndpoint, is_certificate_path, is_report_path
 from w5xde.worker.runtime import Worker, current_rss_bytes
+
+log = logging.getLogger("w5xde.metrics")
 
 #: A client that sends nothing for this long is dropped (no thread pinned forever).
 REQUEST_TIMEOUT_S = 10.0
+#: A whole request, however it trickles, is cut after this long.
+REQUEST_DEADLINE_S = 15.0
+#: Requests served at once; beyond this a connection is closed at once and counted.
+MAX_CONNECTIONS = 16
 
 
 class WorkerCollector:
@@ -58,8 +70,13 @@ class WorkerCollector:
             ),
             (
                 "w5xde_rejected_connections",
-                "Connections refused by the handshake",
+                "Incoming data connections refused: failed handshakes, over the caps",
                 extras.rejected_connections,
+            ),
+            (
+                "w5xde_protocol_errors",
+                "Streams closed because the peer broke the protocol",
+                received.protocol_errors + sent.protocol_errors,
             ),
         ]
         for name, text, value in counters:
@@ -88,8 +105,69 @@ class WorkerCollector:
             yield gauge
 
 
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """At most `MAX_CONNECTIONS` requests at once, each cut at `REQUEST_DEADLINE_S`.
+
+    The standard server starts a thread per connection without a cap and prints a
+    traceback for every client that hangs up; neither is acceptable on a port anyone
+    in the cluster network can reach.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: Any, refusals: RefusalLog) -> None:
+        self.refusals = refusals
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._active: dict[socket.socket, float] = {}
+        self._active_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refusals.refused("over the connection cap", f"{MAX_CONNECTIONS} requests")
+            self.shutdown_request(request)
+            return
+        with self._active_lock:
+            self._active[request] = time.monotonic() + REQUEST_DEADLINE_S
+        try:
+            super().process_request(request, client_address)
+        except RuntimeError as error:  # no thread to be had (pids limit): refuse this one
+            self._done(request)
+            self.refusals.refused("no thread", str(error))
+            self.shutdown_request(request)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._done(request)
+
+    def _done(self, request: socket.socket) -> None:
+        with self._active_lock:
+            if self._active.pop(request, None) is None:
+                return
+        self._slots.release()
+
+    def cut_overdue(self) -> None:
+        """Shut the sockets of requests past their deadline (their threads then end)."""
+        now = time.monotonic()
+        with self._active_lock:
+            overdue = [sock for sock, deadline in self._active.items() if deadline < now]
+        for sock in overdue:
+            self.refusals.refused("request deadline", f"not done in {REQUEST_DEADLINE_S:g} s")
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up or stalls is counted, not printed as a traceback."""
+        self.refusals.refused("client error", f"{client_address[0]}")
+
+
 class MetricsServer:
-    """A small threaded HTTP server in a daemon thread."""
+    """A small threaded HTTP server in a daemon thread, bounded (`BoundedHTTPServer`)."""
 
     def __init__(
         self,
@@ -99,6 +177,7 @@ class MetricsServer:
         port: int,
         *,
         report: ReportEndpoint | None = None,
+        healthy: Callable[[], bool] = lambda: True,
     ) -> None:
         registry = telemetry.standard_registry("worker")
         registry.register(collector)  # type: ignore[arg-type]
@@ -110,7 +189,8 @@ class MetricsServer:
                 if self.path.startswith("/metrics"):
                     self._answer(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 elif self.path == "/healthz":
-                    self._answer(200, b"ok\n", "text/plain")
+                    up = healthy()
+                    self._answer(200 if up else 503, b"ok\n" if up else b"broken\n")
                 elif self.path == "/readyz":
                     up = ready()
                     self._answer(200 if up else 503, b"ready\n" if up else b"not ready\n")
@@ -121,6 +201,20 @@ class MetricsServer:
                     self._answer(answer.status, answer.body, answer.content_type, answer.headers)
                 else:
                     self._answer(404, b"not found\n")
+
+            def do_PUT(self) -> None:
+                if report is None or not is_certificate_path(self.path):
+                    self._answer(404, b"not found\n")
+                    return
+                length = self.headers.get("Content-Length", "")
+                if not length.isdigit() or int(length) > MAX_CERTIFICATE_BYTES:
+                    self._answer(413, b'{"error":"body too large"}', "application/json")
+                    return
+                body = self.rfile.read(int(length))
+                answer = report.install_certificate(
+                    self.path, self.headers.get(auth.AUTHORIZATION_HEADER), body
+                )
+                self._answer(answer.status, answer.body, answer.content_type, answer.headers)
 
             def _answer(
                 self,
@@ -140,22 +234,32 @@ class MetricsServer:
             def log_message(self, format: str, *args: object) -> None:
                 """Scrapes are not worth a log line."""
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        self.refusals = RefusalLog(log, "metrics connections")
+        self._server = BoundedHTTPServer((host, port), Handler, self.refusals)
         self.port = self._server.server_address[1]
+        self._stopped = threading.Event()
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics", daemon=True
         )
+        self._reaper = threading.Thread(target=self._reap, name="metrics-reaper", daemon=True)
 
     @classmethod
     def for_worker(
         cls, worker: Worker, host: str, port: int, *, report: ReportEndpoint | None = None
     ) -> MetricsServer:
-        return cls(WorkerCollector(worker), worker.ready, host, port, report=report)
+        return cls(
+            WorkerCollector(worker), worker.ready, host, port, report=report, healthy=worker.healthy
+        )
 
     def start(self) -> None:
         self._thread.start()
+        self._reaper.start()
+
+    def _reap(self) -> None:
+        while not self._stopped.wait(1.0):
+            self._server.cut_overdue()
 
     def stop(self) -> None:
+        self._stopped.set()
         self._server.shutdown()
         self._server.server_close()

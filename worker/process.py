@@ -43,7 +43,7 @@ def run_worker_process(*, config_file: str | None, report_interval: float) -> in
     configure_logging(config.log_mode)
     try:
         worker = Worker(config, key)
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         print(f"w5xde worker: {error}", file=sys.stderr)
         return EXIT_USAGE
     stop = threading.Event()
@@ -64,10 +64,14 @@ def run_worker_process(*, config_file: str | None, report_interval: float) -> in
         from w5xde.worker.metrics import MetricsServer
         from w5xde.worker.report_endpoint import ReportEndpoint
 
-        endpoint = ReportEndpoint(key, worker.report, worker.resize) if config.reporting else None
+        endpoint = (
+            ReportEndpoint(key, worker.report, worker.resize, tls=worker.tls)
+            if config.reporting
+            else None
+        )
         try:
             metrics = MetricsServer.for_worker(
-                worker, config.listen_host, config.metrics_port, report=endpoint
+                worker, config.metrics_host or config.listen_host, config.metrics_port, report=endpoint
             )
             metrics.start()
         except OSError as error:

@@ -1,4 +1,4 @@
-"""Wire protocol v1: the handshake messages and the framing (see docs/protocol.md).
+"""Wire protocol v2: the handshake messages and the framing (see docs/protocol.md).
 
 Pure encoding and decoding with hard bounds, no sockets: the stream code feeds
 bytes in and gets frames or a `ProtocolError` out, which is what the fuzz tests pin.
@@ -13,18 +13,56 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 MAGIC = b"W5XD"
-VERSION = 1
+#: 2: runs inside mutual TLS (unless turned off), the receiver takes the sender's name
+#: from its certificate, and ACKs for unsent sequences or frames beyond the replay
+#: window close the connection.  The framing is that of 1.
+VERSION = 2
 
 #: A batch is at most 64 MiB (the API bound); a frame may add zstd's worst-case growth.
 MAX_RAW_BYTES = 64 * 1024 * 1024
-MAX_PAYLOAD_BYTES = MAX_RAW_BYTES + (MAX_RAW_BYTES >> 7) + 64 * 1024
+MAX_PAYLOAD_BYTES = MAX_RAW_BYTES + (MAX_RAW_BYTES >> 7) + 64 * 1024  # payload_bound()
 MAX_NAME_BYTES = 253
+#: A receiver accepts a sequence at most this far ahead of the next one it expects: the
+#: most frames a sender's replay window can hold (`sender.BUDGET_FRAMES`).  A frame
+#: beyond it is no gap a sender could leave, so it closes the connection.
+REPLAY_WINDOW_FRAMES = 16384
 NONCE_BYTES = 16
 PROOF_BYTES = 32
 
 
 class ProtocolError(Exception):
     """The peer broke the protocol; the connection is closed with this reason logged."""
+
+
+def payload_bound(raw_bytes: int) -> int:
+    """The largest payload a batch of `raw_bytes` may need (zstd's worst-case growth)."""
+    return raw_bytes + (raw_bytes >> 7) + 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FrameLimits:
+    """One cluster's bounds on a DATA frame: its `batchBytes`, not the protocol's 64 MiB.
+
+    A receiver holds at most one frame per connection, so these bound its memory per
+    connection and what a frame may decompress to.
+    """
+
+    max_raw: int = MAX_RAW_BYTES
+
+    @property
+    def max_payload(self) -> int:
+        return payload_bound(self.max_raw)
+
+    def check(self, header: FrameHeader) -> None:
+        if header.raw_length > self.max_raw:
+            raise ProtocolError(
+                f"raw length {header.raw_length} exceeds this cluster's batchBytes {self.max_raw}"
+            )
+        if header.payload_length > self.max_payload:
+            raise ProtocolError(
+                f"payload length {header.payload_length} exceeds {self.max_payload} "
+                f"for batchBytes {self.max_raw}"
+            )
 
 
 class FrameType(IntEnum):
@@ -176,6 +214,8 @@ class HandshakeStatus(IntEnum):
     OK = 0
     WRONG_VERSION = 1
     WRONG_CLUSTER = 2
+    #: The Hello names another sender than the TLS certificate does.
+    WRONG_IDENTITY = 3
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,16 @@
 """Incoming streams: handshake, recv_into a pooled buffer, verify, decompress, acknowledge.
 
 One thread (`ReceiveLoop`) serves the listener and every incoming connection with a
-selector; handshakes, which block on the peer for up to 5 s a step, run on a small
-pool of threads and hand the connection to the loop when they succeed.  So a worker
-spends one thread on receiving whatever its number of peers, not one per connection.
+selector; handshakes (TLS, then the key proof) run on a fixed set of threads started
+with the loop and hand the connection over when they succeed.  So a worker spends one
+thread on receiving whatever its number of peers, and never starts a thread for a
+connection (under a pod's pids limit, that is what kept the accept path alive).
+
+Everything a peer can make the worker hold is bounded: handshakes waiting or running
+(`MAX_PENDING_HANDSHAKES`, refused at once beyond it), each within one deadline from
+accept; proven connections (`MAX_CONNECTIONS`); a frame by the cluster's `batchBytes`
+(so one connection's memory and what a frame may decompress to); a partial frame's
+silence (`STALL_TIMEOUT_S`) and a whole connection's (`idle_timeout`).
 
 Receive buffers come from a pool: a connection holds one only while it reads, or
 while it waits for the rest of a frame longer than `CARRY_BYTES`; a shorter partial
@@ -19,20 +26,28 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from w5xde.worker import protocol
 from w5xde.worker.codec import BatchDecompressor, CorruptBatchError
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.counters import Counters
-from w5xde.worker.handshake import Identity, server_handshake
-from w5xde.worker.protocol import HEADER_BYTES, MAX_PAYLOAD_BYTES, FrameType, ProtocolError
+from w5xde.worker.handshake import HANDSHAKE_TIMEOUT_S, Identity, server_handshake
+from w5xde.worker.protocol import (
+    HEADER_BYTES,
+    REPLAY_WINDOW_FRAMES,
+    FrameLimits,
+    FrameType,
+    ProtocolError,
+)
+from w5xde.worker.refusals import RefusalLog
 from w5xde.worker.sockets import rearm_quickack
 
 log = logging.getLogger("w5xde.receiver")
@@ -45,8 +60,20 @@ READS_PER_WAKE = 4
 CARRY_BYTES = 64 * 1024
 #: Free buffers the pool keeps; more are released.
 POOL_KEEP = 4
-#: Threads that run handshakes (each blocks on one peer for at most 3 x 5 s).
-HANDSHAKE_THREADS = 2
+#: Threads that run handshakes, all started with the loop (each blocks on one peer for
+#: at most HANDSHAKE_TIMEOUT_S, counted from accept).
+HANDSHAKE_THREADS = 4
+#: Accepted connections waiting for or in a handshake; beyond this, closed at once.
+MAX_PENDING_HANDSHAKES = 32
+#: Proven incoming connections (a worker has at most 128 outgoing streams, and so about
+#: as many incoming ones; twice that leaves room for reconnects that overlap).
+MAX_CONNECTIONS = 256
+#: A partial frame that gets no byte for this long closes its connection.
+STALL_TIMEOUT_S = 10.0
+#: A connection that sends nothing at all for this long is closed (see `idle_timeout`).
+IDLE_TIMEOUT_S = 60.0
+#: TLS hands out at most one record (16 KiB) per receive; this many per wake-up.
+TLS_READS_PER_WAKE = 64
 #: How long the loop sleeps in select() when nothing happens (it is woken for work).
 _SELECT_TIMEOUT_S = 1.0
 
@@ -100,7 +127,12 @@ class IncomingRegistry:
     #: Counters of live connections; a connection that ends is folded into `retired`.
     counters: list[Counters] = field(default_factory=list)
     retired: Counters = field(default_factory=Counters)
-    rejected_connections: int = 0
+    refusals: RefusalLog = field(default_factory=lambda: RefusalLog(log, "incoming connections"))
+
+    @property
+    def rejected_connections(self) -> int:
+        """Connections refused: failed handshakes, and those over the caps."""
+        return self.refusals.total
 
     def claim(self, hello: protocol.Hello, sock: socket.socket, owner: object) -> SenderState:
         """Make this connection the one that delivers for the sender stream; older ones end."""
@@ -162,8 +194,13 @@ class IncomingConnection:
         registry: IncomingRegistry,
         pool: BufferPool | None = None,
         decompressor: BatchDecompressor | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.sock = sock
+        #: The handshake must be done by then (counted from accept, not from its turn).
+        self.deadline = deadline if deadline is not None else time.monotonic() + HANDSHAKE_TIMEOUT_S
+        self.last_progress = time.monotonic()
+        self._limits = FrameLimits(config.workload.batch_bytes)
         self._config = config
         self._identity = identity
         self._registry = registry
@@ -184,6 +221,7 @@ class IncomingConnection:
         self._ack_next = -1
         self.events = selectors.EVENT_READ
         self.closed = False
+        self._tls = False
 
     @property
     def sender(self) -> str:
@@ -192,20 +230,23 @@ class IncomingConnection:
     # --- handshake (blocking, on a handshake thread) -----------------------------------
 
     def handshake(self) -> bool:
-        """Check the peer's introduction and key; on failure the socket is closed."""
+        """Check the peer's certificate, introduction and key; on failure the socket closes."""
         try:
-            hello = server_handshake(self.sock, self._identity)
+            accepted = server_handshake(self.sock, self._identity, deadline=self.deadline)
         except (OSError, ProtocolError) as error:
-            with self._registry.lock:
-                self._registry.rejected_connections += 1
-            log.error("handshake from %s refused: %s", _peer_name(self.sock), error)
+            reason = "handshake timeout" if "within" in str(error) else "handshake failed"
+            self._registry.refusals.refused(reason, f"from {_peer_name(self.sock)}: {error}")
             self.sock.close()
             self.closed = True
             return False
+        self.sock = accepted.sock
+        self._tls = isinstance(self.sock, ssl.SSLSocket)
+        hello = accepted.hello
         with self._registry.lock:
             self._registry.counters.append(self.counters)
         self._state = self._registry.claim(hello, self.sock, self)
         self._hello = hello
+        self.last_progress = time.monotonic()
         return True
 
     def serve(self) -> None:
@@ -236,7 +277,8 @@ class IncomingConnection:
             log.warning("closing stream from %s: %s", self.sender, error)
             return False
         except ProtocolError as error:
-            log.error("closing stream from %s: %s", self.sender, error)
+            self.counters.protocol_errors += 1
+            log.error("closing stream from %s: protocol error: %s", self.sender, error)
             return False
         except CorruptBatchError as error:
             log.error("closing stream from %s: corrupt batch: %s", self.sender, error)
@@ -264,6 +306,15 @@ class IncomingConnection:
     def wants_write(self) -> bool:
         return bool(self._ack_out) or self._ack_next >= 0
 
+    @property
+    def holds_partial_frame(self) -> bool:
+        return self._buffer is not None or bool(self._carry)
+
+    @property
+    def readable_now(self) -> bool:
+        """TLS bytes already decrypted and buffered, which select() cannot see."""
+        return self._tls and not self.closed and self.sock.pending() > 0  # type: ignore[attr-defined]
+
     def _read(self) -> bool:
         """Up to READS_PER_WAKE receives; False at the end of the stream or a CLOSE frame."""
         chunk = self._config.network.chunk_bytes
@@ -283,10 +334,11 @@ class IncomingConnection:
             self._buffer = None
         start = 0
         view = memoryview(buffer)
-        limit = MAX_PAYLOAD_BYTES + HEADER_BYTES + chunk
+        limit = self._limits.max_payload + HEADER_BYTES + chunk
+        tls = self._tls
         open_ = True
         try:
-            for _ in range(READS_PER_WAKE):
+            for _ in range(TLS_READS_PER_WAKE if tls else READS_PER_WAKE):
                 if len(buffer) - end < chunk:
                     if start:
                         size = end - start
@@ -303,13 +355,14 @@ class IncomingConnection:
                 began = perf()
                 try:
                     count = sock.recv_into(view[end : end + chunk])
-                except BlockingIOError:
+                except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                     break
                 finally:
                     counters.network_seconds += perf() - began
                 if count == 0:
                     open_ = False
                     break
+                self.last_progress = time.monotonic()
                 if quickack:
                     rearm_quickack(sock)
                 end += count
@@ -317,7 +370,7 @@ class IncomingConnection:
                 if closing:
                     open_ = False
                     break
-                if count < chunk:
+                if count < chunk and not tls:
                     break  # the socket is most likely drained: back to select()
         finally:
             view.release()
@@ -346,8 +399,10 @@ class IncomingConnection:
         perf = time.perf_counter
         delivered = False
         closing = False
+        limits = self._limits
         while end - start >= HEADER_BYTES:
             header = parse_header(view, start)
+            limits.check(header)
             frame_end = start + HEADER_BYTES + header.payload_length
             if frame_end > end:
                 break
@@ -358,6 +413,11 @@ class IncomingConnection:
                 if sequence < state.expected:
                     counters.duplicate_batches += 1
                 else:
+                    if sequence - state.expected > REPLAY_WINDOW_FRAMES:
+                        raise ProtocolError(
+                            f"sequence {sequence} is beyond the replay window "
+                            f"({REPLAY_WINDOW_FRAMES} frames past {state.expected})"
+                        )
                     if sequence > state.expected:
                         counters.lost_batches += sequence - state.expected
                     began = perf()
@@ -406,7 +466,7 @@ class IncomingConnection:
             began = perf()
             try:
                 sent = self.sock.send(self._ack_out)
-            except BlockingIOError:
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 return
             finally:
                 self.counters.network_seconds += perf() - began
@@ -439,30 +499,48 @@ class ReceiveLoop:
         self._wake_in.setblocking(False)
         self._wake_out.setblocking(False)
         self._handshaken: deque[IncomingConnection] = deque()
-        self._handshakes = ThreadPoolExecutor(HANDSHAKE_THREADS, thread_name_prefix="handshake")
+        self._pending: queue.Queue[IncomingConnection | None] = queue.Queue(MAX_PENDING_HANDSHAKES)
+        self._handshake_threads = [
+            threading.Thread(target=self._handshake_worker, name=f"handshake-{n}", daemon=True)
+            for n in range(HANDSHAKE_THREADS)
+        ]
         self._connections: set[IncomingConnection] = set()
         self._stopping = threading.Event()
         self.counters = Counters()
+        self.idle_timeout = idle_timeout(config)
         with registry.lock:
             registry.counters.append(self.counters)
         self._thread = threading.Thread(target=self._run, name="receive", daemon=True)
 
     def start(self) -> None:
+        """Start every thread the accept path will ever need (a failure here fails start)."""
         self._listener.setblocking(False)
         self._selector.register(self._listener, selectors.EVENT_READ, "listener")
         self._selector.register(self._wake_in, selectors.EVENT_READ, "wake")
+        for thread in self._handshake_threads:
+            thread.start()
         self._thread.start()
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        """The loop and every handshake thread still run (else nothing new is accepted)."""
+        return self._thread.is_alive() and all(t.is_alive() for t in self._handshake_threads)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close the listener and every connection; returns once the thread ended."""
         self._stopping.set()
         self._wake()
         self._thread.join(timeout)
-        self._handshakes.shutdown(wait=False, cancel_futures=True)
+        while True:
+            try:
+                waiting = self._pending.get_nowait()
+            except queue.Empty:
+                break
+            if waiting is not None:
+                waiting.sock.close()
+        for _ in self._handshake_threads:
+            with contextlib.suppress(queue.Full):
+                self._pending.put_nowait(None)
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):
@@ -471,19 +549,31 @@ class ReceiveLoop:
     def _run(self) -> None:
         selector = self._selector
         perf = time.perf_counter
+        next_sweep = time.monotonic() + _SELECT_TIMEOUT_S
+        buffered: list[IncomingConnection] = []
         try:
             while not self._stopping.is_set():
                 began = perf()
-                ready = selector.select(_SELECT_TIMEOUT_S)
+                ready = selector.select(0 if buffered else _SELECT_TIMEOUT_S)
                 if self._connections:
                     self.counters.network_seconds += perf() - began
+                served: set[IncomingConnection] = set()
                 for key, mask in ready:
                     if key.data == "listener":
                         self._accept()
                     elif key.data == "wake":
                         self._drain_wake()
                     else:
+                        served.add(key.data)
                         self._serve(key.data, mask)
+                for connection in buffered:
+                    if connection not in served and not connection.closed:
+                        self._serve(connection, selectors.EVENT_READ)
+                buffered = [c for c in self._connections if c.readable_now]
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._sweep(now)
+                    next_sweep = now + _SELECT_TIMEOUT_S
         finally:
             for connection in list(self._connections):
                 self._close(connection)
@@ -514,15 +604,32 @@ class ReceiveLoop:
             self._selector.unregister(connection.sock)
         connection.finish()
 
+    def _sweep(self, now: float) -> None:
+        """Close connections that hold a partial frame without progress, or say nothing."""
+        for connection in list(self._connections):
+            silent = now - connection.last_progress
+            if connection.holds_partial_frame and silent > STALL_TIMEOUT_S:
+                why = f"a partial frame got no byte for {STALL_TIMEOUT_S:g} s"
+            elif silent > self.idle_timeout:
+                why = f"nothing received for {self.idle_timeout:g} s"
+            else:
+                continue
+            connection.counters.protocol_errors += 1
+            log.error("closing stream from %s: %s", connection.sender, why)
+            self._close(connection)
+
     def _accept(self) -> None:
         while True:
             try:
                 sock, _ = self._listener.accept()
             except BlockingIOError:
                 return
-            except OSError as error:
-                log.error("accept failed: %s", error)
+            except OSError as error:  # EMFILE and the like: refuse, keep accepting later
+                self._registry.refusals.refused("accept failed", str(error))
                 return
+            if len(self._connections) + len(self._handshaken) >= MAX_CONNECTIONS:
+                self._refuse(sock, "over the connection cap", f"{MAX_CONNECTIONS} streams")
+                continue
             connection = IncomingConnection(
                 sock,
                 config=self._config,
@@ -530,17 +637,38 @@ class ReceiveLoop:
                 registry=self._registry,
                 pool=self.pool,
                 decompressor=self._decompressor,
+                deadline=time.monotonic() + HANDSHAKE_TIMEOUT_S,
             )
             try:
-                self._handshakes.submit(self._handshake, connection)
-            except RuntimeError:  # shutting down
-                sock.close()
+                self._pending.put_nowait(connection)
+            except queue.Full:
+                self._refuse(
+                    sock, "too many pending handshakes", f"{MAX_PENDING_HANDSHAKES} pending"
+                )
 
-    def _handshake(self, connection: IncomingConnection) -> None:
-        """On a handshake thread: the loop takes the connection over once it is proven."""
-        if connection.handshake():
-            self._handshaken.append(connection)
-            self._wake()
+    def _refuse(self, sock: socket.socket, reason: str, detail: str) -> None:
+        self._registry.refusals.refused(reason, f"{_peer_name(sock)}: {detail}")
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        sock.close()
+
+    def _handshake_worker(self) -> None:
+        """One handshake thread: the loop takes each connection over once it is proven."""
+        while True:
+            connection = self._pending.get()
+            if connection is None or self._stopping.is_set():
+                if connection is not None:
+                    connection.sock.close()
+                return
+            try:
+                proven = connection.handshake()
+            except Exception:  # a bug must not silently end this thread (logged, refused)
+                log.exception("handshake from %s failed unexpectedly", connection.sender)
+                connection.sock.close()
+                continue
+            if proven:
+                self._handshaken.append(connection)
+                self._wake()
 
     def _drain_wake(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -554,6 +682,15 @@ class ReceiveLoop:
             connection.sock.setblocking(False)
             self._connections.add(connection)
             self._selector.register(connection.sock, connection.events, connection)
+
+
+def idle_timeout(config: WorkerConfig) -> float:
+    """How long a proven connection may say nothing: IDLE_TIMEOUT_S, unless the cluster's
+    rate limit spaces batches further apart (a stream may carry 1/128 of the rate)."""
+    rate = config.workload.rate_limit_bytes_per_second
+    if rate <= 0:
+        return IDLE_TIMEOUT_S
+    return max(IDLE_TIMEOUT_S, 4 * config.workload.batch_bytes * 128 / rate)
 
 
 def _peer_name(sock: socket.socket) -> str:

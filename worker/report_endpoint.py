@@ -8,6 +8,9 @@ reaches running workers on this same channel: workers hold no Kubernetes credent
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import logging
 import threading
 import time
@@ -17,8 +20,14 @@ from urllib.parse import parse_qs, urlsplit
 
 from w5xde.api.v1alpha1 import MAX_WORKERS
 from w5xde.contract import auth
-from w5xde.contract.endpoints import REPORT_PATH, WORKERS_PARAMETER
+from w5xde.contract.endpoints import (
+    CERTIFICATE_PATH,
+    MAX_CERTIFICATE_BYTES,
+    REPORT_PATH,
+    WORKERS_PARAMETER,
+)
 from w5xde.contract.report import WorkerReport
+from w5xde.worker.tls import CertificateRejectedError, TlsIdentity
 
 log = logging.getLogger("w5xde.worker")
 
@@ -43,9 +52,11 @@ class ReportEndpoint:
         report: Callable[[], WorkerReport],
         resize: Callable[[int], None],
         *,
+        tls: TlsIdentity | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._key = auth.report_key(cluster_key)
+        self._tls = tls
         self._report = report
         self._resize = resize
         self._clock = clock
@@ -78,6 +89,29 @@ class ReportEndpoint:
         signature = auth.response_signature(self._key, nonce, body)
         return Answer(200, body, {auth.SIGNATURE_HEADER: signature})
 
+    def install_certificate(self, target: str, authorization: str | None, body: bytes) -> Answer:
+        """`PUT /certificate?sha256=…`: the operator's signature covers the body's digest.
+
+        The worker still checks the certificate itself (its key, its name, the cluster CA
+        from its mounted Secret), so even a key holder cannot plant another identity.
+        """
+        try:
+            auth.verify_authorization(self._key, authorization, "PUT", target, self._clock())
+        except auth.AuthError as error:
+            self._count_refusal(str(error))
+            return Answer(401, b'{"error":"unauthorized"}')
+        digest = (parse_qs(urlsplit(target).query).get("sha256") or [""])[0]
+        if not hmac.compare_digest(digest, hashlib.sha256(body).hexdigest()):
+            return Answer(400, b'{"error":"body does not match its sha256"}')
+        if self._tls is None:
+            return Answer(409, b'{"error":"TLS is off on this worker"}')
+        try:
+            self._tls.accept(body)
+        except CertificateRejectedError as error:
+            log.error("certificate refused: %s", error)
+            return Answer(422, json.dumps({"error": str(error)}).encode())
+        return Answer(204, b"")
+
     def _count_refusal(self, reason: str) -> None:
         now = time.monotonic()
         with self._lock:
@@ -92,3 +126,10 @@ class ReportEndpoint:
 
 def is_report_path(target: str) -> bool:
     return urlsplit(target).path == REPORT_PATH
+
+
+def is_certificate_path(target: str) -> bool:
+    return urlsplit(target).path == CERTIFICATE_PATH
+
+
+__all__ = ["MAX_CERTIFICATE_BYTES", "Answer", "ReportEndpoint"]

@@ -13,9 +13,15 @@ import resource
 import socket
 import threading
 import time
+from pathlib import Path
 
 from w5xde.api.v1alpha1 import Source
-from w5xde.contract.report import SocketBufferReport, WorkerExtras, WorkerReport
+from w5xde.contract.report import (
+    CertificateReport,
+    SocketBufferReport,
+    WorkerExtras,
+    WorkerReport,
+)
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.counters import Counters
 from w5xde.worker.handshake import Identity
@@ -25,6 +31,7 @@ from w5xde.worker.receiver import IncomingRegistry, ReceiveLoop
 from w5xde.worker.sender import OutgoingStream, ReplayBudget, Unacked
 from w5xde.worker.sockets import BufferSizes, tune
 from w5xde.worker.sources import BatchSource, PoolSource, open_source, synthetic_pool
+from w5xde.worker.tls import TlsIdentity
 from w5xde.worker.topology import stream_keys, targets
 
 log = logging.getLogger("w5xde.worker")
@@ -36,14 +43,17 @@ DEFAULT_RATE_WINDOW_S = 2.0
 #: How often the sampler thread snapshots the counters for the rate window.
 SAMPLE_EVERY_S = 0.5
 _LISTEN_BACKLOG = 128
+#: A worker whose accept path or a stream thread died fails liveness after this long.
+HEALTH_GRACE_S = 10.0
 
 
 class Worker:
     """A running worker; thread-safe `report()`, `resize()`, `ready()` and `stop()`."""
 
-    def __init__(self, config: WorkerConfig, key: bytes) -> None:
+    def __init__(self, config: WorkerConfig, key: bytes, tls: TlsIdentity | None = None) -> None:
         self.config = config
-        self._identity = Identity(config.cluster_id, config.name, key)
+        self.tls = tls if tls is not None else tls_identity(config)
+        self._identity = Identity(config.cluster_id, config.name, key, self.tls)
         self._index = config.index()
         self._workers = len(config.peer_list())
         #: One pool for every stream (each slices it at its own offset).
@@ -78,6 +88,7 @@ class Worker:
         self._rates = RateWindow(window, Snapshot(self._started, Counters(), Counters()))
         self._sampler: threading.Thread | None = None
         self._finished = threading.Event()
+        self._broken_since: float | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -137,6 +148,8 @@ class Worker:
     def _sample_loop(self) -> None:
         while not self._finished.wait(SAMPLE_EVERY_S):
             self._rates.add(self._snapshot())
+            if self.tls is not None:
+                self.tls.refresh()
 
     def _snapshot(self) -> Snapshot:
         received, sent = self.totals()
@@ -205,7 +218,7 @@ class Worker:
 
     def ready(self) -> bool:
         """Listening, and at least one outgoing stream connected (or nothing to connect to)."""
-        if self._listener is None or self._receive_loop is None or not self._receive_loop.alive:
+        if self._listener is None or self._receive_loop is None or self._broken_parts():
             return False
         with self._lock:
             streams = list(self._streams.values())
@@ -322,7 +335,59 @@ class Worker:
                 effective_receive=sizes.receive if sizes else 0,
             ),
             peers_connected=self.peers_connected(),
+            certificate=self._certificate_report(),
+            protocol_errors=received.protocol_errors + sent.protocol_errors,
+            refused_connections=self._registry.rejected_connections,
         )
+
+    def _certificate_report(self) -> CertificateReport | None:
+        if self.tls is None:
+            return None
+        request = self.tls.certificate_request()
+        expires = self.tls.not_after
+        return CertificateReport(
+            not_after=round(expires.timestamp(), 3) if expires else 0,
+            request=request.decode() if request else None,
+        )
+
+    def healthy(self) -> bool:
+        """False once the accept path or a stream thread died for longer than a grace period.
+
+        A dead accept path leaves a worker that answers HTTP but delivers nothing; only a
+        restart by the kubelet brings it back, so liveness must say so.
+        """
+        broken = self._broken_parts()
+        now = time.monotonic()
+        if not broken:
+            self._broken_since = None
+            return True
+        if self._broken_since is None:
+            self._broken_since = now
+            log.error("worker is broken: %s", ", ".join(broken))
+        return now - self._broken_since < HEALTH_GRACE_S
+
+    def _broken_parts(self) -> list[str]:
+        if self._stopping.is_set() or self._receive_loop is None:
+            return []
+        broken = [] if self._receive_loop.alive else ["the accept and receive path died"]
+        with self._lock:
+            dead = [key for key, stream in self._streams.items() if not stream.is_alive()]
+        broken += [f"stream {peer}/{index} died" for peer, index in dead]
+        return broken
+
+
+def tls_identity(config: WorkerConfig) -> TlsIdentity | None:
+    """The identity the config names: loaded from files, or waiting for the operator."""
+    tls = config.tls
+    if tls is None:
+        return None
+    if tls.source == "files":
+        assert tls.certificate_file is not None
+        assert tls.key_file is not None
+        return TlsIdentity.from_files(
+            config.name, Path(tls.certificate_file), Path(tls.key_file), Path(tls.ca_file)
+        )
+    return TlsIdentity(config.name, Path(tls.ca_file))
 
 
 def current_rss_bytes() -> int:

@@ -13,6 +13,7 @@ import logging
 import os
 import select
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from w5xde.worker import protocol
 from w5xde.worker.config import WorkerConfig, split_host_port
 from w5xde.worker.counters import Counters
-from w5xde.worker.handshake import Identity, client_handshake
+from w5xde.worker.handshake import Identity, NotEnrolledError, client_handshake, expected_peer
 from w5xde.worker.pacing import RateLimiter
 from w5xde.worker.producer import CompressionPool, make_producer
 from w5xde.worker.protocol import HEADER, HEADER_BYTES, CodecId, FrameType, ProtocolError
@@ -37,7 +38,7 @@ MAX_IOV = 512
 #: The replay budget of one worker: unacknowledged frames kept for a resend, bounded both
 #: ways and shared equally by the worker's outgoing streams (`ReplayBudget`).
 BUDGET_BYTES = 16 * 1024 * 1024
-BUDGET_FRAMES = 16384
+BUDGET_FRAMES = protocol.REPLAY_WINDOW_FRAMES
 #: However many streams share the budget, each may keep this much (and always one frame).
 MIN_WINDOW_BYTES = 64 * 1024
 MIN_WINDOW_FRAMES = 64
@@ -48,6 +49,10 @@ CONNECT_TIMEOUT_S = 3.0
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 5.0
 DRAIN_TIMEOUT_S = 5.0
+#: A TLS stream's socket gives up on a receiver that takes nothing for this long (a
+#: plain one relies on the receiver's own timeouts and blocks in sendmsg instead).
+TLS_SOCKET_TIMEOUT_S = 60.0
+PROTOCOL_ERROR_BACKOFF_S = 1.0
 _ACK_WAIT_S = 0.25
 
 
@@ -187,7 +192,9 @@ class OutgoingStream(threading.Thread):
             except (OSError, ProtocolError) as error:
                 # Peers start at different times: only a peer that stays away is worth a warning.
                 log.log(
-                    logging.INFO if backoff < 1.0 else logging.WARNING,
+                    logging.INFO
+                    if backoff < 1.0 or isinstance(error, NotEnrolledError)
+                    else logging.WARNING,
                     "connect to %s (stream %d) failed: %s",
                     self.peer,
                     self.stream,
@@ -208,9 +215,20 @@ class OutgoingStream(threading.Thread):
             except (OSError, ProtocolError) as error:
                 if self._aborted.is_set():
                     return
-                log.warning(
-                    "stream to %s (%d) broke: %s; reconnecting", self.peer, self.stream, error
-                )
+                if isinstance(error, ProtocolError):
+                    # A peer that breaks the protocol is not reconnected to at once.
+                    self.counters.protocol_errors += 1
+                    log.error(
+                        "stream to %s (%d): protocol error: %s; reconnecting",
+                        self.peer,
+                        self.stream,
+                        error,
+                    )
+                    self._aborted.wait(PROTOCOL_ERROR_BACKOFF_S)
+                else:
+                    log.warning(
+                        "stream to %s (%d) broke: %s; reconnecting", self.peer, self.stream, error
+                    )
                 if self._draining.is_set() and not self._window:
                     return
             finally:
@@ -230,12 +248,19 @@ class OutgoingStream(threading.Thread):
             sock.settimeout(CONNECT_TIMEOUT_S)
             sock.connect(address)
             resume = self._window[0].sequence if self._window else self._next_sequence
-            client_handshake(
-                sock, self._identity, stream=self.stream, session=self._session, resume_from=resume
+            sock = client_handshake(
+                sock,
+                self._identity,
+                stream=self.stream,
+                session=self._session,
+                resume_from=resume,
+                peer=expected_peer(host),
             )
         except BaseException:
             sock.close()
             raise
+        if isinstance(sock, ssl.SSLSocket):
+            sock.settimeout(TLS_SOCKET_TIMEOUT_S)
         return sock
 
     def _stream(self, sock: socket.socket) -> None:
@@ -319,7 +344,11 @@ class OutgoingStream(threading.Thread):
         remaining = self._pending_bytes
         started = time.perf_counter()
         try:
-            while True:
+            if isinstance(sock, ssl.SSLSocket):  # TLS has no sendmsg: one record stream
+                sock.sendall(b"".join(buffers))
+                self.counters.wire_bytes += remaining
+                remaining = 0
+            while remaining > 0:
                 sent = sock.sendmsg(buffers)
                 self.counters.wire_bytes += sent
                 remaining -= sent
@@ -332,7 +361,9 @@ class OutgoingStream(threading.Thread):
         self._pending_bytes = 0
 
     def _read_acks(self, sock: socket.socket, poller: select.poll, *, wait: bool) -> None:
-        if wait:
+        tls = isinstance(sock, ssl.SSLSocket)
+        buffered = tls and sock.pending() > 0  # type: ignore[attr-defined]
+        if wait and not buffered:
             started = time.perf_counter()
             ready = poller.poll(_ACK_WAIT_S * 1000)
             self.counters.network_seconds += time.perf_counter() - started
@@ -341,8 +372,14 @@ class OutgoingStream(threading.Thread):
                     raise StreamStopped
                 return
         try:
-            count = sock.recv_into(self._ack_view[self._ack_filled :], 0, socket.MSG_DONTWAIT)
-        except BlockingIOError:
+            if tls:
+                # A TLS record is read whole (blocking, under the socket's timeout).
+                if not (buffered or wait or poller.poll(0)):
+                    return
+                count = sock.recv_into(self._ack_view[self._ack_filled :])
+            else:
+                count = sock.recv_into(self._ack_view[self._ack_filled :], 0, socket.MSG_DONTWAIT)
+        except (BlockingIOError, ssl.SSLWantReadError):
             return
         if count == 0:
             raise ProtocolError("peer closed the connection")
@@ -359,6 +396,10 @@ class OutgoingStream(threading.Thread):
         if rest:
             self._ack_buffer[:rest] = self._ack_buffer[position:filled]
         self._ack_filled = rest
+        if highest >= self._next_sequence:
+            raise ProtocolError(
+                f"ACK for sequence {highest}, which was never sent (next is {self._next_sequence})"
+            )
         if highest >= 0:
             self._acknowledge(highest)
 

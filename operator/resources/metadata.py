@@ -47,6 +47,16 @@ class ClusterRef:
         return f"{self.name}-key"
 
     @property
+    def ca_secret(self) -> str:
+        """The cluster CA's certificate and key: read by the operator only, never mounted."""
+        return f"{self.name}-ca"
+
+    @property
+    def trust_bundle(self) -> str:
+        """The ConfigMap with the CA certificate the workers trust."""
+        return f"{self.name}-ca"
+
+    @property
     def service(self) -> str:
         return self.name
 

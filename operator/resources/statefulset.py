@@ -19,8 +19,12 @@ from w5xde.contract.endpoints import (
     ENV_LOG_MODE,
     ENV_NAME,
     ENV_NODE_NAME,
+    ENV_POD_IP,
+    ENV_TLS_SCRATCH_DIR,
     METRICS_PORT,
     METRICS_PORT_NAME,
+    TLS_SCRATCH_DIRECTORY,
+    TRUST_DIRECTORY,
 )
 from w5xde.operator.resources.metadata import (
     NODE_TUNED_LABEL,
@@ -46,6 +50,9 @@ KEY_DIRECTORY = "/var/run/secrets/w5xde.io"
 KEY_FILE_MODE = 0o440
 #: A private emptyDir: the root filesystem is read-only.
 TMP_PATH = "/tmp"  # noqa: S108
+TRUST_VOLUME = "cluster-ca"
+#: In memory: `ssl` reads a worker's freshly made key from here for an instant.
+TLS_SCRATCH_VOLUME = "tls-scratch"
 
 
 def render_statefulset(
@@ -125,6 +132,7 @@ def _pod_template(
                 "name": KEY_VOLUME,
                 "secret": {"secretName": cluster.key_secret, "defaultMode": KEY_FILE_MODE},
             },
+            *(_tls_volumes(cluster) if spec.security.tls else ()),
             *(volume.pod_volume() for volume in spec.volumes),
         ],
     }
@@ -164,6 +172,13 @@ def _container(
             {"name": ENV_NODE_NAME, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
             {"name": ENV_LOG_MODE, "value": spec.log_mode.value},
             {"name": ENV_CLUSTER_KEY_FILE, "value": f"{KEY_DIRECTORY}/{SECRET_KEY_FIELD}"},
+            # The metrics and report server binds to the pod IP only.
+            {"name": ENV_POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            *(
+                [{"name": ENV_TLS_SCRATCH_DIR, "value": TLS_SCRATCH_DIRECTORY}]
+                if spec.security.tls
+                else []
+            ),
         ],
         # A worker keeps its cores busy by design, so its probe server may answer late:
         # generous timeouts keep a saturated but healthy worker from being restarted.
@@ -189,12 +204,27 @@ def _container(
         "volumeMounts": [
             {"name": TMP_VOLUME, "mountPath": TMP_PATH},
             {"name": KEY_VOLUME, "mountPath": KEY_DIRECTORY, "readOnly": True},
+            *(
+                [
+                    {"name": TRUST_VOLUME, "mountPath": TRUST_DIRECTORY, "readOnly": True},
+                    {"name": TLS_SCRATCH_VOLUME, "mountPath": TLS_SCRATCH_DIRECTORY},
+                ]
+                if spec.security.tls
+                else []
+            ),
             *spec.volume_mounts,
         ],
     }
     if spec.resources:
         container["resources"] = dict(spec.resources)
     return container
+
+
+def _tls_volumes(cluster: ClusterRef) -> tuple[dict[str, Any], ...]:
+    return (
+        {"name": TRUST_VOLUME, "configMap": {"name": cluster.trust_bundle}},
+        {"name": TLS_SCRATCH_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+    )
 
 
 def _affinity(cluster: ClusterRef, spec: CompressionClusterSpec) -> dict[str, Any]:

@@ -22,7 +22,7 @@ def run_server(sock: socket.socket) -> Callable[[], Hello | ProtocolError]:
 
     def serve() -> None:
         try:
-            result.append(server_handshake(sock, SERVER))
+            result.append(server_handshake(sock, SERVER).hello)
         except ProtocolError as error:
             result.append(error)
         finally:
@@ -126,5 +126,34 @@ def test_a_silent_peer_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
     outcome = run_server(server)
     error = outcome()
     assert isinstance(error, ProtocolError)
-    assert "timed out" in str(error)
+    assert "not done within 0.2 s" in str(error)
+    client.close()
+
+
+def test_a_trickling_peer_is_cut_at_the_deadline_of_the_whole_handshake(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One byte every 50 ms never trips a per-receive timeout; the handshake's deadline must."""
+    monkeypatch.setattr("w5xde.worker.handshake.HANDSHAKE_TIMEOUT_S", 0.3)
+    client, server = socket.socketpair()
+    hello = Hello("cluster-a", "sender-1", 0, 1, os.urandom(16)).encode()
+    stop = threading.Event()
+
+    def trickle() -> None:
+        for byte in hello:
+            if stop.wait(0.05):
+                return
+            try:
+                client.send(bytes((byte,)))
+            except OSError:
+                return
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    outcome = run_server(server)
+    error = outcome()
+    stop.set()
+    sender.join()
+    assert isinstance(error, ProtocolError)
+    assert "not done within 0.3 s" in str(error)
     client.close()

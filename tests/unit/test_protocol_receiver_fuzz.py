@@ -65,6 +65,7 @@ def serve(
     session: int = 1,
     resume_from: int = 0,
     shutdown: bool = True,
+    config: WorkerConfig = CONFIG,
 ) -> IncomingRegistry:
     """Send `stream` after a real handshake and serve it with the real receive loop.
 
@@ -108,7 +109,7 @@ def serve(
     sender = threading.Thread(target=send)
     sender.start()
     IncomingConnection(
-        server, config=CONFIG, identity=Identity("fuzz", "fuzz-0", KEY), registry=registry
+        server, config=config, identity=Identity("fuzz", "fuzz-0", KEY), registry=registry
     ).serve()
     sender.join(10)
     assert not sender.is_alive(), "the sending side never finished"
@@ -312,7 +313,13 @@ def test_frames_bigger_than_the_buffer_grow_it_and_arrive() -> None:
         )
     # Random data does not compress: the first frame is 12x the initial 256 KiB buffer.
     assert len(frames[0]) > 3 * 1024 * 1024
-    total = serve(b"".join(frames)).total()
+    big = WorkerConfig(
+        name="fuzz-0",
+        cluster_id="fuzz",
+        network={"chunkBytes": 4096},
+        workload={"batchBytes": max(sizes)},
+    )
+    total = serve(b"".join(frames), config=big).total()
     assert total.batches == 3
     assert total.raw_bytes == sum(sizes)
 
@@ -440,7 +447,7 @@ def test_the_receiver_logs_why_it_closes_and_each_batch_in_verbose_mode(
     length = len(b"valid batch 0 " * 40)
     assert messages == [
         f"batch 0 from sender verified: {length} bytes",
-        "closing stream from sender: unexpected ACK frame from a sender",
+        "closing stream from sender: protocol error: unexpected ACK frame from a sender",
     ]
     assert total.network_seconds > 0
     assert total.compression_seconds > 0

@@ -95,7 +95,7 @@ class Peer:
 
     def accept(self) -> Receiver:
         sock, _ = self.listener.accept()
-        hello = server_handshake(sock, Identity("unit", "rx-0", KEY))
+        hello = server_handshake(sock, Identity("unit", "rx-0", KEY)).hello
         return Receiver(sock, hello)
 
 

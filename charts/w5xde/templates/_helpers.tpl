@@ -158,6 +158,11 @@ action of the operator (DESIGN.md, Operator); nothing is granted "just in case".
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]
+# The CA certificate each cluster's workers trust (public; the CA key stays in the
+# cluster's NAME-ca Secret, which no pod mounts).
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "create", "patch"]
 # Only to remove the worker Role and RoleBinding an earlier version created.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]

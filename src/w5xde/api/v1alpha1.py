@@ -375,6 +375,15 @@ class Volume(ApiModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+class SecuritySpec(ApiModel):
+    """How the data plane is protected."""
+
+    tls: bool = True
+    """Mutual TLS 1.3 between workers, each with its own certificate from the cluster's CA
+    (kept by the operator). `false` leaves only the key proof at connect, and the
+    cluster Degraded with reason `TLSDisabled`."""
+
+
 class CompressionClusterSpec(ApiModel):
     """The desired state of a CompressionCluster."""
 
@@ -394,6 +403,8 @@ class CompressionClusterSpec(ApiModel):
     """How batches are compressed."""
     network: NetworkSpec = Field(default_factory=NetworkSpec)
     """Socket and sysctl tuning."""
+    security: SecuritySpec = Field(default_factory=SecuritySpec)
+    """Transport security of the data plane."""
     spread_across_nodes: bool = True
     """Prefer one worker per node (preferred pod anti-affinity)."""
     placement: Placement = Placement.PREFERRED

@@ -10,10 +10,24 @@ REPORT_PATH = "/report"
 #: Query parameter of the report request: the cluster's current `spec.workers`, so a
 #: scale change reaches running workers on the same channel as the report.
 WORKERS_PARAMETER = "workers"
+#: Where the operator puts the certificate it signed for the CSR in a worker's report
+#: (`PUT`, HMAC-authenticated; the body's SHA-256 is the query parameter `sha256`).
+CERTIFICATE_PATH = "/certificate"
+#: The body of that PUT is at most this big (a PEM certificate is about 700 bytes).
+MAX_CERTIFICATE_BYTES = 8192
+#: Where a worker pod finds the cluster CA's certificate (the `NAME-ca` ConfigMap).
+TRUST_DIRECTORY = "/var/run/w5xde.io/ca"
+TRUST_FILE = "ca.crt"
+#: An in-memory volume of the pod (see ENV_TLS_SCRATCH_DIR).
+TLS_SCRATCH_DIRECTORY = "/var/run/w5xde.io/tls"
+#: An in-memory volume where `ssl` reads a worker's key for an instant (see worker/tls.py).
+ENV_TLS_SCRATCH_DIR = "W5XDE_TLS_SCRATCH_DIR"
 
 ENV_CONFIG = "W5XDE_CONFIG"
 ENV_NAME = "W5XDE_NAME"
 ENV_NODE_NAME = "W5XDE_NODE_NAME"
+#: The pod IP (downward API): the metrics and report server binds to it alone.
+ENV_POD_IP = "W5XDE_POD_IP"
 ENV_LOG_MODE = "W5XDE_LOG_MODE"
 ENV_CLUSTER_KEY = "W5XDE_CLUSTER_KEY"
 ENV_CLUSTER_KEY_FILE = "W5XDE_CLUSTER_KEY_FILE"

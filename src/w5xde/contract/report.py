@@ -27,6 +27,15 @@ class SocketBufferReport(ReportModel):
     effective_receive: int = Field(0, ge=0)
 
 
+class CertificateReport(ReportModel):
+    """The worker's TLS identity: how long it holds, and its request while it needs one."""
+
+    #: Unix time its certificate expires; 0 while it has none.
+    not_after: float = Field(0, ge=0)
+    #: A PEM CSR for the worker's own name, present until the operator signs it.
+    request: str | None = Field(None, max_length=4096)
+
+
 class WorkerReport(ReportModel):
     """One worker's figures at `generatedAt`.
 
@@ -61,6 +70,11 @@ class WorkerReport(ReportModel):
     rss_bytes: int = Field(0, ge=0)
     socket_buffer: SocketBufferReport = Field(default_factory=SocketBufferReport)
     peers_connected: int = Field(0, ge=0)
+    #: Absent when TLS is off.
+    certificate: CertificateReport | None = None
+    #: Connections closed because the peer broke the protocol, and refused connections.
+    protocol_errors: int = Field(0, ge=0)
+    refused_connections: int = Field(0, ge=0)
 
 
 class WorkerExtras(ReportModel):
