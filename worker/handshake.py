@@ -12,6 +12,7 @@ so a peer trickling bytes cannot hold it open longer.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import ssl
@@ -91,7 +92,11 @@ def _secure(sock: socket.socket, me: Identity, *, server: bool, deadline: float)
         _time_left(secured, deadline)
         secured.do_handshake()
     except ssl.SSLError as error:
+        secured.close()
         raise ProtocolError(f"TLS handshake failed: {error.reason or error}") from None
+    except BaseException:
+        secured.close()
+        raise
     return secured
 
 
@@ -131,10 +136,15 @@ def client_handshake(
         protocol.verify_proof(
             protocol.proof(me.key, SERVER_ROLE, hello, welcome_bytes), server_proof
         )
-    except TimeoutError:
-        raise ProtocolError("handshake timed out") from None
+    except BaseException as error:
+        if isinstance(sock, ssl.SSLSocket):  # the caller holds only the plain socket
+            sock.close()
+        if isinstance(error, TimeoutError):
+            raise ProtocolError(f"handshake not done within {HANDSHAKE_TIMEOUT_S:g} s") from None
+        raise
     finally:
-        sock.settimeout(None)
+        with contextlib.suppress(OSError):  # closed, or detached into a TLS socket
+            sock.settimeout(None)
     return sock
 
 
@@ -188,7 +198,12 @@ def server_handshake(
         _time_left(sock, deadline)
         sock.sendall(protocol.proof(me.key, SERVER_ROLE, hello_bytes, welcome_bytes))
         return Accepted(sock, hello)
-    except TimeoutError:
-        raise ProtocolError(f"handshake not done within {HANDSHAKE_TIMEOUT_S:g} s") from None
+    except BaseException as error:
+        if isinstance(sock, ssl.SSLSocket):  # the caller holds only the plain socket
+            sock.close()
+        if isinstance(error, TimeoutError):
+            raise ProtocolError(f"handshake not done within {HANDSHAKE_TIMEOUT_S:g} s") from None
+        raise
     finally:
-        sock.settimeout(None)
+        with contextlib.suppress(OSError):  # closed, or detached into a TLS socket
+            sock.settimeout(None)

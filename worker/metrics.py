@@ -114,6 +114,8 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     """
 
     daemon_threads = True
+    #: The listen backlog: a burst of scrapes and probes waits here, not in SYN retries.
+    request_queue_size = 64
 
     def __init__(self, address: tuple[str, int], handler: Any, refusals: RefusalLog) -> None:
         self.refusals = refusals

@@ -48,7 +48,7 @@ from w5xde.worker.protocol import (
     ProtocolError,
 )
 from w5xde.worker.refusals import RefusalLog
-from w5xde.worker.sockets import rearm_quickack
+from w5xde.worker.sockets import interrupt, rearm_quickack
 
 log = logging.getLogger("w5xde.receiver")
 
@@ -146,8 +146,7 @@ class IncomingRegistry:
             previous = self.sockets.get(key)
             self.sockets[key] = sock
         if previous is not None and previous is not sock:
-            with contextlib.suppress(OSError):
-                previous.shutdown(socket.SHUT_RDWR)
+            interrupt(previous)
         return state
 
     def release(self, hello: protocol.Hello, sock: socket.socket, counters: Counters) -> None:
@@ -170,8 +169,7 @@ class IncomingRegistry:
         with self.lock:
             sockets = list(self.sockets.values())
         for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+            interrupt(sock)
 
     @property
     def connected(self) -> int:
@@ -282,6 +280,10 @@ class IncomingConnection:
             return False
         except CorruptBatchError as error:
             log.error("closing stream from %s: corrupt batch: %s", self.sender, error)
+            return False
+        except ssl.SSLError as error:  # a record that fails its MAC: tampered on the way
+            self.counters.protocol_errors += 1
+            log.error("closing stream from %s: TLS error: %s", self.sender, error.reason or error)
             return False
         except OSError as error:
             log.warning("stream from %s ended: %s", self.sender, error)

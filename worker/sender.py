@@ -26,7 +26,7 @@ from w5xde.worker.handshake import Identity, NotEnrolledError, client_handshake,
 from w5xde.worker.pacing import RateLimiter
 from w5xde.worker.producer import CompressionPool, make_producer
 from w5xde.worker.protocol import HEADER, HEADER_BYTES, CodecId, FrameType, ProtocolError
-from w5xde.worker.sockets import BufferSizes, tune
+from w5xde.worker.sockets import BufferSizes, interrupt, tune
 from w5xde.worker.sources import BatchSource
 
 log = logging.getLogger("w5xde.sender")
@@ -156,8 +156,7 @@ class OutgoingStream(threading.Thread):
         self._draining.set()
         sock = self._sock
         if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+            interrupt(sock)
 
     def take_unacked(self) -> list[Unacked]:
         """The frames the peer never acknowledged; call only after the thread ended."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from dataclasses import dataclass
 
@@ -44,3 +45,14 @@ def read_buffer_sizes(sock: socket.socket, requested: int) -> BufferSizes:
 def rearm_quickack(sock: socket.socket) -> None:
     """The kernel clears TCP_QUICKACK after a while, so it is set again after every receive."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
+
+def interrupt(sock: socket.socket) -> None:
+    """Shut a socket down from another thread, so the thread blocked on it returns.
+
+    On a TLS socket this must be the plain socket's shutdown: `SSLSocket.shutdown`
+    also drops its TLS state, and the thread still using it would then read the
+    encrypted bytes as data, or send its frames in the clear.
+    """
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)

@@ -451,3 +451,35 @@ def test_the_receiver_logs_why_it_closes_and_each_batch_in_verbose_mode(
     ]
     assert total.network_seconds > 0
     assert total.compression_seconds > 0
+
+
+def test_a_frame_larger_than_the_cluster_s_batch_bytes_closes_the_stream_unbuffered() -> None:
+    """The frame limit is the cluster's batchBytes, not the protocol's 64 MiB."""
+    small = WorkerConfig(
+        name="fuzz-0", cluster_id="fuzz", network={"chunkBytes": 4096},
+        workload={"batchBytes": 16384},
+    )  # fmt: skip
+    header = protocol.pack_header(
+        FrameType.DATA, CodecId.NONE, sequence=0, raw_length=16385, payload_length=16385
+    )
+    tracemalloc.start()
+    try:
+        total = serve(valid_frame(0) + header + bytes(8192), config=small).total()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (total.batches, total.protocol_errors) == (1, 1)
+    assert peak < 2 * 1024 * 1024
+
+
+def test_a_sequence_beyond_the_replay_window_closes_the_stream_and_counts_no_loss() -> None:
+    """A forged sequence 10^9 ahead must neither black-hole the stream nor add 10^9 lost."""
+    total = serve(valid_frame(0) + valid_frame(10**9)).total()
+    assert (total.batches, total.lost_batches, total.protocol_errors) == (1, 0, 1)
+    # A gap within the window is a loss the receiver counts, and the stream goes on.
+    total = serve(valid_frame(0) + valid_frame(protocol.REPLAY_WINDOW_FRAMES)).total()
+    assert (total.batches, total.lost_batches, total.protocol_errors) == (
+        2,
+        protocol.REPLAY_WINDOW_FRAMES - 1,
+        0,
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -81,6 +82,8 @@ def http_status(url: str) -> int:
             return int(response.status)
     except urllib.error.HTTPError as error:
         return error.code
+    except OSError:  # refused or closed without an answer (a server over its cap)
+        return 0
 
 
 def nonzero_rates(report: WorkerReport) -> WorkerReport | None:
@@ -289,3 +292,103 @@ def test_a_corrupt_batch_is_counted_and_not_acknowledged(
     report = receiver.report()
     assert report.corrupt_batches == 1
     assert report.batches == 0
+
+
+def test_a_dead_accept_path_fails_readiness_then_liveness_after_the_grace(
+    workers: Callable[..., list[Worker]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose accept path died answers HTTP but delivers nothing: the kubelet
+    must restart it, so /readyz fails at once and /healthz after the grace period."""
+    from w5xde.worker import runtime
+
+    monkeypatch.setattr(runtime, "HEALTH_GRACE_S", 0.5)
+    first, _ = workers(2)
+    server = MetricsServer.for_worker(first, "127.0.0.1", 0)
+    server.start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        assert wait_for(lambda: http_status(base + "/readyz") == 200)
+        assert http_status(base + "/healthz") == 200
+        loop = first._receive_loop
+        assert loop is not None
+        loop.stop()  # as if the thread had died: nothing accepts any more
+        assert http_status(base + "/readyz") == 503
+        assert http_status(base + "/healthz") == 200  # within the grace period
+        assert wait_for(lambda: http_status(base + "/healthz") == 503, timeout=5)
+    finally:
+        server.stop()
+
+
+def test_the_metrics_server_caps_connections_and_cuts_slow_requests(
+    workers: Callable[..., list[Worker]],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from w5xde.worker import metrics
+
+    monkeypatch.setattr(metrics, "REQUEST_DEADLINE_S", 1.0)
+    first, _ = workers(2)
+    server = MetricsServer.for_worker(first, "127.0.0.1", 0)
+    server.start()
+    slow = [
+        socket.create_connection(("127.0.0.1", server.port)) for _ in range(metrics.MAX_CONNECTIONS)
+    ]
+    try:
+        for sock in slow:
+            sock.sendall(b"GET /metr")  # a request that never completes
+        wait_for(lambda: server._server._slots._value == 0, timeout=5)  # type: ignore[attr-defined]
+        # Over the cap: closed at once, counted, no thread started.
+        with socket.create_connection(("127.0.0.1", server.port)) as extra:
+            extra.settimeout(5)
+            assert extra.recv(1) == b""
+        assert server.refusals.total >= 1
+        # The trickling requests are cut at their deadline, and the server answers again.
+        base = f"http://127.0.0.1:{server.port}"
+        assert wait_for(lambda: http_status(base + "/healthz") == 200, timeout=10)
+        for sock in slow:
+            sock.settimeout(5)
+            assert sock.recv(1) == b""
+    finally:
+        for sock in slow:
+            sock.close()
+        server.stop()
+    # Clients that hang up or stall are counted, never printed as tracebacks.
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_workers_with_tls_identities_deliver_over_mutual_tls(
+    workers: Callable[..., list[Worker]], tmp_path: Path
+) -> None:
+    from w5xde.worker.local import issue_identities
+
+    ports = free_ports(2)
+    names = [f"t-{index}" for index in range(2)]
+    sections = issue_identities(names, tmp_path)
+    group = [
+        Worker(make_config(index, ports, tls=sections[names[index]]), KEY) for index in range(2)
+    ]
+    for worker in group:
+        worker.start()
+    try:
+        wait_for(lambda: all(worker.report().batches > 50 for worker in group))
+        for worker in group:
+            assert worker.tls is not None
+            assert worker.tls.ready
+            report = worker.report()
+            assert report.certificate is not None
+            assert report.certificate.request is None
+            assert report.certificate.not_after > time.time()
+    finally:
+        # Together, as a cluster stops: each drains its window into a peer still listening.
+        stoppers = [threading.Thread(target=worker.stop) for worker in group]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join(30)
+    received = [worker.report() for worker in group]
+    sent = [worker.extras() for worker in group]
+    assert [r.lost_batches for r in received] == [0, 0]
+    assert [r.corrupt_batches for r in received] == [0, 0]
+    # What each acknowledged as a sender is what the other verified.
+    assert sent[0].sent_batches == received[1].batches
+    assert sent[1].sent_batches == received[0].batches

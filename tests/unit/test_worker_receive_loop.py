@@ -231,3 +231,54 @@ def test_an_unexpected_error_ends_only_that_connection(
     assert not fine
     assert receive.alive
     assert registry.total().batches == FRAMES
+
+
+def test_silent_connections_beyond_the_cap_are_refused_at_once_and_the_rest_cut_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A flood of connections that never speak holds no thread and no slot for long."""
+    from w5xde.worker import receiver
+
+    monkeypatch.setattr(receiver, "HANDSHAKE_TIMEOUT_S", 0.5)
+    listener = socket.create_server(("127.0.0.1", 0), backlog=256)
+    registry = IncomingRegistry()
+    receive = ReceiveLoop(
+        listener, config=CONFIG, identity=Identity("loop", "loop-0", KEY), registry=registry
+    )
+    receive.start()
+    port = listener.getsockname()[1]
+    extra = 20
+    flood = [
+        socket.create_connection(("127.0.0.1", port))
+        for _ in range(receiver.MAX_PENDING_HANDSHAKES + extra)
+    ]
+    try:
+        closed_at: list[float] = []
+        began = time.monotonic()
+        for sock in flood:
+            sock.settimeout(5)
+            try:
+                data = sock.recv(1)
+            except ConnectionResetError:
+                data = b""
+            assert data == b"", "a silent connection got an answer"
+            closed_at.append(time.monotonic() - began)
+        # Every silent connection is gone by the deadline (plus scheduling slack), none later.
+        assert max(closed_at) < 0.5 + 1.5
+        assert registry.rejected_connections == len(flood)
+        errors: list[BaseException] = []
+        send_stream(port, 3, errors)
+        assert not errors
+        assert registry.total().batches == FRAMES
+        assert receive.alive
+    finally:
+        for sock in flood:
+            sock.close()
+        receive.stop()
+
+
+def test_a_dead_receive_loop_is_not_alive(loop: tuple[ReceiveLoop, IncomingRegistry, int]) -> None:
+    receive, _, _ = loop
+    assert receive.alive
+    receive.stop()
+    assert not receive.alive

@@ -290,6 +290,21 @@ def test_a_receiver_that_sends_data_breaks_the_protocol(
     assert stream.counters.batches == 0
 
 
+def test_an_ack_for_a_sequence_never_sent_closes_the_stream_and_counts_nothing(
+    peer: Peer, start_stream: Callable[..., tuple[OutgoingStream, CountingSource]]
+) -> None:
+    """A forged ACK far ahead must not mark unsent (or sent but unverified) batches delivered."""
+    stream, _ = start_stream()
+    first = peer.accept()
+    first.read_until(3)
+    first.sock.sendall(protocol.ack_frame(10**9))
+    # The stream drops the connection and replays from its first unacknowledged frame.
+    second = peer.accept()
+    assert second.hello.resume_from == 0
+    assert stream.counters.batches == 0
+    assert stream.counters.protocol_errors == 1
+
+
 def test_a_peer_that_leaves_hands_its_unacknowledged_frames_on(
     peer: Peer, start_stream: Callable[..., tuple[OutgoingStream, CountingSource]]
 ) -> None:
