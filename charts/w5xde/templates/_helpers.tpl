@@ -55,6 +55,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end -}}
 
+{{/*
+The operator's selector labels as `k=v,...` (keys sorted), for --operator-pod-labels:
+the workers' NetworkPolicies admit these pods, in the release namespace, to the
+report port.
+*/}}
+{{- define "w5xde.selectorLabelsArg" -}}
+{{- $pairs := list -}}
+{{- range $key, $value := include "w5xde.selectorLabels" . | fromYaml -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
+
 {{/* Labels of the operator objects: the common ones plus the component. */}}
 {{- define "w5xde.operatorLabels" -}}
 {{ include "w5xde.labels" . }}
@@ -158,6 +171,11 @@ action of the operator (DESIGN.md, Operator); nothing is granted "just in case".
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]
+# The workers' NetworkPolicy: applied (server-side apply), read by name and deleted
+# only when it is owned by its cluster and the policies were switched off.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "patch", "delete"]
 # Only to remove the worker Role and RoleBinding an earlier version created.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
