@@ -171,11 +171,11 @@ action of the operator (DESIGN.md, Operator); nothing is granted "just in case".
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]
-# The workers' NetworkPolicy: applied (server-side apply), read by name and deleted
-# only when it is owned by its cluster and the policies were switched off.
+# The workers' NetworkPolicy: server-side apply (patch; create for a new one),
+# read by name and deleted only when its cluster owns it and policies are off.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 # Only to remove the worker Role and RoleBinding an earlier version created.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
