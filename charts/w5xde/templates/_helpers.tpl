@@ -171,11 +171,6 @@ action of the operator (DESIGN.md, Operator); nothing is granted "just in case".
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]
-# The workers' NetworkPolicy: server-side apply (patch; create for a new one),
-# read by name and deleted only when its cluster owns it and policies are off.
-- apiGroups: ["networking.k8s.io"]
-  resources: ["networkpolicies"]
-  verbs: ["get", "create", "patch", "delete"]
 # Only to remove the worker Role and RoleBinding an earlier version created.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
@@ -184,6 +179,11 @@ action of the operator (DESIGN.md, Operator); nothing is granted "just in case".
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# The workers' NetworkPolicy: server-side apply (patch; create for a new one),
+# read by name and deleted only when its cluster owns it and policies are off.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch", "delete"]
 # kopf posts handler progress and errors as events.
 - apiGroups: [""]
   resources: ["events"]
