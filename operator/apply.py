@@ -65,6 +65,12 @@ def remove_retired_worker_rbac(kube: Kube, cluster: ClusterRef) -> None:
         kube.delete_if_present(kind, cluster.namespace, cluster.worker_account)
 
 
+def remove_absent(kube: Kube, cluster: ClusterRef, desired: Desired) -> None:
+    """Delete what the cluster must not own now (a NetworkPolicy after `--no-network-policy`)."""
+    for kind, name in desired.absent:
+        kube.delete_if_owned(kind, cluster.namespace, name, cluster.uid)
+
+
 def post_events(body: Mapping[str, Any], events: Sequence[Event]) -> None:
     for event in events:
         metrics.EVENTS.labels(reason=event.reason).inc()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,9 @@ from w5xde.contract import telemetry
 
 EXIT_USAGE = 2
 ENV_WORKER_IMAGE = "W5XDE_WORKER_IMAGE"
+#: The operator's own namespace, from the downward API (the chart sets the first;
+#: POD_NAMESPACE is the usual name elsewhere).
+ENV_OPERATOR_NAMESPACE = ("W5XDE_OPERATOR_NAMESPACE", "POD_NAMESPACE")
 DEFAULT_PEERING = "w5xde"
 
 
@@ -87,6 +91,39 @@ def add_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help="worker reports pulled at once, over all clusters (default 64)",
     )
+    policy = operator.add_argument_group(
+        "worker NetworkPolicy",
+        "one NetworkPolicy per cluster: its data port admits only the cluster's own pods,"
+        " its metrics/report port only the operator and the monitoring namespaces",
+    )
+    policy.add_argument(
+        "--network-policy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="render the workers' NetworkPolicy (default on); off removes the ones it made",
+    )
+    policy.add_argument(
+        "--operator-namespace",
+        default=next(
+            (os.environ[name] for name in ENV_OPERATOR_NAMESPACE if os.environ.get(name)), ""
+        ),
+        metavar="NS",
+        help="namespace of the operator's pods, admitted to the workers' report port"
+        f" (default ${' or $'.join(ENV_OPERATOR_NAMESPACE)}; empty: no operator pod is admitted)",
+    )
+    policy.add_argument(
+        "--operator-pod-labels",
+        default="",
+        metavar="K=V,...",
+        help="labels of the operator's pods in that namespace (empty: every pod there)",
+    )
+    policy.add_argument(
+        "--monitoring-namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="a namespace whose pods may scrape the workers' metrics port (repeatable)",
+    )
     operator.set_defaults(handler=run_operator_command)
 
     crd = subparsers.add_parser(
@@ -144,8 +181,30 @@ def run_operator_command(args: argparse.Namespace) -> int:
         if not 0 <= port <= 65535:
             print(f"w5xde operator: {name} must be a port in 0..65535", file=sys.stderr)
             return EXIT_USAGE
+    try:
+        operator_pod_labels = parse_labels(args.operator_pod_labels)
+    except ValueError as error:
+        print(f"w5xde operator: --operator-pod-labels: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    namespaces = (
+        [("--operator-namespace", args.operator_namespace)] if args.operator_namespace else []
+    )
+    namespaces += [("--monitoring-namespace", name) for name in args.monitoring_namespace]
+    for option, name in namespaces:
+        problem = namespace_problem(name)
+        if problem:
+            print(f"w5xde operator: {option}: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+    from w5xde.operator.resources.network_policy import NetworkPolicyOptions
     from w5xde.operator.runner import OperatorOptions, run_operator
 
+    network_policy = None
+    if args.network_policy:
+        network_policy = NetworkPolicyOptions(
+            operator_namespace=args.operator_namespace,
+            operator_pod_labels=operator_pod_labels,
+            monitoring_namespaces=tuple(args.monitoring_namespace),
+        )
     options = OperatorOptions(
         namespaces=tuple(args.namespace),
         log_mode=log_mode,
@@ -158,5 +217,42 @@ def run_operator_command(args: argparse.Namespace) -> int:
             pattern.strip() for pattern in args.allowed_unsafe_sysctls.split(",") if pattern.strip()
         ),
         report_concurrency=args.report_concurrency,
+        network_policy=network_policy,
     )
     return run_operator(options)
+
+
+#: Kubernetes' own syntax for label values, the name part of label keys, and namespaces.
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """`k=v,k2=v2` as a dict; ValueError naming the item the API server would refuse."""
+    labels: dict[str, str] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        prefix, slash, name = key.rpartition("/")
+        valid = (
+            bool(sep and name)
+            and _fits(_LABEL_VALUE, name, 63)
+            and (not slash or _fits(_DNS_SUBDOMAIN, prefix, 253))
+            and _fits(_LABEL_VALUE, value, 63)
+        )
+        if not valid:
+            raise ValueError(f"{item!r} is not a Kubernetes label key=value")
+        labels[key] = value
+    return labels
+
+
+def namespace_problem(name: str) -> str | None:
+    if _fits(_DNS_LABEL, name, 63):
+        return None
+    return f"{name!r} is not a namespace name (RFC 1123 label)"
+
+
+def _fits(pattern: re.Pattern[str], text: str, limit: int) -> bool:
+    return len(text) <= limit and pattern.fullmatch(text) is not None

@@ -34,6 +34,7 @@ from w5xde.operator.apply import (
     apply_desired,
     desired_for,
     post_events,
+    remove_absent,
     remove_retired_worker_rbac,
 )
 from w5xde.operator.certificate_authority import ensure_authority
@@ -165,6 +166,7 @@ def reconcile(
         foreign_key = ensure_authority(runtime.kube, cluster)[1]
     apply_desired(runtime.kube, desired, with_statefulset=foreign_key is None)
     remove_retired_worker_rbac(runtime.kube, cluster)
+    remove_absent(runtime.kube, cluster, desired)
     events = _change_events(reason, spec, desired, existing)
     if foreign_key is not None:
         events = [Event("Warning", foreign_key.reason, foreign_key.message)]

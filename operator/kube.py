@@ -32,6 +32,7 @@ class Kube:
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.rbac = client.RbacAuthorizationV1Api(api_client)
+        self.networking = client.NetworkingV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.version = client.VersionApi(api_client)
 
@@ -44,6 +45,7 @@ class Kube:
             "Role": self.rbac.patch_namespaced_role,
             "RoleBinding": self.rbac.patch_namespaced_role_binding,
             "StatefulSet": self.apps.patch_namespaced_stateful_set,
+            "NetworkPolicy": self.networking.patch_namespaced_network_policy,
         }
 
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -154,6 +156,37 @@ class Kube:
             if error.status in (403, 404):
                 # 403: RBAC that never allowed it (a chart without the rule) — the old
                 # object is then harmless leftovers, not a reason to fail a reconcile.
+                return False
+            raise
+        return True
+
+    def delete_if_owned(self, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
+        """Delete an object only if `owner_uid` is its controller; False if nothing went.
+
+        A same-named object someone else made is left alone.  The delete is conditional
+        on the uid read, so an object re-created in between is not taken either.
+        """
+        readers: dict[str, Callable[..., Any]] = {
+            "NetworkPolicy": self.networking.read_namespaced_network_policy,
+        }
+        deleters: dict[str, Callable[..., Any]] = {
+            "NetworkPolicy": self.networking.delete_namespaced_network_policy,
+        }
+        try:
+            found = _json(readers[kind](name, namespace, _preload_content=False))
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        metadata = found.get("metadata") or {}
+        owners = metadata.get("ownerReferences") or []
+        if not any(ref.get("uid") == owner_uid and ref.get("controller") for ref in owners):
+            return False
+        body: Any = {"preconditions": {"uid": metadata.get("uid")}}
+        try:
+            deleters[kind](name, namespace, body=body, _preload_content=False)
+        except ApiException as error:
+            if error.status in (404, 409):
                 return False
             raise
         return True

@@ -17,6 +17,7 @@ from w5xde.operator.resources.metadata import (
     TEMPLATE_WORKERS_ANNOTATION,
     ClusterRef,
 )
+from w5xde.operator.resources.network_policy import NetworkPolicyOptions, render_network_policy
 from w5xde.operator.resources.secret import render_secret
 from w5xde.operator.resources.service import render_service
 from w5xde.operator.resources.service_account import render_service_account
@@ -31,6 +32,8 @@ class OperatorContext:
     default_image: str
     server_version: tuple[int, int]
     allowed_unsafe_sysctls: tuple[str, ...] = ()
+    #: None: the operator renders no NetworkPolicy (and removes one it made earlier).
+    network_policy: NetworkPolicyOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class Desired:
     rolled: bool = False  # the pod template differs from the running one
     scaled_from: int | None = None  # the StatefulSet had another replica count
     replicas: int = 0
+    #: (kind, name) of objects the cluster must not own now: removed if it owns them.
+    absent: tuple[tuple[str, str], ...] = ()
 
 
 def image_for(spec: CompressionClusterSpec, context: OperatorContext) -> str:
@@ -110,6 +115,12 @@ def desired_state(
         render_service_account(cluster),
         render_service(cluster, spec),
     ]
+    absent: list[tuple[str, str]] = []
+    if context.network_policy is not None:
+        # Before the StatefulSet: no worker ever starts unprotected.
+        objects.append(render_network_policy(cluster, spec, context.network_policy))
+    else:
+        absent.append(("NetworkPolicy", cluster.network_policy))
     existing_annotations = _annotations(existing_statefulset)
     template_hash = pod_template_hash(cluster, spec, image=image, sysctls=plan)
     running_hash = existing_annotations.get(TEMPLATE_HASH_ANNOTATION)
@@ -146,6 +157,7 @@ def desired_state(
             else None
         ),
         replicas=replicas,
+        absent=tuple(absent),
     )
 
 

@@ -15,6 +15,8 @@ from w5xde.api.v1alpha1 import LogMode
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
+    from w5xde.operator.resources.network_policy import NetworkPolicyOptions
+
 logger = logging.getLogger("w5xde.operator")
 
 PEERING_GROUP = "kopf.dev"
@@ -33,6 +35,8 @@ class OperatorOptions:
     worker_image: str
     allowed_unsafe_sysctls: tuple[str, ...]
     report_concurrency: int = 64
+    #: None: no worker NetworkPolicies (`--no-network-policy`).
+    network_policy: NetworkPolicyOptions | None = None
 
 
 def configure_logging(mode: LogMode) -> None:
@@ -122,7 +126,13 @@ def run_operator(options: OperatorOptions) -> int:
         default_image=options.worker_image,
         server_version=server,
         allowed_unsafe_sysctls=options.allowed_unsafe_sysctls,
+        network_policy=options.network_policy,
     )
+    if options.network_policy is not None and not options.network_policy.operator_namespace:
+        logger.warning(
+            "worker NetworkPolicies admit no operator pod to the report port: the operator's"
+            " namespace is unknown (--operator-namespace or $W5XDE_OPERATOR_NAMESPACE)"
+        )
     runtime = Runtime(kube=kube, context=context)
 
     settings = kopf.OperatorSettings()

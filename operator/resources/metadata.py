@@ -65,6 +65,10 @@ class ClusterRef:
         return self.name
 
     @property
+    def network_policy(self) -> str:
+        return self.name
+
+    @property
     def cluster_id(self) -> str:
         return f"{self.namespace}/{self.name}"
 

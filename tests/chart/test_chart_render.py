@@ -25,6 +25,7 @@ from w5xde import cli
 from w5xde.api.v1alpha1 import CompressionClusterSpec
 from w5xde.operator import metrics as operator_metrics
 from w5xde.operator.resources.metadata import NODE_TUNED_LABEL, ClusterRef
+from w5xde.operator.resources.network_policy import render_network_policy
 from w5xde.operator.resources.service import render_service
 from w5xde.operator.resources.statefulset import render_statefulset
 from w5xde.operator.sysctl_policy import SysctlPlan
@@ -113,6 +114,7 @@ NAMESPACED_GRANTS = (
     | spelled("apps", ["statefulsets"], ALL_VERBS)
     | spelled("", ["services", "serviceaccounts"], ALL_VERBS)
     | spelled("", ["secrets"], ["get", "create"])
+    | spelled("networking.k8s.io", ["networkpolicies"], ["get", "create", "patch", "delete"])
     | spelled("rbac.authorization.k8s.io", ["roles", "rolebindings"], ["delete"])
     | spelled("", ["pods"], ["get", "list", "watch"])
     | spelled("", ["events"], ["create", "patch"])
@@ -167,6 +169,7 @@ def test_defaults_render_the_operator_and_nothing_optional() -> None:
             "Service",
             "Deployment",
             "Pod",  # the `helm test` hook
+            "NetworkPolicy",  # the operator's (networkPolicy.enabled, .operator)
             *["CustomResourceDefinition"] * 3,
         ]
     )
@@ -223,10 +226,14 @@ def test_operator_command_line_and_images_default_to_the_app_version() -> None:
         "--liveness=8081",
         "--metrics-port=8080",
         f"--peering={RELEASE}",
+        "--operator-pod-labels=app.kubernetes.io/component=operator,"
+        f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/name=w5xde",
     ]
     env = {item["name"]: item for item in container["env"]}
     assert env["W5XDE_WORKER_IMAGE"]["value"] == f"ghcr.io/w5xde/w5xde-worker:{APP_VERSION}"
     assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    field = env["W5XDE_OPERATOR_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert field == "metadata.namespace"
 
 
 def test_image_values_reach_the_pod() -> None:
@@ -495,6 +502,98 @@ def test_cli_port_defaults_match_the_chart() -> None:
     args = parser.parse_args(["operator"])
     assert args.metrics_port == values["metrics"]["port"] == 8080
     assert args.liveness == values["health"]["port"] == 8081
+
+
+# --- network policies -----------------------------------------------------------------
+
+
+def operator_options(objects: Iterable[Object], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The options the chart's operator runs with: its args through the real CLI, in its
+    namespace (what the downward API hands it)."""
+    from w5xde.operator import runner
+
+    deployment = one(objects, "Deployment")
+    container = operator_container(objects)
+    env = {item["name"]: item for item in container["env"]}
+    assert env["W5XDE_OPERATOR_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.namespace"
+    )
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    monkeypatch.setenv("W5XDE_OPERATOR_NAMESPACE", deployment["metadata"]["namespace"])
+    seen: list[Any] = []
+    monkeypatch.setattr(runner, "run_operator", lambda options: seen.append(options) or 0)
+    args = cli.build_parser().parse_args(container["args"])
+    assert args.handler(args) == 0
+    return seen[0]
+
+
+def test_worker_policies_admit_exactly_the_chart_operator_pods(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator's worker policy, with the options the chart gives it, selects the
+    chart's operator pods in their namespace, and no other pod there."""
+    objects = render("--set", "networkPolicy.monitoringNamespaces={monitoring,obs}")
+    options = operator_options(objects, monkeypatch)
+    assert options.network_policy is not None
+    assert options.network_policy.monitoring_namespaces == ("monitoring", "obs")
+    cluster = ClusterRef(name="demo", namespace="team-a", uid="0000-demo")
+    policy = render_network_policy(cluster, CompressionClusterSpec(), options.network_policy)
+    operator_peer, *monitoring = policy["spec"]["ingress"][1]["from"]
+    namespace = operator_peer["namespaceSelector"]["matchLabels"]
+    assert namespace == {"kubernetes.io/metadata.name": NAMESPACE}
+    template = one(objects, "Deployment")["spec"]["template"]
+    assert selects(operator_peer["podSelector"], template["metadata"]["labels"])
+    # Not the helm test pod, nor the node-tuning pods of the same release.
+    assert not selects(operator_peer["podSelector"], one(objects, "Pod")["metadata"]["labels"])
+    node_tuning = one(render("--set", "nodeTuning.enabled=true"), "DaemonSet")
+    assert not selects(
+        operator_peer["podSelector"], node_tuning["spec"]["template"]["metadata"]["labels"]
+    )
+    assert [peer["namespaceSelector"]["matchLabels"] for peer in monitoring] == [
+        {"kubernetes.io/metadata.name": "monitoring"},
+        {"kubernetes.io/metadata.name": "obs"},
+    ]
+
+
+def test_network_policies_switched_off_reach_the_operator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    objects = render("--set", "networkPolicy.enabled=false")
+    assert not of_kind(objects, "NetworkPolicy")
+    args = operator_container(objects)["args"]
+    assert "--no-network-policy" in args
+    assert not [arg for arg in args if arg.startswith(("--operator-pod", "--monitoring"))]
+    assert operator_options(objects, monkeypatch).network_policy is None
+    # The operator's own policy has a switch of its own.
+    kept = render("--set", "networkPolicy.operator=false")
+    assert not of_kind(kept, "NetworkPolicy")
+    assert "--no-network-policy" not in operator_container(kept)["args"]
+
+
+def test_operator_policy_admits_monitoring_and_the_helm_test_pod_to_metrics_only() -> None:
+    objects = render(
+        "--set", "networkPolicy.monitoringNamespaces={monitoring}", "--set", "metrics.port=9100"
+    )  # fmt: skip
+    policy = one(objects, "NetworkPolicy")
+    spec = policy["spec"]
+    template = one(objects, "Deployment")["spec"]["template"]
+    assert selects(spec["podSelector"], template["metadata"]["labels"])
+    assert spec["policyTypes"] == ["Ingress"]
+    (rule,) = spec["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 9100}]
+    assert rule["from"][0] == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    }
+    (test_peer,) = rule["from"][1:]
+    assert set(test_peer) == {"podSelector"}  # the release namespace only
+    assert selects(test_peer["podSelector"], one(objects, "Pod")["metadata"]["labels"])
+    assert not selects(test_peer["podSelector"], template["metadata"]["labels"])
+
+
+def test_operator_policy_without_peers_admits_nothing_rather_than_everyone() -> None:
+    spec = one(render("--set", "helmTest.enabled=false"), "NetworkPolicy")["spec"]
+    assert spec["ingress"] == []
+    assert spec["policyTypes"] == ["Ingress"]
 
 
 # --- node tuning ----------------------------------------------------------------------

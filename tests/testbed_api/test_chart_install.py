@@ -199,10 +199,27 @@ def check_reconciled_under_chart_rbac(
         ("serviceaccount", cluster.worker_account),
         ("service", cluster.service),
         ("statefulset", cluster.statefulset),
+        ("networkpolicy", cluster.network_policy),
     ):
         owned = get_json(testbed, kind, name, "-n", served_namespace)
+        assert owned, f"no {kind} {name} in {served_namespace}"
         owners = [owner["uid"] for owner in owned["metadata"].get("ownerReferences", [])]
         assert owners == [cluster.uid], (kind, name, owners)
+    # The workers' report port admits the operator's pods, in the namespace the downward
+    # API gave it (a Role in the served namespace was enough to apply the policy).
+    policy = get_json(testbed, "networkpolicy", cluster.network_policy, "-n", served_namespace)
+    operator_peer = policy["spec"]["ingress"][1]["from"][0]
+    assert operator_peer["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": namespace
+    }
+    for pod in pods:
+        labels = pod["metadata"]["labels"]
+        assert operator_peer["podSelector"]["matchLabels"].items() <= labels.items()
+    # And the chart's own policy guards the operator pods.
+    own = get_json(testbed, "networkpolicy", release, "-n", namespace)
+    assert (
+        own["spec"]["podSelector"]["matchLabels"].items() <= pods[0]["metadata"]["labels"].items()
+    )
     bindings = get_json(testbed, "rolebindings", "-n", served_namespace)["items"]
     assert not [
         binding["metadata"]["name"]

@@ -22,6 +22,7 @@ OWNED = [
     ("secret", "demo-key"),
     ("service", "demo"),
     ("statefulset", "demo"),
+    ("networkpolicy", "demo"),  # on by default
 ]
 
 

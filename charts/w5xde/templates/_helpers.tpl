@@ -55,6 +55,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end -}}
 
+{{/*
+The operator's selector labels as `k=v,...` (keys sorted), for --operator-pod-labels:
+the workers' NetworkPolicies admit these pods, in the release namespace, to the
+report port.
+*/}}
+{{- define "w5xde.selectorLabelsArg" -}}
+{{- $pairs := list -}}
+{{- range $key, $value := include "w5xde.selectorLabels" . | fromYaml -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
+
 {{/* Labels of the operator objects: the common ones plus the component. */}}
 {{- define "w5xde.operatorLabels" -}}
 {{ include "w5xde.labels" . }}
@@ -171,6 +184,11 @@ action of the operator (DESIGN.md, Operator); nothing is granted "just in case".
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# The workers' NetworkPolicy: server-side apply (patch; create for a new one),
+# read by name and deleted only when its cluster owns it and policies are off.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch", "delete"]
 # kopf posts handler progress and errors as events.
 - apiGroups: [""]
   resources: ["events"]
