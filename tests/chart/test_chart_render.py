@@ -114,6 +114,7 @@ NAMESPACED_GRANTS = (
     | spelled("apps", ["statefulsets"], ALL_VERBS)
     | spelled("", ["services", "serviceaccounts"], ALL_VERBS)
     | spelled("", ["secrets"], ["get", "create"])
+    | spelled("", ["configmaps"], ["get", "create", "patch"])
     | spelled("networking.k8s.io", ["networkpolicies"], ["get", "create", "patch", "delete"])
     | spelled("rbac.authorization.k8s.io", ["roles", "rolebindings"], ["delete"])
     | spelled("", ["pods"], ["get", "list", "watch"])
