@@ -381,7 +381,7 @@ class OutgoingStream(threading.Thread):
         except (BlockingIOError, ssl.SSLWantReadError):
             return
         if count == 0:
-            raise ProtocolError("peer closed the connection")
+            raise ConnectionResetError("the receiver closed the connection")
         filled = self._ack_filled + count
         position = 0
         highest = -1
