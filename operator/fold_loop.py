@@ -27,7 +27,7 @@ from w5xde.api.v1alpha1 import CompressionClusterSpec, Phase
 from w5xde.contract.certificates import Authority, CertificateRequestError, sign_request
 from w5xde.operator import metrics
 from w5xde.operator.apply import Runtime, apply_desired, desired_for
-from w5xde.operator.certificate_authority import read_authority
+from w5xde.operator.certificate_authority import ensure_authority, read_authority
 from w5xde.operator.key_secret import key_of, key_problem
 from w5xde.operator.ledger import Ledger
 from w5xde.operator.observation import Event, Observation, PodState, Problem, Reason
@@ -244,6 +244,8 @@ class FoldLoop:
                 runtime.kube.read_statefulset, cluster.namespace, cluster.statefulset
             )
             if existing is None:
+                if spec.security.tls:  # its pods mount the CA certificate this publishes
+                    await asyncio.to_thread(ensure_authority, runtime.kube, cluster)
                 statefulset = await asyncio.to_thread(
                     apply_desired, runtime.kube, desired_for(runtime, cluster, spec, None)
                 )
@@ -365,7 +367,8 @@ class FoldLoop:
 
     async def _read_key(self, cluster: ClusterRef, memory: ClusterMemory) -> None:
         """The cluster key, re-read every few minutes; never one the cluster does not own."""
-        if memory.key is not None and time.monotonic() - memory.key_read_at < KEY_CACHE_SECONDS:
+        cached = time.monotonic() - memory.key_read_at < KEY_CACHE_SECONDS
+        if memory.key is not None and memory.ca_problem is None and cached:
             return  # a problem is looked at again every fold, so fixing it shows at once
         secret = await asyncio.to_thread(
             self.runtime.kube.read_secret, cluster.namespace, cluster.key_secret

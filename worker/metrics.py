@@ -7,6 +7,7 @@ touches a Prometheus object.  `/report` is the operator's (HMAC-authenticated, s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -158,10 +159,8 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             overdue = [sock for sock, deadline in self._active.items() if deadline < now]
         for sock in overdue:
             self.refusals.refused("request deadline", f"not done in {REQUEST_DEADLINE_S:g} s")
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hangs up or stalls is counted, not printed as a traceback."""

@@ -71,7 +71,10 @@ def run_worker_process(*, config_file: str | None, report_interval: float) -> in
         )
         try:
             metrics = MetricsServer.for_worker(
-                worker, config.metrics_host or config.listen_host, config.metrics_port, report=endpoint
+                worker,
+                config.metrics_host or config.listen_host,
+                config.metrics_port,
+                report=endpoint,
             )
             metrics.start()
         except OSError as error:

@@ -8,7 +8,6 @@ restarted peer never loses a batch.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import select

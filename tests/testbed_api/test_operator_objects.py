@@ -20,6 +20,8 @@ pytestmark = pytest.mark.testbed
 OWNED = [
     ("serviceaccount", "demo-worker"),
     ("secret", "demo-key"),
+    ("secret", "demo-ca"),  # the cluster CA (TLS is on by default)
+    ("configmap", "demo-ca"),  # its certificate, for the workers
     ("service", "demo"),
     ("statefulset", "demo"),
     ("networkpolicy", "demo"),  # on by default
