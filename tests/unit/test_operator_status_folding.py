@@ -703,23 +703,26 @@ def test_completed_run_posts_its_event_and_closes_its_conditions() -> None:
 
 
 def test_workers_going_stale_in_a_cluster_already_degraded_get_their_own_event() -> None:
-    spec = CompressionClusterSpec.model_validate({"workers": 2, "statusIntervalSeconds": 10})
-    pods = _ready("d-0", "d-1")
+    spec = CompressionClusterSpec.model_validate({"workers": 3, "statusIntervalSeconds": 10})
+    pods = _ready("d-0", "d-1", "d-2")
     problem = Problem("UnsafeSysctls", "bad sysctl")
-    first = _fold(spec, _observe(pods, [_report("d-0"), _report("d-1")], problems=(problem,)))
+    first = _fold(
+        spec,
+        _observe(pods, [_report("d-0"), _report("d-1"), _report("d-2")], problems=(problem,)),
+    )
     assert [event.reason for event in first.events] == ["UnsafeSysctls"]
     stale = _fold(
         spec,
         _observe(pods, [_report("d-0")], problems=(problem,)),
         status=_apply(CompressionClusterStatus(), first.patch),
         ledger=first.ledger,
-        heard={**_heard("d-0"), **_heard("d-1", seconds_ago=40)},
+        heard={**_heard("d-0"), **_heard("d-1", "d-2", seconds_ago=40)},
     )
-    assert stale.events == (Event("Warning", "WorkersStale", "no recent report from: d-1"),)
+    assert stale.events == (Event("Warning", "WorkersStale", "no recent report from: d-1, d-2"),)
     assert _states(stale.patch)["Degraded"] == (
         "True",
         "UnsafeSysctls",
-        "bad sysctl; no report for 3 intervals from: d-1",
+        "bad sysctl; no report for 3 intervals from: d-1, d-2",
     )
 
 
