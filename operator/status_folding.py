@@ -88,7 +88,7 @@ def parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text)  # reads "Z" too (Python 3.11+)
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
@@ -173,7 +173,7 @@ def fold_status(
     phase = _phase(spec, observation, ready_workers, problems, completed)
     conditions = _conditions(spec, observation, ready_workers, problems, phase)
     merged = merge_conditions(status.conditions, conditions, isoformat(now))
-    newly_stale = stale if not any(p.reason == Reason.WORKERS_STALE for p in _was(status)) else []
+    newly_stale = [] if _was_stale(status) else stale
 
     patch: dict[str, Any] = {
         "phase": phase.value,
@@ -282,12 +282,12 @@ def interval_of(samples: SampleStats) -> Interval:
     )
 
 
-def _was(status: CompressionClusterStatus) -> list[Problem]:
-    """The stale problem as the last status recorded it (from its Degraded condition)."""
-    for item in status.conditions:
-        if item.type == ConditionType.DEGRADED and item.reason == Reason.WORKERS_STALE:
-            return [Problem(item.reason, item.message)]
-    return []
+def _was_stale(status: CompressionClusterStatus) -> bool:
+    """The last status was Degraded for stale workers."""
+    return any(
+        item.type == ConditionType.DEGRADED and item.reason == Reason.WORKERS_STALE
+        for item in status.conditions
+    )
 
 
 def _names(names: Sequence[str], shown: int = 10) -> str:
@@ -321,7 +321,8 @@ def notable_workers(
     failures: Sequence[Fetched],
     stale: Sequence[str],
 ) -> list[NotableWorker]:
-    """Failing, then stale, then the slowest workers; never more than the bound."""
+    """Failing, then stale, then the slowest workers; never more than the bound.
+    `failures` and `reports` are of `pods` only (`fold_status` drops the others)."""
     listed: list[NotableWorker] = []
     for failure in sorted(failures, key=lambda item: item.name):
         reason = (
@@ -331,11 +332,10 @@ def notable_workers(
         )
         if failure.name in stale:
             reason = NotableReason.STALE
-        pod = pods.get(failure.name)
         listed.append(
             NotableWorker(
                 name=failure.name,
-                node=pod.node if pod else "",
+                node=pods[failure.name].node,
                 reason=reason,
                 message=failure.message[:256],
             )

@@ -34,6 +34,8 @@ TARGETS: dict[str, list[str]] = {
         f"{RECEIVER}xǁIncomingRegistryǁclaim__mutmut_*",
     ],
     "operator/status_folding.py (the fold)": ["w5xde.operator.status_folding.*"],
+    "contract/figures.py (the fold's figures)": ["w5xde.contract.figures.*"],
+    "contract/statistics.py (the fold's run statistics)": ["w5xde.contract.statistics.*"],
 }
 
 #: mutmut's words for an outcome; everything but "killed" and "timeout" is a survivor
