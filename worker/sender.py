@@ -19,7 +19,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from w5xde.worker import protocol
+from w5xde.worker import links, protocol
 from w5xde.worker.config import WorkerConfig, split_host_port
 from w5xde.worker.counters import Counters
 from w5xde.worker.handshake import Identity, NotEnrolledError, client_handshake, expected_peer
@@ -119,6 +119,8 @@ class OutgoingStream(threading.Thread):
         self.peer = peer
         self.stream = stream
         self.counters = Counters()
+        #: ACK round trips of this stream (the per-link figures, `links.py`).
+        self.acks = links.AckClock(links.rate_window_seconds(config))
         self.connected = False
         self.buffer_sizes: BufferSizes | None = None
         #: Frames given to this stream by a stream that went away; re-framed and counted resent.
@@ -263,6 +265,7 @@ class OutgoingStream(threading.Thread):
         return sock
 
     def _stream(self, sock: socket.socket) -> None:
+        self.acks.forget()
         if self._window:
             self.counters.resent_batches += len(self._window)
             for frame in self._window:
@@ -356,6 +359,7 @@ class OutgoingStream(threading.Thread):
                 buffers = _drop_sent(buffers, sent)
         finally:
             self.counters.network_seconds += time.perf_counter() - started
+        self.acks.sent(self._next_sequence - 1, time.monotonic())
         self._pending = []
         self._pending_bytes = 0
 
@@ -401,6 +405,7 @@ class OutgoingStream(threading.Thread):
             )
         if highest >= 0:
             self._acknowledge(highest)
+            self.acks.acked(highest, time.monotonic())
 
     def _acknowledge(self, sequence: int) -> None:
         window = self._window
