@@ -54,6 +54,8 @@ DRAIN_TIMEOUT_S = 5.0
 TLS_SOCKET_TIMEOUT_S = 60.0
 PROTOCOL_ERROR_BACKOFF_S = 1.0
 _ACK_WAIT_S = 0.25
+#: A paced stream notices a drain or an abort within this long.
+_PACE_POLL_S = 0.05
 
 
 @dataclass(slots=True)
@@ -290,7 +292,7 @@ class OutgoingStream(threading.Thread):
                 delay = limiter.take(raw_length)
                 if delay > 0:
                     self._flush(sock)
-                    self._draining.wait(delay)
+                    self._pace(sock, poller, delay)
         self._flush(sock)
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while self._window and time.monotonic() < deadline and not self._aborted.is_set():
@@ -298,6 +300,17 @@ class OutgoingStream(threading.Thread):
         if self._aborted.is_set():
             raise StreamStopped
         sock.sendall(protocol.close_frame())
+
+    def _pace(self, sock: socket.socket, poller: select.poll, delay: float) -> None:
+        """Wait out a rate limit's delay, reading ACKs as they come (a paced stream rarely
+        fills a coalesced write, and its ACK round trips would otherwise be the pacing gap)."""
+        deadline = time.monotonic() + delay
+        while not self._draining.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if poller.poll(min(remaining, _PACE_POLL_S) * 1000):
+                self._read_acks(sock, poller, wait=False)
 
     def _produce(self) -> int:
         """Frame one batch (a handed-over one first) into the window and the send queue."""
@@ -374,6 +387,7 @@ class OutgoingStream(threading.Thread):
                 if self._aborted.is_set():
                     raise StreamStopped
                 return
+        space = len(self._ack_view) - self._ack_filled
         try:
             if tls:
                 # A TLS record is read whole (blocking, under the socket's timeout).
@@ -405,7 +419,8 @@ class OutgoingStream(threading.Thread):
             )
         if highest >= 0:
             self._acknowledge(highest)
-            self.acks.acked(highest, time.monotonic())
+            if count < space:  # the newest ACK there was: time it (an older one would lie)
+                self.acks.acked(highest, time.monotonic())
 
     def _acknowledge(self, sequence: int) -> None:
         window = self._window

@@ -197,7 +197,9 @@ def test_real_workers_time_every_link_and_link_bytes_add_up(mesh_of_three: list[
         assert sum(link.raw_bytes for link in report.links) == extras.sent_raw_bytes > 0
         assert sum(link.wire_bytes for link in report.links) == extras.sent_wire_bytes
         assert sum(link.batches for link in report.links) == extras.sent_batches
-    # And what the links delivered is what the receivers verified.
+    # And what the links delivered the receivers verified; the difference is at most the
+    # frames still unacknowledged (a peer stopped before its ACK was read).
     delivered = sum(link.raw_bytes for worker in group for link in worker.report().links)
     received = sum(worker.report().raw_bytes for worker in group)
-    assert delivered == received
+    unacked = sum(worker.extras().unacked_batches for worker in group)
+    assert delivered <= received <= delivered + unacked * 16384
