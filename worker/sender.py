@@ -419,7 +419,11 @@ class OutgoingStream(threading.Thread):
             )
         if highest >= 0:
             self._acknowledge(highest)
-            if count < space:  # the newest ACK there was: time it (an older one would lie)
+            # Time only the newest ACK there was (an older one would count its wait).
+            more = count >= space or (tls and bool(poller.poll(0)))
+            if tls and not more:
+                more = sock.pending() > 0  # type: ignore[attr-defined]
+            if not more:
                 self.acks.acked(highest, time.monotonic())
 
     def _acknowledge(self, sequence: int) -> None:
