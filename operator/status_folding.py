@@ -40,6 +40,7 @@ from w5xde.contract.figures import (
     minus_floored,
     run_averages,
 )
+from w5xde.contract.link_figures import link_rows, links_status
 from w5xde.contract.report import WorkerReport
 from w5xde.contract.statistics import SampleStats
 from w5xde.operator.conditions import condition, is_true, merge_conditions
@@ -132,11 +133,14 @@ def fold_status(
         started_at = isoformat(now)
     completed = _run_is_over(spec, started_at, now, reports, pods)
     figures = fold_reports(reports)
+    links = links_status(link_rows(reports, {name: pod.node for name, pod in pods.items()}))
     run = run.model_copy(
         update={
             "started_at": started_at,
             "workers": max(run.workers, len(reports)),
             "nodes": max(run.nodes, len({report.node for report in reports if report.node})),
+            "links": max(run.links, links.links),
+            "links_sharing_node": max(run.links_sharing_node, links.sharing_node),
         }
     )
     if started_at is not None and reports and not completed:
@@ -180,6 +184,7 @@ def fold_status(
         "ready": f"{ready_workers}/{spec.workers}",
         "readyWorkers": ready_workers,
         **_figures_patch(figures, completed),
+        **({} if completed else {"links": links.model_dump(mode="json", by_alias=True)}),
         "totals": ledger.totals.model_dump(mode="json", by_alias=True),
         "retiredTotals": ledger.retired.model_dump(mode="json", by_alias=True),
         "notableWorkers": [
@@ -261,6 +266,8 @@ def summarize_run(
         seconds=round(seconds, 1),
         workers=run.workers,
         nodes=run.nodes,
+        links=run.links,
+        links_sharing_node=run.links_sharing_node,
         throughput_bytes_per_second=figures.throughput_bytes_per_second,
         wire_bytes_per_second=figures.wire_bytes_per_second,
         batches_per_second=figures.batches_per_second,

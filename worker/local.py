@@ -36,7 +36,8 @@ from w5xde.api.v1alpha1 import (
 )
 from w5xde.contract import certificates
 from w5xde.contract.figures import compression_ratio, fold_reports, totals_of
-from w5xde.contract.report import ReportLine
+from w5xde.contract.link_figures import link_rows
+from w5xde.contract.report import LinkReport, ReportLine, WorkerReport
 
 EXIT_USAGE = 2
 MAX_LOCAL_WORKERS = 64
@@ -195,6 +196,8 @@ def worker_configs(plan: LocalPlan, cluster_id: str) -> list[dict[str, Any]]:
         {
             "name": f"local-{index}",
             "clusterId": cluster_id,
+            # Every local worker runs on this machine: every link shares its node.
+            "node": socket.gethostname(),
             "listenHost": "127.0.0.1",
             "metricsPort": 0,
             "peers": peers,
@@ -322,6 +325,23 @@ def summarize(plan: LocalPlan, children: list[Child], wall_seconds: float) -> di
             }
         )
     count = max(1, len(nodes))
+    elapsed_of = {node["name"]: node["elapsed_s"] or 1.0 for node in nodes}
+    links = [
+        {
+            "from": row.sender,
+            "to": row.receiver,
+            "raw_bytes": row.raw_bytes,
+            "raw_bytes_per_s": round(row.raw_bytes / elapsed_of.get(row.sender, 1.0), 1),
+            "wire_bytes_per_s": round(row.wire_bytes / elapsed_of.get(row.sender, 1.0), 1),
+            "batches_per_s": round(row.batches / elapsed_of.get(row.sender, 1.0), 1),
+            "lost_batches": row.lost_batches,
+            "resent_batches": row.resent_batches,
+            "rtt_p50_s": row.rtt_p50_seconds,
+            "rtt_p99_s": row.rtt_p99_seconds,
+            "shared_node": row.shared_node,
+        }
+        for row in link_rows([_with_last_rtt(child, line.report) for child, line in lines])
+    ]
     duration = max((node["elapsed_s"] for node in nodes), default=wall_seconds)
     totals = totals_of(line.report for _, line in lines)
     return {
@@ -341,7 +361,31 @@ def summarize(plan: LocalPlan, children: list[Child], wall_seconds: float) -> di
         "corrupt_batches": totals.corrupt_batches,
         "resent_batches": totals.resent_batches,
         "nodes": nodes,
+        "links": links,
     }
+
+
+def _with_last_rtt(child: Child, report: WorkerReport) -> WorkerReport:
+    """The final report, each link's RTT taken from the newest line that measured one
+    (the final line comes after the drain, when a link may have had no ACK to time)."""
+    measured: dict[str, LinkReport] = {}
+    for line in reversed(child.lines):
+        for link in line.report.links:
+            if link.rtt_samples > 0 and link.peer not in measured:
+                measured[link.peer] = link
+    links = [
+        link.model_copy(
+            update={
+                "rtt_p50_seconds": measured[link.peer].rtt_p50_seconds,
+                "rtt_p99_seconds": measured[link.peer].rtt_p99_seconds,
+                "rtt_samples": measured[link.peer].rtt_samples,
+            }
+        )
+        if link.rtt_samples == 0 and link.peer in measured
+        else link
+        for link in report.links
+    ]
+    return report.model_copy(update={"links": links})
 
 
 def _live_line(children: list[Child], started: float, out: TextIO) -> None:
@@ -380,6 +424,20 @@ def format_table(result: dict[str, Any]) -> str:
             f"{node['compression_seconds']:7.2f} {node['rss_bytes_max'] / 1e6:7.1f} "
             f"{node['lost_batches']:5d} {node['corrupt_batches']:5d} {node['resent_batches']:6d}"
         )
+    if result.get("links"):
+        lines += [
+            "",
+            f"  {'from':<10} {'to':<10} {'raw MB/s':>9} {'wire MB/s':>9} {'batches/s':>10} "
+            f"{'lost':>5} {'resent':>6} {'RTT p50 ms':>10} {'RTT p99 ms':>10} {'shared node':>11}",
+        ]
+        for link in result["links"]:
+            lines.append(
+                f"  {link['from']:<10} {link['to']:<10} {link['raw_bytes_per_s'] / 1e6:9.2f} "
+                f"{link['wire_bytes_per_s'] / 1e6:9.2f} {link['batches_per_s']:10.0f} "
+                f"{link['lost_batches']:5d} {link['resent_batches']:6d} "
+                f"{link['rtt_p50_s'] * 1e3:10.2f} {link['rtt_p99_s'] * 1e3:10.2f} "
+                f"{'yes' if link['shared_node'] else 'no':>11}"
+            )
     return "\n".join(lines)
 
 

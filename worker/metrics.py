@@ -17,10 +17,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 
 from w5xde.contract import auth, telemetry
 from w5xde.contract.endpoints import MAX_CERTIFICATE_BYTES
+from w5xde.worker.links import LinkFigures
 from w5xde.worker.refusals import RefusalLog
 from w5xde.worker.report_endpoint import ReportEndpoint, is_certificate_path, is_report_path
 from w5xde.worker.runtime import Worker, current_rss_bytes
@@ -104,6 +110,47 @@ class WorkerCollector:
             gauge = GaugeMetricFamily(name, text)
             gauge.add_metric([], value)
             yield gauge
+        yield from link_families(self._worker.link_figures())
+
+
+#: Per-link series carry the label `peer` (the receiving worker's name): at most one
+#: value per peer, and a worker has at most 128 peers (`peers x streamsPerPeer <= 128`).
+LINK_LABELS = ["peer"]
+
+
+def link_families(links: list[LinkFigures]) -> Iterator[Metric]:
+    """`w5xde_link_*`: each outgoing link's counters and its ACK round trip."""
+    counters: list[tuple[str, str, str]] = [
+        ("w5xde_link_sent_batches", "Batches acknowledged by the peer, per link", "batches"),
+        ("w5xde_link_sent_raw_bytes", "Raw bytes acknowledged by the peer, per link", "raw_bytes"),
+        ("w5xde_link_sent_wire_bytes", "Bytes written to the link's sockets", "wire_bytes"),
+        (
+            "w5xde_link_resent_batches",
+            "Batches sent again on the link after a reconnect",
+            "resent_batches",
+        ),
+    ]
+    for name, text, field in counters:
+        family = CounterMetricFamily(name, text, labels=LINK_LABELS)
+        for link in links:
+            family.add_metric([link.report.peer], getattr(link.report, field))
+        yield family
+    connected = GaugeMetricFamily(
+        "w5xde_link_streams_connected", "Connected streams of the link", labels=LINK_LABELS
+    )
+    rtt = SummaryMetricFamily(
+        "w5xde_link_ack_rtt_seconds",
+        "Send-to-acknowledgement round trip per link; quantiles over the rate window",
+        labels=LINK_LABELS,
+    )
+    for link in links:
+        report = link.report
+        connected.add_metric([report.peer], report.streams_connected)
+        for quantile, value in (("0.5", report.rtt_p50_seconds), ("0.99", report.rtt_p99_seconds)):
+            rtt.add_sample(rtt.name, {"peer": report.peer, "quantile": quantile}, value)
+        rtt.add_metric([report.peer], link.rtt_count, link.rtt_sum_seconds)
+    yield connected
+    yield rtt
 
 
 class BoundedHTTPServer(ThreadingHTTPServer):

@@ -128,11 +128,17 @@ class IncomingRegistry:
     counters: list[Counters] = field(default_factory=list)
     retired: Counters = field(default_factory=Counters)
     refusals: RefusalLog = field(default_factory=lambda: RefusalLog(log, "incoming connections"))
+    #: Sequence gaps by sender name (the `lostBatches` of each incoming link).
+    lost_by_sender: dict[str, int] = field(default_factory=dict)
 
     @property
     def rejected_connections(self) -> int:
         """Connections refused: failed handshakes, and those over the caps."""
         return self.refusals.total
+
+    def note_lost(self, sender: str, count: int) -> None:
+        with self.lock:
+            self.lost_by_sender[sender] = self.lost_by_sender.get(sender, 0) + count
 
     def claim(self, hello: protocol.Hello, sock: socket.socket, owner: object) -> SenderState:
         """Make this connection the one that delivers for the sender stream; older ones end."""
@@ -422,6 +428,7 @@ class IncomingConnection:
                         )
                     if sequence > state.expected:
                         counters.lost_batches += sequence - state.expected
+                        self._registry.note_lost(self.sender, sequence - state.expected)
                     began = perf()
                     try:
                         decompress(

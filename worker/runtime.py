@@ -22,6 +22,7 @@ from w5xde.contract.report import (
     WorkerExtras,
     WorkerReport,
 )
+from w5xde.worker import links
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.counters import Counters
 from w5xde.worker.handshake import Identity
@@ -39,7 +40,7 @@ log = logging.getLogger("w5xde.worker")
 #: networkSeconds / compressionSeconds are reported per this window (the seed's unit).
 SECONDS_WINDOW = 30.0
 #: Rates are over this window unless the config's reporting interval says otherwise.
-DEFAULT_RATE_WINDOW_S = 2.0
+DEFAULT_RATE_WINDOW_S = links.DEFAULT_RATE_WINDOW_S
 #: How often the sampler thread snapshots the counters for the rate window.
 SAMPLE_EVERY_S = 0.5
 _LISTEN_BACKLOG = 128
@@ -84,8 +85,10 @@ class Worker:
         self._started = time.monotonic()
         #: Tells the operator this run's counters start from zero (see WorkerReport).
         self._incarnation = os.urandom(6).hex()
-        window = config.reporting.interval_seconds if config.reporting else DEFAULT_RATE_WINDOW_S
+        window = links.rate_window_seconds(config)
         self._rates = RateWindow(window, Snapshot(self._started, Counters(), Counters()))
+        #: Per-link counters over the same window (each outgoing link's rates).
+        self._links = links.LinkBook(window, self._started)
         self._sampler: threading.Thread | None = None
         self._finished = threading.Event()
         self._broken_since: float | None = None
@@ -148,6 +151,9 @@ class Worker:
     def _sample_loop(self) -> None:
         while not self._finished.wait(SAMPLE_EVERY_S):
             self._rates.add(self._snapshot())
+            with self._lock:
+                streams = list(self._streams.values())
+            self._links.sample(time.monotonic(), streams)
             if self.tls is not None:
                 self.tls.refresh()
 
@@ -295,6 +301,14 @@ class Worker:
             ),
         )
 
+    def link_figures(self) -> list[links.LinkFigures]:
+        """Each outgoing link (one per peer) now, rates over the report's window."""
+        with self._lock:
+            streams = list(self._streams.values())
+            workers = self._workers
+        names = links.peer_names(self.config.name, self.config.peer_list(workers))
+        return self._links.figures(time.monotonic(), streams, names)
+
     def report(self) -> WorkerReport:
         """Cumulative counters now, rates over the last window; reading moves nothing."""
         now = self._snapshot()
@@ -338,7 +352,13 @@ class Worker:
             certificate=self._certificate_report(),
             protocol_errors=received.protocol_errors + sent.protocol_errors,
             refused_connections=self._registry.rejected_connections,
+            links=[link.report for link in self.link_figures()],
+            lost_from=links.lost_from(self._lost_by_sender()),
         )
+
+    def _lost_by_sender(self) -> dict[str, int]:
+        with self._registry.lock:
+            return dict(self._registry.lost_by_sender)
 
     def _certificate_report(self) -> CertificateReport | None:
         if self.tls is None:

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from w5xde.worker import protocol
+from w5xde.worker import links, protocol
 from w5xde.worker.config import WorkerConfig, split_host_port
 from w5xde.worker.counters import Counters
 from w5xde.worker.handshake import Identity, NotEnrolledError, client_handshake, expected_peer
@@ -53,6 +53,8 @@ DRAIN_TIMEOUT_S = 5.0
 TLS_SOCKET_TIMEOUT_S = 60.0
 PROTOCOL_ERROR_BACKOFF_S = 1.0
 _ACK_WAIT_S = 0.25
+#: A paced stream notices a drain or an abort within this long.
+_PACE_POLL_S = 0.05
 
 
 @dataclass(slots=True)
@@ -118,6 +120,8 @@ class OutgoingStream(threading.Thread):
         self.peer = peer
         self.stream = stream
         self.counters = Counters()
+        #: ACK round trips of this stream (the per-link figures, `links.py`).
+        self.acks = links.AckClock(links.rate_window_seconds(config))
         self.connected = False
         self.buffer_sizes: BufferSizes | None = None
         #: Frames given to this stream by a stream that went away; re-framed and counted resent.
@@ -262,6 +266,7 @@ class OutgoingStream(threading.Thread):
         return sock
 
     def _stream(self, sock: socket.socket) -> None:
+        self.acks.forget()
         if self._window:
             self.counters.resent_batches += len(self._window)
             for frame in self._window:
@@ -286,7 +291,7 @@ class OutgoingStream(threading.Thread):
                 delay = limiter.take(raw_length)
                 if delay > 0:
                     self._flush(sock)
-                    self._draining.wait(delay)
+                    self._pace(sock, poller, delay)
         self._flush(sock)
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while self._window and time.monotonic() < deadline and not self._aborted.is_set():
@@ -294,6 +299,17 @@ class OutgoingStream(threading.Thread):
         if self._aborted.is_set():
             raise StreamStopped
         sock.sendall(protocol.close_frame())
+
+    def _pace(self, sock: socket.socket, poller: select.poll, delay: float) -> None:
+        """Wait out a rate limit's delay, reading ACKs as they come (a paced stream rarely
+        fills a coalesced write, and its ACK round trips would otherwise be the pacing gap)."""
+        deadline = time.monotonic() + delay
+        while not self._draining.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if poller.poll(min(remaining, _PACE_POLL_S) * 1000):
+                self._read_acks(sock, poller, wait=False)
 
     def _produce(self) -> int:
         """Frame one batch (a handed-over one first) into the window and the send queue."""
@@ -355,6 +371,7 @@ class OutgoingStream(threading.Thread):
                 buffers = _drop_sent(buffers, sent)
         finally:
             self.counters.network_seconds += time.perf_counter() - started
+        self.acks.sent(self._next_sequence - 1, time.monotonic())
         self._pending = []
         self._pending_bytes = 0
 
@@ -369,6 +386,7 @@ class OutgoingStream(threading.Thread):
                 if self._aborted.is_set():
                     raise StreamStopped
                 return
+        space = len(self._ack_view) - self._ack_filled
         try:
             if tls:
                 # A TLS record is read whole (blocking, under the socket's timeout).
@@ -400,6 +418,12 @@ class OutgoingStream(threading.Thread):
             )
         if highest >= 0:
             self._acknowledge(highest)
+            # Time only the newest ACK there was (an older one would count its wait).
+            more = count >= space or (tls and bool(poller.poll(0)))
+            if tls and not more:
+                more = sock.pending() > 0  # type: ignore[attr-defined]
+            if not more:
+                self.acks.acked(highest, time.monotonic())
 
     def _acknowledge(self, sequence: int) -> None:
         window = self._window

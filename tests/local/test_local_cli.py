@@ -17,6 +17,7 @@ import pytest
 
 W5XDE = [sys.executable, "-m", "w5xde"]
 RESULT_KEYS = {
+    "links",
     "workers",
     "duration_s",
     "throughput_bytes_per_s",

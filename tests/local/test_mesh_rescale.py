@@ -174,8 +174,9 @@ def test_a_mesh_of_12_grows_to_16_and_back_without_losing_a_batch(
     finals = staying + leaving
     assert all(final["lost"] == 0 for final in finals)
     assert all(final["corrupt"] == 0 for final in finals)
-    # The streams that moved handed their unacknowledged batches over: resent, not lost.
-    assert sum(final["resent"] for final in staying) > 0
+    # No `resent > 0` here: paced streams read ACKs while they wait out the rate limit,
+    # so their windows hold only what is in flight and a move may find nothing to hand
+    # over. The hand-over (resent, not lost) is pinned by tests/unit/test_worker_delivery.py.
     # Everything a sender saw acknowledged was verified by a receiver (a batch verified
     # just before its stream moved may be verified twice: at least once, never a gap).
     received = sum(final["received"] for final in finals)

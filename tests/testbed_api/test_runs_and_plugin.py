@@ -150,3 +150,61 @@ def test_plugin_status_pulls_workers_and_fails_cleanly(
         f"kubectl w5xde: not allowed to read compressioncluster {namespace}/live"
     )
     assert len(denied.stderr.strip().splitlines()) == 1
+
+
+def test_status_shows_every_link_of_an_all_to_all_cluster_with_its_round_trip(
+    testbed: Any, namespace: str, operator: OperatorProcess
+) -> None:
+    workload = {**QUIET, "topology": "all-to-all"}
+    apply_cluster(
+        testbed,
+        namespace,
+        "mesh3",
+        {"workers": 3, "statusIntervalSeconds": 1, "workload": workload},
+    )
+    testbed.kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", "cc/mesh3")
+
+    def links_timed() -> dict[str, Any] | None:
+        status = _status(testbed, namespace, "mesh3")
+        links = status.get("links") or {}
+        timed = links.get("links") == 6 and (links.get("rttP99") or {}).get("minSeconds", 0) > 0
+        return status if timed else None
+
+    status = testbed.wait_for(
+        links_timed, 120, f"six timed links in status.links\n{operator.log()}"
+    )
+    pods = get_json(testbed, "-n", namespace, "pods", "-l", status["selector"])["items"]
+    node_of = {pod["metadata"]["name"]: pod["spec"]["nodeName"] for pod in pods}
+    assert len(node_of) == 3
+    shared = {(a, b) for a in node_of for b in node_of if a != b and node_of[a] == node_of[b]}
+    # Three pods on the bed's two nodes: at least two of them share one.
+    assert len(shared) >= 2
+    assert status["links"]["sharingNode"] == len(shared)
+    assert status["run"]["linksSharingNode"] == len(shared)
+    for item in status["links"]["notable"]:
+        assert item["sharedNode"] == ((item["sender"], item["receiver"]) in shared)
+
+    config = testbed.kubeconfig
+    summary = plugin(testbed, config, "-n", namespace, "status", "mesh3")
+    assert summary.returncode == 0, summary.stderr
+    assert f"6 links, {len(shared)} sharing a node" in summary.stdout
+
+    shown = plugin(testbed, config, "-n", namespace, "status", "mesh3", "--workers")
+    assert shown.returncode == 0, shown.stderr
+    # The per-link table comes after the per-worker table: one row per link, each with
+    # its ACK round trip and whether both ends share a node.
+    workers_part, links_part = shown.stdout.split("links (pulled now)")
+    assert "workers (pulled now)" in workers_part
+    rows = [
+        cells
+        for cells in (line.replace("│", " ").split() for line in links_part.splitlines())
+        if cells and cells[0].startswith("mesh3-")
+    ]
+    assert {(row[0], row[1]) for row in rows} == {
+        (a, b) for a in node_of for b in node_of if a != b
+    }, links_part
+    for row in rows:
+        p50, p99 = float(row[7].replace(",", "")), float(row[8].replace(",", ""))
+        assert 0 < p50 <= p99 < 5000, row
+        assert float(row[2]) > 0, row  # raw MB/s
+        assert row[9] == ("yes" if (row[0], row[1]) in shared else "no"), row

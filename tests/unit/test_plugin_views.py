@@ -75,3 +75,48 @@ def test_status_view_renders_every_part() -> None:
     text = console.file.getvalue()  # type: ignore[attr-defined]
     for needle in ("CompressionCluster demo", "d-1", "Stale", "run-2", "HTTP 503", "0/2"):
         assert needle in text, needle
+
+
+def test_status_view_shows_the_links_summary_notable_links_and_the_pulled_links() -> None:
+    from w5xde.contract.report import LinkReport, PeerLoss, WorkerReport
+
+    status = {
+        **STATUS,
+        "links": {
+            "links": 6, "sharingNode": 2,
+            "spread": {"minBytesPerSecond": 1e6, "p50BytesPerSecond": 2e6,
+                       "maxBytesPerSecond": 3e6},
+            "rttP99": {"minSeconds": 0.001, "p50Seconds": 0.002, "maxSeconds": 0.0125},
+            "notable": [{"sender": "d-0", "receiver": "d-1", "senderNode": "n1",
+                         "receiverNode": "n1", "sharedNode": True, "rttP99Seconds": 0.0125,
+                         "reason": "SharedNode"}],
+        },
+    }  # fmt: skip
+    reports: dict[str, WorkerReport | str] = {
+        "d-0": WorkerReport(
+            name="d-0", node="n1",
+            links=[LinkReport(peer="d-1", raw_bytes_per_second=5e6, rtt_p50_seconds=0.0031,
+                              rtt_p99_seconds=0.0042, rtt_samples=9)],
+        ),
+        "d-1": WorkerReport(
+            name="d-1", node="n2", lost_from=[PeerLoss(peer="d-0", lost_batches=7)]
+        ),
+        "d-2": "HTTP 503",
+    }  # fmt: skip
+    console = Console(file=io.StringIO(), width=200)
+    console.print(views.status_view("demo", status, reports))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "6 links, 2 sharing a node" in text
+    assert "max 12.50 ms" in text
+    notable = text.split("notable links")[1].split("workers (pulled now)")[0]
+    assert "SharedNode" in notable
+    assert "yes (n1)" in notable
+    # The per-link table comes after the per-worker table: d-0 -> d-1 with its RTT and
+    # the 7 batches d-1 found missing from d-0, on different nodes.
+    pulled = text.split("links (pulled now)")[1]
+    row = next(line for line in pulled.splitlines() if "d-0" in line)
+    cells = row.replace("│", " ").split()
+    assert cells[:2] == ["d-0", "d-1"]
+    assert cells[2] == "5.0"
+    assert cells[5] == "7"
+    assert cells[7:10] == ["3.10", "4.20", "no"]

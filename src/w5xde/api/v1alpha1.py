@@ -514,7 +514,7 @@ class Totals(ApiModel):
 
 
 class Spread(ApiModel):
-    """How throughput is spread across the workers that reported in the last interval."""
+    """How throughput is spread across the workers (or, in `status.links`, the links)."""
 
     min_bytes_per_second: float = 0
     p50_bytes_per_second: float = 0
@@ -542,6 +542,61 @@ class NotableWorker(ApiModel):
     throughput_bytes_per_second: float = 0
     reason: NotableReason
     message: str = Field("", max_length=256)
+
+
+class NotableLinkReason(StrEnum):
+    """Why a link is named in `status.links.notable`."""
+
+    LOSSY = "Lossy"
+    SLOWEST = "Slowest"
+    HIGHEST_RTT = "HighestRtt"
+    SHARED_NODE = "SharedNode"
+
+
+#: `status.links.notable` never holds more entries than this, whatever the link count.
+MAX_NOTABLE_LINKS = 10
+
+
+class NotableLink(ApiModel):
+    """One sender -> receiver link worth a look, with its figures of the last interval."""
+
+    sender: str
+    receiver: str
+    sender_node: str = ""
+    receiver_node: str = ""
+    #: Both ends run on one node: the link never leaves the machine (loopback speed).
+    shared_node: bool = False
+    raw_bytes_per_second: float = 0
+    wire_bytes_per_second: float = 0
+    batches_per_second: float = 0
+    lost_batches: int = 0
+    resent_batches: int = 0
+    rtt_p50_seconds: float = 0
+    rtt_p99_seconds: float = 0
+    reason: NotableLinkReason
+
+
+class SecondsSpread(ApiModel):
+    """How a time figure is spread across links."""
+
+    min_seconds: float = 0
+    p50_seconds: float = 0
+    max_seconds: float = 0
+
+
+class LinksStatus(ApiModel):
+    """The sender -> receiver links of the last fold, summarised: counts, spreads, and at
+    most `MAX_NOTABLE_LINKS` named links (the full table: `kubectl w5xde status --workers`)."""
+
+    #: Links in the workers' last reports (one per sender and receiving peer).
+    links: int = 0
+    #: Of those, links whose two ends run on one node.
+    sharing_node: int = 0
+    #: Raw bytes/s per link (acknowledged by the receiver).
+    spread: Spread = Field(default_factory=Spread)
+    #: Each link's ACK round-trip p99, spread across links.
+    rtt_p99: SecondsSpread = Field(default_factory=SecondsSpread)
+    notable: list[NotableLink] = Field(default_factory=list, max_length=MAX_NOTABLE_LINKS)
 
 
 class Interval(ApiModel):
@@ -576,6 +631,9 @@ class RunState(ApiModel):
     #: The most workers and nodes that reported in this run.
     workers: int = 0
     nodes: int = 0
+    #: The most links, and links sharing a node, reported in this run.
+    links: int = 0
+    links_sharing_node: int = 0
     #: `totals` when the run began: the run's own counters are `totals` minus these.
     start_totals: Totals = Field(default_factory=Totals)
     throughput_samples: SampleStats = Field(default_factory=SampleStats)
@@ -594,6 +652,10 @@ class RunSummary(ApiModel):
     seconds: float = 0
     workers: int = 0
     nodes: int = 0
+    #: Links in the run, and how many of them had both ends on one node (their
+    #: figures are loopback figures, not the network's).
+    links: int = 0
+    links_sharing_node: int = 0
     throughput_bytes_per_second: float = 0
     wire_bytes_per_second: float = 0
     batches_per_second: float = 0
@@ -644,6 +706,8 @@ class CompressionClusterStatus(ApiModel):
         default_factory=list, max_length=MAX_NOTABLE_WORKERS
     )
     reporting: ReportingStatus = Field(default_factory=ReportingStatus)
+    #: Per-link figures, bounded (counts, spreads, at most 10 notable links).
+    links: LinksStatus = Field(default_factory=LinksStatus)
     run: RunState = Field(default_factory=RunState)
     runs: list[RunSummary] = Field(default_factory=list, max_length=MAX_KEPT_RUNS)
     conditions: list[Condition] = Field(

@@ -36,6 +36,43 @@ class CertificateReport(ReportModel):
     request: str | None = Field(None, max_length=4096)
 
 
+#: A worker streams to at most this many peers (`peers x streamsPerPeer <= 128`), so its
+#: report lists at most this many links, and names at most this many senders that lost.
+MAX_LINKS_PER_WORKER = 128
+
+
+class LinkReport(ReportModel):
+    """One outgoing link of the reporting worker (to `peer`, over all its streams).
+
+    Counters are cumulative over this incarnation; rates are over the report's rate
+    window.  `rawBytes` and `batches` count what the peer acknowledged (delivered and
+    verified); `wireBytes` what was written to the link's sockets.  The ACK round trip
+    is from the sendmsg that finished a coalesced write to reading the cumulative ACK
+    that covers it (nearest-rank p50/p99 over the rate window; 0 with no sample).
+    """
+
+    peer: str
+    streams: int = Field(0, ge=0)
+    streams_connected: int = Field(0, ge=0)
+    raw_bytes_per_second: float = Field(0, ge=0)
+    wire_bytes_per_second: float = Field(0, ge=0)
+    batches_per_second: float = Field(0, ge=0)
+    batches: int = Field(0, ge=0)
+    raw_bytes: int = Field(0, ge=0)
+    wire_bytes: int = Field(0, ge=0)
+    resent_batches: int = Field(0, ge=0)
+    rtt_p50_seconds: float = Field(0, ge=0)
+    rtt_p99_seconds: float = Field(0, ge=0)
+    rtt_samples: int = Field(0, ge=0)
+
+
+class PeerLoss(ReportModel):
+    """Batches this worker's receivers found missing (sequence gaps) from one sender."""
+
+    peer: str
+    lost_batches: int = Field(0, ge=0)
+
+
 class WorkerReport(ReportModel):
     """One worker's figures at `generatedAt`.
 
@@ -75,6 +112,11 @@ class WorkerReport(ReportModel):
     #: Connections closed because the peer broke the protocol, and refused connections.
     protocol_errors: int = Field(0, ge=0)
     refused_connections: int = Field(0, ge=0)
+    #: Its outgoing links, one per peer (a newer worker's report; an older one has none).
+    links: list[LinkReport] = Field(default_factory=list, max_length=MAX_LINKS_PER_WORKER)
+    #: Senders whose batches went missing on the way here (only non-zero ones): the
+    #: `lostBatches` of the link sender -> this worker.
+    lost_from: list[PeerLoss] = Field(default_factory=list, max_length=MAX_LINKS_PER_WORKER)
 
 
 class WorkerExtras(ReportModel):

@@ -21,7 +21,11 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
     status = commands.add_parser("status", help="the cluster's figures, notable workers, runs")
     status.add_argument("name")
-    status.add_argument("--workers", action="store_true", help="pull every worker's report now")
+    status.add_argument(
+        "--workers",
+        action="store_true",
+        help="pull every worker's report now: the per-worker and per-link tables",
+    )
     status.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     status.add_argument("--interval", type=float, default=2.0, help="--watch refresh seconds")
     runs = commands.add_parser("runs", help="the kept runs with their confidence intervals")

@@ -15,13 +15,15 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
+from w5xde.contract.link_figures import LinkRow, link_rows
 from w5xde.contract.report import WorkerReport
 from w5xde.contract.statistics import SampleStats
 
 #: The columns of `results -o csv`, one row per run.
 CSV_COLUMNS = (
     "id", "outcome", "generation", "specDigest", "startedAt", "completedAt", "seconds",
-    "workers", "nodes", "throughputBytesPerSecond", "throughputMean", "throughputCi95",
+    "workers", "nodes", "links", "linksSharingNode", "throughputBytesPerSecond",
+    "throughputMean", "throughputCi95",
     "throughputMin", "throughputMax", "throughputSamples", "wireBytesPerSecond",
     "batchesPerSecond", "compressionRatio", "batches", "rawBytes", "wireBytes",
     "lostBatches", "corruptBatches", "resentBatches",
@@ -41,6 +43,8 @@ def run_rows(status: Mapping[str, Any]) -> list[dict[str, Any]]:
         rows.append(
             {
                 **{key: run.get(key, "") for key in CSV_COLUMNS[:9]},
+                "links": run.get("links", 0),
+                "linksSharingNode": run.get("linksSharingNode", 0),
                 "throughputBytesPerSecond": run.get("throughputBytesPerSecond", 0),
                 "throughputMean": throughput.get("mean", 0),
                 "throughputCi95": throughput.get("ci95", 0),
@@ -101,6 +105,7 @@ def summary_table(name: str, status: Mapping[str, Any]) -> Table:
                    f"resent {totals.get('resentBatches', 0)}"),
         ("run", f"{run.get('id', '-')} since {run.get('startedAt') or '-'}: "
                 f"{mb(samples.mean)} ± {mb(samples.ci95)} MB/s over {samples.count} intervals"),
+        ("links", links_line(status.get("links") or {})),
         ("reporting", f"{reporting.get('workersReporting', 0)} reporting, "
                       f"{reporting.get('workersFailing', 0)} failing, folded "
                       f"{reporting.get('foldedAt') or '-'}"),
@@ -125,10 +130,81 @@ def notable_table(status: Mapping[str, Any]) -> Table:
     return table
 
 
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:,.2f}"
+
+
+def links_line(links: Mapping[str, Any]) -> str:
+    """The links summary of the status: counts, MB/s and RTT p99 spreads."""
+    spread = links.get("spread") or {}
+    rtt = links.get("rttP99") or {}
+    shared = links.get("sharingNode", 0)
+    flag = f", {shared} sharing a node (loopback, not the network)" if shared else ""
+    return (
+        f"{links.get('links', 0)} links{flag}; per link min "
+        f"{mb(spread.get('minBytesPerSecond', 0))} p50 {mb(spread.get('p50BytesPerSecond', 0))} "
+        f"max {mb(spread.get('maxBytesPerSecond', 0))} MB/s; RTT p99 min "
+        f"{ms(rtt.get('minSeconds', 0))} p50 {ms(rtt.get('p50Seconds', 0))} max "
+        f"{ms(rtt.get('maxSeconds', 0))} ms"
+    )
+
+
+LINK_COLUMNS = ("from", "to", "raw MB/s", "wire MB/s", "batches/s", "lost", "resent",
+                "RTT p50 ms", "RTT p99 ms", "shared node")  # fmt: skip
+
+
+def _link_cells(
+    sender: str, receiver: str, figures: Mapping[str, Any], shared: bool, node: str
+) -> list[str]:
+    return [
+        sender, receiver, mb(figures["raw"]), mb(figures["wire"]), f"{figures['batches']:,.0f}",
+        str(figures["lost"]), str(figures["resent"]), ms(figures["p50"]), ms(figures["p99"]),
+        f"yes ({node})" if shared else "no",
+    ]  # fmt: skip
+
+
+def notable_links_table(status: Mapping[str, Any]) -> Table:
+    """The links the status names (at most 10), with why."""
+    table = Table(title="notable links")
+    for column in (*LINK_COLUMNS, "reason"):
+        table.add_column(column, justify="right", no_wrap=column in ("from", "to"))
+    for item in (status.get("links") or {}).get("notable") or []:
+        figures = {
+            "raw": item.get("rawBytesPerSecond", 0), "wire": item.get("wireBytesPerSecond", 0),
+            "batches": item.get("batchesPerSecond", 0), "lost": item.get("lostBatches", 0),
+            "resent": item.get("resentBatches", 0), "p50": item.get("rttP50Seconds", 0),
+            "p99": item.get("rttP99Seconds", 0),
+        }  # fmt: skip
+        cells = _link_cells(
+            item.get("sender", ""), item.get("receiver", ""), figures,
+            bool(item.get("sharedNode")), item.get("senderNode", ""),
+        )  # fmt: skip
+        table.add_row(*cells, item.get("reason", ""))
+    return table
+
+
+def links_table(rows: list[LinkRow]) -> Table:
+    """Every sender -> receiver link of the pulled reports."""
+    table = Table(title="links (pulled now)")
+    for column in LINK_COLUMNS:
+        table.add_column(column, justify="right", no_wrap=column in ("from", "to"))
+    for row in rows:
+        figures = {
+            "raw": row.raw_bytes_per_second, "wire": row.wire_bytes_per_second,
+            "batches": row.batches_per_second, "lost": row.lost_batches,
+            "resent": row.resent_batches, "p50": row.rtt_p50_seconds, "p99": row.rtt_p99_seconds,
+        }  # fmt: skip
+        table.add_row(
+            *_link_cells(row.sender, row.receiver, figures, row.shared_node, row.sender_node)
+        )
+    return table
+
+
 def runs_table(status: Mapping[str, Any]) -> Table:
     table = Table(title="runs (newest last)")
     for column in ("run", "outcome", "gen", "spec", "seconds", "MB/s", "mean ± 95 % CI",
-                   "batches/s", "ratio", "lost", "workers", "nodes"):  # fmt: skip
+                   "batches/s", "ratio", "lost", "workers", "nodes", "links",
+                   "shared"):  # fmt: skip
         table.add_column(column, justify="right", no_wrap=column in ("run", "outcome", "spec"))
     for row in run_rows(status):
         table.add_row(
@@ -137,6 +213,7 @@ def runs_table(status: Mapping[str, Any]) -> Table:
             f"{mb(row['throughputMean'])} ± {mb(row['throughputCi95'])}",
             f"{row['batchesPerSecond']:,.1f}", f"{row['compressionRatio']}",
             str(row["lostBatches"]), str(row["workers"]), str(row["nodes"]),
+            str(row["links"]), str(row["linksSharingNode"]),
         )  # fmt: skip
     return table
 
@@ -165,8 +242,12 @@ def status_view(
     parts: list[Any] = [summary_table(name, status)]
     if status.get("notableWorkers"):
         parts.append(notable_table(status))
+    if (status.get("links") or {}).get("notable"):
+        parts.append(notable_links_table(status))
     if reports is not None:
         parts.append(workers_table(reports))
+        pulled = [report for report in reports.values() if isinstance(report, WorkerReport)]
+        parts.append(links_table(link_rows(pulled)))
     if status.get("runs"):
         parts.append(runs_table(status))
     return Group(*parts)
