@@ -177,7 +177,7 @@ def fold_status(
     phase = _phase(spec, observation, ready_workers, problems, completed)
     conditions = _conditions(spec, observation, ready_workers, problems, phase)
     merged = merge_conditions(status.conditions, conditions, isoformat(now))
-    newly_stale = [] if _was_stale(status) else stale
+    newly_stale = _newly_stale(status, stale, last_heard, interval)
 
     patch: dict[str, Any] = {
         "phase": phase.value,
@@ -289,12 +289,20 @@ def interval_of(samples: SampleStats) -> Interval:
     )
 
 
-def _was_stale(status: CompressionClusterStatus) -> bool:
-    """The last status was Degraded for stale workers."""
-    return any(
-        item.type == ConditionType.DEGRADED and item.reason == Reason.WORKERS_STALE
-        for item in status.conditions
-    )
+def _newly_stale(
+    status: CompressionClusterStatus,
+    stale: Sequence[str],
+    last_heard: Mapping[str, float],
+    interval_seconds: float,
+) -> list[str]:
+    """The stale workers that were not stale yet at the previous fold (its `foldedAt`),
+    so each goes stale in one Event, whatever else made the cluster Degraded."""
+    previous = parse_time(status.reporting.folded_at)
+    if previous is None:
+        return list(stale)
+    return [
+        name for name in stale if not is_stale(last_heard.get(name), previous, interval_seconds)
+    ]
 
 
 def _names(names: Sequence[str], shown: int = 10) -> str:

@@ -98,6 +98,12 @@ def _fold(
     )
 
 
+def _folded_ago(patch: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The patch as if its fold had happened `seconds` before NOW."""
+    moment = (NOW - timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+    return {**patch, "reporting": {**patch["reporting"], "foldedAt": moment}}
+
+
 def _conditions(patch: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {item["type"]: item for item in patch["conditions"]}
 
@@ -714,7 +720,7 @@ def test_workers_going_stale_in_a_cluster_already_degraded_get_their_own_event()
     stale = _fold(
         spec,
         _observe(pods, [_report("d-0")], problems=(problem,)),
-        status=_apply(CompressionClusterStatus(), first.patch),
+        status=_apply(CompressionClusterStatus(), _folded_ago(first.patch, 20)),
         ledger=first.ledger,
         heard={**_heard("d-0"), **_heard("d-1", "d-2", seconds_ago=40)},
     )
@@ -724,6 +730,16 @@ def test_workers_going_stale_in_a_cluster_already_degraded_get_their_own_event()
         "UnsafeSysctls",
         "bad sysctl; no report for 3 intervals from: d-1, d-2",
     )
+    # ... and only that one, however many folds they stay stale.
+    still = _fold(
+        spec,
+        _observe(pods, [_report("d-0")], problems=(problem,)),
+        status=_apply(_apply(CompressionClusterStatus(), first.patch), _folded_ago(stale.patch, 5)),
+        ledger=stale.ledger,
+        heard={**_heard("d-0"), **_heard("d-1", "d-2", seconds_ago=40)},
+    )
+    assert still.stale_workers == ("d-1", "d-2")
+    assert still.events == ()
 
 
 def test_the_stale_event_is_posted_once_while_the_workers_stay_stale() -> None:
@@ -845,6 +861,8 @@ def test_a_fresh_cluster_starts_run_1_with_its_first_samples() -> None:
         "completedAt": None,
         "workers": 3,
         "nodes": 2,  # d-2 names no node
+        "links": 0,
+        "linksSharingNode": 0,
         "startTotals": zero,
         "throughputSamples": {"count": 1, "mean": 60e6, "m2": 0.0, "min": 60e6, "max": 60e6},
         "batchesPerSecondSamples": {"count": 1, "mean": 7.5, "m2": 0.0, "min": 7.5, "max": 7.5},
@@ -913,6 +931,8 @@ def test_a_spec_change_closes_the_run_with_its_own_figures_in_full() -> None:
         "seconds": 100.3,  # 100.26 s
         "workers": 3,
         "nodes": 2,
+        "links": 0,
+        "linksSharingNode": 0,
         "throughputBytesPerSecond": 1e6,  # 100,260,000 bytes in 100.26 s
         "wireBytesPerSecond": 5e5,
         "batchesPerSecond": 100.0,
@@ -989,6 +1009,8 @@ def test_a_completed_run_summary_and_patch_in_full() -> None:
         "seconds": 60.0,
         "workers": 1,
         "nodes": 1,
+        "links": 0,
+        "linksSharingNode": 0,
         "throughputBytesPerSecond": 5e6,
         "wireBytesPerSecond": 1_666_666.7,
         "batchesPerSecond": 50.0,
