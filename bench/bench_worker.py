@@ -189,6 +189,7 @@ def w5xde_pair(
     workers: int = 2,
     threads: int = 1,
     baseline_src: str | None = None,
+    tls: bool = True,
 ) -> Row:
     """`w5xde local` with the given knobs; its --json output becomes one row.
 
@@ -209,6 +210,8 @@ def w5xde_pair(
         "--source", "synthetic:mixed",
         "--json",
     ]  # fmt: skip
+    if not tls:  # (a baseline from before TLS has no such option, and no TLS)
+        command.append("--no-tls")
     result = subprocess.run(
         command,
         stdout=subprocess.PIPE,
@@ -223,6 +226,7 @@ def w5xde_pair(
         name=f"w5xde x{workers} L{level} {_size(batch_bytes)} {log_mode} "
         f"buf={_size(socket_buffer)}"
         + (f" threads={threads}" if threads != 1 else "")
+        + ("" if tls else " tls=off")
         + (" [baseline]" if baseline_src is not None else ""),
         kind="w5xde" if baseline_src is None else "w5xde-baseline",
         batch_bytes=batch_bytes,
@@ -239,7 +243,12 @@ def w5xde_pair(
         lost=data["lost_batches"],
         corrupt=data["corrupt_batches"],
         resent=data["resent_batches"],
-        extra={"duration_s": data["duration_s"], "workers": workers, "threads": threads},
+        extra={
+            "duration_s": data["duration_s"],
+            "workers": workers,
+            "threads": threads,
+            "tls": tls,
+        },
     )
 
 
@@ -369,10 +378,13 @@ def main() -> int:
             print(format_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
 
     # The headline comparison alternates its two sides so background load hits both alike.
-    pipelines, pairs, old_pairs = [], [], []
+    pipelines, pairs, old_pairs, plain_pairs = [], [], [], []
     for _ in range(max(1, args.repeat)):
         pipelines.append(zstd_nc_pipeline(pool, args.duration, level=1))
         pairs.append(w5xde_pair(seconds=args.duration, batch_bytes=64 * 1024, level=1))
+        plain_pairs.append(
+            w5xde_pair(seconds=args.duration, batch_bytes=64 * 1024, level=1, tls=False)
+        )
         if baseline_src is not None:
             old_pairs.append(
                 w5xde_pair(
@@ -385,6 +397,17 @@ def main() -> int:
     add(median_row(pipelines))
     new_pair = median_row(pairs)
     add(new_pair)
+    plain_pair = median_row(plain_pairs)
+    add(plain_pair)
+    tls_cost = {
+        "tls_on_raw_mb_s": round(new_pair.raw_mb_s, 1),
+        "tls_off_raw_mb_s": round(plain_pair.raw_mb_s, 1),
+        "tls_on_over_off": round(new_pair.raw_mb_s / plain_pair.raw_mb_s, 3),
+        "runs_tls_on": new_pair.extra["runs_raw_mb_s"],
+        "runs_tls_off": plain_pair.extra["runs_raw_mb_s"],
+        "target": 0.9,
+    }
+    tls_cost["met"] = tls_cost["tls_on_over_off"] >= tls_cost["target"]
     old_pair = median_row(old_pairs) if old_pairs else None
     add(old_pair)
     for batch in (SEED_BATCH, 64 * 1024, MIB):
@@ -405,6 +428,7 @@ def main() -> int:
     print(format_table(rows))
     print()
     print(json.dumps(checked, indent=2))
+    print(json.dumps({"tls": tls_cost}, indent=2))
     comparison = None
     if old_pair is not None:
         comparison = {
@@ -427,6 +451,7 @@ def main() -> int:
         "duration_per_run_s": args.duration,
         "rows": [asdict(row) for row in rows],
         "targets": checked,
+        "tls": tls_cost,
     }
     if comparison is not None:
         result["baseline"] = comparison

@@ -32,6 +32,7 @@ from w5xde.worker.protocol import (
     Welcome,
 )
 from w5xde.worker.tls import TlsIdentity, peer_name
+from w5xde.worker.tls_channel import TlsChannel
 
 HANDSHAKE_TIMEOUT_S = 5.0
 
@@ -87,10 +88,12 @@ def _secure(sock: socket.socket, me: Identity, *, server: bool, deadline: float)
     if contexts is None:
         raise NotEnrolledError("no certificate yet: waiting for the operator to sign this worker's")
     context = contexts.server if server else contexts.client
-    secured = context.wrap_socket(sock, server_side=server, do_handshake_on_connect=False)
+    secured = TlsChannel(sock, context, server_side=server)
     try:
-        _time_left(secured, deadline)
-        secured.do_handshake()
+        secured.handshake(deadline)
+    except ConnectionResetError as error:
+        secured.close()
+        raise ProtocolError(f"TLS handshake failed: {error}") from None
     except ssl.SSLError as error:
         secured.close()
         raise ProtocolError(f"TLS handshake failed: {error.reason or error}") from None
@@ -120,7 +123,7 @@ def client_handshake(
     deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
     try:
         sock = _secure(sock, me, server=False, deadline=deadline)
-        if isinstance(sock, ssl.SSLSocket) and peer is not None and peer_name(sock) != peer:
+        if isinstance(sock, TlsChannel) and peer is not None and peer_name(sock) != peer:
             raise ProtocolError(f"peer's certificate names {peer_name(sock)!r}, not {peer!r}")
         _time_left(sock, deadline)
         sock.sendall(hello)
@@ -137,7 +140,7 @@ def client_handshake(
             protocol.proof(me.key, SERVER_ROLE, hello, welcome_bytes), server_proof
         )
     except BaseException as error:
-        if isinstance(sock, ssl.SSLSocket):  # the caller holds only the plain socket
+        if isinstance(sock, TlsChannel):  # the caller holds only the plain socket
             sock.close()
         if isinstance(error, TimeoutError):
             raise ProtocolError(f"handshake not done within {HANDSHAKE_TIMEOUT_S:g} s") from None
@@ -168,7 +171,7 @@ def server_handshake(
         deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
     try:
         sock = _secure(sock, me, server=True, deadline=deadline)
-        certified = peer_name(sock) if isinstance(sock, ssl.SSLSocket) else None
+        certified = peer_name(sock) if isinstance(sock, TlsChannel) else None
         # Fixed part, then each length-prefixed name: at most 2 x 255 bytes beyond it.
         hello_bytes = recv_exact(sock, protocol.HELLO_FIXED_BYTES + 1, deadline)
         if hello_bytes[:4] != protocol.MAGIC:
@@ -199,7 +202,7 @@ def server_handshake(
         sock.sendall(protocol.proof(me.key, SERVER_ROLE, hello_bytes, welcome_bytes))
         return Accepted(sock, hello)
     except BaseException as error:
-        if isinstance(sock, ssl.SSLSocket):  # the caller holds only the plain socket
+        if isinstance(sock, TlsChannel):  # the caller holds only the plain socket
             sock.close()
         if isinstance(error, TimeoutError):
             raise ProtocolError(f"handshake not done within {HANDSHAKE_TIMEOUT_S:g} s") from None

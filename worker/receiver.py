@@ -49,6 +49,7 @@ from w5xde.worker.protocol import (
 )
 from w5xde.worker.refusals import RefusalLog
 from w5xde.worker.sockets import interrupt, rearm_quickack
+from w5xde.worker.tls_channel import TlsChannel
 
 log = logging.getLogger("w5xde.receiver")
 
@@ -244,7 +245,7 @@ class IncomingConnection:
             self.closed = True
             return False
         self.sock = accepted.sock
-        self._tls = isinstance(self.sock, ssl.SSLSocket)
+        self._tls = isinstance(self.sock, TlsChannel)
         hello = accepted.hello
         with self._registry.lock:
             self._registry.counters.append(self.counters)
@@ -321,7 +322,8 @@ class IncomingConnection:
     @property
     def readable_now(self) -> bool:
         """TLS bytes already decrypted and buffered, which select() cannot see."""
-        return self._tls and not self.closed and self.sock.pending() > 0  # type: ignore[attr-defined]
+        sock = self.sock
+        return isinstance(sock, TlsChannel) and not self.closed and sock.pending() > 0
 
     def _read(self) -> bool:
         """Up to READS_PER_WAKE receives; False at the end of the stream or a CLOSE frame."""

@@ -27,6 +27,7 @@ from w5xde.worker.producer import CompressionPool, make_producer
 from w5xde.worker.protocol import HEADER, HEADER_BYTES, CodecId, FrameType, ProtocolError
 from w5xde.worker.sockets import BufferSizes, interrupt, tune
 from w5xde.worker.sources import BatchSource
+from w5xde.worker.tls_channel import TlsChannel
 
 log = logging.getLogger("w5xde.sender")
 
@@ -261,7 +262,7 @@ class OutgoingStream(threading.Thread):
         except BaseException:
             sock.close()
             raise
-        if isinstance(sock, ssl.SSLSocket):
+        if isinstance(sock, TlsChannel):
             sock.settimeout(TLS_SOCKET_TIMEOUT_S)
         return sock
 
@@ -358,7 +359,7 @@ class OutgoingStream(threading.Thread):
         remaining = self._pending_bytes
         started = time.perf_counter()
         try:
-            if isinstance(sock, ssl.SSLSocket):  # TLS has no sendmsg: one record stream
+            if isinstance(sock, TlsChannel):  # TLS has no sendmsg: one record stream
                 sock.sendall(b"".join(buffers))
                 self.counters.wire_bytes += remaining
                 remaining = 0
@@ -376,8 +377,8 @@ class OutgoingStream(threading.Thread):
         self._pending_bytes = 0
 
     def _read_acks(self, sock: socket.socket, poller: select.poll, *, wait: bool) -> None:
-        tls = isinstance(sock, ssl.SSLSocket)
-        buffered = tls and sock.pending() > 0  # type: ignore[attr-defined]
+        tls = isinstance(sock, TlsChannel)
+        buffered = isinstance(sock, TlsChannel) and sock.pending() > 0
         if wait and not buffered:
             started = time.perf_counter()
             ready = poller.poll(_ACK_WAIT_S * 1000)
@@ -420,8 +421,8 @@ class OutgoingStream(threading.Thread):
             self._acknowledge(highest)
             # Time only the newest ACK there was (an older one would count its wait).
             more = count >= space or (tls and bool(poller.poll(0)))
-            if tls and not more:
-                more = sock.pending() > 0  # type: ignore[attr-defined]
+            if isinstance(sock, TlsChannel) and not more:
+                more = sock.pending() > 0
             if not more:
                 self.acks.acked(highest, time.monotonic())
 

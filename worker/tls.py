@@ -83,7 +83,7 @@ def _scratch_directory() -> str | None:
     return directory if directory and os.path.isdir(directory) else None
 
 
-def peer_name(sock: ssl.SSLSocket) -> str:
+def peer_name(sock: Any) -> str:
     """The verified peer's worker name: its one DNS name, else its common name."""
     certificate = sock.getpeercert()
     if not certificate:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from w5xde.worker.handshake import Accepted, Identity, client_handshake, server_
 from w5xde.worker.protocol import ProtocolError
 from w5xde.worker.report_endpoint import ReportEndpoint
 from w5xde.worker.tls import CertificateRejectedError, TlsIdentity
+from w5xde.worker.tls_channel import TlsChannel
 
 KEY = b"k" * 32
 CLUSTER = "unit/tls"
@@ -206,8 +206,8 @@ def test_the_receiver_takes_the_sender_s_name_from_its_certificate(
     secured = client_handshake(client, sender, stream=0, session=7, resume_from=0, peer="w-1")
     accepted = outcome()
     assert isinstance(accepted, Accepted)
-    assert isinstance(accepted.sock, ssl.SSLSocket)
-    assert isinstance(secured, ssl.SSLSocket)
+    assert isinstance(accepted.sock, TlsChannel)
+    assert isinstance(secured, TlsChannel)
     assert accepted.sock.version() == "TLSv1.3"
     assert accepted.hello.sender == "w-0"
     secured.sendall(b"over tls")

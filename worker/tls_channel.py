@@ -1,0 +1,155 @@
+"""TLS over a plain socket through memory BIOs, so TLS costs no extra system calls.
+
+`ssl.SSLSocket` lets OpenSSL do the socket I/O, one record (16 KiB) at a time: a
+receive is two `recv` calls per record (header, then body) and a 256 KiB coalesced
+send is sixteen `send` calls, each waking the receiver.  Here the stream code's own
+large reads and writes move ciphertext, and OpenSSL only encrypts and decrypts in
+memory: one `recv` for up to `RECEIVE_BYTES` of records, one `send` per flush.
+
+`TlsChannel` is a `socket.socket` (it takes over the descriptor, as `SSLSocket`
+does), so selectors, `setsockopt` and `shutdown` work on it unchanged; `recv_into`,
+`send` and `sendall` carry plaintext.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import time
+from typing import Any, cast
+
+#: Ciphertext read from the kernel per system call.
+RECEIVE_BYTES = 256 * 1024
+
+
+class TlsChannel(socket.socket):
+    """One TLS connection; blocking or not, like the socket it was made from."""
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext, *, server_side: bool):
+        timeout = sock.gettimeout()
+        super().__init__(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        self.settimeout(timeout)
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side)
+        #: Ciphertext of data `send` accepted that the kernel has not taken yet.
+        self._unsent = b""
+        #: The kernel had nothing more and what is buffered is not a whole record.
+        self._starved = False
+        self._ciphertext = bytearray(RECEIVE_BYTES)
+        self._ciphertext_view = memoryview(self._ciphertext)
+
+    # --- the handshake (blocking, under a deadline) ------------------------------------
+
+    def handshake(self, deadline: float) -> None:
+        while True:
+            try:
+                self._tls.do_handshake()
+            except ssl.SSLWantReadError:
+                self._flush_blocking(deadline)
+                self._fill_blocking(deadline)
+                continue
+            except ssl.SSLError:
+                # The alert that says why (unknown CA, no certificate) goes to the peer.
+                with contextlib.suppress(OSError):
+                    self._flush_blocking(deadline)
+                raise
+            self._flush_blocking(deadline)
+            return
+
+    def _flush_blocking(self, deadline: float) -> None:
+        data = self._unsent + self._outgoing.read()
+        self._unsent = b""
+        if data:
+            self._within(deadline)
+            super().sendall(data)
+
+    def _fill_blocking(self, deadline: float) -> None:
+        self._within(deadline)
+        data = super().recv(RECEIVE_BYTES)
+        if not data:
+            raise ConnectionResetError("peer closed the connection during the TLS handshake")
+        self._incoming.write(data)
+
+    def _within(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("TLS handshake deadline")
+        super().settimeout(remaining)
+
+    # --- plaintext I/O -----------------------------------------------------------------
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """Decrypted bytes into `buffer` (at most one record); 0 at the end of the stream.
+
+        Reads the kernel only when no whole record is buffered; a non-blocking socket
+        with nothing to read raises BlockingIOError, as a plain one does.
+        """
+        if flags:
+            raise ValueError("flags are not supported on a TLS channel")
+        size = nbytes or len(buffer)
+        while True:
+            try:
+                return cast(int, self._tls.read(size, buffer))
+            except ssl.SSLWantReadError:
+                pass
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return 0
+            try:
+                count = super().recv_into(self._ciphertext)
+            except BlockingIOError:
+                self._starved = True
+                raise
+            self._starved = False
+            if not count:
+                self._incoming.write_eof()
+                continue
+            self._incoming.write(self._ciphertext_view[:count])
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        buffer = bytearray(bufsize)
+        count = self.recv_into(buffer, bufsize, flags)
+        return bytes(buffer[:count])
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        """Accept all of `data` or none (BlockingIOError); what the kernel does not take
+        now waits in `unsent` and goes first next time."""
+        if flags:
+            raise ValueError("flags are not supported on a TLS channel")
+        if self._unsent:
+            sent = super().send(self._unsent)
+            self._unsent = self._unsent[sent:]
+            if self._unsent:
+                raise BlockingIOError("earlier ciphertext still waits for the kernel")
+        self._tls.write(data)
+        ciphertext = self._outgoing.read()
+        try:
+            sent = super().send(ciphertext)
+        except BlockingIOError:
+            sent = 0
+        self._unsent = ciphertext[sent:]
+        return len(data)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        if flags:
+            raise ValueError("flags are not supported on a TLS channel")
+        self._tls.write(data)
+        ciphertext = self._unsent + self._outgoing.read()
+        self._unsent = b""
+        super().sendall(ciphertext)
+
+    @property
+    def unsent(self) -> int:
+        """Ciphertext bytes accepted by `send` that still wait for the kernel."""
+        return len(self._unsent)
+
+    def pending(self) -> int:
+        """Bytes buffered here that select() cannot see: decrypted, or ciphertext read."""
+        return self._tls.pending() + (0 if self._starved else self._incoming.pending)
+
+    def getpeercert(self) -> Any:
+        return self._tls.getpeercert()
+
+    def version(self) -> str | None:
+        return self._tls.version()
