@@ -149,6 +149,8 @@ def expected_counts(stream: bytes, *, stop_at_close: bool) -> Expected:
     while len(stream) - position >= HEADER_BYTES:
         try:
             header = protocol.parse_header(stream, position)
+            # The cluster's batchBytes bounds a frame as soon as its header is in.
+            protocol.FrameLimits(CONFIG.workload.batch_bytes).check(header)
         except ProtocolError:
             break
         end = position + HEADER_BYTES + header.payload_length
@@ -161,6 +163,8 @@ def expected_counts(stream: bytes, *, stop_at_close: bool) -> Expected:
             break
         elif header.sequence < expected_sequence:
             counted.duplicate_batches += 1
+        elif header.sequence - expected_sequence > protocol.REPLAY_WINDOW_FRAMES:
+            break  # beyond any window a sender could have: a protocol error
         else:
             counted.lost_batches += header.sequence - expected_sequence
             try:
