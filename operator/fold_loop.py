@@ -28,7 +28,13 @@ from w5xde.contract.certificates import Authority, CertificateRequestError, sign
 from w5xde.operator import metrics
 from w5xde.operator.apply import Runtime, apply_desired, desired_for
 from w5xde.operator.certificate_authority import ensure_authority, read_authority
-from w5xde.operator.key_secret import key_of, key_problem
+from w5xde.operator.key_secret import (
+    completion_patch,
+    key_of,
+    key_problem,
+    previous_key_of,
+    rotation_patch,
+)
 from w5xde.operator.ledger import Ledger
 from w5xde.operator.observation import Event, Observation, PodState, Problem, Reason
 from w5xde.operator.observe import pod_states, statefulset_state
@@ -36,6 +42,7 @@ from w5xde.operator.peering_gate import PeeringGate
 from w5xde.operator.reconcile import spec_problems
 from w5xde.operator.report_client import ReportClient, report_timeout
 from w5xde.operator.resources.metadata import ClusterRef
+from w5xde.operator.resources.secret import new_cluster_key
 from w5xde.operator.status_folding import Fold, fold_status, parse_status
 
 logger = logging.getLogger("w5xde.operator")
@@ -92,6 +99,8 @@ class ClusterMemory:
     key_read_at: float = float("-inf")
     authority: Authority | None = None
     ca_problem: Problem | None = None
+    previous_key: bytes | None = None  # while a key rotation is under way
+    key_secret: dict[str, Any] | None = None
 
 
 class FoldLoop:
@@ -234,6 +243,7 @@ class FoldLoop:
 
         problems, fatal = spec_problems(spec, runtime.context)
         await self._read_key(cluster, memory)
+        await self._rotate_key(cluster, body, memory)
         if memory.key_problem is not None:
             problems = (*problems, memory.key_problem)
         if memory.ca_problem is not None and spec.security.tls:
@@ -257,6 +267,8 @@ class FoldLoop:
 
         states = pod_states(pods)
         fetched = await self._fetch(cluster, memory, states, spec)
+        # A pod without an address has not started: it will mount the new key anyway.
+        await self._finish_rotation(cluster, memory, fetched, sum(1 for p in states if p.ip))
         if spec.security.tls and await self._enroll(cluster, memory, states, fetched):
             memory.next_due = time.monotonic() + STARTING_FOLD_SECONDS
         clock = time.time()
@@ -310,7 +322,11 @@ class FoldLoop:
         if not any(pod.ip for pod in states) or memory.key is None:
             return []
         return await self.client.fetch_all(
-            states, memory.key, spec.workers, report_timeout(spec.status_interval_seconds)
+            states,
+            memory.key,
+            spec.workers,
+            report_timeout(spec.status_interval_seconds),
+            previous_key=memory.previous_key,
         )
 
     async def _enroll(
@@ -365,17 +381,55 @@ class FoldLoop:
                 logger.warning("certificate for %s not installed: %s %s", pod.name, outcome, detail)
         return signed
 
+    async def _rotate_key(
+        self, cluster: ClusterRef, body: Mapping[str, Any], memory: ClusterMemory
+    ) -> None:
+        """Start a rotation the cluster's annotation asks for (see key_secret)."""
+        if memory.key_secret is None:
+            return
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        patch = rotation_patch(annotations, memory.key_secret, new_cluster_key())
+        if patch is None:
+            return
+        secret = await asyncio.to_thread(
+            self.runtime.kube.patch_secret, cluster.namespace, cluster.key_secret, patch
+        )
+        memory.key_secret = secret
+        memory.key, memory.previous_key = key_of(secret), previous_key_of(secret)
+        logger.warning("cluster %s: cluster key rotation started", cluster.cluster_id)
+
+    async def _finish_rotation(
+        self, cluster: ClusterRef, memory: ClusterMemory, fetched: list[Any], workers: int
+    ) -> None:
+        """Drop the previous key once every worker reports it uses the new one."""
+        if memory.key_secret is None or memory.previous_key is None:
+            return
+        fingerprints = [item.report.key_fingerprint for item in fetched if item.report is not None]
+        patch = completion_patch(memory.key_secret, fingerprints, workers)
+        if patch is None:
+            return
+        memory.key_secret = await asyncio.to_thread(
+            self.runtime.kube.patch_secret, cluster.namespace, cluster.key_secret, patch
+        )
+        memory.previous_key = None
+        logger.warning("cluster %s: cluster key rotation done", cluster.cluster_id)
+
     async def _read_key(self, cluster: ClusterRef, memory: ClusterMemory) -> None:
         """The cluster key, re-read every few minutes; never one the cluster does not own."""
         cached = time.monotonic() - memory.key_read_at < KEY_CACHE_SECONDS
-        if memory.key is not None and memory.ca_problem is None and cached:
-            return  # a problem is looked at again every fold, so fixing it shows at once
+        settled = memory.ca_problem is None and memory.previous_key is None
+        if memory.key is not None and settled and cached:
+            return  # a problem or a rotation is looked at again every fold
         secret = await asyncio.to_thread(
             self.runtime.kube.read_secret, cluster.namespace, cluster.key_secret
         )
         memory.key_read_at = time.monotonic()
         memory.key_problem = key_problem(secret, cluster)
         memory.key = key_of(secret) if secret is not None and memory.key_problem is None else None
+        memory.previous_key = (
+            previous_key_of(secret) if secret is not None and memory.key is not None else None
+        )
+        memory.key_secret = secret if memory.key is not None else None
         memory.authority, memory.ca_problem = await asyncio.to_thread(
             read_authority, self.runtime.kube, cluster
         )

@@ -100,6 +100,13 @@ class Kube:
         items: list[dict[str, Any]] = _json(response).get("items", [])
         return items
 
+    def patch_secret(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch of a Secret the operator owns (a key rotation)."""
+        response = self.core.patch_namespaced_secret(
+            name, namespace, dict(patch), _content_type=MERGE_PATCH, _preload_content=False
+        )
+        return _json(response)
+
     def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A Secret read by name (the operator never lists Secrets); None if absent."""
         try:

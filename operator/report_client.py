@@ -60,13 +60,20 @@ class ReportClient:
         cluster_key: bytes,
         workers: int,
         timeout_seconds: float,
+        previous_key: bytes | None = None,
     ) -> list[Fetched]:
+        """During a key rotation a worker that has not read the new key yet answers 401
+        to it; its report is asked for again with the previous key."""
         key = auth.report_key(cluster_key)
-        return list(
-            await asyncio.gather(
-                *(self.fetch(pod, key, workers, timeout_seconds) for pod in pods if pod.ip)
-            )
-        )
+        previous = auth.report_key(previous_key) if previous_key is not None else None
+
+        async def pull(pod: PodState) -> Fetched:
+            fetched = await self.fetch(pod, key, workers, timeout_seconds)
+            if previous is not None and fetched.message == "HTTP 401":
+                fetched = await self.fetch(pod, previous, workers, timeout_seconds)
+            return fetched
+
+        return list(await asyncio.gather(*(pull(pod) for pod in pods if pod.ip)))
 
     async def fetch(
         self, pod: PodState, key: bytes, workers: int, timeout_seconds: float

@@ -13,6 +13,7 @@ so a peer trickling bytes cannot hold it open longer.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import os
 import socket
 import ssl
@@ -20,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from w5xde.worker import protocol
+from w5xde.worker.keyring import KeyRing
 from w5xde.worker.protocol import (
     CLIENT_ROLE,
     NONCE_BYTES,
@@ -65,6 +67,21 @@ class Identity:
     name: str
     key: bytes
     tls: TlsIdentity | None = None
+    #: With it, `key` is only the key at start: the ring has the current ones.
+    keyring: KeyRing | None = None
+
+    def own_key(self, attempt: int = 0) -> bytes:
+        """The key to prove with; a sender refused during a rotation tries the other one
+        next (the peer may have read the new key files before or after this worker)."""
+        if self.keyring is None:
+            return self.key
+        keys = self.keyring.accepted
+        proving = self.keyring.proving
+        ordered = (proving, *(key for key in keys if key != proving))
+        return ordered[attempt % len(ordered)]
+
+    def accepted_keys(self) -> tuple[bytes, ...]:
+        return self.keyring.accepted if self.keyring is not None else (self.key,)
 
 
 class NotEnrolledError(ProtocolError):
@@ -111,6 +128,7 @@ def client_handshake(
     session: int,
     resume_from: int,
     peer: str | None = None,
+    attempt: int = 0,
 ) -> socket.socket:
     """Introduce a sender stream; returns the (TLS) socket once both sides are proven.
 
@@ -134,11 +152,9 @@ def client_handshake(
         if welcome.version != protocol.VERSION:
             raise ProtocolError(f"peer speaks protocol version {welcome.version}")
         _time_left(sock, deadline)
-        sock.sendall(protocol.proof(me.key, CLIENT_ROLE, hello, welcome_bytes))
+        sock.sendall(protocol.proof(me.own_key(attempt), CLIENT_ROLE, hello, welcome_bytes))
         server_proof = recv_exact(sock, PROOF_BYTES, deadline)
-        protocol.verify_proof(
-            protocol.proof(me.key, SERVER_ROLE, hello, welcome_bytes), server_proof
-        )
+        _matching_key(me, SERVER_ROLE, hello, welcome_bytes, server_proof)
     except BaseException as error:
         if isinstance(sock, TlsChannel):  # the caller holds only the plain socket
             sock.close()
@@ -149,6 +165,16 @@ def client_handshake(
         with contextlib.suppress(OSError):  # closed, or detached into a TLS socket
             sock.settimeout(None)
     return sock
+
+
+def _matching_key(me: Identity, role: bytes, hello: bytes, welcome: bytes, proof: bytes) -> bytes:
+    """The accepted key the peer's proof was made with; ProtocolError if none."""
+    keys = me.accepted_keys()
+    for key in keys[:-1]:
+        if hmac.compare_digest(protocol.proof(key, role, hello, welcome), proof):
+            return key
+    protocol.verify_proof(protocol.proof(keys[-1], role, hello, welcome), proof)
+    return keys[-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,11 +221,10 @@ def server_handshake(
                 f"cluster {hello.cluster_id!r}, certificate {certified!r})"
             )
         client_proof = recv_exact(sock, PROOF_BYTES, deadline)
-        protocol.verify_proof(
-            protocol.proof(me.key, CLIENT_ROLE, hello_bytes, welcome_bytes), client_proof
-        )
+        key = _matching_key(me, CLIENT_ROLE, hello_bytes, welcome_bytes, client_proof)
         _time_left(sock, deadline)
-        sock.sendall(protocol.proof(me.key, SERVER_ROLE, hello_bytes, welcome_bytes))
+        # Answered with the key the peer used: during a rotation both ends may differ.
+        sock.sendall(protocol.proof(key, SERVER_ROLE, hello_bytes, welcome_bytes))
         return Accepted(sock, hello)
     except BaseException as error:
         if isinstance(sock, TlsChannel):  # the caller holds only the plain socket

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
+from w5xde.contract.endpoints import ENV_CLUSTER_KEY, ENV_CLUSTER_KEY_FILE
 from w5xde.contract.report import ReportLine
 from w5xde.worker.config import ConfigError, load_cluster_key, load_worker_config
+from w5xde.worker.keyring import KeyRing
 from w5xde.worker.logs import configure_logging
 from w5xde.worker.runtime import Worker
 
@@ -41,8 +45,11 @@ def run_worker_process(*, config_file: str | None, report_interval: float) -> in
         print(f"w5xde worker: {error}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(config.log_mode)
+    key_file = os.environ.get(ENV_CLUSTER_KEY_FILE)
+    from_file = key_file and not os.environ.get(ENV_CLUSTER_KEY)
+    keyring = KeyRing.from_file(Path(key_file)) if from_file and key_file else KeyRing(key)
     try:
-        worker = Worker(config, key)
+        worker = Worker(config, key, keyring=keyring)
     except (ValueError, OSError) as error:
         print(f"w5xde worker: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -65,7 +72,7 @@ def run_worker_process(*, config_file: str | None, report_interval: float) -> in
         from w5xde.worker.report_endpoint import ReportEndpoint
 
         endpoint = (
-            ReportEndpoint(key, worker.report, worker.resize, tls=worker.tls)
+            ReportEndpoint(key, worker.report, worker.resize, tls=worker.tls, keyring=keyring)
             if config.reporting
             else None
         )

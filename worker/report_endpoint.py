@@ -27,6 +27,7 @@ from w5xde.contract.endpoints import (
     WORKERS_PARAMETER,
 )
 from w5xde.contract.report import WorkerReport
+from w5xde.worker.keyring import KeyRing
 from w5xde.worker.tls import CertificateRejectedError, TlsIdentity
 
 log = logging.getLogger("w5xde.worker")
@@ -53,9 +54,10 @@ class ReportEndpoint:
         resize: Callable[[int], None],
         *,
         tls: TlsIdentity | None = None,
+        keyring: KeyRing | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._key = auth.report_key(cluster_key)
+        self._keyring = keyring if keyring is not None else KeyRing(cluster_key)
         self._tls = tls
         self._report = report
         self._resize = resize
@@ -66,11 +68,22 @@ class ReportEndpoint:
         self._refused_since_log = 0
         self._last_refusal_log = 0.0
 
+    def _verify(self, method: str, target: str, authorization: str | None) -> tuple[bytes, str]:
+        """(the report key the request was signed with, its nonce); AuthError if none.
+
+        During a key rotation the operator may sign with the new key or the old one."""
+        now = self._clock()
+        keys = [auth.report_key(key) for key in self._keyring.accepted]
+        for key in keys[:-1]:
+            try:
+                return key, auth.verify_authorization(key, authorization, method, target, now)
+            except auth.AuthError:
+                continue
+        return keys[-1], auth.verify_authorization(keys[-1], authorization, method, target, now)
+
     def answer(self, method: str, target: str, authorization: str | None) -> Answer:
         try:
-            nonce = auth.verify_authorization(
-                self._key, authorization, method, target, self._clock()
-            )
+            key, nonce = self._verify(method, target, authorization)
         except auth.AuthError as error:
             self._count_refusal(str(error))
             return Answer(401, b'{"error":"unauthorized"}')
@@ -86,7 +99,7 @@ class ReportEndpoint:
         body = self._report().model_dump_json(by_alias=True).encode()
         with self._lock:
             self.served += 1
-        signature = auth.response_signature(self._key, nonce, body)
+        signature = auth.response_signature(key, nonce, body)
         return Answer(200, body, {auth.SIGNATURE_HEADER: signature})
 
     def install_certificate(self, target: str, authorization: str | None, body: bytes) -> Answer:
@@ -96,7 +109,7 @@ class ReportEndpoint:
         from its mounted Secret), so even a key holder cannot plant another identity.
         """
         try:
-            auth.verify_authorization(self._key, authorization, "PUT", target, self._clock())
+            self._verify("PUT", target, authorization)
         except auth.AuthError as error:
             self._count_refusal(str(error))
             return Answer(401, b'{"error":"unauthorized"}')

@@ -26,6 +26,7 @@ from w5xde.worker import links
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.counters import Counters
 from w5xde.worker.handshake import Identity
+from w5xde.worker.keyring import KeyRing
 from w5xde.worker.producer import CompressionPool, compression_threads, uses_pool
 from w5xde.worker.rates import RateWindow, Snapshot
 from w5xde.worker.receiver import IncomingRegistry, ReceiveLoop
@@ -51,10 +52,17 @@ HEALTH_GRACE_S = 10.0
 class Worker:
     """A running worker; thread-safe `report()`, `resize()`, `ready()` and `stop()`."""
 
-    def __init__(self, config: WorkerConfig, key: bytes, tls: TlsIdentity | None = None) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        key: bytes,
+        tls: TlsIdentity | None = None,
+        keyring: KeyRing | None = None,
+    ) -> None:
         self.config = config
         self.tls = tls if tls is not None else tls_identity(config)
-        self._identity = Identity(config.cluster_id, config.name, key, self.tls)
+        self.keyring = keyring if keyring is not None else KeyRing(key)
+        self._identity = Identity(config.cluster_id, config.name, key, self.tls, self.keyring)
         self._index = config.index()
         self._workers = len(config.peer_list())
         #: One pool for every stream (each slices it at its own offset).
@@ -156,6 +164,7 @@ class Worker:
             self._links.sample(time.monotonic(), streams)
             if self.tls is not None:
                 self.tls.refresh()
+            self.keyring.refresh()
 
     def _snapshot(self) -> Snapshot:
         received, sent = self.totals()
@@ -354,6 +363,7 @@ class Worker:
             refused_connections=self._registry.rejected_connections,
             links=[link.report for link in self.link_figures()],
             lost_from=links.lost_from(self._lost_by_sender()),
+            key_fingerprint=self.keyring.fingerprint,
         )
 
     def _lost_by_sender(self) -> dict[str, int]:

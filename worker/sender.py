@@ -146,6 +146,8 @@ class OutgoingStream(threading.Thread):
         self._draining = threading.Event()
         self._aborted = threading.Event()
         self._sock: socket.socket | None = None
+        #: Handshakes refused in a row (a key rotation alternates the key it proves with).
+        self._refused = 0
         self._verbose = logging.getLogger("w5xde").isEnabledFor(logging.INFO)
 
     # --- control, from other threads -------------------------------------------------
@@ -258,10 +260,16 @@ class OutgoingStream(threading.Thread):
                 session=self._session,
                 resume_from=resume,
                 peer=expected_peer(host),
+                attempt=self._refused,
             )
+        except ProtocolError:
+            self._refused += 1
+            sock.close()
+            raise
         except BaseException:
             sock.close()
             raise
+        self._refused = 0
         if isinstance(sock, TlsChannel):
             sock.settimeout(TLS_SOCKET_TIMEOUT_S)
         return sock

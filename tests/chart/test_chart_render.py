@@ -113,7 +113,7 @@ NAMESPACED_GRANTS = (
     | spelled("w5xde.io", ["compressionclusters/scale"], ["get", "patch", "update"])
     | spelled("apps", ["statefulsets"], ALL_VERBS)
     | spelled("", ["services", "serviceaccounts"], ALL_VERBS)
-    | spelled("", ["secrets"], ["get", "create"])
+    | spelled("", ["secrets"], ["get", "create", "patch"])
     | spelled("", ["configmaps"], ["get", "create", "patch"])
     | spelled("networking.k8s.io", ["networkpolicies"], ["get", "create", "patch", "delete"])
     | spelled("rbac.authorization.k8s.io", ["roles", "rolebindings"], ["delete"])

@@ -136,3 +136,51 @@ def test_a_ca_secret_the_cluster_does_not_own_is_never_used(
     )  # fmt: skip
     owners = get_json(testbed, "-n", namespace, "secret", "planted-ca")["metadata"]
     assert owners["ownerReferences"][0]["name"] == "planted"
+
+
+def test_the_cluster_key_rotates_without_a_restart(
+    testbed: Any, namespace: str, operator: OperatorProcess
+) -> None:
+    apply_cluster(
+        testbed,
+        namespace,
+        "rot",
+        {"workers": 2, "statusIntervalSeconds": 2, "workload": QUIET},
+    )
+    testbed.wait_for(
+        _streaming(testbed, namespace, "rot", 2), 150, f"2 workers streaming\n{operator.log()}"
+    )
+    old_key = get_json(testbed, "-n", namespace, "secret", "rot-key")["data"]["key"]
+    testbed.kubectl("annotate", "-n", namespace, "cc", "rot", "w5xde.io/rotate-key=first")
+
+    def secret() -> dict[str, Any]:
+        found: dict[str, Any] = get_json(testbed, "-n", namespace, "secret", "rot-key")
+        return found
+
+    testbed.wait_for(
+        lambda: secret()["data"]["key"] != old_key,
+        60,
+        f"the operator to start the rotation\n{operator.log()}",
+    )
+    rotating = secret()
+    assert rotating["data"]["previous-key"] == old_key
+    assert rotating["metadata"]["annotations"]["w5xde.io/key-rotation"] == "first"
+    # The kubelet brings the new files to the running workers; once both report the new
+    # key the operator drops the old one.
+    testbed.wait_for(
+        lambda: "previous-key" not in secret()["data"],
+        180,
+        f"every worker to take the new key and the rotation to end\n{operator.log()}",
+    )
+    before = _status(testbed, namespace, "rot")["totals"]["batches"]
+    testbed.wait_for(
+        lambda: _status(testbed, namespace, "rot")["totals"]["batches"] > before + 100,
+        60,
+        "streaming to go on with the new key",
+    )
+    status = _status(testbed, namespace, "rot")
+    assert status["reporting"]["workersReporting"] == 2
+    assert status["totals"]["lostBatches"] == 0
+    for pod in ("rot-0", "rot-1"):
+        container = get_json(testbed, "-n", namespace, "pod", pod)["status"]["containerStatuses"][0]
+        assert container["restartCount"] == 0, f"{pod} restarted for the rotation"

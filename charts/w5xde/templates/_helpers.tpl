@@ -166,11 +166,12 @@ action of the operator (DESIGN.md, Operator); nothing is granted "just in case".
 - apiGroups: [""]
   resources: ["services", "serviceaccounts"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
-# The cluster key: created once, then read by name to sign report requests. Never
-# listed or watched, so the operator cannot read other Secrets in bulk.
+# The cluster key and CA: created once, read by name to sign report requests and
+# certificates, patched to rotate the key. Never listed or watched, so the operator
+# cannot read other Secrets in bulk.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create"]
+  verbs: ["get", "create", "patch"]
 # The CA certificate each cluster's workers trust (public; the CA key stays in the
 # cluster's NAME-ca Secret, which no pod mounts).
 - apiGroups: [""]

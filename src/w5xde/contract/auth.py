@@ -27,6 +27,11 @@ class AuthError(ValueError):
     """A request or response that does not carry a valid signature; says why."""
 
 
+def key_fingerprint(cluster_key: bytes) -> str:
+    """Names a cluster key in reports without revealing it (ends a key rotation)."""
+    return hashlib.sha256(b"w5xde key fingerprint\0" + cluster_key).hexdigest()[:16]
+
+
 def report_key(cluster_key: bytes) -> bytes:
     return hmac.new(cluster_key, _KEY_LABEL, hashlib.sha256).digest()
 

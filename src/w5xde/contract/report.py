@@ -112,6 +112,8 @@ class WorkerReport(ReportModel):
     #: Connections closed because the peer broke the protocol, and refused connections.
     protocol_errors: int = Field(0, ge=0)
     refused_connections: int = Field(0, ge=0)
+    #: Which cluster key the worker uses now (the operator ends a rotation once all agree).
+    key_fingerprint: str = Field("", max_length=64)
     #: Its outgoing links, one per peer (a newer worker's report; an older one has none).
     links: list[LinkReport] = Field(default_factory=list, max_length=MAX_LINKS_PER_WORKER)
     #: Senders whose batches went missing on the way here (only non-zero ones): the
