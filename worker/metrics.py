@@ -153,6 +153,21 @@ def link_families(links: list[LinkFigures]) -> Iterator[Metric]:
     yield rtt
 
 
+class _RefusalCollector:
+    """The metrics server's own refusals (over the cap, past the deadline, hung up)."""
+
+    def __init__(self, refusals: RefusalLog) -> None:
+        self._refusals = refusals
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "w5xde_metrics_refused_connections",
+            "Connections to the metrics/report port refused or cut",
+        )
+        family.add_metric([], self._refusals.total)
+        yield family
+
+
 class BoundedHTTPServer(ThreadingHTTPServer):
     """At most `MAX_CONNECTIONS` requests at once, each cut at `REQUEST_DEADLINE_S`.
 
@@ -229,6 +244,8 @@ class MetricsServer:
     ) -> None:
         registry = telemetry.standard_registry("worker")
         registry.register(collector)  # type: ignore[arg-type]
+        self.refusals = RefusalLog(log, "metrics connections")
+        registry.register(_RefusalCollector(self.refusals))
 
         class Handler(BaseHTTPRequestHandler):
             timeout = REQUEST_TIMEOUT_S
@@ -282,7 +299,6 @@ class MetricsServer:
             def log_message(self, format: str, *args: object) -> None:
                 """Scrapes are not worth a log line."""
 
-        self.refusals = RefusalLog(log, "metrics connections")
         self._server = BoundedHTTPServer((host, port), Handler, self.refusals)
         self.port = self._server.server_address[1]
         self._stopped = threading.Event()

@@ -348,6 +348,14 @@ def test_the_metrics_server_caps_connections_and_cuts_slow_requests(
         for sock in slow:
             sock.settimeout(5)
             assert sock.recv(1) == b""
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
+            exported = response.read().decode()
+        refused = next(
+            line for line in exported.splitlines()
+            if line.startswith("w5xde_metrics_refused_connections_total ")
+        )  # fmt: skip
+        # One over the cap, and each of the slow requests cut at its deadline.
+        assert float(refused.split()[-1]) >= 1 + metrics.MAX_CONNECTIONS
     finally:
         for sock in slow:
             sock.close()
