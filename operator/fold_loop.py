@@ -56,7 +56,7 @@ TICK_SECONDS = 1.0
 STARTING_FOLD_SECONDS = 2.0
 #: ...but a cluster none of whose workers ever answers goes back to its interval.
 STARTING_WINDOW_SECONDS = 120.0
-#: A cluster key Secret is read again after this long (it is never rotated by us yet).
+#: A cluster key Secret is read again after this long (every fold during a rotation).
 KEY_CACHE_SECONDS = 300.0
 
 
@@ -68,7 +68,7 @@ def cluster_summary(body: Mapping[str, Any]) -> dict[str, Any]:
         "kind": body.get("kind"),
         "metadata": {
             key: copy.deepcopy(metadata.get(key))
-            for key in ("name", "namespace", "uid", "generation", "resourceVersion")
+            for key in ("name", "namespace", "uid", "generation", "resourceVersion", "annotations")
         },
         "spec": copy.deepcopy(dict(body.get("spec") or {})),
         "status": copy.deepcopy(dict(body.get("status") or {})),
