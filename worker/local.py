@@ -21,9 +21,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from pydantic import ValidationError
+from rich.console import Console
+from rich.live import Live
 
 from w5xde.api.v1alpha1 import (
     CompressionSpec,
@@ -35,9 +37,10 @@ from w5xde.api.v1alpha1 import (
     parse_log_mode,
 )
 from w5xde.contract import certificates
-from w5xde.contract.figures import compression_ratio, fold_reports, totals_of
+from w5xde.contract.figures import compression_ratio, totals_of
 from w5xde.contract.link_figures import link_rows
 from w5xde.contract.report import LinkReport, ReportLine, WorkerReport
+from w5xde.worker.local_view import format_table, live_view
 
 EXIT_USAGE = 2
 MAX_LOCAL_WORKERS = 64
@@ -388,59 +391,6 @@ def _with_last_rtt(child: Child, report: WorkerReport) -> WorkerReport:
     return report.model_copy(update={"links": links})
 
 
-def _live_line(children: list[Child], started: float, out: TextIO) -> None:
-    figures = fold_reports([child.latest.report for child in children if child.latest])
-    out.write(
-        f"\r{time.monotonic() - started:6.1f}s  "
-        f"{figures.throughput_bytes_per_second / 1e6:9.1f} MB/s  "
-        f"{figures.batches_per_second:10.0f} batches/s  "
-        f"ratio {compression_ratio(figures.totals.raw_bytes, figures.totals.wire_bytes):5.2f}x  "
-    )
-    out.flush()
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """The seed's figures, total and per worker."""
-    lines = [
-        f"w5xde local: {result['workers']} workers, {result['duration_s']:.1f} s",
-        f"  throughput   {result['throughput_bytes_per_s'] / 1e6:10.2f} MB/s raw, "
-        f"{result['wire_bytes_per_s'] / 1e6:.2f} MB/s on the wire",
-        f"  batches      {result['batches']:10d}  ({result['batches_per_s']:.0f}/s)",
-        f"  ratio        {result['compression_ratio']:10.2f}x",
-        f"  network      {result['network_seconds_per_worker']:10.2f} s per worker",
-        f"  compression  {result['compression_seconds_per_worker']:10.2f} s per worker",
-        f"  max RSS      {result['rss_bytes_max'] / 1e6:10.1f} MB",
-        f"  lost/corrupt/resent  {result['lost_batches']}/{result['corrupt_batches']}/"
-        f"{result['resent_batches']}",
-        "",
-        f"  {'worker':<10} {'MB/s':>9} {'batches':>10} {'batches/s':>10} {'ratio':>6} "
-        f"{'net s':>7} {'comp s':>7} {'RSS MB':>7} {'lost':>5} {'corr':>5} {'resent':>6}",
-    ]
-    for node in result["nodes"]:
-        lines.append(
-            f"  {node['name']:<10} {node['throughput_bytes_per_s'] / 1e6:9.2f} "
-            f"{node['batches']:10d} {node['batches_per_s']:10.0f} "
-            f"{node['compression_ratio']:6.2f} {node['network_seconds']:7.2f} "
-            f"{node['compression_seconds']:7.2f} {node['rss_bytes_max'] / 1e6:7.1f} "
-            f"{node['lost_batches']:5d} {node['corrupt_batches']:5d} {node['resent_batches']:6d}"
-        )
-    if result.get("links"):
-        lines += [
-            "",
-            f"  {'from':<10} {'to':<10} {'raw MB/s':>9} {'wire MB/s':>9} {'batches/s':>10} "
-            f"{'lost':>5} {'resent':>6} {'RTT p50 ms':>10} {'RTT p99 ms':>10} {'shared node':>11}",
-        ]
-        for link in result["links"]:
-            lines.append(
-                f"  {link['from']:<10} {link['to']:<10} {link['raw_bytes_per_s'] / 1e6:9.2f} "
-                f"{link['wire_bytes_per_s'] / 1e6:9.2f} {link['batches_per_s']:10.0f} "
-                f"{link['lost_batches']:5d} {link['resent_batches']:6d} "
-                f"{link['rtt_p50_s'] * 1e3:10.2f} {link['rtt_p99_s'] * 1e3:10.2f} "
-                f"{'yes' if link['shared_node'] else 'no':>11}"
-            )
-    return "\n".join(lines)
-
-
 def run_local(args: argparse.Namespace) -> int:
     """Run the plan; Ctrl-C stops the workers cleanly and the result is still printed."""
     try:
@@ -455,17 +405,22 @@ def run_local(args: argparse.Namespace) -> int:
 def _run_plan(args: argparse.Namespace, plan: LocalPlan, tls_directory: Path | None) -> int:
     started = time.monotonic()
     children = start_children(plan, tls_directory)
-    live = sys.stderr.isatty() and not args.json
     interrupted = False
     deadline = started + plan.duration + _STOP_GRACE_S
+    live = (
+        Live(console=Console(stderr=True), refresh_per_second=4, transient=True)
+        if sys.stderr.isatty() and not args.json
+        else None
+    )
     try:
-        while any(child.process.poll() is None for child in children):
-            if time.monotonic() > deadline:
-                _signal_all(children, signal.SIGTERM)
-                deadline = float("inf")
-            if live:
-                _live_line(children, started, sys.stderr)
-            time.sleep(0.25)
+        with live if live is not None else contextlib.nullcontext():
+            while any(child.process.poll() is None for child in children):
+                if time.monotonic() > deadline:
+                    _signal_all(children, signal.SIGTERM)
+                    deadline = float("inf")
+                if live is not None:
+                    live.update(live_view([child.latest for child in children], started))
+                time.sleep(0.25)
     except KeyboardInterrupt:
         interrupted = True
     if interrupted:
@@ -478,8 +433,6 @@ def _run_plan(args: argparse.Namespace, plan: LocalPlan, tls_directory: Path | N
             child.process.wait()
         if child.reader is not None:
             child.reader.join(timeout=5)
-    if live:
-        sys.stderr.write("\n")
     result = summarize(plan, children, time.monotonic() - started)
     if args.json:
         print(json.dumps(result))
