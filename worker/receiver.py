@@ -27,7 +27,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from w5xde.worker import protocol
+from w5xde.worker import credits, protocol
 from w5xde.worker.codec import BatchDecompressor, CorruptBatchError
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.counters import Counters
@@ -182,6 +182,8 @@ class IncomingConnection:
         self._carry = b""
         self._ack_out = b""
         self._ack_next = -1
+        #: The credit granted in each ACK once the sender asks for it (balance: capacity).
+        self._credit = -1
         self.events = selectors.EVENT_READ
         self.closed = False
 
@@ -374,6 +376,8 @@ class IncomingConnection:
                     finally:
                         counters.compression_seconds += perf() - began
                     state.expected = sequence + 1
+                    if header.flags & protocol.FLAG_WANTS_CREDIT and self._credit < 0:
+                        self._credit = self._grant()
                     counters.batches += 1
                     counters.raw_bytes += header.raw_length
                     counters.wire_bytes += frame_end - start
@@ -394,6 +398,11 @@ class IncomingConnection:
             self._ack_next = state.expected - 1
         return start, closing
 
+    def _grant(self) -> int:
+        network = self._config.network
+        limit = network.fixed_buffer_bytes or protocol.MAX_RAW_BYTES
+        return credits.credit_window(self._config.workload.batch_bytes, max(limit, 1))
+
     def _flush_ack(self) -> None:
         """Send the newest ACK; what the socket does not take waits for EVENT_WRITE."""
         perf = time.perf_counter
@@ -401,7 +410,7 @@ class IncomingConnection:
             if not self._ack_out:
                 if self._ack_next < 0:
                     return
-                self._ack_out = protocol.ack_frame(self._ack_next)
+                self._ack_out = protocol.ack_frame(self._ack_next, self._credit)
                 self._ack_next = -1
             began = perf()
             try:

@@ -14,10 +14,16 @@ import socket
 import threading
 import time
 
-from w5xde.api.v1alpha1 import Source
-from w5xde.contract.report import SocketBufferReport, WorkerExtras, WorkerReport
+from w5xde.api.v1alpha1 import Balance, Source
+from w5xde.contract.report import (
+    LinkTuningReport,
+    SocketBufferReport,
+    WorkerExtras,
+    WorkerReport,
+)
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.counters import Counters
+from w5xde.worker.credits import EvenShares
 from w5xde.worker.handshake import Identity
 from w5xde.worker.producer import CompressionPool, compression_threads, uses_pool
 from w5xde.worker.rates import RateWindow, Snapshot
@@ -64,6 +70,8 @@ class Worker:
             if uses_pool(config.workload, config.compression)
             else None
         )
+        #: balance: even: the worker's streams keep within a share of each other.
+        self._shares = EvenShares() if config.workload.balance is Balance.EVEN else None
         self._retired = Counters()
         self._orphans: list[Unacked] = []
         self._lock = threading.RLock()
@@ -185,6 +193,7 @@ class Worker:
                 rate_bytes_per_second=rate,
                 budget=self._budget,
                 compression_pool=self._compression_pool,
+                shares=self._shares,
             )
             self._streams[key] = stream
             stream.start()
@@ -317,12 +326,41 @@ class Worker:
             ),
             rss_bytes=current_rss_bytes(),
             socket_buffer=SocketBufferReport(
-                requested=self.config.network.socket_buffer_bytes,
+                requested=self.config.network.fixed_buffer_bytes,
                 effective_send=sizes.send if sizes else 0,
                 effective_receive=sizes.receive if sizes else 0,
             ),
             peers_connected=self.peers_connected(),
+            link_tuning=self.link_tuning(),
         )
+
+    def link_tuning(self) -> dict[str, LinkTuningReport]:
+        """Per peer: the level its streams use, raw/compressed share, its share of the data."""
+        with self._lock:
+            streams = list(self._streams.values())
+        by_peer: dict[str, list[OutgoingStream]] = {}
+        for stream in streams:
+            by_peer.setdefault(stream.peer, []).append(stream)
+        total = sum(stream.counters.raw_bytes for stream in streams)
+        links = {}
+        for peer, group in sorted(by_peer.items()):
+            figures = [stream.tuning.figures() for stream in group]
+            raw = sum(item.raw_batches for item in figures)
+            compressed = sum(item.compressed_batches for item in figures)
+            sent = sum(stream.counters.raw_bytes for stream in group)
+            links[peer] = LinkTuningReport(
+                level=figures[0].level,
+                auto=figures[0].auto,
+                raw_batches=raw,
+                compressed_batches=compressed,
+                raw_share=round(raw / (raw + compressed), 4) if raw + compressed else 0.0,
+                level_switches=sum(item.level_switches for item in figures),
+                sent_raw_bytes=sent,
+                share=round(sent / total, 4) if total else 0.0,
+                send_bytes=figures[0].send_bytes,
+                buffer_floor_bytes=max(item.buffer_floor for item in figures),
+            )
+        return links
 
 
 def current_rss_bytes() -> int:

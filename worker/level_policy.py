@@ -1,0 +1,280 @@
+"""`compression.level: auto`: the pure policy that picks each stream's level.
+
+Every `INTERVAL_S` the stream hands the policy one `Sample` of what it measured (raw
+and wire bytes it produced, seconds it spent compressing and waiting on the network,
+and the bytes the socket really drained) plus `Probe`s: a few of its own batches
+compressed at every level of the ladder on the side, so the policy knows each
+level's ratio and speed on *this* data without ever running at it.  From those it
+predicts the raw rate each level would reach,
+
+    predicted(L) = min(cpu(L), drain * ratio(L))
+
+where `cpu(L)` is what the stream's CPU gives at level L (compression plus the rest of
+its per-byte work) and `drain` the wire rate the link took while the stream was held
+back by it (unknown, so unbounded, while the stream is not held back).  It moves to the
+best level only when that level wins by `SWITCH_GAIN` in `CONFIRM` samples in a row and
+the current level has been held for `MIN_HOLD_S`; then it checks the move against the
+raw rate really delivered, and a move that lost `REVERT_LOSS` is undone and the level
+barred for a cooling time that doubles on each failure.  So the level never changes
+more than once per `MIN_HOLD_S` (> 1 s), and a wrong model cannot keep it on a bad level.
+
+Pure: time is a parameter, no sockets, no zstd (the probes are made by `Prober`).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import zstandard
+
+#: No compression (zstd's own level 0 would mean its default).
+RAW = 0
+#: The levels `auto` chooses from: raw, the fast level, the default, a strong one.
+LADDER: tuple[int, ...] = (RAW, 1, 3, 6)
+START_LEVEL = 1
+#: How often the stream samples (and probes).
+INTERVAL_S = 0.5
+#: A level must predict this much more raw throughput than the current one...
+SWITCH_GAIN = 0.08
+#: ...in this many samples in a row...
+CONFIRM = 2
+#: ...and the current level must have been held this long (never faster than 1/s).
+MIN_HOLD_S = 2.0
+#: After a move, the delivered raw rate is compared over this many samples...
+VERIFY_SAMPLES = 3
+#: ...and the move is undone if it lost this much against the rate before it.
+REVERT_LOSS = 0.05
+#: A level undone is barred this long, doubling per failure up to BAR_MAX_S.
+BAR_FIRST_S = 8.0
+BAR_MAX_S = 64.0
+#: The stream counts as held back by the link when it waited on the network this
+#: share of the interval (blocked in sendmsg or waiting for ACKs).
+LINK_BOUND_SHARE = 0.2
+#: Weight of a new measurement in the running estimates.
+ALPHA = 0.5
+#: Bytes of the stream's own batches probed per interval.
+PROBE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """`raw` bytes of batches compressed at `level` into `out` bytes in `seconds`."""
+
+    level: int
+    raw: int
+    out: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """What one stream measured over one interval."""
+
+    now: float
+    seconds: float
+    raw_bytes: int
+    wire_bytes: int
+    compress_seconds: float
+    #: Time in socket calls (sendmsg, waiting for ACKs): held back by the link or peer.
+    network_seconds: float
+    #: Payload bytes the socket really sent (written minus the send queue's growth).
+    drained_bytes: int
+    probes: Sequence[Probe] = ()
+    #: Compression threads working for this stream (level: auto with threads > 1).
+    parallel: float = 1.0
+
+
+@dataclass(slots=True)
+class _Estimate:
+    ratio: float = 0.0
+    #: Raw bytes per CPU second of one thread.
+    speed: float = 0.0
+
+    def update(self, ratio: float, speed: float) -> None:
+        self.ratio = ratio if self.ratio == 0 else (1 - ALPHA) * self.ratio + ALPHA * ratio
+        self.speed = speed if self.speed == 0 else (1 - ALPHA) * self.speed + ALPHA * speed
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A level change and why (logged, counted in the stream's figures)."""
+
+    level: int
+    previous: int
+    reason: str
+
+
+@dataclass
+class LevelPolicy:
+    """One stream's level under `auto`; call `observe` once per interval."""
+
+    ladder: tuple[int, ...] = LADDER
+    level: int = START_LEVEL
+    estimates: dict[int, _Estimate] = field(default_factory=dict)
+    #: Last measured drain rate while held back by the link (wire bytes/s), else None.
+    drain_rate: float | None = None
+    changed_at: float = float("-inf")
+    switches: int = 0
+    _streak_level: int | None = None
+    _streak: int = 0
+    _barred_until: dict[int, float] = field(default_factory=dict)
+    _bar_seconds: dict[int, float] = field(default_factory=dict)
+    _rates: list[float] = field(default_factory=list)
+    #: (level moved from, its raw rate before the move, samples seen since).
+    _verifying: tuple[int, float, list[float]] | None = None
+
+    def __post_init__(self) -> None:
+        for level in self.ladder:
+            self.estimates.setdefault(level, _Estimate())
+
+    def observe(self, sample: Sample) -> Decision | None:
+        """Fold one interval in; a Decision when the stream should change its level."""
+        for probe in sample.probes:
+            if probe.raw > 0 and probe.out > 0 and probe.level in self.estimates:
+                speed = probe.raw / max(probe.seconds, 1e-9)
+                self.estimates[probe.level].update(probe.raw / probe.out, speed)
+        if sample.seconds <= 0:
+            return None
+        rate = sample.raw_bytes / sample.seconds
+        if sample.raw_bytes > 0 and sample.wire_bytes > 0 and sample.compress_seconds > 0:
+            self.estimates[self.level].update(
+                sample.raw_bytes / sample.wire_bytes,
+                sample.raw_bytes / sample.compress_seconds,
+            )
+        link_bound = sample.network_seconds >= LINK_BOUND_SHARE * sample.seconds
+        self.drain_rate = sample.drained_bytes / sample.seconds if link_bound else None
+        self._rates = [*self._rates[-(VERIFY_SAMPLES - 1) :], rate]
+        verdict = self._verify(sample.now, rate)
+        if verdict is not None:
+            return verdict
+        if sample.raw_bytes == 0:
+            return None  # a stalled link: nothing to learn, keep the level
+        best, gain = self._best(sample)
+        if best == self.level or gain < SWITCH_GAIN:
+            self._streak_level, self._streak = None, 0
+            return None
+        if best == self._streak_level:
+            self._streak += 1
+        else:
+            self._streak_level, self._streak = best, 1
+        if self._streak < CONFIRM or sample.now - self.changed_at < MIN_HOLD_S:
+            return None
+        before = sum(self._rates) / len(self._rates)
+        self._verifying = (self.level, before, [])
+        return self._move(best, sample.now, f"predicted +{gain:.0%}")
+
+    def predicted(self, level: int, sample: Sample) -> float:
+        """Raw bytes/s the stream would reach at `level` (0 when not yet measured)."""
+        estimate = self.estimates[level]
+        current = self.estimates[self.level]
+        if estimate.ratio <= 0 or estimate.speed <= 0 or current.speed <= 0:
+            return 0.0
+        parallel = max(1.0, sample.parallel)
+        raw = max(sample.raw_bytes, 1)
+        # CPU seconds per raw byte the stream spends beside compressing (framing, copies).
+        busy = max(0.0, sample.seconds - sample.network_seconds) / raw
+        other = max(0.0, busy - 1.0 / (current.speed * parallel))
+        cpu = 1.0 / (1.0 / (estimate.speed * parallel) + other)
+        if self.drain_rate is None:
+            return cpu
+        return min(cpu, self.drain_rate * estimate.ratio)
+
+    def _best(self, sample: Sample) -> tuple[int, float]:
+        current = self.predicted(self.level, sample)
+        if current <= 0:
+            return self.level, 0.0
+        best, best_rate = self.level, current
+        for level in self.ladder:
+            if self._barred_until.get(level, float("-inf")) > sample.now:
+                continue
+            rate = self.predicted(level, sample)
+            if rate > best_rate:
+                best, best_rate = level, rate
+        return best, best_rate / current - 1.0
+
+    def _verify(self, now: float, rate: float) -> Decision | None:
+        if self._verifying is None:
+            return None
+        previous, before, seen = self._verifying
+        seen.append(rate)
+        if len(seen) < VERIFY_SAMPLES:
+            return None
+        self._verifying = None
+        after = sum(seen[1:]) / max(1, len(seen) - 1)  # the first sample mixes both levels
+        if before > 0 and after < (1.0 - REVERT_LOSS) * before:
+            bar = min(BAR_MAX_S, self._bar_seconds.get(self.level, BAR_FIRST_S / 2) * 2)
+            self._bar_seconds[self.level] = bar
+            self._barred_until[self.level] = now + bar
+            return self._move(
+                previous, now, f"undone: {after / 1e6:.1f} < {before / 1e6:.1f} MB/s raw"
+            )
+        self._bar_seconds.pop(self.level, None)
+        return None
+
+    def _move(self, level: int, now: float, reason: str) -> Decision:
+        decision = Decision(level, self.level, reason)
+        self.level = level
+        self.changed_at = now
+        self.switches += 1
+        self._streak_level, self._streak = None, 0
+        return decision
+
+
+class Prober:
+    """Compresses a few of the stream's own batches at every ladder level, on the side.
+
+    `due` is a plain attribute the producer reads per batch (the only hot-path cost);
+    `offer` copies batches until `PROBE_BYTES`, then `run` measures them.
+    """
+
+    def __init__(
+        self,
+        ladder: tuple[int, ...] = LADDER,
+        *,
+        probe_bytes: int = PROBE_BYTES,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.ladder = ladder
+        self.due = True
+        self._probe_bytes = probe_bytes
+        self._clock = clock
+        self._batches: list[bytes] = []
+        self._held = 0
+        self._contexts = {
+            level: zstandard.ZstdCompressor(
+                level=level, write_checksum=True, write_content_size=True
+            )
+            for level in ladder
+            if level != RAW
+        }
+
+    def offer(self, batch: bytes | memoryview) -> None:
+        self._batches.append(bytes(batch[: self._probe_bytes]))
+        self._held += min(len(batch), self._probe_bytes)
+        if self._held >= self._probe_bytes:
+            self.due = False
+
+    def run(self) -> list[Probe]:
+        """The probes of the batches offered since the last run; asks for new ones."""
+        batches, self._batches, self._held = self._batches, [], 0
+        self.due = True
+        if not batches:
+            return []
+        raw = sum(len(batch) for batch in batches)
+        probes = []
+        clock = self._clock
+        for level in self.ladder:
+            started = clock()
+            if level == RAW:
+                for batch in batches:
+                    zlib.crc32(batch)
+                out = raw
+            else:
+                compress = self._contexts[level].compress
+                # A batch that does not shrink goes raw: count it at its raw size.
+                out = sum(min(len(compress(batch)), len(batch)) for batch in batches)
+            probes.append(Probe(level, raw, out, clock() - started))
+        return probes
