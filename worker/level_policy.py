@@ -138,7 +138,7 @@ class LevelPolicy:
                 self.estimates[probe.level].update(probe.raw / probe.out, speed)
         if sample.seconds <= 0:
             return None
-        rate = sample.raw_bytes / sample.seconds
+        rate = delivered_rate(sample)
         if sample.raw_bytes > 0 and sample.wire_bytes > 0 and sample.compress_seconds > 0:
             self.estimates[self.level].update(
                 sample.raw_bytes / sample.wire_bytes,
@@ -221,6 +221,20 @@ class LevelPolicy:
         self.switches += 1
         self._streak_level, self._streak = None, 0
         return decision
+
+
+def delivered_rate(sample: Sample) -> float:
+    """Raw bytes/s the link took: what the stream produced, less what piled up in its queue.
+
+    Produced bytes alone would count a filling socket buffer (megabytes in the first
+    second of a connection) as throughput and make every later level look worse.
+    """
+    if sample.seconds <= 0:
+        return 0.0
+    produced = sample.raw_bytes / sample.seconds
+    if sample.wire_bytes <= 0:
+        return produced
+    return produced * min(1.0, sample.drained_bytes / sample.wire_bytes)
 
 
 class Prober:
