@@ -39,12 +39,17 @@ START_LEVEL = 1
 INTERVAL_S = 0.5
 #: A level must predict this much more raw throughput than the current one...
 SWITCH_GAIN = 0.08
+#: Levels predicted within this of the best count as equal: the cheapest of them wins
+#: (random data on a slow link: every level delivers the same, raw costs no CPU).
+TIE = 0.02
+#: A level at least this many times cheaper may replace one that delivers no more.
+CHEAPER = 2.0
 #: ...in this many samples in a row...
 CONFIRM = 2
 #: ...and the current level must have been held this long (never faster than 1/s).
 MIN_HOLD_S = 2.0
 #: After a move, the delivered raw rate is compared over this many samples...
-VERIFY_SAMPLES = 3
+VERIFY_SAMPLES = 4
 #: ...and the move is undone if it lost this much against the rate before it.
 REVERT_LOSS = 0.05
 #: A level undone is barred this long, doubling per failure up to BAR_MAX_S.
@@ -152,8 +157,8 @@ class LevelPolicy:
             return verdict
         if sample.raw_bytes == 0:
             return None  # a stalled link: nothing to learn, keep the level
-        best, gain = self._best(sample)
-        if best == self.level or gain < SWITCH_GAIN:
+        best, _, why = self._best(sample)
+        if best == self.level:
             self._streak_level, self._streak = None, 0
             return None
         if best == self._streak_level:
@@ -164,7 +169,7 @@ class LevelPolicy:
             return None
         before = sum(self._rates) / len(self._rates)
         self._verifying = (self.level, before, [])
-        return self._move(best, sample.now, f"predicted +{gain:.0%}")
+        return self._move(best, sample.now, why)
 
     def predicted(self, level: int, sample: Sample) -> float:
         """Raw bytes/s the stream would reach at `level` (0 when not yet measured)."""
@@ -182,18 +187,29 @@ class LevelPolicy:
             return cpu
         return min(cpu, self.drain_rate * estimate.ratio)
 
-    def _best(self, sample: Sample) -> tuple[int, float]:
+    def _best(self, sample: Sample) -> tuple[int, float, str]:
+        """(level, predicted gain, why): the level to move to, or the current one."""
         current = self.predicted(self.level, sample)
         if current <= 0:
-            return self.level, 0.0
-        best, best_rate = self.level, current
-        for level in self.ladder:
-            if self._barred_until.get(level, float("-inf")) > sample.now:
-                continue
-            rate = self.predicted(level, sample)
-            if rate > best_rate:
-                best, best_rate = level, rate
-        return best, best_rate / current - 1.0
+            return self.level, 0.0, ""
+        rates = {
+            level: self.predicted(level, sample)
+            for level in self.ladder
+            if level == self.level or self._barred_until.get(level, float("-inf")) <= sample.now
+        }
+        top = max(rates.values())
+        near = [level for level, rate in rates.items() if rate >= top * (1.0 - TIE)]
+        best = max(near, key=lambda level: self.estimates[level].speed)
+        gain = rates[best] / current - 1.0
+        if best != self.level and gain >= SWITCH_GAIN:
+            return best, gain, f"predicted +{gain:.0%}"
+        if (
+            best != self.level
+            and gain >= -TIE
+            and self.estimates[best].speed >= CHEAPER * self.estimates[self.level].speed
+        ):
+            return best, gain, "as fast for less CPU"
+        return self.level, 0.0, ""
 
     def _verify(self, now: float, rate: float) -> Decision | None:
         if self._verifying is None:
