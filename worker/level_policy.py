@@ -55,10 +55,16 @@ REVERT_LOSS = 0.05
 #: A level undone is barred this long, doubling per failure up to BAR_MAX_S.
 BAR_FIRST_S = 8.0
 BAR_MAX_S = 64.0
+#: A change of the ratio by this share means other data: the bars are lifted.
+DATA_CHANGE = 0.25
 #: The stream counts as held back by the link when it waited on the network this
 #: share of the interval (blocked in sendmsg or waiting for ACKs).
 LINK_BOUND_SHARE = 0.2
-#: Weight of a new measurement in the running estimates.
+#: ...or when the link drained less than this share of what the stream produced.
+QUEUE_GROWTH = 0.9
+#: Weight of a new measurement in the running estimates: ratios follow the data
+#: quickly (data that turns random), speeds are timed on a shared CPU and smoothed more.
+RATIO_ALPHA = 0.7
 ALPHA = 0.5
 #: Bytes of the stream's own batches probed per interval.
 PROBE_BYTES = 64 * 1024
@@ -99,7 +105,9 @@ class _Estimate:
     speed: float = 0.0
 
     def update(self, ratio: float, speed: float) -> None:
-        self.ratio = ratio if self.ratio == 0 else (1 - ALPHA) * self.ratio + ALPHA * ratio
+        self.ratio = (
+            ratio if self.ratio == 0 else (1 - RATIO_ALPHA) * self.ratio + RATIO_ALPHA * ratio
+        )
         self.speed = speed if self.speed == 0 else (1 - ALPHA) * self.speed + ALPHA * speed
 
 
@@ -126,6 +134,8 @@ class LevelPolicy:
     _streak_level: int | None = None
     _streak: int = 0
     _barred_until: dict[int, float] = field(default_factory=dict)
+    #: The current level's ratio when a bar was set: a bar holds only for that data.
+    _barred_ratio: dict[int, float] = field(default_factory=dict)
     _bar_seconds: dict[int, float] = field(default_factory=dict)
     _rates: list[float] = field(default_factory=list)
     #: (level moved from, its raw rate before the move, samples seen since).
@@ -149,10 +159,10 @@ class LevelPolicy:
                 sample.raw_bytes / sample.wire_bytes,
                 sample.raw_bytes / sample.compress_seconds,
             )
-        link_bound = sample.network_seconds >= LINK_BOUND_SHARE * sample.seconds
+        link_bound = held_back(sample)
         self.drain_rate = sample.drained_bytes / sample.seconds if link_bound else None
         self._rates = [*self._rates[-(VERIFY_SAMPLES - 1) :], rate]
-        verdict = self._verify(sample.now, rate)
+        verdict = self._verify(sample, rate)
         if verdict is not None:
             return verdict
         if sample.raw_bytes == 0:
@@ -195,7 +205,7 @@ class LevelPolicy:
         rates = {
             level: self.predicted(level, sample)
             for level in self.ladder
-            if level == self.level or self._barred_until.get(level, float("-inf")) <= sample.now
+            if level == self.level or not self._barred(level, sample.now)
         }
         top = max(rates.values())
         near = [level for level, rate in rates.items() if rate >= top * (1.0 - TIE)]
@@ -211,19 +221,36 @@ class LevelPolicy:
             return best, gain, "as fast for less CPU"
         return self.level, 0.0, ""
 
-    def _verify(self, now: float, rate: float) -> Decision | None:
+    def _barred(self, level: int, now: float) -> bool:
+        """Barred after a failed move, while the data compresses as it did then."""
+        if self._barred_until.get(level, float("-inf")) <= now:
+            return False
+        then = self._barred_ratio.get(level, 0.0)
+        ratio = self.estimates[self.level].ratio
+        return then > 0 and abs(ratio - then) <= DATA_CHANGE * then
+
+    def _verify(self, sample: Sample, rate: float) -> Decision | None:
+        """Undo a move that delivers less than the level before it did, and would now.
+
+        Both references: the rate measured before the move alone would blame the level
+        for data that turned less compressible; the model's figure for the old level on
+        today's data alone would trust the model that proposed the move.
+        """
         if self._verifying is None:
             return None
-        previous, before, seen = self._verifying
+        now = sample.now
+        previous, measured, seen = self._verifying
         seen.append(rate)
         if len(seen) < VERIFY_SAMPLES:
             return None
         self._verifying = None
         after = sum(seen[1:]) / max(1, len(seen) - 1)  # the first sample mixes both levels
+        before = min(measured, self.predicted(previous, sample) or measured)
         if before > 0 and after < (1.0 - REVERT_LOSS) * before:
             bar = min(BAR_MAX_S, self._bar_seconds.get(self.level, BAR_FIRST_S / 2) * 2)
             self._bar_seconds[self.level] = bar
             self._barred_until[self.level] = now + bar
+            self._barred_ratio[self.level] = self.estimates[previous].ratio
             return self._move(
                 previous, now, f"undone: {after / 1e6:.1f} < {before / 1e6:.1f} MB/s raw"
             )
@@ -237,6 +264,19 @@ class LevelPolicy:
         self.switches += 1
         self._streak_level, self._streak = None, 0
         return decision
+
+
+def held_back(sample: Sample) -> bool:
+    """Whether the link (or the peer) limited the stream over the interval.
+
+    Either the stream waited on the network for a good share of the time, or its send
+    queue grew: it produced faster than the link drained (the first second of a
+    connection, when the socket buffer fills without blocking anyone).
+    """
+    return (
+        sample.network_seconds >= LINK_BOUND_SHARE * sample.seconds
+        or sample.drained_bytes < QUEUE_GROWTH * sample.wire_bytes
+    )
 
 
 def delivered_rate(sample: Sample) -> float:

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from w5xde.contract import auth, telemetry
+from w5xde.contract.report import LinkTuningReport
 from w5xde.worker.report_endpoint import ReportEndpoint, is_report_path
 from w5xde.worker.runtime import Worker, current_rss_bytes
 
@@ -86,6 +87,51 @@ class WorkerCollector:
             gauge = GaugeMetricFamily(name, text)
             gauge.add_metric([], value)
             yield gauge
+        yield from link_metrics(self._worker.link_tuning())
+
+
+def link_metrics(links: dict[str, LinkTuningReport]) -> Iterator[Metric]:
+    """Per peer (label `peer`): the level its streams use, raw/compressed batches, share."""
+    level = GaugeMetricFamily(
+        "w5xde_link_compression_level",
+        "zstd level of the streams to the peer (0 = raw)",
+        labels=["peer"],
+    )
+    raw_share = GaugeMetricFamily(
+        "w5xde_link_raw_share_ratio", "Share of the batches to the peer sent raw", labels=["peer"]
+    )
+    share = GaugeMetricFamily(
+        "w5xde_link_sent_share_ratio",
+        "Share of this worker's acknowledged raw bytes that went to the peer",
+        labels=["peer"],
+    )
+    send = GaugeMetricFamily(
+        "w5xde_link_send_bytes", "Bytes gathered per sendmsg to the peer", labels=["peer"]
+    )
+    raw = CounterMetricFamily(
+        "w5xde_link_raw_batches", "Batches to the peer sent raw", labels=["peer"]
+    )
+    compressed = CounterMetricFamily(
+        "w5xde_link_compressed_batches", "Batches to the peer sent compressed", labels=["peer"]
+    )
+    switches = CounterMetricFamily(
+        "w5xde_link_level_switches",
+        "Level changes of level: auto on the peer's streams",
+        labels=["peer"],
+    )
+    sent = CounterMetricFamily(
+        "w5xde_link_sent_raw_bytes", "Raw bytes the peer acknowledged", labels=["peer"]
+    )
+    for peer, link in links.items():
+        level.add_metric([peer], link.level)
+        raw_share.add_metric([peer], link.raw_share)
+        share.add_metric([peer], link.share)
+        send.add_metric([peer], link.send_bytes)
+        raw.add_metric([peer], link.raw_batches)
+        compressed.add_metric([peer], link.compressed_batches)
+        switches.add_metric([peer], link.level_switches)
+        sent.add_metric([peer], link.sent_raw_bytes)
+    yield from (level, raw_share, share, send, raw, compressed, switches, sent)
 
 
 class MetricsServer:
