@@ -23,6 +23,7 @@ Pure: time is a parameter, no sockets, no zstd (the probes are made by `Prober`)
 
 from __future__ import annotations
 
+import random
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -57,17 +58,25 @@ BAR_FIRST_S = 8.0
 BAR_MAX_S = 64.0
 #: A change of the ratio by this share means other data: the bars are lifted.
 DATA_CHANGE = 0.25
-#: The stream counts as held back by the link when it waited on the network this
-#: share of the interval (blocked in sendmsg or waiting for ACKs).
+#: The stream counts as held back by the link when it waited for ACKs or credit this
+#: share of the interval...
 LINK_BOUND_SHARE = 0.2
+#: ...or when its send queue is this full...
+QUEUE_FULL = 0.5
 #: ...or when the link drained less than this share of what the stream produced.
 QUEUE_GROWTH = 0.9
-#: Weight of a new measurement in the running estimates: ratios follow the data
-#: quickly (data that turns random), speeds are timed on a shared CPU and smoothed more.
+#: Weight of a new probe in the running estimates: ratios follow the data quickly
+#: (data that turns random), speeds are timed on a shared CPU and smoothed more.
 RATIO_ALPHA = 0.7
 ALPHA = 0.5
+#: Bounds of the contention factor, and the raw bytes an interval needs to update it.
+CONTENTION_MIN, CONTENTION_MAX = 0.05, 1.5
+MIN_LIVE_BYTES = 256 * 1024
 #: Bytes of the stream's own batches probed per interval.
-PROBE_BYTES = 64 * 1024
+PROBE_BYTES = 128 * 1024
+#: ...in slices of at most this much of one batch, taken one batch in up to PROBE_SKIP.
+PROBE_SLICE = 64 * 1024
+PROBE_SKIP = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +98,17 @@ class Sample:
     raw_bytes: int
     wire_bytes: int
     compress_seconds: float
-    #: Time in socket calls (sendmsg, waiting for ACKs): held back by the link or peer.
+    #: Time in socket calls (sendmsg, waiting for ACKs): what the stream did not compute.
     network_seconds: float
     #: Payload bytes the socket really sent (written minus the send queue's growth).
     drained_bytes: int
     probes: Sequence[Probe] = ()
     #: Compression threads working for this stream (level: auto with threads > 1).
     parallel: float = 1.0
+    #: Seconds the stream waited for ACKs or credit (its window or credit was full).
+    wait_seconds: float = 0.0
+    #: How full the socket's send queue was at the end (SIOCOUTQ / usable SO_SNDBUF).
+    queue_fill: float = 0.0
 
 
 @dataclass(slots=True)
@@ -140,6 +153,13 @@ class LevelPolicy:
     _rates: list[float] = field(default_factory=list)
     #: (level moved from, its raw rate before the move, samples seen since).
     _verifying: tuple[int, float, list[float]] | None = None
+    #: The current level's speed in the stream over its probe speed: a probe runs in a
+    #: few milliseconds, mostly within one time slice, while the stream shares the CPU
+    #: with everything else; every probe speed is scaled by this before it is used.
+    contention: float = 1.0
+    #: The current level's ratio in the stream over its probe ratio (the probes see a
+    #: sample of the batches); every compressed level's probe ratio is scaled by it.
+    ratio_bias: float = 1.0
 
     def __post_init__(self) -> None:
         for level in self.ladder:
@@ -154,11 +174,17 @@ class LevelPolicy:
         if sample.seconds <= 0:
             return None
         rate = delivered_rate(sample)
+        current = self.estimates[self.level]
         if sample.raw_bytes > 0 and sample.wire_bytes > 0 and sample.compress_seconds > 0:
-            self.estimates[self.level].update(
-                sample.raw_bytes / sample.wire_bytes,
-                sample.raw_bytes / sample.compress_seconds,
-            )
+            live_speed = sample.raw_bytes / sample.compress_seconds
+            if current.speed > 0 and sample.raw_bytes >= MIN_LIVE_BYTES:
+                seen = min(CONTENTION_MAX, max(CONTENTION_MIN, live_speed / current.speed))
+                self.contention = (1 - ALPHA) * self.contention + ALPHA * seen
+            if current.ratio > 0 and self.level != RAW:
+                seen = (sample.raw_bytes / sample.wire_bytes) / current.ratio
+                self.ratio_bias = (1 - ALPHA) * self.ratio_bias + ALPHA * seen
+            elif current.ratio == 0:
+                current.update(sample.raw_bytes / sample.wire_bytes, live_speed)
         link_bound = held_back(sample)
         self.drain_rate = sample.drained_bytes / sample.seconds if link_bound else None
         self._rates = [*self._rates[-(VERIFY_SAMPLES - 1) :], rate]
@@ -189,13 +215,15 @@ class LevelPolicy:
             return 0.0
         parallel = max(1.0, sample.parallel)
         raw = max(sample.raw_bytes, 1)
+        contention = self.contention
         # CPU seconds per raw byte the stream spends beside compressing (framing, copies).
         busy = max(0.0, sample.seconds - sample.network_seconds) / raw
-        other = max(0.0, busy - 1.0 / (current.speed * parallel))
-        cpu = 1.0 / (1.0 / (estimate.speed * parallel) + other)
+        other = max(0.0, busy - 1.0 / (current.speed * contention * parallel))
+        cpu = 1.0 / (1.0 / (estimate.speed * contention * parallel) + other)
         if self.drain_rate is None:
             return cpu
-        return min(cpu, self.drain_rate * estimate.ratio)
+        ratio = 1.0 if level == RAW else max(1.0, estimate.ratio * self.ratio_bias)
+        return min(cpu, self.drain_rate * ratio)
 
     def _best(self, sample: Sample) -> tuple[int, float, str]:
         """(level, predicted gain, why): the level to move to, or the current one."""
@@ -269,13 +297,15 @@ class LevelPolicy:
 def held_back(sample: Sample) -> bool:
     """Whether the link (or the peer) limited the stream over the interval.
 
-    Either the stream waited on the network for a good share of the time, or its send
-    queue grew: it produced faster than the link drained (the first second of a
-    connection, when the socket buffer fills without blocking anyone).
+    The socket's send queue is (nearly) full, or it grew (the stream produced faster
+    than the link drained), or the stream waited for ACKs or credit a good share of the
+    time.  Not the time spent in sendmsg itself: on a busy CPU that is the kernel's
+    copying and would pass for a slow link.
     """
     return (
-        sample.network_seconds >= LINK_BOUND_SHARE * sample.seconds
+        sample.queue_fill >= QUEUE_FULL
         or sample.drained_bytes < QUEUE_GROWTH * sample.wire_bytes
+        or sample.wait_seconds >= LINK_BOUND_SHARE * sample.seconds
     )
 
 
@@ -297,7 +327,9 @@ class Prober:
     """Compresses a few of the stream's own batches at every ladder level, on the side.
 
     `due` is a plain attribute the producer reads per batch (the only hot-path cost);
-    `offer` copies batches until `PROBE_BYTES`, then `run` measures them.
+    `offer` copies a slice of one batch in every few (a random skip, so a source that
+    repeats with a period is not sampled at the same phase every time) until
+    `PROBE_BYTES`, then `run` measures them.
     """
 
     def __init__(
@@ -313,6 +345,8 @@ class Prober:
         self._clock = clock
         self._batches: list[bytes] = []
         self._held = 0
+        self._skip = 0
+        self._random = random.Random(0x5EED)  # noqa: S311 - sampling, not secrets
         self._contexts = {
             level: zstandard.ZstdCompressor(
                 level=level, write_checksum=True, write_content_size=True
@@ -322,8 +356,14 @@ class Prober:
         }
 
     def offer(self, batch: bytes | memoryview) -> None:
-        self._batches.append(bytes(batch[: self._probe_bytes]))
-        self._held += min(len(batch), self._probe_bytes)
+        if self._skip > 0:
+            self._skip -= 1
+            return
+        self._skip = self._random.randrange(PROBE_SKIP)
+        piece = min(len(batch), PROBE_SLICE)
+        start = self._random.randrange(len(batch) - piece + 1)
+        self._batches.append(bytes(batch[start : start + piece]))
+        self._held += piece
         if self._held >= self._probe_bytes:
             self.due = False
 

@@ -316,7 +316,9 @@ class OutgoingStream(threading.Thread):
             self._maybe_tick(sock)
             started = time.perf_counter()
             shares.wait(0.02)
-            self.counters.network_seconds += time.perf_counter() - started
+            waited = time.perf_counter() - started
+            self.counters.network_seconds += waited
+            self.tuning.wait_seconds += waited
 
     def _produce(self) -> int:
         """Frame one batch (a handed-over one first) into the window and the send queue."""
@@ -394,7 +396,9 @@ class OutgoingStream(threading.Thread):
         if wait:
             started = time.perf_counter()
             ready = poller.poll(_ACK_WAIT_S * 1000)
-            self.counters.network_seconds += time.perf_counter() - started
+            waited = time.perf_counter() - started
+            self.counters.network_seconds += waited
+            self.tuning.wait_seconds += waited
             if not ready:
                 if self._aborted.is_set():
                     raise StreamStopped

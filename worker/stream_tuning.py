@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from w5xde.api.v1alpha1 import AUTO_BUFFER_CAP_BYTES, CompressionSpec, NetworkSpec
 from w5xde.worker import link_sizing
 from w5xde.worker.counters import Counters
-from w5xde.worker.level_policy import INTERVAL_S, RAW, LevelPolicy, Prober, Sample
+from w5xde.worker.level_policy import (
+    INTERVAL_S,
+    RAW,
+    LevelPolicy,
+    Prober,
+    Sample,
+    held_back,
+)
 from w5xde.worker.producer import BatchProducer, compression_threads
 
 log = logging.getLogger("w5xde.sender")
@@ -66,11 +73,14 @@ class StreamTuner:
         self.payload_bytes = 0
         self.raw_batches = 0
         self.compressed_batches = 0
+        #: Seconds spent waiting for ACKs, credit or siblings (not in sendmsg).
+        self.wait_seconds = 0.0
         #: Bytes gathered before one sendmsg (link_sizing.send_bytes).
         self.send_bytes = link_sizing.send_bytes(None, batch_bytes)
         self.buffer_floor = 0
         self.next_tick = time.monotonic() + INTERVAL_S
         self._last = (time.monotonic(), 0, 0, 0, 0.0, 0.0, 0)
+        self._last_wait = 0.0
 
     def connected(self, sock: socket.socket, counters: Counters) -> None:
         """A new connection: measure from here (its send queue starts empty)."""
@@ -105,26 +115,29 @@ class StreamTuner:
             return
         drained = max(0, counters.wire_bytes - wire0 - (queue - queue0))
         network_seconds = counters.network_seconds - network0
-        held_back = network_seconds >= 0.2 * seconds
-        drain_rate = drained / seconds if held_back else None
+        wait_seconds, self._last_wait = self.wait_seconds - self._last_wait, self.wait_seconds
+        # The kernel reports twice the buffer it grants; about half of that holds payload.
+        usable = max(1, sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2)
+        sample = Sample(
+            now=now,
+            seconds=seconds,
+            raw_bytes=self.raw_bytes - raw0,
+            wire_bytes=self.payload_bytes - payload0,
+            compress_seconds=counters.compression_seconds - compress0,
+            network_seconds=network_seconds,
+            drained_bytes=drained,
+            probes=self._prober.run() if self._prober is not None else (),
+            parallel=self._parallel,
+            wait_seconds=wait_seconds,
+            queue_fill=queue / usable,
+        )
+        drain_rate = drained / seconds if held_back(sample) else None
         self.send_bytes = link_sizing.send_bytes(drain_rate, self._batch_bytes)
         if self._network.auto_buffers and drain_rate:
             self._raise_buffer_floor(sock, drain_rate)
-        if self.policy is None or self._prober is None:
+        if self.policy is None:
             return
-        decision = self.policy.observe(
-            Sample(
-                now=now,
-                seconds=seconds,
-                raw_bytes=self.raw_bytes - raw0,
-                wire_bytes=self.payload_bytes - payload0,
-                compress_seconds=counters.compression_seconds - compress0,
-                network_seconds=network_seconds,
-                drained_bytes=drained,
-                probes=self._prober.run(),
-                parallel=self._parallel,
-            )
-        )
+        decision = self.policy.observe(sample)
         if decision is not None:
             self.level = decision.level
             self._producer.set_level(decision.level)

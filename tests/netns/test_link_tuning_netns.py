@@ -66,7 +66,7 @@ def link_of(worker: WorkerProcess, peer: str) -> dict[str, float]:
 
 
 @pytest.fixture
-def text_then_random(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+def text_then_random(tmp_path: Path) -> tuple[Path, int]:
     """A directory the file source reads in order: 96 MB of text, then 96 MB of random."""
     text = synthetic_pool(Profile.TEXT)
     text_bytes = 0
@@ -75,7 +75,7 @@ def text_then_random(tmp_path: Path) -> Iterator[tuple[Path, int]]:
             out.write(text)
             text_bytes += len(text)
     (tmp_path / "b-random.bin").write_bytes(os.urandom(96 * MB))
-    yield tmp_path, text_bytes
+    return tmp_path, text_bytes
 
 
 def test_auto_with_threads_follows_text_then_random_and_keeps_delivering(

@@ -15,12 +15,14 @@ from w5xde.worker.codec import RAW_LEVEL, BatchCompressor, BatchDecompressor
 from w5xde.worker.level_policy import (
     INTERVAL_S,
     MIN_HOLD_S,
+    PROBE_SKIP,
     RAW,
     LevelPolicy,
     Probe,
     Prober,
     Sample,
     delivered_rate,
+    held_back,
 )
 from w5xde.worker.protocol import FLAG_RAW_FALLBACK, CodecId
 from w5xde.worker.sources import synthetic_pool
@@ -73,6 +75,7 @@ def simulate(
                 network_seconds=max(0.0, held),
                 drained_bytes=wire,
                 probes=probes(table),
+                queue_fill=1.0 if held > 0.01 else 0.1,
             )
         )
         if decision is not None:
@@ -131,7 +134,8 @@ def _choking_receiver(policy: LevelPolicy, now: float) -> Sample:
         return Sample(now, INTERVAL_S, raw, raw // 2, raw / (300 * MB), 0.0, raw // 2,
                       probes(TEXT_LIKE))  # fmt: skip
     raw = 25 * MB
-    return Sample(now, INTERVAL_S, raw, raw, raw / (2000 * MB), 0.45, raw, probes(TEXT_LIKE))
+    return Sample(now, INTERVAL_S, raw, raw, raw / (2000 * MB), 0.45, raw, probes(TEXT_LIKE),
+                  queue_fill=1.0)  # fmt: skip
 
 
 def test_a_move_that_delivers_less_is_undone_and_the_level_barred() -> None:
@@ -165,6 +169,7 @@ def test_a_stalled_link_keeps_the_level() -> None:
             network_seconds=INTERVAL_S,
             drained_bytes=0,
             probes=probes(TEXT_LIKE),
+            queue_fill=1.0,
         )
         assert policy.observe(stalled) is None
     assert (policy.level, policy.switches) == (level, switches)
@@ -181,11 +186,12 @@ def test_the_prober_measures_its_batches_at_every_level() -> None:
     ticks = iter(range(100))
     prober = Prober(probe_bytes=32 * 1024, clock=lambda: float(next(ticks)))
     text = synthetic_pool(Profile.TEXT, 64 * 1024)
-    assert prober.due
-    prober.offer(memoryview(text)[:16384])
-    assert prober.due
-    prober.offer(memoryview(text)[16384:40000])
-    assert not prober.due
+    offered = 0
+    while prober.due:
+        prober.offer(memoryview(text)[offered % 4096 :])
+        offered += 1
+    # One batch in a few (random skips) is copied, until 32 KiB are held.
+    assert 1 <= offered <= 1 + PROBE_SKIP
     found = {probe.level: probe for probe in prober.run()}
     assert prober.due
     assert set(found) == {RAW, 1, 3, 6}
@@ -210,3 +216,19 @@ def test_a_batch_that_does_not_shrink_goes_raw_flagged() -> None:
     compressor.set_level(RAW_LEVEL)
     payload, _, codec, flags = compressor.compress_frame(text)
     assert (bytes(payload), codec, flags) == (text, CodecId.NONE, 0)
+
+
+@pytest.mark.parametrize(
+    ("fill", "drained", "waited", "held"),
+    [
+        (0.9, 100, 0.0, True),  # the send queue is full
+        (0.1, 50, 0.0, True),  # it grew: the link took half of what was produced
+        (0.1, 100, 0.2, True),  # the window or the credit made the stream wait
+        (0.1, 100, 0.0, False),  # none of that: time in sendmsg alone is not the link
+    ],
+)
+def test_held_back_by_the_link_is_read_from_the_queue_not_from_sendmsg_time(
+    fill: float, drained: int, waited: float, held: bool
+) -> None:
+    sample = Sample(0, 0.5, 200, 100, 0.1, 0.4, drained, wait_seconds=waited, queue_fill=fill)
+    assert held_back(sample) is held
