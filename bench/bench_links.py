@@ -236,6 +236,10 @@ def w5xde_row(
         last = receiver.lines[-1] if receiver.lines else {}
         links = (sender.lines[-1] if sender.lines else {}).get("report", {}).get("linkTuning", {})
     finally:
+        # Both at once, as a cluster stops: the sender drains into a live receiver.
+        for worker in (sender, receiver):
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
         final_sender = sender.stop()
         final_receiver = receiver.stop()
     span = max(1e-3, elapsed_of(last) - elapsed_of(first))
@@ -409,6 +413,24 @@ def balance_rows(
     return rows
 
 
+def mean_row(runs: list[Row]) -> Row:
+    """The rounds of one policy on one link: mean figures, every round's raw MB/s kept."""
+    count = len(runs)
+    row = Row(
+        link_mbit=runs[0].link_mbit,
+        policy=runs[0].policy,
+        raw_mb_per_s=sum(run.raw_mb_per_s for run in runs) / count,
+        wire_mb_per_s=sum(run.wire_mb_per_s for run in runs) / count,
+        cpu_s_per_gb=sum(run.cpu_s_per_gb for run in runs) / count,
+        lost_batches=sum(run.lost_batches for run in runs),
+        extra=dict(runs[-1].extra),
+    )
+    row.ratio = row.raw_mb_per_s / row.wire_mb_per_s if row.wire_mb_per_s else 0.0
+    row.extra["rounds_raw_mb_per_s"] = [round(run.raw_mb_per_s, 1) for run in runs]
+    row.extra["rounds_link"] = [run.extra.get("link", {}) for run in runs]
+    return row
+
+
 def format_table(rows: list[Row]) -> str:
     header = f"{'link':>9} {'policy':>14} {'raw MB/s':>9} {'wire MB/s':>9} {'ratio':>6} {'CPU s/GB':>9} {'level':>6}"
     lines = [header, "-" * len(header)]
@@ -484,8 +506,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default="bench/links-results.json")
     parser.add_argument("--source", default=os.environ.get("SOURCE") or "synthetic:mixed")
-    parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per row")
-    parser.add_argument("--warm", type=float, default=3.0, help="seconds before measuring")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
+    parser.add_argument("--warm", type=float, default=2.5, help="seconds before measuring")
+    parser.add_argument("--rounds", type=int, default=2, help="runs per row, alternating order")
     parser.add_argument("--batch-bytes", type=int, default=65536)
     parser.add_argument("--links", default=",".join(str(mbit) for mbit in LINKS_MBIT))
     parser.add_argument("--policies", default=",".join(POLICIES))
@@ -509,14 +532,21 @@ def main() -> int:
             bed = PairBed()
             for mbit in (int(item) for item in args.links.split(",") if item):
                 bed.shape(mbit)
-                for policy in args.policies.split(","):
-                    row = w5xde_row(bed, mbit, policy, workload, args.warm, args.seconds)
-                    rows.append(row)
-                    print(format_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
-                for policy in ("zstd-1-nc", "zstd-adapt-nc"):
-                    row = pipeline_row(bed, mbit, policy, data_file, args.warm, args.seconds)
-                    rows.append(row)
-                    print(format_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
+                order = [*args.policies.split(","), "zstd-1-nc", "zstd-adapt-nc"]
+                runs: dict[str, list[Row]] = {policy: [] for policy in order}
+                # Rounds alternate the order, so a burst of load from the machine's other
+                # users does not land on one policy only; the mean of the rounds is kept.
+                for round_index in range(max(1, args.rounds)):
+                    for policy in order if round_index % 2 == 0 else order[::-1]:
+                        if policy.startswith("zstd-"):
+                            row = pipeline_row(
+                                bed, mbit, policy, data_file, args.warm, args.seconds
+                            )
+                        else:
+                            row = w5xde_row(bed, mbit, policy, workload, args.warm, args.seconds)
+                        runs[policy].append(row)
+                        print(format_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
+                rows.extend(mean_row(runs[policy]) for policy in order)
             cleanup()
             if not args.no_balance:
                 balance = balance_rows(workload, args.balance_level, args.warm + 2, args.seconds)
@@ -542,7 +572,8 @@ def main() -> int:
         },
         "source": args.source,
         "batch_bytes": args.batch_bytes,
-        "seconds_per_row": args.seconds,
+        "seconds_per_run": args.seconds,
+        "rounds": args.rounds,
         "warm_up_seconds": args.warm,
         "wall_seconds": round(time.monotonic() - started, 1),
         "rows": [asdict(row) for row in rows],
