@@ -41,7 +41,8 @@ PREFIX = "w5l-"
 KEY = "bench-links-key-0123456789"
 PORT = 7070
 LINKS_MBIT = (100, 400, 2000, 0)
-POLICIES = ("none", "1", "3", "6", "auto")
+#: `auto-autobuf`: level auto with socketBufferBytes: auto (kernel autotuning, floored).
+POLICIES = ("none", "1", "3", "6", "auto", "auto-autobuf")
 QUARTER_FAST_MBIT = 400
 PIPELINE_POOL_BYTES = 32 * 1024 * 1024
 
@@ -216,12 +217,15 @@ def w5xde_row(
 ) -> Row:
     """A sends to B (one direction; B sends nowhere) at `policy`."""
     a, b = f"{PairBed.ADDRESS[PairBed.A]}:{PORT}", f"{PairBed.ADDRESS[PairBed.B]}:{PORT}"
+    level = policy.removesuffix("-autobuf")
     compression: dict[str, Any] = (
         {"codec": "none"}
-        if policy == "none"
-        else {"level": policy if policy == "auto" else int(policy)}
+        if level == "none"
+        else {"level": level if level == "auto" else int(level)}
     )
-    extra = {"compression": compression}
+    extra: dict[str, Any] = {"compression": compression}
+    if policy.endswith("-autobuf"):
+        extra["network"] = {"socketBufferBytes": "auto"}
     # The receiver's own peer list is itself alone, so it sends nothing back.
     receiver = start_worker(PairBed.B, "receiver-0", [b], workload, extra)
     time.sleep(0.8)
@@ -507,7 +511,7 @@ def main() -> int:
     parser.add_argument("--json", default="bench/links-results.json")
     parser.add_argument("--source", default=os.environ.get("SOURCE") or "synthetic:mixed")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
-    parser.add_argument("--warm", type=float, default=2.5, help="seconds before measuring")
+    parser.add_argument("--warm", type=float, default=2.0, help="seconds before measuring")
     parser.add_argument("--rounds", type=int, default=2, help="runs per row, alternating order")
     parser.add_argument("--batch-bytes", type=int, default=65536)
     parser.add_argument("--links", default=",".join(str(mbit) for mbit in LINKS_MBIT))
