@@ -150,9 +150,12 @@ class LevelPolicy:
     #: The current level's ratio when a bar was set: a bar holds only for that data.
     _barred_ratio: dict[int, float] = field(default_factory=dict)
     _bar_seconds: dict[int, float] = field(default_factory=dict)
-    _rates: list[float] = field(default_factory=list)
+    #: The last delivered rates, with how compressible the data was at each.
+    _rates: list[tuple[float, float]] = field(default_factory=list)
     #: (level moved from, its raw rate before the move, samples seen since).
     _verifying: tuple[int, float, list[float]] | None = None
+    #: `_data_ratio()` over the reference rates (lowest, highest): did the data change?
+    _verify_data: tuple[float, float] = (0.0, 0.0)
     #: The current level's speed in the stream over its probe speed: a probe runs in a
     #: few milliseconds, mostly within one time slice, while the stream shares the CPU
     #: with everything else; every probe speed is scaled by this before it is used.
@@ -187,7 +190,7 @@ class LevelPolicy:
                 current.update(sample.raw_bytes / sample.wire_bytes, live_speed)
         link_bound = held_back(sample)
         self.drain_rate = sample.drained_bytes / sample.seconds if link_bound else None
-        self._rates = [*self._rates[-(VERIFY_SAMPLES - 1) :], rate]
+        self._rates = [*self._rates[-(VERIFY_SAMPLES - 1) :], (rate, self._data_ratio())]
         verdict = self._verify(sample, rate)
         if verdict is not None:
             return verdict
@@ -203,9 +206,18 @@ class LevelPolicy:
             self._streak_level, self._streak = best, 1
         if self._streak < CONFIRM or sample.now - self.changed_at < MIN_HOLD_S:
             return None
-        before = sum(self._rates) / len(self._rates)
+        before = sum(rate for rate, _ in self._rates) / len(self._rates)
         self._verifying = (self.level, before, [])
+        # The data the reference rate was measured on (it may already have been changing).
+        self._verify_data = (
+            min(data for _, data in self._rates),
+            max(data for _, data in self._rates),
+        )
         return self._move(best, sample.now, why)
+
+    def _data_ratio(self) -> float:
+        """How compressible the data is now: the best probe ratio of the ladder."""
+        return max(estimate.ratio for estimate in self.estimates.values())
 
     def predicted(self, level: int, sample: Sample) -> float:
         """Raw bytes/s the stream would reach at `level` (0 when not yet measured)."""
@@ -258,11 +270,12 @@ class LevelPolicy:
         return then > 0 and abs(ratio - then) <= DATA_CHANGE * then
 
     def _verify(self, sample: Sample, rate: float) -> Decision | None:
-        """Undo a move that delivers less than the level before it did, and would now.
+        """Undo a move that delivers less than the level before it delivered.
 
-        Both references: the rate measured before the move alone would blame the level
-        for data that turned less compressible; the model's figure for the old level on
-        today's data alone would trust the model that proposed the move.
+        The reference is the rate measured before the move, unless the data changed
+        since (its compressibility moved by DATA_CHANGE): then a lower rate may be the
+        data's doing, and the reference is the model's figure for the old level on
+        today's data.
         """
         if self._verifying is None:
             return None
@@ -273,7 +286,12 @@ class LevelPolicy:
             return None
         self._verifying = None
         after = sum(seen[1:]) / max(1, len(seen) - 1)  # the first sample mixes both levels
-        before = min(measured, self.predicted(previous, sample) or measured)
+        data = self._data_ratio()
+        low, high = min(data, *self._verify_data), max(data, *self._verify_data)
+        changed = high / max(low, 1e-9) - 1.0 > DATA_CHANGE
+        before = (
+            min(measured, self.predicted(previous, sample) or measured) if changed else measured
+        )
         if before > 0 and after < (1.0 - REVERT_LOSS) * before:
             bar = min(BAR_MAX_S, self._bar_seconds.get(self.level, BAR_FIRST_S / 2) * 2)
             self._bar_seconds[self.level] = bar
