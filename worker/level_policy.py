@@ -40,6 +40,10 @@ START_LEVEL = 1
 INTERVAL_S = 0.5
 #: A level must predict this much more raw throughput than the current one...
 SWITCH_GAIN = 0.08
+#: The link's measured rate is remembered this long while it does not hold the stream
+#: back, and forgotten when the stream drains this much faster than it.
+LINK_MEMORY_S = 30.0
+LINK_FASTER = 1.1
 #: Levels predicted within this of the best count as equal: the cheapest of them wins
 #: (random data on a slow link: every level delivers the same, raw costs no CPU).
 TIE = 0.02
@@ -140,8 +144,10 @@ class LevelPolicy:
     ladder: tuple[int, ...] = LADDER
     level: int = START_LEVEL
     estimates: dict[int, _Estimate] = field(default_factory=dict)
-    #: Last measured drain rate while held back by the link (wire bytes/s), else None.
+    #: The link's drain rate (wire bytes/s) as last measured while it held the stream
+    #: back, remembered a while (`_learn_link`); None: unknown, so unbounded.
     drain_rate: float | None = None
+    _link_at: float = float("-inf")
     changed_at: float = float("-inf")
     switches: int = 0
     _streak_level: int | None = None
@@ -189,7 +195,7 @@ class LevelPolicy:
             elif current.ratio == 0:
                 current.update(sample.raw_bytes / sample.wire_bytes, live_speed)
         link_bound = held_back(sample)
-        self.drain_rate = sample.drained_bytes / sample.seconds if link_bound else None
+        self._learn_link(sample, link_bound)
         self._rates = [*self._rates[-(VERIFY_SAMPLES - 1) :], (rate, self._data_ratio())]
         verdict = self._verify(sample, rate)
         if verdict is not None:
@@ -218,6 +224,21 @@ class LevelPolicy:
     def _data_ratio(self) -> float:
         """How compressible the data is now: the best probe ratio of the ladder."""
         return max(estimate.ratio for estimate in self.estimates.values())
+
+    def _learn_link(self, sample: Sample, link_bound: bool) -> None:
+        """The link's capacity: measured while it holds the stream back, then remembered.
+
+        Remembered for LINK_MEMORY_S while the stream is not held back (a move to raw
+        on a 2 Gbit/s link is then not tried again and again), and forgotten at once
+        when the stream drains faster than it (the link got faster).
+        """
+        drained = sample.drained_bytes / sample.seconds
+        if link_bound:
+            self.drain_rate, self._link_at = drained, sample.now
+        elif self.drain_rate is not None and (
+            drained > LINK_FASTER * self.drain_rate or sample.now - self._link_at > LINK_MEMORY_S
+        ):
+            self.drain_rate = None
 
     def predicted(self, level: int, sample: Sample) -> float:
         """Raw bytes/s the stream would reach at `level` (0 when not yet measured)."""
