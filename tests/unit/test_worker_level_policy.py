@@ -14,6 +14,7 @@ from w5xde.api.v1alpha1 import CompressionSpec, Profile
 from w5xde.worker.codec import RAW_LEVEL, BatchCompressor, BatchDecompressor
 from w5xde.worker.level_policy import (
     INTERVAL_S,
+    LINK_MEMORY_S,
     MIN_HOLD_S,
     PROBE_SKIP,
     RAW,
@@ -232,3 +233,17 @@ def test_held_back_by_the_link_is_read_from_the_queue_not_from_sendmsg_time(
 ) -> None:
     sample = Sample(0, 0.5, 200, 100, 0.1, 0.4, drained, wait_seconds=waited, queue_fill=fill)
     assert held_back(sample) is held
+
+
+def test_a_link_measured_once_is_remembered_so_raw_is_not_retried_again_and_again() -> None:
+    """2 Gbit/s-like: level 1 is CPU-bound just above what the link takes raw.
+
+    The model cannot know the link before it holds the stream back: one trial of raw,
+    undone; then the measured link rate is remembered and raw is not tried again for
+    LINK_MEMORY_S (without the memory, it would be retried after every bar).
+    """
+    policy = LevelPolicy()
+    table = {RAW: (1.0, 2000.0), 1: (2.0, 300.0), 3: (2.15, 150.0), 6: (2.25, 70.0)}
+    moves = simulate(policy, link_mb=239, table=table, seconds=LINK_MEMORY_S)
+    assert [level for _, level in moves] == [RAW, 1]
+    assert policy.level == 1
