@@ -27,9 +27,9 @@ ZSTD_INTERNAL_THREADS_FROM = 1024 * 1024
 GROUP_BYTES = 256 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Compressed:
-    """One batch ready for framing."""
+    """One batch ready for framing (not frozen: built once per batch, on the hot path)."""
 
     payload: bytes | memoryview
     crc32: int

@@ -104,9 +104,8 @@ def parse_header(data: bytes | bytearray | memoryview, offset: int = 0) -> Frame
         raise ProtocolError(f"unknown frame type {kind}")
     if codec not in _CODECS:
         raise ProtocolError(f"unknown codec {codec}")
-    allowed = _DATA_FLAGS if kind == FrameType.DATA else _ACK_FLAGS if kind == FrameType.ACK else 0
-    if flags & ~allowed:
-        raise ProtocolError(f"reserved flags set: {flags:#x}")
+    if flags:  # rare: one test on the hot path when no flag is set
+        _check_flags(kind, codec, flags)
     if kind == FrameType.ACK and flags & FLAG_CREDIT:
         if payload_length:
             raise ProtocolError("ACK frame carries a payload")
@@ -124,11 +123,17 @@ def parse_header(data: bytes | bytearray | memoryview, offset: int = 0) -> Frame
             raise ProtocolError("uncompressed frame with raw length != payload length")
         if codec == CodecId.ZSTD and payload_length == 0:
             raise ProtocolError("zstd frame without payload")
-        if flags & FLAG_RAW_FALLBACK and codec != CodecId.NONE:
-            raise ProtocolError("raw-fallback flag on a compressed frame")
     return FrameHeader(
         FrameType(kind), CodecId(codec), flags, sequence, raw_length, payload_length, crc
     )
+
+
+def _check_flags(kind: int, codec: int, flags: int) -> None:
+    allowed = _DATA_FLAGS if kind == FrameType.DATA else _ACK_FLAGS if kind == FrameType.ACK else 0
+    if flags & ~allowed:
+        raise ProtocolError(f"reserved flags set: {flags:#x}")
+    if flags & FLAG_RAW_FALLBACK and kind == FrameType.DATA and codec != CodecId.NONE:
+        raise ProtocolError("raw-fallback flag on a compressed frame")
 
 
 _FRAME_TYPES = frozenset(int(kind) for kind in FrameType)

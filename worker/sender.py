@@ -151,6 +151,7 @@ class OutgoingStream(threading.Thread):
         #: balance: even: this stream's place among its worker's streams.
         self._shares = shares
         self._slot = shares.join() if shares is not None else None
+        self._slot_seen = 0
 
     # --- control, from other threads -------------------------------------------------
 
@@ -309,6 +310,10 @@ class OutgoingStream(threading.Thread):
         shares, slot = self._shares, self._slot
         assert shares is not None
         assert slot is not None
+        # What this stream produced since the last write counts now (not per batch).
+        produced = self.tuning.raw_bytes
+        slot.produced += produced - self._slot_seen
+        self._slot_seen = produced
         shares.advanced()
         while not shares.may_produce(slot) and not self._draining.is_set():
             self._flush(sock)
@@ -346,8 +351,6 @@ class OutgoingStream(threading.Thread):
                 tuning.raw_batches += 1
             else:
                 tuning.compressed_batches += 1
-            if self._slot is not None:
-                self._slot.produced += raw_length
         header = protocol.pack_header(
             FrameType.DATA,
             CodecId(codec),
