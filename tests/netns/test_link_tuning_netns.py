@@ -191,3 +191,45 @@ def test_capacity_gives_a_slow_peer_less_and_loses_nothing(
     assert received >= sent
     if balance == "capacity":
         assert received == sent
+
+
+def test_auto_rides_out_a_link_that_stalls_completely(
+    bed: Bed, running: list[WorkerProcess], shaped: list[tuple[Namespace, str]]
+) -> None:
+    """The link drops to 8 kbit/s (nothing gets through) for 3 s, then comes back."""
+    key = secrets.token_hex(32)
+    sender_ns, receiver_ns = bed.namespaces[:2]
+    shape_out(shaped, sender_ns, 100)
+    sender_address = f"{sender_ns.address}:{PORT}"
+    receiver_address = f"{receiver_ns.address}:{PORT}"
+    config = {"workload": {"batchBytes": 65536}, "compression": {"level": "auto"}}
+    receiver = start_worker(
+        receiver_ns, name="rx-0", peers=[receiver_address], key=key, extra=config
+    )
+    running.append(receiver)
+    sender = start_worker(
+        sender_ns, name="tx-0", peers=[sender_address, receiver_address], key=key, extra=config
+    )
+    running.append(sender)
+
+    def received() -> int:
+        return int(receiver.report().get("rawBytes", 0))
+
+    wait_for(lambda: received() > 30 * MB, timeout=30, what="data before the stall")
+    switches_before = link_of(sender, receiver_address)["levelSwitches"]
+    sender_ns.exec("tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "8kbit",
+                   "burst", "1600", "latency", "20ms")  # fmt: skip
+    time.sleep(1.0)
+    stalled_at = received()
+    time.sleep(2.0)
+    # Stalled for real: (almost) nothing got through in 2 s.
+    assert received() - stalled_at < 1 * MB
+    switches_during = link_of(sender, receiver_address)["levelSwitches"] - switches_before
+    shape_out(shaped, sender_ns, 100)
+    resumed_from = received()
+    wait_for(lambda: received() > resumed_from + 30 * MB, timeout=30, what="data after it")
+    # At most one change in the 3 s stall (it keeps its level: there is nothing to learn).
+    assert switches_during <= 1
+    finals = stop_all(running)
+    assert all(final["report"]["lostBatches"] == 0 for final in finals)
+    assert finals[1]["extras"]["sentBatches"] <= finals[0]["report"]["batches"]
