@@ -10,7 +10,7 @@ import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from w5xde.api.v1alpha1 import NetworkSpec
+from w5xde.api.v1alpha1 import AUTO_BUFFER_CAP_BYTES, NetworkSpec
 
 TCP_RMEM = "net.ipv4.tcp_rmem"
 TCP_WMEM = "net.ipv4.tcp_wmem"
@@ -72,10 +72,12 @@ def plan_sysctls(
     """
     wanted: dict[str, str] = {}
     omitted: list[str] = []
-    if network.socket_buffer_bytes > 0:
+    # `auto` keeps autotuning: the sysctls give it room up to the cap the worker may ask for.
+    buffer_bytes = AUTO_BUFFER_CAP_BYTES if network.auto_buffers else network.fixed_buffer_bytes
+    if buffer_bytes > 0:
         for name in (TCP_RMEM, TCP_WMEM):
             if is_safe(name, server):
-                wanted[name] = tcp_mem_value(name, network.socket_buffer_bytes)
+                wanted[name] = tcp_mem_value(name, buffer_bytes)
             else:
                 omitted.append(name)
     wanted.update(network.sysctls)  # an explicit value wins over the derived one

@@ -12,7 +12,10 @@ import zlib
 import zstandard
 
 from w5xde.api.v1alpha1 import Codec, CompressionSpec
-from w5xde.worker.protocol import MAX_RAW_BYTES, CodecId
+from w5xde.worker.protocol import FLAG_RAW_FALLBACK, MAX_RAW_BYTES, CodecId
+
+#: The level value that means "send raw" (zstd's own level 0 means its default, 3).
+RAW_LEVEL = 0
 
 
 class CorruptBatchError(Exception):
@@ -27,26 +30,52 @@ def zstd_threads(threads: int) -> int:
 
 
 class BatchCompressor:
-    """Compresses one batch at a time into a self-verifying payload."""
+    """Compresses one batch at a time into a self-verifying payload.
+
+    `level` may change between batches (`level: auto`); one zstd context is kept per
+    level used, so a switch costs no allocation after the first time.
+    """
 
     def __init__(self, spec: CompressionSpec) -> None:
         self.codec_id = CodecId.ZSTD if spec.codec == Codec.ZSTD else CodecId.NONE
-        self._zstd = (
-            zstandard.ZstdCompressor(
-                level=spec.level,
-                write_checksum=True,
-                write_content_size=True,
-                threads=zstd_threads(spec.threads),
+        self._threads = zstd_threads(spec.threads)
+        self._contexts: dict[int, zstandard.ZstdCompressor] = {}
+        self._zstd: zstandard.ZstdCompressor | None = None
+        self.level = RAW_LEVEL
+        if self.codec_id == CodecId.ZSTD:
+            self.set_level(spec.fixed_level)
+
+    def set_level(self, level: int) -> None:
+        """Compress the next batches at `level` (RAW_LEVEL: send them raw)."""
+        if self.codec_id != CodecId.ZSTD:
+            return
+        self.level = level
+        if level == RAW_LEVEL:
+            self._zstd = None
+            return
+        context = self._contexts.get(level)
+        if context is None:
+            context = zstandard.ZstdCompressor(
+                level=level, write_checksum=True, write_content_size=True, threads=self._threads
             )
-            if self.codec_id == CodecId.ZSTD
-            else None
-        )
+            self._contexts[level] = context
+        self._zstd = context
 
     def compress(self, batch: bytes | memoryview) -> tuple[bytes | memoryview, int]:
         """(payload, crc32); the CRC is only computed for `none`, zstd carries its own checksum."""
         if self._zstd is None:
             return batch, zlib.crc32(batch)
         return self._zstd.compress(batch), 0
+
+    def compress_frame(self, batch: bytes | memoryview) -> tuple[bytes | memoryview, int, int, int]:
+        """(payload, crc32, codec, flags): a batch that does not shrink goes raw, flagged."""
+        zstd = self._zstd
+        if zstd is None:
+            return batch, zlib.crc32(batch), CodecId.NONE, 0
+        payload = zstd.compress(batch)
+        if len(payload) >= len(batch):
+            return batch, zlib.crc32(batch), CodecId.NONE, FLAG_RAW_FALLBACK
+        return payload, 0, CodecId.ZSTD, 0
 
 
 class BatchDecompressor:

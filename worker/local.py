@@ -52,7 +52,7 @@ def add_local_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds (default 30)")
     parser.add_argument("--batch-bytes", type=int, default=65536, help="bytes per batch")
-    parser.add_argument("--level", type=int, default=3, help="zstd level -7..22 (default 3)")
+    parser.add_argument("--level", default="3", help="zstd level -7..22 or auto (default 3)")
     parser.add_argument("--threads", type=int, default=1, help="compression threads per worker")
     parser.add_argument("--codec", default="zstd", help="zstd | none")
     parser.add_argument(
@@ -62,8 +62,11 @@ def add_local_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--streams-per-peer", type=int, default=1)
     parser.add_argument("--log-mode", default="silent", help="silent|normal|verbose or 1|2|3")
     parser.add_argument(
-        "--socket-buffer", type=int, default=4 * 1024 * 1024, help="bytes, 0 = autotuning"
+        "--socket-buffer",
+        default=str(4 * 1024 * 1024),
+        help="bytes, 0 = autotuning, auto = autotuning with a floor and a cap",
     )
+    parser.add_argument("--balance", default="even", help="even | capacity")
     parser.add_argument("--chunk-bytes", type=int, default=65536, help="recv_into chunk")
     parser.add_argument("--rate-limit", type=int, default=0, help="bytes/s per worker, 0 = none")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -111,6 +114,7 @@ _OPTION_OF_FIELD = {
     "socket_buffer_bytes": "--socket-buffer",
     "chunk_bytes": "--chunk-bytes",
     "rate_limit_bytes_per_second": "--rate-limit",
+    "balance": "--balance",
 }
 
 
@@ -138,6 +142,7 @@ def plan_from_args(args: argparse.Namespace) -> LocalPlan:
             topology=args.topology,
             streams_per_peer=args.streams_per_peer,
             rate_limit_bytes_per_second=args.rate_limit,
+            balance=args.balance,
         )
         compression = CompressionSpec(codec=args.codec, level=args.level, threads=args.threads)
         network = NetworkSpec(socket_buffer_bytes=args.socket_buffer, chunk_bytes=args.chunk_bytes)

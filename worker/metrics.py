@@ -26,6 +26,7 @@ from prometheus_client.core import (
 
 from w5xde.contract import auth, telemetry
 from w5xde.contract.endpoints import MAX_CERTIFICATE_BYTES
+from w5xde.contract.report import LinkTuningReport
 from w5xde.worker.links import LinkFigures
 from w5xde.worker.refusals import RefusalLog
 from w5xde.worker.report_endpoint import ReportEndpoint, is_certificate_path, is_report_path
@@ -111,6 +112,7 @@ class WorkerCollector:
             gauge.add_metric([], value)
             yield gauge
         yield from link_families(self._worker.link_figures())
+        yield from link_metrics(self._worker.link_tuning())
 
 
 #: Per-link series carry the label `peer` (the receiving worker's name): at most one
@@ -227,6 +229,46 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hangs up or stalls is counted, not printed as a traceback."""
         self.refusals.refused("client error", f"{client_address[0]}")
+
+
+def link_metrics(links: dict[str, LinkTuningReport]) -> Iterator[Metric]:
+    """Per peer (label `peer`): the level its streams use, raw/compressed batches, share."""
+    level = GaugeMetricFamily(
+        "w5xde_link_compression_level",
+        "zstd level of the streams to the peer (0 = raw)",
+        labels=["peer"],
+    )
+    raw_share = GaugeMetricFamily(
+        "w5xde_link_raw_share_ratio", "Share of the batches to the peer sent raw", labels=["peer"]
+    )
+    share = GaugeMetricFamily(
+        "w5xde_link_sent_share_ratio",
+        "Share of this worker's acknowledged raw bytes that went to the peer",
+        labels=["peer"],
+    )
+    send = GaugeMetricFamily(
+        "w5xde_link_send_bytes", "Bytes gathered per sendmsg to the peer", labels=["peer"]
+    )
+    raw = CounterMetricFamily(
+        "w5xde_link_raw_batches", "Batches to the peer sent raw", labels=["peer"]
+    )
+    compressed = CounterMetricFamily(
+        "w5xde_link_compressed_batches", "Batches to the peer sent compressed", labels=["peer"]
+    )
+    switches = CounterMetricFamily(
+        "w5xde_link_level_switches",
+        "Level changes of level: auto on the peer's streams",
+        labels=["peer"],
+    )
+    for peer, link in links.items():
+        level.add_metric([peer], link.level)
+        raw_share.add_metric([peer], link.raw_share)
+        share.add_metric([peer], link.share)
+        send.add_metric([peer], link.send_bytes)
+        raw.add_metric([peer], link.raw_batches)
+        compressed.add_metric([peer], link.compressed_batches)
+        switches.add_metric([peer], link.level_switches)
+    yield from (level, raw_share, share, send, raw, compressed, switches)
 
 
 class MetricsServer:

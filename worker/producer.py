@@ -27,25 +27,39 @@ ZSTD_INTERNAL_THREADS_FROM = 1024 * 1024
 GROUP_BYTES = 256 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Compressed:
-    """One batch ready for framing."""
+    """One batch ready for framing (not frozen: built once per batch, on the hot path)."""
 
     payload: bytes | memoryview
     crc32: int
     raw_length: int
     seconds: float
+    codec: int = CodecId.ZSTD
+    flags: int = 0
+
+
+class Sampler(Protocol):
+    """Takes a copy of a batch now and then (`level: auto`'s probes, level_policy.Prober)."""
+
+    due: bool
+
+    def offer(self, batch: bytes | memoryview) -> None: ...
 
 
 class BatchProducer(Protocol):
     codec_id: CodecId
+    #: Set by the stream under `level: auto`; read per batch only as `is not None`.
+    sampler: Sampler | None
 
     def next(self) -> Compressed: ...
+
+    def set_level(self, level: int) -> None: ...
 
     def close(self) -> None: ...
 
 
-def _own_payload(payload: bytes | memoryview, codec_id: CodecId) -> bytes | memoryview:
+def _own_payload(payload: bytes | memoryview, codec_id: int) -> bytes | memoryview:
     # An uncompressed payload is a view of the source; the window must own its bytes.
     return bytes(payload) if codec_id == CodecId.NONE else payload
 
@@ -57,13 +71,20 @@ class SerialProducer:
         self._source = source
         self._compressor = BatchCompressor(compression)
         self.codec_id = self._compressor.codec_id
+        self.sampler: Sampler | None = None
+
+    def set_level(self, level: int) -> None:
+        self._compressor.set_level(level)
 
     def next(self) -> Compressed:
         batch = self._source.next_batch()
+        sampler = self.sampler
+        if sampler is not None and sampler.due:
+            sampler.offer(batch)
         started = time.perf_counter()
-        payload, crc = self._compressor.compress(batch)
+        payload, crc, codec, flags = self._compressor.compress_frame(batch)
         seconds = time.perf_counter() - started
-        return Compressed(_own_payload(payload, self.codec_id), crc, len(batch), seconds)
+        return Compressed(_own_payload(payload, codec), crc, len(batch), seconds, codec, flags)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -83,20 +104,27 @@ class CompressionPool:
         self._local = threading.local()
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="compress")
 
-    def submit(self, batches: list[bytes | memoryview]) -> Future[list[Compressed]]:
-        return self._executor.submit(self._compress, batches)
+    def submit(
+        self, batches: list[bytes | memoryview], level: int | None = None
+    ) -> Future[list[Compressed]]:
+        """Compress a group on a pool thread, at `level` (a stream's own, under auto)."""
+        return self._executor.submit(self._compress, batches, level)
 
-    def _compress(self, batches: list[bytes | memoryview]) -> list[Compressed]:
+    def _compress(self, batches: list[bytes | memoryview], level: int | None) -> list[Compressed]:
         compressor: BatchCompressor | None = getattr(self._local, "compressor", None)
         if compressor is None:
             compressor = BatchCompressor(self.spec)
             self._local.compressor = compressor
+        if level is not None and level != compressor.level:
+            compressor.set_level(level)
         out = []
         for batch in batches:
             started = time.perf_counter()
-            payload, crc = compressor.compress(batch)
+            payload, crc, codec, flags = compressor.compress_frame(batch)
             seconds = time.perf_counter() - started
-            out.append(Compressed(_own_payload(payload, self.codec_id), crc, len(batch), seconds))
+            out.append(
+                Compressed(_own_payload(payload, codec), crc, len(batch), seconds, codec, flags)
+            )
         return out
 
     def shutdown(self) -> None:
@@ -132,6 +160,12 @@ class ParallelProducer:
         self._depth = 2 * self._pool.threads
         self._in_flight: deque[Future[list[Compressed]]] = deque()
         self._ready: deque[Compressed] = deque()
+        self.sampler: Sampler | None = None
+        #: None: the pool's own level (fixed levels); a stream's level under auto.
+        self._level: int | None = None
+
+    def set_level(self, level: int) -> None:
+        self._level = level
 
     def next(self) -> Compressed:
         if not self._ready:
@@ -141,7 +175,10 @@ class ParallelProducer:
                     bytes(self._source.next_batch()) if self._copy else self._source.next_batch()
                     for _ in range(self._group)
                 ]
-                self._in_flight.append(self._pool.submit(group))
+                sampler = self.sampler
+                if sampler is not None and sampler.due:
+                    sampler.offer(group[0])
+                self._in_flight.append(self._pool.submit(group, self._level))
             self._ready.extend(self._in_flight.popleft().result())
         return self._ready.popleft()
 

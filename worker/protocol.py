@@ -76,6 +76,16 @@ class CodecId(IntEnum):
     ZSTD = 1
 
 
+#: DATA flag: the sender compressed this batch, it did not shrink, so it goes raw (codec none).
+FLAG_RAW_FALLBACK = 0x0001
+#: DATA flag: the sender balances by capacity and asks for credit in the receiver's ACKs.
+FLAG_WANTS_CREDIT = 0x0002
+#: ACK flag: `raw length` carries the receiver's credit, the DATA payload bytes the sender
+#: may have unacknowledged beyond this ACK (docs/protocol.md, "Credits").
+FLAG_CREDIT = 0x0001
+_DATA_FLAGS = FLAG_RAW_FALLBACK | FLAG_WANTS_CREDIT
+_ACK_FLAGS = FLAG_CREDIT
+
 #: type, codec, flags, sequence, raw length, payload length, CRC32 (codec none only).
 HEADER = struct.Struct("<BBHQIII")
 HEADER_BYTES = HEADER.size
@@ -102,13 +112,21 @@ def pack_header(
     raw_length: int,
     payload_length: int,
     crc32: int = 0,
+    flags: int = 0,
 ) -> bytes:
     """The 24-byte header that precedes every frame."""
-    return HEADER.pack(kind, codec, 0, sequence, raw_length, payload_length, crc32)
+    return HEADER.pack(kind, codec, flags, sequence, raw_length, payload_length, crc32)
 
 
-def ack_frame(sequence: int) -> bytes:
-    """An acknowledgement: every DATA frame up to `sequence` is delivered and verified."""
+def ack_frame(sequence: int, credit: int = -1) -> bytes:
+    """An acknowledgement: every DATA frame up to `sequence` is delivered and verified.
+
+    With `credit` >= 0 it also grants the sender that many unacknowledged payload bytes.
+    """
+    if credit >= 0:
+        return HEADER.pack(
+            FrameType.ACK, CodecId.NONE, FLAG_CREDIT, sequence, min(credit, MAX_RAW_BYTES), 0, 0
+        )
     return HEADER.pack(FrameType.ACK, CodecId.NONE, 0, sequence, 0, 0, 0)
 
 
@@ -124,9 +142,14 @@ def parse_header(data: bytes | bytearray | memoryview, offset: int = 0) -> Frame
         raise ProtocolError(f"unknown frame type {kind}")
     if codec not in _CODECS:
         raise ProtocolError(f"unknown codec {codec}")
-    if flags != 0:
-        raise ProtocolError(f"reserved flags set: {flags:#x}")
-    if kind != FrameType.DATA:
+    if flags:  # rare: one test on the hot path when no flag is set
+        _check_flags(kind, codec, flags)
+    if kind == FrameType.ACK and flags & FLAG_CREDIT:
+        if payload_length:
+            raise ProtocolError("ACK frame carries a payload")
+        if raw_length > MAX_RAW_BYTES:
+            raise ProtocolError(f"credit {raw_length} exceeds {MAX_RAW_BYTES}")
+    elif kind != FrameType.DATA:
         if raw_length or payload_length:
             raise ProtocolError(f"{FrameType(kind).name} frame carries a payload")
     else:
@@ -141,6 +164,14 @@ def parse_header(data: bytes | bytearray | memoryview, offset: int = 0) -> Frame
     return FrameHeader(
         FrameType(kind), CodecId(codec), flags, sequence, raw_length, payload_length, crc
     )
+
+
+def _check_flags(kind: int, codec: int, flags: int) -> None:
+    allowed = _DATA_FLAGS if kind == FrameType.DATA else _ACK_FLAGS if kind == FrameType.ACK else 0
+    if flags & ~allowed:
+        raise ProtocolError(f"reserved flags set: {flags:#x}")
+    if flags & FLAG_RAW_FALLBACK and kind == FrameType.DATA and codec != CodecId.NONE:
+        raise ProtocolError("raw-fallback flag on a compressed frame")
 
 
 _FRAME_TYPES = frozenset(int(kind) for kind in FrameType)

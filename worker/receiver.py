@@ -35,7 +35,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from w5xde.worker import protocol
+from w5xde.worker import credits, protocol
 from w5xde.worker.codec import BatchDecompressor, CorruptBatchError
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.counters import Counters
@@ -224,6 +224,8 @@ class IncomingConnection:
         self._carry = b""
         self._ack_out = b""
         self._ack_next = -1
+        #: The credit granted in each ACK once the sender asks for it (balance: capacity).
+        self._credit = -1
         self.events = selectors.EVENT_READ
         self.closed = False
         self._tls = False
@@ -445,6 +447,8 @@ class IncomingConnection:
                     finally:
                         counters.compression_seconds += perf() - began
                     state.expected = sequence + 1
+                    if header.flags & protocol.FLAG_WANTS_CREDIT and self._credit < 0:
+                        self._credit = self._grant()
                     counters.batches += 1
                     counters.raw_bytes += header.raw_length
                     counters.wire_bytes += frame_end - start
@@ -465,6 +469,11 @@ class IncomingConnection:
             self._ack_next = state.expected - 1
         return start, closing
 
+    def _grant(self) -> int:
+        network = self._config.network
+        limit = network.fixed_buffer_bytes or protocol.MAX_RAW_BYTES
+        return credits.credit_window(self._config.workload.batch_bytes, max(limit, 1))
+
     def _flush_ack(self) -> None:
         """Send the newest ACK; what the socket does not take waits for EVENT_WRITE."""
         perf = time.perf_counter
@@ -472,7 +481,7 @@ class IncomingConnection:
             if not self._ack_out:
                 if self._ack_next < 0:
                     return
-                self._ack_out = protocol.ack_frame(self._ack_next)
+                self._ack_out = protocol.ack_frame(self._ack_next, self._credit)
                 self._ack_next = -1
             began = perf()
             try:

@@ -15,9 +15,10 @@ import threading
 import time
 from pathlib import Path
 
-from w5xde.api.v1alpha1 import Source
+from w5xde.api.v1alpha1 import Balance, Source
 from w5xde.contract.report import (
     CertificateReport,
+    LinkTuningReport,
     SocketBufferReport,
     WorkerExtras,
     WorkerReport,
@@ -25,6 +26,7 @@ from w5xde.contract.report import (
 from w5xde.worker import links
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.counters import Counters
+from w5xde.worker.credits import EvenShares
 from w5xde.worker.handshake import Identity
 from w5xde.worker.keyring import KeyRing
 from w5xde.worker.producer import CompressionPool, compression_threads, uses_pool
@@ -83,6 +85,8 @@ class Worker:
             if uses_pool(config.workload, config.compression)
             else None
         )
+        #: balance: even: the worker's streams keep within a share of each other.
+        self._shares = EvenShares() if config.workload.balance is Balance.EVEN else None
         self._retired = Counters()
         self._orphans: list[Unacked] = []
         self._lock = threading.RLock()
@@ -213,6 +217,7 @@ class Worker:
                 rate_bytes_per_second=rate,
                 budget=self._budget,
                 compression_pool=self._compression_pool,
+                shares=self._shares,
             )
             self._streams[key] = stream
             stream.start()
@@ -353,7 +358,7 @@ class Worker:
             ),
             rss_bytes=current_rss_bytes(),
             socket_buffer=SocketBufferReport(
-                requested=self.config.network.socket_buffer_bytes,
+                requested=self.config.network.fixed_buffer_bytes,
                 effective_send=sizes.send if sizes else 0,
                 effective_receive=sizes.receive if sizes else 0,
             ),
@@ -364,6 +369,7 @@ class Worker:
             links=[link.report for link in self.link_figures()],
             lost_from=links.lost_from(self._lost_by_sender()),
             key_fingerprint=self.keyring.fingerprint,
+            link_tuning=self.link_tuning(),
         )
 
     def _lost_by_sender(self) -> dict[str, int]:
@@ -404,6 +410,36 @@ class Worker:
             dead = [key for key, stream in self._streams.items() if not stream.is_alive()]
         broken += [f"stream {peer}/{index} died" for peer, index in dead]
         return broken
+
+    def link_tuning(self) -> dict[str, LinkTuningReport]:
+        """Per peer: the level its streams use, raw/compressed share, its share of the data."""
+        with self._lock:
+            streams = list(self._streams.values())
+        by_peer: dict[str, list[OutgoingStream]] = {}
+        for stream in streams:
+            by_peer.setdefault(stream.peer, []).append(stream)
+        total = sum(stream.counters.raw_bytes for stream in streams)
+        # Keyed by the peer's worker name, as the report's `links` and the metrics are.
+        names = links.peer_names(self.config.name, self.config.peer_list(self._workers))
+        tuning = {}
+        for peer, group in sorted(by_peer.items()):
+            figures = [stream.tuning.figures() for stream in group]
+            raw = sum(item.raw_batches for item in figures)
+            compressed = sum(item.compressed_batches for item in figures)
+            sent = sum(stream.counters.raw_bytes for stream in group)
+            tuning[names.get(peer, peer)] = LinkTuningReport(
+                level=figures[0].level,
+                auto=figures[0].auto,
+                raw_batches=raw,
+                compressed_batches=compressed,
+                raw_share=round(raw / (raw + compressed), 4) if raw + compressed else 0.0,
+                level_switches=sum(item.level_switches for item in figures),
+                sent_raw_bytes=sent,
+                share=round(sent / total, 4) if total else 0.0,
+                send_bytes=figures[0].send_bytes,
+                buffer_floor_bytes=max(item.buffer_floor for item in figures),
+            )
+        return tuning
 
 
 def tls_identity(config: WorkerConfig) -> TlsIdentity | None:

@@ -18,7 +18,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from w5xde.worker import links, protocol
+from w5xde.api.v1alpha1 import Balance
+from w5xde.worker import credits, links, protocol
 from w5xde.worker.config import WorkerConfig, split_host_port
 from w5xde.worker.counters import Counters
 from w5xde.worker.handshake import Identity, NotEnrolledError, client_handshake, expected_peer
@@ -27,12 +28,11 @@ from w5xde.worker.producer import CompressionPool, make_producer
 from w5xde.worker.protocol import HEADER, HEADER_BYTES, CodecId, FrameType, ProtocolError
 from w5xde.worker.sockets import BufferSizes, interrupt, tune
 from w5xde.worker.sources import BatchSource
+from w5xde.worker.stream_tuning import StreamTuner
 from w5xde.worker.tls_channel import TlsChannel
 
 log = logging.getLogger("w5xde.sender")
 
-#: Frames are gathered until this many bytes, then go out in one sendmsg call.
-COALESCE_BYTES = 256 * 1024
 #: Below the kernel's IOV_MAX (1024): two buffers (header, payload) per frame.
 MAX_IOV = 512
 #: The replay budget of one worker: unacknowledged frames kept for a resend, bounded both
@@ -116,6 +116,7 @@ class OutgoingStream(threading.Thread):
         rate_bytes_per_second: float,
         budget: ReplayBudget | None = None,
         compression_pool: CompressionPool | None = None,
+        shares: credits.EvenShares | None = None,
     ) -> None:
         super().__init__(name=f"send-{peer}-{stream}", daemon=True)
         self.peer = peer
@@ -149,6 +150,19 @@ class OutgoingStream(threading.Thread):
         #: Handshakes refused in a row (a key rotation alternates the key it proves with).
         self._refused = 0
         self._verbose = logging.getLogger("w5xde").isEnabledFor(logging.INFO)
+        #: Level (auto), send size and buffer floor adapted to the link (stream_tuning.py).
+        self.tuning = StreamTuner(
+            self._producer, config.compression, config.network, config.workload.batch_bytes
+        )
+        #: balance: capacity: the receiver's credit (unacked payload bytes allowed).
+        self._credit: int | None = (
+            credits.INITIAL_CREDIT_BYTES if config.workload.balance is Balance.CAPACITY else None
+        )
+        self._data_flags = protocol.FLAG_WANTS_CREDIT if self._credit is not None else 0
+        #: balance: even: this stream's place among its worker's streams.
+        self._shares = shares
+        self._slot = shares.join() if shares is not None else None
+        self._slot_seen = 0
 
     # --- control, from other threads -------------------------------------------------
 
@@ -188,6 +202,8 @@ class OutgoingStream(threading.Thread):
             self._run()
         finally:
             self._producer.close()
+            if self._shares is not None and self._slot is not None:
+                self._shares.leave(self._slot)
 
     def _run(self) -> None:
         backoff = BACKOFF_FIRST_S
@@ -212,6 +228,9 @@ class OutgoingStream(threading.Thread):
             backoff = BACKOFF_FIRST_S
             self._sock = sock
             self.connected = True
+            self.tuning.connected(sock, self.counters)
+            if self._shares is not None and self._slot is not None:
+                self._shares.set_connected(self._slot, True)
             try:
                 self._stream(sock)
                 return
@@ -238,6 +257,8 @@ class OutgoingStream(threading.Thread):
                     return
             finally:
                 self.connected = False
+                if self._shares is not None and self._slot is not None:
+                    self._shares.set_connected(self._slot, False)
                 self._sock = None
                 self._pending.clear()
                 self._pending_bytes = 0
@@ -286,16 +307,24 @@ class OutgoingStream(threading.Thread):
         poller = select.poll()
         poller.register(sock, select.POLLIN)
         limiter = RateLimiter(self._rate) if self._rate > 0 else None
+        tuning = self.tuning
         while not self._draining.is_set():
-            if self._budget.full(len(self._window), self._window_bytes):
+            if self._budget.full(len(self._window), self._window_bytes) or (
+                self._credit is not None
+                and credits.credit_exhausted(self._credit, self._window_bytes)
+            ):
                 self._flush(sock)
                 self._read_acks(sock, poller, wait=True)
+                self._maybe_tick(sock)
                 continue
             raw_length = self._produce()
-            if self._pending_bytes >= COALESCE_BYTES or len(self._pending) >= MAX_IOV:
+            if self._pending_bytes >= tuning.send_bytes or len(self._pending) >= MAX_IOV:
                 self._flush(sock)
                 # Acknowledgements are collected once per coalesced write, not per batch.
                 self._read_acks(sock, poller, wait=False)
+                self._maybe_tick(sock)
+                if self._slot is not None:
+                    self._wait_for_siblings(sock, poller)
             if limiter is not None:
                 delay = limiter.take(raw_length)
                 if delay > 0:
@@ -320,22 +349,56 @@ class OutgoingStream(threading.Thread):
             if poller.poll(min(remaining, _PACE_POLL_S) * 1000):
                 self._read_acks(sock, poller, wait=False)
 
+    def _maybe_tick(self, sock: socket.socket) -> None:
+        if time.monotonic() >= self.tuning.next_tick:
+            self.tuning.tick(sock, self.counters)
+
+    def _wait_for_siblings(self, sock: socket.socket, poller: select.poll) -> None:
+        """balance: even: hold while this stream is a share ahead of its slowest sibling."""
+        shares, slot = self._shares, self._slot
+        assert shares is not None
+        assert slot is not None
+        # What this stream produced since the last write counts now (not per batch).
+        produced = self.tuning.raw_bytes
+        slot.produced += produced - self._slot_seen
+        self._slot_seen = produced
+        shares.advanced()
+        while not shares.may_produce(slot) and not self._draining.is_set():
+            self._flush(sock)
+            self._read_acks(sock, poller, wait=False)
+            self._maybe_tick(sock)
+            started = time.perf_counter()
+            shares.wait(0.02)
+            waited = time.perf_counter() - started
+            self.counters.network_seconds += waited
+            self.tuning.wait_seconds += waited
+
     def _produce(self) -> int:
         """Frame one batch (a handed-over one first) into the window and the send queue."""
         sequence = self._next_sequence
+        flags = self._data_flags
         if self.handover:
             old = self.handover.popleft()
             fields: tuple[int, ...] = HEADER.unpack(old.header)
             codec, raw_length, payload_length, crc = fields[1], fields[4], fields[5], fields[6]
+            flags |= fields[2] & protocol.FLAG_RAW_FALLBACK
             payload = old.payload
             self.counters.resent_batches += 1
         else:
             compressed = self._producer.next()
             self.counters.compression_seconds += compressed.seconds
             payload, crc = compressed.payload, compressed.crc32
-            codec = self._producer.codec_id
+            codec = compressed.codec
+            flags |= compressed.flags
             raw_length = compressed.raw_length
             payload_length = len(payload)
+            tuning = self.tuning
+            tuning.raw_bytes += raw_length
+            tuning.payload_bytes += payload_length
+            if codec == CodecId.NONE:
+                tuning.raw_batches += 1
+            else:
+                tuning.compressed_batches += 1
         header = protocol.pack_header(
             FrameType.DATA,
             CodecId(codec),
@@ -343,6 +406,7 @@ class OutgoingStream(threading.Thread):
             raw_length=raw_length,
             payload_length=payload_length,
             crc32=crc,
+            flags=flags,
         )
         self._next_sequence = sequence + 1
         self._window.append(Unacked(sequence, header, payload, raw_length))
@@ -390,7 +454,9 @@ class OutgoingStream(threading.Thread):
         if wait and not buffered:
             started = time.perf_counter()
             ready = poller.poll(_ACK_WAIT_S * 1000)
-            self.counters.network_seconds += time.perf_counter() - started
+            waited = time.perf_counter() - started
+            self.counters.network_seconds += waited
+            self.tuning.wait_seconds += waited
             if not ready:
                 if self._aborted.is_set():
                     raise StreamStopped
@@ -416,6 +482,8 @@ class OutgoingStream(threading.Thread):
             if header.kind != FrameType.ACK:
                 raise ProtocolError(f"receiver sent a {header.kind.name} frame")
             highest = max(highest, header.sequence)
+            if header.flags & protocol.FLAG_CREDIT and self._credit is not None:
+                self._credit = header.raw_length
             position += HEADER_BYTES
         rest = filled - position
         if rest:

@@ -24,14 +24,15 @@ class BufferSizes:
 
 def tune(sock: socket.socket, network: NetworkSpec) -> BufferSizes:
     """Apply the spec's tuning; buffers must be set before connect/listen to take effect."""
-    if network.socket_buffer_bytes > 0:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, network.socket_buffer_bytes)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, network.socket_buffer_bytes)
+    fixed = network.fixed_buffer_bytes  # 0 and auto keep autotuning (auto: stream_tuning.py)
+    if fixed > 0:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, fixed)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, fixed)
     if network.tcp_no_delay:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_MS)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    return read_buffer_sizes(sock, network.socket_buffer_bytes)
+    return read_buffer_sizes(sock, fixed)
 
 
 def read_buffer_sizes(sock: socket.socket, requested: int) -> BufferSizes:

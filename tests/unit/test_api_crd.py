@@ -122,7 +122,19 @@ def test_enums_bounds_and_free_form_fields() -> None:
 def test_cel_rules_carry_messages_and_field_paths() -> None:
     spec = _schema()["properties"]["spec"]["properties"]
     network_rules = spec["network"]["x-kubernetes-validations"]
-    assert {rule["fieldPath"] for rule in network_rules} == {".chunkBytes", ".sysctls"}
+    assert {rule["fieldPath"] for rule in network_rules} == {
+        ".chunkBytes",
+        ".sysctls",
+        ".socketBufferBytes",
+    }
+    (level_rule,) = spec["compression"]["x-kubernetes-validations"]
+    assert level_rule["fieldPath"] == ".level"
+    assert "'auto'" in level_rule["rule"]
+    assert "'auto'" in level_rule["message"]
+    assert spec["compression"]["properties"]["level"]["x-kubernetes-int-or-string"] is True
+    buffers = spec["network"]["properties"]["socketBufferBytes"]
+    assert buffers["x-kubernetes-int-or-string"] is True
+    assert spec["workload"]["properties"]["balance"]["enum"] == ["even", "capacity"]
     workload_rules = spec["workload"]["x-kubernetes-validations"]
     assert "self.source != 'file'" in workload_rules[0]["rule"]
     for rule in network_rules + workload_rules:

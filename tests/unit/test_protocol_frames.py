@@ -75,7 +75,12 @@ def test_decoder_reassembles_frames_split_at_every_byte() -> None:
     [
         ((9, 0, 0, 0, 0, 0, 0), "unknown frame type"),
         ((1, 7, 0, 0, 0, 0, 0), "unknown codec"),
-        ((1, 0, 1, 0, 0, 0, 0), "reserved flags"),
+        ((1, 0, 4, 0, 0, 0, 0), "reserved flags"),
+        ((2, 0, 2, 0, 0, 0, 0), "reserved flags"),
+        ((3, 0, 1, 0, 0, 0, 0), "reserved flags"),
+        ((1, 1, 1, 0, 10, 5, 0), "raw-fallback flag on a compressed frame"),
+        ((2, 0, 1, 0, MAX_RAW_BYTES + 1, 0, 0), "credit"),
+        ((2, 0, 1, 0, 10, 3, 0), "carries a payload"),
         ((1, 1, 0, 0, MAX_RAW_BYTES + 1, 10, 0), "raw length"),
         ((1, 1, 0, 0, 10, MAX_PAYLOAD_BYTES + 1, 0), "payload length"),
         ((1, 0, 0, 0, 10, 11, 0), "raw length != payload length"),
@@ -235,7 +240,7 @@ def test_the_largest_frames_allowed_are_accepted() -> None:
     [
         ((9, 0, 0, 0, 0, 0, 0), "unknown frame type 9"),
         ((1, 7, 0, 0, 0, 0, 0), "unknown codec 7"),
-        ((1, 0, 1, 0, 0, 0, 0), "reserved flags set: 0x1"),
+        ((1, 0, 4, 0, 0, 0, 0), "reserved flags set: 0x4"),
         (
             (1, 1, 0, 0, MAX_RAW_BYTES + 1, 10, 0),
             f"raw length {MAX_RAW_BYTES + 1} exceeds {MAX_RAW_BYTES}",
@@ -345,3 +350,30 @@ def test_proofs_bind_key_role_and_both_messages() -> None:
     assert str(refused.value) == (
         "handshake proof does not match: peer does not hold the cluster key"
     )
+
+
+def test_flags_raw_fallback_and_credit_round_trip() -> None:
+    """The only flags v1 knows: raw fallback and credit request on DATA, credit on ACK."""
+    header = protocol.parse_header(
+        protocol.pack_header(
+            FrameType.DATA,
+            CodecId.NONE,
+            sequence=3,
+            raw_length=5,
+            payload_length=5,
+            crc32=9,
+            flags=protocol.FLAG_RAW_FALLBACK | protocol.FLAG_WANTS_CREDIT,
+        )
+    )
+    assert header.flags == protocol.FLAG_RAW_FALLBACK | protocol.FLAG_WANTS_CREDIT
+    ack = protocol.parse_header(protocol.ack_frame(41, credit=4 << 20))
+    assert (ack.kind, ack.sequence, ack.flags, ack.raw_length) == (
+        FrameType.ACK,
+        41,
+        protocol.FLAG_CREDIT,
+        4 << 20,
+    )
+    # Without a credit an ACK is exactly the v1 ACK.
+    assert protocol.ack_frame(41) == HEADER.pack(FrameType.ACK, CodecId.NONE, 0, 41, 0, 0, 0)
+    # A credit is bounded like a batch.
+    assert protocol.parse_header(protocol.ack_frame(1, credit=1 << 40)).raw_length == MAX_RAW_BYTES

@@ -25,7 +25,7 @@ from w5xde.api.v1alpha1 import Profile
 from w5xde.worker import protocol, sender
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.handshake import Identity, server_handshake
-from w5xde.worker.protocol import HEADER_BYTES, FrameDecoder, FrameType
+from w5xde.worker.protocol import HEADER_BYTES, CodecId, FrameDecoder, FrameType
 from w5xde.worker.sender import OutgoingStream
 from w5xde.worker.sources import PoolSource, synthetic_pool
 
@@ -170,6 +170,10 @@ def test_frames_carry_contiguous_sequences_and_the_source_s_bytes(
     for sequence, frame in enumerate(frames):
         assert frame.header.kind == FrameType.DATA
         assert frame.header.raw_length == BATCH
+        if frame.header.codec == CodecId.NONE:  # did not shrink: sent raw, flagged
+            assert frame.header.flags & protocol.FLAG_RAW_FALLBACK
+            assert frame.payload == expected_batch(sequence)
+            continue
         assert decompress(frame.payload) == expected_batch(sequence)
 
 

@@ -16,6 +16,9 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -117,6 +120,71 @@ class Codec(StrEnum):
     NONE = "none"
 
 
+class Balance(StrEnum):
+    """How a worker splits its batches among its peers (docs/tuning.md)."""
+
+    EVEN = "even"
+    CAPACITY = "capacity"
+
+
+#: The value of an int-or-string field that hands the choice to the worker (docs/tuning.md).
+AUTO = "auto"
+MIN_LEVEL, MAX_LEVEL = -7, 22
+MAX_SOCKET_BUFFER_BYTES = 256 * MIB
+#: `socketBufferBytes: auto`: the largest buffer a worker grows a socket to (and the
+#: tcp_rmem/tcp_wmem maximum the operator renders for it).
+AUTO_BUFFER_CAP_BYTES = 32 * MIB
+LEVEL_RULE = f"compression.level: must be an integer {MIN_LEVEL}..{MAX_LEVEL} or 'auto'"
+SOCKET_BUFFER_RULE = (
+    f"network.socketBufferBytes: must be an integer 0..{MAX_SOCKET_BUFFER_BYTES} or 'auto'"
+)
+
+
+def _int_or_auto(value: object, minimum: int, maximum: int, rule: str) -> int | str:
+    """An int within bounds (also from a digit string, as env and CLI give it) or 'auto'."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == AUTO:
+            return AUTO
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"{rule} (got {value!r})") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{rule} (got {value!r})")
+    if not minimum <= value <= maximum:
+        raise ValueError(f"{rule} (got {value})")
+    return value
+
+
+def _int_or_string_schema(description: str) -> WithJsonSchema:
+    # Kubernetes' structural form of an int-or-string; the bounds are CEL rules on the parent.
+    return WithJsonSchema({"x-kubernetes-int-or-string": True, "description": description})
+
+
+LevelField = Annotated[
+    int | str,
+    PlainValidator(lambda value: _int_or_auto(value, MIN_LEVEL, MAX_LEVEL, LEVEL_RULE)),
+    PlainSerializer(lambda value: value),
+    _int_or_string_schema(
+        "zstd level -7..22 (negative levels are the fast ones), or auto: each stream picks"
+        " its level, including no compression, from the link and the CPU it measures."
+    ),
+]
+SocketBufferField = Annotated[
+    int | str,
+    PlainValidator(
+        lambda value: _int_or_auto(value, 0, MAX_SOCKET_BUFFER_BYTES, SOCKET_BUFFER_RULE)
+    ),
+    PlainSerializer(lambda value: value),
+    _int_or_string_schema(
+        "SO_SNDBUF/SO_RCVBUF in bytes; 0 keeps kernel autotuning; auto keeps autotuning"
+        " with a floor and a cap derived from the measured rate and round-trip time."
+        " Also sizes tcp_rmem/tcp_wmem on Kubernetes 1.32 and newer."
+    ),
+]
+
+
 FILE_NEEDS_PATH = "workload.path is required when workload.source is 'file'"
 
 #: all-to-all holds a stream to every other worker: beyond this, `mesh` (docs/scale.md).
@@ -213,6 +281,9 @@ class WorkloadSpec(ApiModel):
     """Parallel TCP connections to each peer."""
     rate_limit_bytes_per_second: int = Field(0, ge=0)
     """Raw bytes per second each worker may send; 0 sends as fast as it can."""
+    balance: Balance = Balance.EVEN
+    """even: every peer gets the same share of a worker's batches; capacity: batches go
+    to whichever peer has credit (receiver-granted), so a slow peer or link gets less."""
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> WorkloadSpec:
@@ -224,12 +295,33 @@ class WorkloadSpec(ApiModel):
 class CompressionSpec(ApiModel):
     """How batches are compressed before they go on the wire."""
 
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            (
+                "!has(self.level) || (type(self.level) == string ? self.level == 'auto'"
+                f" : (self.level >= {MIN_LEVEL} && self.level <= {MAX_LEVEL}))",
+                LEVEL_RULE,
+                ".level",
+            )
+        )
+    )
+
     codec: Codec = Codec.ZSTD
     """zstd, or none to measure the network alone."""
-    level: int = Field(3, ge=-7, le=22)
-    """zstd level; negative levels are the fast ones."""
+    level: LevelField = 3
+    """zstd level -7..22, or auto (each stream picks its level, none included)."""
     threads: int = Field(1, ge=0, le=64)
     """Compression threads per worker; 0 uses one per CPU."""
+
+    @property
+    def auto_level(self) -> bool:
+        """`level: auto`: each stream chooses its level (worker/level_policy.py)."""
+        return self.codec is Codec.ZSTD and self.level == AUTO
+
+    @property
+    def fixed_level(self) -> int:
+        """The zstd level to start from: the fixed one, or auto's starting level (1)."""
+        return self.level if isinstance(self.level, int) else 1
 
 
 SYSCTL_NAME = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_-]+)+$")
@@ -260,7 +352,15 @@ class NetworkSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
             (
+                "!has(self.socketBufferBytes) || (type(self.socketBufferBytes) == string"
+                " ? self.socketBufferBytes == 'auto' : (self.socketBufferBytes >= 0"
+                f" && self.socketBufferBytes <= {MAX_SOCKET_BUFFER_BYTES}))",
+                SOCKET_BUFFER_RULE,
+                ".socketBufferBytes",
+            ),
+            (
                 "!has(self.socketBufferBytes) || !has(self.chunkBytes)"
+                " || type(self.socketBufferBytes) == string"
                 " || self.socketBufferBytes == 0 || self.chunkBytes <= self.socketBufferBytes",
                 CHUNK_WITHIN_BUFFER,
                 ".chunkBytes",
@@ -281,8 +381,8 @@ class NetworkSpec(ApiModel):
 
     port: int = Field(7070, ge=1024, le=65535)
     """TCP port of the data streams."""
-    socket_buffer_bytes: int = Field(4 * MIB, ge=0, le=256 * MIB)
-    """SO_SNDBUF/SO_RCVBUF; 0 keeps kernel autotuning.
+    socket_buffer_bytes: SocketBufferField = 4 * MIB
+    """SO_SNDBUF/SO_RCVBUF; 0 keeps kernel autotuning; auto: autotuning with a floor and cap.
 
     Also sizes tcp_rmem/tcp_wmem on Kubernetes 1.32 and newer."""
     chunk_bytes: int = Field(65536, ge=4096, le=16 * MIB)
@@ -316,9 +416,21 @@ class NetworkSpec(ApiModel):
 
     @model_validator(mode="after")
     def _chunk_within_buffer(self) -> NetworkSpec:
-        if self.socket_buffer_bytes and self.chunk_bytes > self.socket_buffer_bytes:
+        fixed = self.fixed_buffer_bytes
+        if fixed and self.chunk_bytes > fixed:
             raise ValueError(CHUNK_WITHIN_BUFFER)
         return self
+
+    @property
+    def auto_buffers(self) -> bool:
+        """`socketBufferBytes: auto`: autotuning kept, with a floor and a cap (sockets.py)."""
+        return self.socket_buffer_bytes == AUTO
+
+    @property
+    def fixed_buffer_bytes(self) -> int:
+        """The fixed SO_SNDBUF/SO_RCVBUF to set, or 0 (autotuning, plain or auto)."""
+        value = self.socket_buffer_bytes
+        return value if isinstance(value, int) else 0
 
 
 class LocalObjectReference(ApiModel):

@@ -73,6 +73,30 @@ class PeerLoss(ReportModel):
     lost_batches: int = Field(0, ge=0)
 
 
+class LinkTuningReport(ReportModel):
+    """What one worker's streams to one peer chose and got (docs/tuning.md).
+
+    Keyed by the peer's address in `WorkerReport.linkTuning`.
+    """
+
+    #: The zstd level the streams use now; 0 = raw (no compression).
+    level: int = 0
+    #: `compression.level: auto` chose it (else it is the spec's fixed level).
+    auto: bool = False
+    #: Batches produced raw (level 0, or did not shrink) and compressed, since start.
+    raw_batches: int = Field(0, ge=0)
+    compressed_batches: int = Field(0, ge=0)
+    #: Share of the batches sent raw, 0..1.
+    raw_share: float = Field(0, ge=0, le=1)
+    level_switches: int = Field(0, ge=0)
+    #: Raw bytes this peer acknowledged, and their share of everything this worker sent.
+    sent_raw_bytes: int = Field(0, ge=0)
+    share: float = Field(0, ge=0, le=1)
+    #: Bytes gathered per sendmsg, and the socket buffer floor under `socketBufferBytes: auto`.
+    send_bytes: int = Field(0, ge=0)
+    buffer_floor_bytes: int = Field(0, ge=0)
+
+
 class WorkerReport(ReportModel):
     """One worker's figures at `generatedAt`.
 
@@ -119,6 +143,10 @@ class WorkerReport(ReportModel):
     #: Senders whose batches went missing on the way here (only non-zero ones): the
     #: `lostBatches` of the link sender -> this worker.
     lost_from: list[PeerLoss] = Field(default_factory=list, max_length=MAX_LINKS_PER_WORKER)
+    #: Per peer (address): level, raw/compressed share and share of the batches sent.
+    link_tuning: dict[str, LinkTuningReport] = Field(
+        default_factory=dict, max_length=MAX_LINKS_PER_WORKER
+    )
 
 
 class WorkerExtras(ReportModel):

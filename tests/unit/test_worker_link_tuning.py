@@ -1,0 +1,156 @@
+"""Issue 12 on real workers over loopback: credits on the wire, per-link figures.
+
+No timing assertions: only what crossed the socket and what the report says.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import urllib.request
+import zlib
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+
+from w5xde.worker import protocol
+from w5xde.worker.config import WorkerConfig
+from w5xde.worker.credits import credit_window
+from w5xde.worker.handshake import Identity, client_handshake
+from w5xde.worker.local import free_ports
+from w5xde.worker.metrics import MetricsServer
+from w5xde.worker.protocol import HEADER_BYTES, CodecId, FrameDecoder, FrameType
+from w5xde.worker.runtime import Worker
+
+KEY = b"test-key-0123456789abcdef"
+T = TypeVar("T")
+
+
+def config(index: int, ports: list[int], **extra: object) -> WorkerConfig:
+    data: dict[str, object] = {
+        "name": f"t-{index}",
+        "clusterId": "unit",
+        "listenHost": "127.0.0.1",
+        "metricsPort": 0,
+        "peers": [f"127.0.0.1:{port}" for port in ports],
+        "workload": {"batchBytes": 16384},
+        "network": {"socketBufferBytes": 262144},
+    }
+    data.update(extra)
+    return WorkerConfig.model_validate(data)
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[..., list[Worker]]]:
+    started: list[Worker] = []
+
+    def start(count: int, **extra: object) -> list[Worker]:
+        ports = free_ports(count)
+        group = [Worker(config(index, ports, **extra), KEY) for index in range(count)]
+        for worker in group:
+            worker.start()
+        started.extend(group)
+        return group
+
+    yield start
+    for worker in started:
+        worker.stop(grace_seconds=0.2)
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 30.0) -> T:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+    return value
+
+
+def _raw_frame(sequence: int, flags: int) -> bytes:
+    batch = b"%d" % sequence * 100
+    header = protocol.pack_header(
+        FrameType.DATA,
+        CodecId.NONE,
+        sequence=sequence,
+        raw_length=len(batch),
+        payload_length=len(batch),
+        crc32=zlib.crc32(batch),
+        flags=flags,
+    )
+    return header + batch
+
+
+def _acks(port: int, frames: list[bytes], last: int) -> list[protocol.FrameHeader]:
+    sock = socket.create_connection(("127.0.0.1", port))
+    session = int.from_bytes(os.urandom(8), "little")
+    client_handshake(
+        sock, Identity("unit", "credit-test", KEY), stream=0, session=session, resume_from=0
+    )
+    sock.sendall(b"".join(frames))
+    decoder = FrameDecoder()
+    headers: list[protocol.FrameHeader] = []
+    sock.settimeout(5)
+    while not headers or headers[-1].sequence < last:
+        headers += [frame.header for frame in decoder.feed(sock.recv(HEADER_BYTES * 16))]
+    sock.sendall(protocol.close_frame())
+    sock.close()
+    return headers
+
+
+def test_a_receiver_grants_credit_only_to_a_sender_that_asks(
+    workers: Callable[..., list[Worker]],
+) -> None:
+    (receiver,) = workers(1)
+    port = receiver.config.listen_port()
+    plain = _acks(port, [_raw_frame(n, 0) for n in range(4)], last=3)
+    assert all(header.flags == 0 and header.raw_length == 0 for header in plain)
+    asking = _acks(port, [_raw_frame(n, protocol.FLAG_WANTS_CREDIT) for n in range(4)], last=3)
+    assert all(header.flags == protocol.FLAG_CREDIT for header in asking)
+    assert {header.raw_length for header in asking} == {credit_window(16384, 262144)}
+    # Raw-fallback frames are ordinary verified batches.
+    _acks(port, [_raw_frame(n, protocol.FLAG_RAW_FALLBACK) for n in range(4)], last=3)
+    assert receiver.report().corrupt_batches == 0
+    assert receiver.report().batches == 12
+
+
+@pytest.mark.parametrize("balance", ["even", "capacity"])
+def test_each_peer_s_share_level_and_raw_share_are_reported(
+    workers: Callable[..., list[Worker]], balance: str
+) -> None:
+    first, second, third = workers(
+        3,
+        workload={"batchBytes": 16384, "topology": "all-to-all", "balance": balance},
+        compression={"level": "auto"},
+    )
+    wait_for(lambda: all(link.sent_raw_bytes > 0 for link in first.link_tuning().values()))
+    links = first.link_tuning()
+    assert set(links) == {second.config.peer_list()[1], third.config.peer_list()[2]}
+    assert sum(link.share for link in links.values()) == pytest.approx(1.0, abs=0.01)
+    for link in links.values():
+        assert link.auto
+        assert link.level in (0, 1, 3, 6)
+        assert link.raw_batches + link.compressed_batches > 0
+        assert link.raw_share == pytest.approx(
+            link.raw_batches / (link.raw_batches + link.compressed_batches), abs=1e-3
+        )
+    assert set(first.report().link_tuning) == set(links)
+    server = MetricsServer.for_worker(first, "127.0.0.1", 0)
+    server.start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as got:
+            text = got.read().decode()
+    finally:
+        server.stop()
+    peer = next(iter(links))
+    for name in (
+        "w5xde_link_compression_level",
+        "w5xde_link_raw_share_ratio",
+        "w5xde_link_sent_share_ratio",
+        "w5xde_link_raw_batches_total",
+        "w5xde_link_compressed_batches_total",
+        "w5xde_link_level_switches_total",
+        "w5xde_link_sent_raw_bytes_total",
+    ):
+        assert f'{name}{{peer="{peer}"}}' in text, name
