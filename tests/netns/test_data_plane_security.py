@@ -161,7 +161,12 @@ def test_a_member_holding_partial_frames_is_cut_and_cannot_grow_the_receiver(
             name=f"sec-{i}",
             peers=peers,
             key=key,
-            extra={"tls": identities[f"sec-{i}"], "workload": {"batchBytes": batch}},
+            # Paced, so the senders' replay windows (up to 16 MiB) stay nearly empty and
+            # what the receiver holds for the attacker is what the RSS shows.
+            extra={
+                "tls": identities[f"sec-{i}"],
+                "workload": {"batchBytes": batch, "rateLimitBytesPerSecond": 8 << 20},
+            },
         )
         for i, ns in enumerate((first, second))
     ]

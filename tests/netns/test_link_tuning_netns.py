@@ -62,6 +62,8 @@ def shape_in(shaped: list[tuple[Namespace, str]], namespace: Namespace, mbit: in
 
 
 def link_of(worker: WorkerProcess, peer: str) -> dict[str, float]:
+    """The tuning of `worker`'s link to `peer`, a worker name as the report keys it
+    (`NAME-<index>` of the peer's place in the list, like the pods' names)."""
     return dict(worker.report().get("linkTuning", {}).get(peer, {}))
 
 
@@ -108,11 +110,11 @@ def test_auto_with_threads_follows_text_then_random_and_keeps_delivering(
 
     # Text over a 100 Mbit/s link: auto compresses.
     wait_for(lambda: sent() > 40 * MB, timeout=30, what="text through the shaped link")
-    text_level = link_of(sender, receiver_address)["level"]
+    text_level = link_of(sender, "tx-1")["level"]
     assert text_level >= 1, sender.report()
     # The random file starts; a few seconds (60 MB at the link's rate) later it goes raw.
     wait_for(lambda: sent() > text_bytes + 60 * MB, timeout=40, what="random data")
-    link = link_of(sender, receiver_address)
+    link = link_of(sender, "tx-1")
     assert link["level"] == 0, link
     # Nothing stalled: the receiver kept verifying batches through the switch, every second.
     delivered = []
@@ -156,8 +158,8 @@ def test_capacity_gives_a_slow_peer_less_and_loses_nothing(
 
     def sent_to() -> tuple[int, int]:
         return (
-            int(link_of(sender, addresses[1]).get("sentRawBytes", 0)),
-            int(link_of(sender, addresses[2]).get("sentRawBytes", 0)),
+            int(link_of(sender, "bal-1").get("sentRawBytes", 0)),
+            int(link_of(sender, "bal-2").get("sentRawBytes", 0)),
         )
 
     # Shares over a window once every stream is up (the first to connect runs alone).
@@ -168,7 +170,7 @@ def test_capacity_gives_a_slow_peer_less_and_loses_nothing(
     fast_share, slow_share = (
         (now - then) / (sum(after) - sum(before)) for now, then in zip(after, before, strict=True)
     )
-    reported_slow_share = link_of(sender, addresses[2])["share"]
+    reported_slow_share = link_of(sender, "bal-2")["share"]
     finals = stop_all(running)
     if balance == "capacity":
         # The slow link gets what it can take; the fast one the rest.
@@ -216,7 +218,7 @@ def test_auto_rides_out_a_link_that_stalls_completely(
         return int(receiver.report().get("rawBytes", 0))
 
     wait_for(lambda: received() > 30 * MB, timeout=30, what="data before the stall")
-    switches_before = link_of(sender, receiver_address)["levelSwitches"]
+    switches_before = link_of(sender, "tx-1")["levelSwitches"]
     sender_ns.exec("tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "8kbit",
                    "burst", "1600", "latency", "20ms")  # fmt: skip
     time.sleep(1.0)
@@ -224,7 +226,7 @@ def test_auto_rides_out_a_link_that_stalls_completely(
     time.sleep(2.0)
     # Stalled for real: (almost) nothing got through in 2 s.
     assert received() - stalled_at < 1 * MB
-    switches_during = link_of(sender, receiver_address)["levelSwitches"] - switches_before
+    switches_during = link_of(sender, "tx-1")["levelSwitches"] - switches_before
     shape_out(shaped, sender_ns, 100)
     resumed_from = received()
     wait_for(lambda: received() > resumed_from + 30 * MB, timeout=30, what="data after it")
