@@ -246,7 +246,7 @@ class FoldLoop:
         await self._rotate_key(cluster, body, memory)
         if memory.key_problem is not None:
             problems = (*problems, memory.key_problem)
-        if memory.ca_problem is not None and spec.security.tls:
+        if memory.ca_problem is not None and spec.security.operator_issued:
             problems = (*problems, memory.ca_problem)
         events: list[Event] = []
         if statefulset is None and fatal is None and not _refused(problems):
@@ -254,7 +254,7 @@ class FoldLoop:
                 runtime.kube.read_statefulset, cluster.namespace, cluster.statefulset
             )
             if existing is None:
-                if spec.security.tls:  # its pods mount the CA certificate this publishes
+                if spec.security.operator_issued:  # its pods mount the CA certificate
                     await asyncio.to_thread(ensure_authority, runtime.kube, cluster)
                 statefulset = await asyncio.to_thread(
                     apply_desired, runtime.kube, desired_for(runtime, cluster, spec, None)
@@ -269,7 +269,7 @@ class FoldLoop:
         fetched = await self._fetch(cluster, memory, states, spec)
         # A pod without an address has not started: it will mount the new key anyway.
         await self._finish_rotation(cluster, memory, fetched, sum(1 for p in states if p.ip))
-        if spec.security.tls and await self._enroll(cluster, memory, states, fetched):
+        if spec.security.operator_issued and await self._enroll(cluster, memory, states, fetched):
             memory.next_due = time.monotonic() + STARTING_FOLD_SECONDS
         clock = time.time()
         reported = {item.name for item in fetched if item.report is not None}

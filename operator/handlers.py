@@ -161,7 +161,7 @@ def reconcile(
     foreign_key = key_problem(
         runtime.kube.read_secret(cluster.namespace, cluster.key_secret), cluster
     )
-    if foreign_key is None and spec.security.tls:
+    if foreign_key is None and spec.security.tls and spec.security.operator_issued:
         # Before the StatefulSet: its pods mount the CA certificate this publishes.
         foreign_key = ensure_authority(runtime.kube, cluster)[1]
     apply_desired(runtime.kube, desired, with_statefulset=foreign_key is None)

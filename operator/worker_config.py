@@ -9,8 +9,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from w5xde.api.v1alpha1 import CompressionClusterSpec, parse_duration
-from w5xde.contract.endpoints import METRICS_PORT, TRUST_DIRECTORY, TRUST_FILE
+from w5xde.api.v1alpha1 import CertificateIssuer, CompressionClusterSpec, parse_duration
+from w5xde.contract.endpoints import (
+    CERT_MANAGER_DIRECTORY,
+    METRICS_PORT,
+    TRUST_DIRECTORY,
+    TRUST_FILE,
+)
 from w5xde.operator.resources.metadata import ClusterRef
 
 
@@ -38,12 +43,20 @@ def render_worker_config(
         "workload": spec.workload.model_dump(mode="json", by_alias=True),
         "compression": spec.compression.model_dump(mode="json", by_alias=True),
         "network": spec.network.model_dump(mode="json", by_alias=True),
-        **({"tls": tls_config()} if spec.security.tls else {}),
+        **({"tls": tls_config(spec)} if spec.security.tls else {}),
     }
 
 
-def tls_config() -> dict[str, Any]:
-    """The worker makes its key and asks the operator; it trusts the CA in its ConfigMap."""
+def tls_config(spec: CompressionClusterSpec) -> dict[str, Any]:
+    """Operator-issued: the worker makes its key and asks the operator, and trusts the CA
+    in its ConfigMap.  cert-manager: the CSI driver's files, reloaded when renewed."""
+    if spec.security.certificates == CertificateIssuer.CERT_MANAGER:
+        return {
+            "source": "files",
+            "caFile": f"{CERT_MANAGER_DIRECTORY}/ca.crt",
+            "certificateFile": f"{CERT_MANAGER_DIRECTORY}/tls.crt",
+            "keyFile": f"{CERT_MANAGER_DIRECTORY}/tls.key",
+        }
     return {"source": "operator", "caFile": f"{TRUST_DIRECTORY}/{TRUST_FILE}"}
 
 

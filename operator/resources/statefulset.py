@@ -12,8 +12,9 @@ import hashlib
 import json
 from typing import Any
 
-from w5xde.api.v1alpha1 import CompressionClusterSpec, Placement
+from w5xde.api.v1alpha1 import CertificateIssuer, CompressionClusterSpec, Placement
 from w5xde.contract.endpoints import (
+    CERT_MANAGER_DIRECTORY,
     ENV_CLUSTER_KEY_FILE,
     ENV_CONFIG,
     ENV_LOG_MODE,
@@ -51,6 +52,8 @@ KEY_FILE_MODE = 0o440
 #: A private emptyDir: the root filesystem is read-only.
 TMP_PATH = "/tmp"  # noqa: S108
 TRUST_VOLUME = "cluster-ca"
+CERT_MANAGER_VOLUME = "tls-identity"
+CERT_MANAGER_CSI_DRIVER = "csi.cert-manager.io"
 #: In memory: `ssl` reads a worker's freshly made key from here for an instant.
 TLS_SCRATCH_VOLUME = "tls-scratch"
 
@@ -132,7 +135,7 @@ def _pod_template(
                 "name": KEY_VOLUME,
                 "secret": {"secretName": cluster.key_secret, "defaultMode": KEY_FILE_MODE},
             },
-            *(_tls_volumes(cluster) if spec.security.tls else ()),
+            *(_tls_volumes(cluster, spec) if spec.security.tls else ()),
             *(volume.pod_volume() for volume in spec.volumes),
         ],
     }
@@ -204,14 +207,7 @@ def _container(
         "volumeMounts": [
             {"name": TMP_VOLUME, "mountPath": TMP_PATH},
             {"name": KEY_VOLUME, "mountPath": KEY_DIRECTORY, "readOnly": True},
-            *(
-                [
-                    {"name": TRUST_VOLUME, "mountPath": TRUST_DIRECTORY, "readOnly": True},
-                    {"name": TLS_SCRATCH_VOLUME, "mountPath": TLS_SCRATCH_DIRECTORY},
-                ]
-                if spec.security.tls
-                else []
-            ),
+            *(_tls_mounts(spec) if spec.security.tls else []),
             *spec.volume_mounts,
         ],
     }
@@ -220,11 +216,39 @@ def _container(
     return container
 
 
-def _tls_volumes(cluster: ClusterRef) -> tuple[dict[str, Any], ...]:
-    return (
-        {"name": TRUST_VOLUME, "configMap": {"name": cluster.trust_bundle}},
-        {"name": TLS_SCRATCH_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
-    )
+def _tls_volumes(cluster: ClusterRef, spec: CompressionClusterSpec) -> tuple[dict[str, Any], ...]:
+    """The CA certificate from the operator's ConfigMap, or, with cert-manager, the pod's
+    own certificate, key and CA from its CSI driver; and the in-memory scratch space."""
+    scratch = {
+        "name": TLS_SCRATCH_VOLUME,
+        "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"},
+    }
+    issuer = spec.security.issuer_ref
+    if spec.security.certificates == CertificateIssuer.CERT_MANAGER and issuer is not None:
+        attributes = {
+            "csi.cert-manager.io/issuer-name": issuer.name,
+            "csi.cert-manager.io/issuer-kind": issuer.kind,
+            "csi.cert-manager.io/issuer-group": issuer.group,
+            # One name, the pod's: the workers take a peer's name from its certificate.
+            "csi.cert-manager.io/common-name": "${POD_NAME}",
+            "csi.cert-manager.io/dns-names": "${POD_NAME}",
+            "csi.cert-manager.io/key-usages": "digital signature,server auth,client auth",
+            "csi.cert-manager.io/fs-group": str(RUN_AS_USER),
+        }
+        driver = {"driver": CERT_MANAGER_CSI_DRIVER, "readOnly": True}
+        return (
+            {"name": CERT_MANAGER_VOLUME, "csi": {**driver, "volumeAttributes": attributes}},
+            scratch,
+        )
+    return ({"name": TRUST_VOLUME, "configMap": {"name": cluster.trust_bundle}}, scratch)
+
+
+def _tls_mounts(spec: CompressionClusterSpec) -> list[dict[str, Any]]:
+    scratch = {"name": TLS_SCRATCH_VOLUME, "mountPath": TLS_SCRATCH_DIRECTORY}
+    if spec.security.certificates == CertificateIssuer.CERT_MANAGER:
+        identity = {"name": CERT_MANAGER_VOLUME, "mountPath": CERT_MANAGER_DIRECTORY}
+        return [{**identity, "readOnly": True}, scratch]
+    return [{"name": TRUST_VOLUME, "mountPath": TRUST_DIRECTORY, "readOnly": True}, scratch]
 
 
 def _affinity(cluster: ClusterRef, spec: CompressionClusterSpec) -> dict[str, Any]:

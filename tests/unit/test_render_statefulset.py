@@ -201,3 +201,58 @@ def test_required_placement_is_hard_anti_affinity_per_node() -> None:
     (term,) = anti["requiredDuringSchedulingIgnoredDuringExecution"]
     assert term["topologyKey"] == "kubernetes.io/hostname"
     assert term["labelSelector"] == {"matchLabels": selector_labels(CLUSTER)}
+
+
+def test_tls_identities_from_the_operator_or_from_cert_manager() -> None:
+    """Operator-issued: the CA's ConfigMap and an in-memory scratch volume, no key volume
+    at all (the worker makes its own).  cert-manager: its CSI driver gives each pod a
+    certificate for its own name, and the worker reads those files."""
+    pod = _pod(_render(CompressionClusterSpec()))
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes["cluster-ca"] == {"name": "cluster-ca", "configMap": {"name": "demo-ca"}}
+    assert volumes["tls-scratch"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Mi"}
+    assert "tls-identity" not in volumes
+    config = json.loads(_env(_render(CompressionClusterSpec()))["W5XDE_CONFIG"]["value"])
+    assert config["tls"] == {"source": "operator", "caFile": "/var/run/w5xde.io/ca/ca.crt"}
+
+    spec = CompressionClusterSpec.model_validate(
+        {
+            "security": {
+                "certificates": "certManager",
+                "issuerRef": {"name": "mesh-ca", "kind": "ClusterIssuer"},
+            }
+        }
+    )
+    rendered = _render(spec)
+    pod = _pod(rendered)
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert "cluster-ca" not in volumes
+    csi = volumes["tls-identity"]["csi"]
+    assert csi["driver"] == "csi.cert-manager.io"
+    assert csi["volumeAttributes"]["csi.cert-manager.io/issuer-name"] == "mesh-ca"
+    assert csi["volumeAttributes"]["csi.cert-manager.io/issuer-kind"] == "ClusterIssuer"
+    assert csi["volumeAttributes"]["csi.cert-manager.io/issuer-group"] == "cert-manager.io"
+    assert csi["volumeAttributes"]["csi.cert-manager.io/dns-names"] == "${POD_NAME}"
+    assert csi["volumeAttributes"]["csi.cert-manager.io/common-name"] == "${POD_NAME}"
+    mounts = {mount["name"]: mount for mount in pod["containers"][0]["volumeMounts"]}
+    assert mounts["tls-identity"] == {
+        "name": "tls-identity",
+        "mountPath": "/var/run/w5xde.io/tls-identity",
+        "readOnly": True,
+    }
+    config = json.loads(_env(rendered)["W5XDE_CONFIG"]["value"])
+    assert config["tls"] == {
+        "source": "files",
+        "caFile": "/var/run/w5xde.io/tls-identity/ca.crt",
+        "certificateFile": "/var/run/w5xde.io/tls-identity/tls.crt",
+        "keyFile": "/var/run/w5xde.io/tls-identity/tls.key",
+    }
+    assert spec.security.operator_issued is False
+
+
+def test_cert_manager_without_an_issuer_is_refused_naming_the_field() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="security.issuerRef is required"):
+        CompressionClusterSpec.model_validate({"security": {"certificates": "certManager"}})

@@ -69,7 +69,8 @@ def _convert(
     node: dict[str, Any], definitions: dict[str, Any], *, with_defaults: bool
 ) -> dict[str, Any]:
     node = _inline_ref(node, definitions)
-    node = _collapse_optional(node)
+    # `Model | None` collapses to the model's `$ref` plus `nullable`: inline that too.
+    node = _inline_ref(_collapse_optional(node), definitions)
     out: dict[str, Any] = {}
     for key, value in node.items():
         # A null default would write `null` into every object: an absent field says it.

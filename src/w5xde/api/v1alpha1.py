@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -487,13 +487,56 @@ class Volume(ApiModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+class CertificateIssuer(StrEnum):
+    OPERATOR = "operator"
+    CERT_MANAGER = "certManager"
+
+
+class IssuerReference(ApiModel):
+    """A cert-manager Issuer or ClusterIssuer."""
+
+    name: str = Field(min_length=1, max_length=253)
+    kind: Literal["Issuer", "ClusterIssuer"] = "Issuer"
+    group: str = Field("cert-manager.io", min_length=1, max_length=253)
+
+
+CERT_MANAGER_NEEDS_ISSUER = "security.issuerRef is required when certificates is certManager"
+
+
 class SecuritySpec(ApiModel):
     """How the data plane is protected."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            (
+                "self.certificates != 'certManager' || has(self.issuerRef)",
+                CERT_MANAGER_NEEDS_ISSUER,
+                ".issuerRef",
+            )
+        )
+    )
 
     tls: bool = True
     """Mutual TLS 1.3 between workers, each with its own certificate from the cluster's CA
     (kept by the operator). `false` leaves only the key proof at connect, and the
     cluster Degraded with reason `TLSDisabled`."""
+    certificates: CertificateIssuer = CertificateIssuer.OPERATOR
+    """Who issues each worker's certificate: `operator` (a CA per cluster, kept by the
+    operator) or `certManager` (cert-manager's CSI driver, `csi.cert-manager.io`, must
+    run in the cluster; each pod gets a certificate for its own name from `issuerRef`)."""
+    issuer_ref: IssuerReference | None = None
+    """The cert-manager issuer, for `certificates: certManager`."""
+
+    @property
+    def operator_issued(self) -> bool:
+        """TLS on, with the operator's CA (not cert-manager's)."""
+        return self.tls and self.certificates == CertificateIssuer.OPERATOR
+
+    @model_validator(mode="after")
+    def _issuer_for_cert_manager(self) -> SecuritySpec:
+        if self.certificates == CertificateIssuer.CERT_MANAGER and self.issuer_ref is None:
+            raise ValueError(CERT_MANAGER_NEEDS_ISSUER)
+        return self
 
 
 class CompressionClusterSpec(ApiModel):

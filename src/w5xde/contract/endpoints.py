@@ -18,6 +18,9 @@ MAX_CERTIFICATE_BYTES = 8192
 #: Where a worker pod finds the cluster CA's certificate (the `NAME-ca` ConfigMap).
 TRUST_DIRECTORY = "/var/run/w5xde.io/ca"
 TRUST_FILE = "ca.crt"
+#: With `security.certificates: certManager`: the pod's own certificate, key and CA,
+#: written by cert-manager's CSI driver (its default file names).
+CERT_MANAGER_DIRECTORY = "/var/run/w5xde.io/tls-identity"
 #: An in-memory volume of the pod (see ENV_TLS_SCRATCH_DIR).
 TLS_SCRATCH_DIRECTORY = "/var/run/w5xde.io/tls"
 #: An in-memory volume where `ssl` reads a worker's key for an instant (see worker/tls.py).
