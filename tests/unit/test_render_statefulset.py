@@ -254,5 +254,5 @@ def test_cert_manager_without_an_issuer_is_refused_naming_the_field() -> None:
     import pytest
     from pydantic import ValidationError
 
-    with pytest.raises(ValidationError, match="security.issuerRef is required"):
+    with pytest.raises(ValidationError, match=r"security\.issuerRef is required"):
         CompressionClusterSpec.model_validate({"security": {"certificates": "certManager"}})
