@@ -431,8 +431,8 @@ class OutgoingStream(threading.Thread):
         remaining = self._pending_bytes
         started = time.perf_counter()
         try:
-            if isinstance(sock, TlsChannel):  # TLS has no sendmsg: one record stream
-                sock.sendall(b"".join(buffers))
+            if isinstance(sock, TlsChannel):  # TLS has no sendmsg: records, one sendall
+                sock.send_buffers(buffers)
                 self.counters.wire_bytes += remaining
                 remaining = 0
             while remaining > 0:
