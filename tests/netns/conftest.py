@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from netns.w5t_bed import Bed
+from netns.w5t_bed import Bed, WorkerProcess
 
 NAMESPACES = 3
 
@@ -37,3 +37,14 @@ def bed() -> Iterator[Bed]:
             yield created
         finally:
             created.close()
+
+
+@pytest.fixture
+def running(bed: Bed) -> Iterator[list[WorkerProcess]]:
+    """Workers started by a test; whatever is still running at the end is killed."""
+    workers: list[WorkerProcess] = []
+    yield workers
+    for worker in workers:
+        if worker.process.poll() is None:
+            worker.process.kill()
+            worker.process.wait(10)

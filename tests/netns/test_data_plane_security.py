@@ -28,16 +28,6 @@ CLUSTER = "netns-test"
 
 
 @pytest.fixture
-def running(bed: Bed) -> Iterator[list[WorkerProcess]]:
-    workers: list[WorkerProcess] = []
-    yield workers
-    for worker in workers:
-        if worker.process.poll() is None:
-            worker.process.kill()
-            worker.process.wait(10)
-
-
-@pytest.fixture
 def identities(tmp_path: Path) -> dict[str, dict[str, str]]:
     return issue_identities(["sec-0", "sec-1", "member-9"], tmp_path)
 

@@ -23,16 +23,6 @@ MB = 1_000_000
 
 
 @pytest.fixture
-def running(bed: Bed) -> Iterator[list[WorkerProcess]]:
-    workers: list[WorkerProcess] = []
-    yield workers
-    for worker in workers:
-        if worker.process.poll() is None:
-            worker.process.kill()
-            worker.process.wait(10)
-
-
-@pytest.fixture
 def shaped(bed: Bed) -> Iterator[list[tuple[Namespace, str]]]:
     """Links a test shapes: (namespace, device) for the ns side, (None-like host) else."""
     done: list[tuple[Namespace, str]] = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,17 +17,6 @@ from netns.w5t_bed import (
 )
 
 PORT = 7070
-
-
-@pytest.fixture
-def running(bed: Bed) -> Iterator[list[WorkerProcess]]:
-    """Workers started by a test; whatever is still running at the end is killed."""
-    workers: list[WorkerProcess] = []
-    yield workers
-    for worker in workers:
-        if worker.process.poll() is None:
-            worker.process.kill()
-            worker.process.wait(10)
 
 
 def peers_of(namespaces: list[Namespace]) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 ROOT = Path(__file__).parents[2]
 CRD_FILE = ROOT / "crds" / "compressioncluster.yaml"
@@ -180,3 +181,15 @@ def apply_cluster(testbed: Any, namespace: str, name: str, spec: dict[str, Any])
         "spec": {"image": WORKER_IMAGE, **spec},
     }
     testbed.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+
+def token_client(testbed: Any, namespace: str, account: str) -> client.ApiClient:
+    """An API client that acts as `account` (a token minted for it), not as the admin."""
+    token = testbed.kubectl("create", "token", account, "-n", namespace).stdout.strip()
+    admin = testbed.api_client().configuration
+    configuration = client.Configuration()
+    configuration.host = admin.host
+    configuration.ssl_ca_cert = admin.ssl_ca_cert
+    configuration.api_key = {"authorization": token}
+    configuration.api_key_prefix = {"authorization": "Bearer"}
+    return client.ApiClient(configuration)

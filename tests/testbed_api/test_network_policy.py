@@ -15,14 +15,13 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
 
 from w5xde.api.v1alpha1 import CompressionClusterSpec
 from w5xde.operator.kube import Kube
 from w5xde.operator.resources.metadata import ClusterRef
 from w5xde.operator.resources.network_policy import NetworkPolicyOptions, render_network_policy
 
-from .conftest import OperatorProcess, apply_cluster, get_json
+from .conftest import OperatorProcess, apply_cluster, get_json, token_client
 
 pytestmark = pytest.mark.testbed
 
@@ -205,7 +204,7 @@ def test_the_chart_role_is_enough_to_apply_and_remove_the_policy(
     # An owner that exists, so the garbage collector leaves the policy alone meanwhile.
     apply_cluster(testbed, namespace, "owner", {"workers": 1})
     cluster = ClusterRef.from_body(get_json(testbed, "-n", namespace, "cc", "owner"))
-    kube = Kube(_token_client(testbed, namespace, account))
+    kube = Kube(token_client(testbed, namespace, account))
 
     options = NetworkPolicyOptions("w5xde-system", {"app": "op"}, ("monitoring",))
     policy = render_network_policy(cluster, CompressionClusterSpec(), options)
@@ -219,14 +218,3 @@ def test_the_chart_role_is_enough_to_apply_and_remove_the_policy(
     assert kube.delete_if_owned("NetworkPolicy", namespace, cluster.network_policy, cluster.uid)
     assert _policy(testbed, namespace, cluster.network_policy) is None
     assert not kube.delete_if_owned("NetworkPolicy", namespace, cluster.network_policy, cluster.uid)
-
-
-def _token_client(testbed: Any, namespace: str, account: str) -> client.ApiClient:
-    token = testbed.kubectl("create", "token", account, "-n", namespace).stdout.strip()
-    admin = testbed.api_client().configuration
-    configuration = client.Configuration()
-    configuration.host = admin.host
-    configuration.ssl_ca_cert = admin.ssl_ca_cert
-    configuration.api_key = {"authorization": token}
-    configuration.api_key_prefix = {"authorization": "Bearer"}
-    return client.ApiClient(configuration)

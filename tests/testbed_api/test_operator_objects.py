@@ -13,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 
 from w5xde.api.v1alpha1 import GROUP, PLURAL, VERSION
 
-from .conftest import OperatorProcess, apply_cluster, get_json
+from .conftest import OperatorProcess, apply_cluster, get_json, token_client
 
 pytestmark = pytest.mark.testbed
 
@@ -93,17 +93,6 @@ def test_owned_objects_carry_owner_references_and_go_with_the_cluster(
         )
 
 
-def _token_client(testbed: Any, namespace: str, account: str) -> client.ApiClient:
-    token = testbed.kubectl("create", "token", account, "-n", namespace).stdout.strip()
-    admin = testbed.api_client().configuration
-    configuration = client.Configuration()
-    configuration.host = admin.host
-    configuration.ssl_ca_cert = admin.ssl_ca_cert
-    configuration.api_key = {"authorization": token}
-    configuration.api_key_prefix = {"authorization": "Bearer"}
-    return client.ApiClient(configuration)
-
-
 def test_a_worker_holds_no_token_and_a_stolen_one_can_change_nothing(
     testbed: Any, namespace: str, operator: OperatorProcess
 ) -> None:
@@ -153,7 +142,7 @@ def test_a_worker_holds_no_token_and_a_stolen_one_can_change_nothing(
     assert not [v for v in pod.get("volumes", []) if "serviceAccountToken" in json.dumps(v)]
 
     # Even a token minted for the worker account (stolen, say) can change nothing.
-    api = _token_client(testbed, namespace, "demo-worker")
+    api = token_client(testbed, namespace, "demo-worker")
     custom = client.CustomObjectsApi(api)
     merge = "application/merge-patch+json"
     denied = [

@@ -8,66 +8,21 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
+from unit.loopback import KEY, wait_for, worker_config
 from w5xde.api.v1alpha1 import CompressionSpec
 from w5xde.contract.report import WorkerReport
 from w5xde.worker import pacing, protocol
 from w5xde.worker.codec import BatchCompressor
-from w5xde.worker.config import WorkerConfig
 from w5xde.worker.handshake import Identity, client_handshake
 from w5xde.worker.local import free_ports
 from w5xde.worker.metrics import MetricsServer
 from w5xde.worker.protocol import HEADER_BYTES, CodecId, FrameDecoder, FrameType
 from w5xde.worker.runtime import Worker
-
-KEY = b"test-key-0123456789abcdef"
-T = TypeVar("T")
-
-
-def make_config(index: int, ports: list[int], **extra: object) -> WorkerConfig:
-    data: dict[str, object] = {
-        "name": f"t-{index}",
-        "clusterId": "unit",
-        "listenHost": "127.0.0.1",
-        "metricsPort": 0,
-        "peers": [f"127.0.0.1:{port}" for port in ports],
-        "workload": {"batchBytes": 16384},
-        "compression": {"level": 1},
-        "network": {"socketBufferBytes": 262144},
-    }
-    data.update(extra)
-    return WorkerConfig.model_validate(data)
-
-
-@pytest.fixture
-def workers() -> Iterator[Callable[..., list[Worker]]]:
-    started: list[Worker] = []
-
-    def start(count: int, **extra: object) -> list[Worker]:
-        ports = free_ports(count)
-        group = [Worker(make_config(index, ports, **extra), KEY) for index in range(count)]
-        for worker in group:
-            worker.start()
-        started.extend(group)
-        return group
-
-    yield start
-    for worker in started:
-        worker.stop(grace_seconds=0.2)
-
-
-def wait_for(condition: Callable[[], T], timeout: float = 30.0) -> T:
-    """Poll `condition` until it returns something true (returned), failing at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-    return value
 
 
 def kernel_granted(requested: int, cap: str) -> int:
@@ -373,7 +328,7 @@ def test_workers_with_tls_identities_deliver_over_mutual_tls(
     names = [f"t-{index}" for index in range(2)]
     sections = issue_identities(names, tmp_path)
     group = [
-        Worker(make_config(index, ports, tls=sections[names[index]]), KEY) for index in range(2)
+        Worker(worker_config(index, ports, tls=sections[names[index]]), KEY) for index in range(2)
     ]
     for worker in group:
         worker.start()

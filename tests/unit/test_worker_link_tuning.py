@@ -7,65 +7,19 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Callable
 
 import pytest
 
+from unit.loopback import KEY, wait_for
 from w5xde.worker import protocol
-from w5xde.worker.config import WorkerConfig
 from w5xde.worker.credits import credit_window
 from w5xde.worker.handshake import Identity, client_handshake
-from w5xde.worker.local import free_ports
 from w5xde.worker.metrics import MetricsServer
 from w5xde.worker.protocol import HEADER_BYTES, CodecId, FrameDecoder, FrameType
 from w5xde.worker.runtime import Worker
-
-KEY = b"test-key-0123456789abcdef"
-T = TypeVar("T")
-
-
-def config(index: int, ports: list[int], **extra: object) -> WorkerConfig:
-    data: dict[str, object] = {
-        "name": f"t-{index}",
-        "clusterId": "unit",
-        "listenHost": "127.0.0.1",
-        "metricsPort": 0,
-        "peers": [f"127.0.0.1:{port}" for port in ports],
-        "workload": {"batchBytes": 16384},
-        "network": {"socketBufferBytes": 262144},
-    }
-    data.update(extra)
-    return WorkerConfig.model_validate(data)
-
-
-@pytest.fixture
-def workers() -> Iterator[Callable[..., list[Worker]]]:
-    started: list[Worker] = []
-
-    def start(count: int, **extra: object) -> list[Worker]:
-        ports = free_ports(count)
-        group = [Worker(config(index, ports, **extra), KEY) for index in range(count)]
-        for worker in group:
-            worker.start()
-        started.extend(group)
-        return group
-
-    yield start
-    for worker in started:
-        worker.stop(grace_seconds=0.2)
-
-
-def wait_for(condition: Callable[[], T], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.05)
-    return value
 
 
 def _raw_frame(sequence: int, flags: int) -> bytes:
