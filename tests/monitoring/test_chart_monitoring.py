@@ -38,7 +38,8 @@ def test_prometheus_rule_is_opt_in_and_names_the_release_namespace() -> None:
     assert "{{ $labels.compressioncluster }}" in text
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
     assert alerts == {
-        "W5XDEBatchesLost", "W5XDEBatchesCorrupt", "W5XDEWorkerDown", "W5XDEWorkerStalled",
+        "W5XDEBatchesLost", "W5XDEBatchesCorrupt", "W5XDEProtocolErrors", "W5XDEWorkerDown",
+        "W5XDEWorkerStalled",
         "W5XDEThroughputCollapsed", "W5XDEOperatorDown", "W5XDEOperatorErrors",
         "W5XDEReportPullsFailing", "W5XDEFoldLagHigh",
     }  # fmt: skip

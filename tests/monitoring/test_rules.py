@@ -40,7 +40,7 @@ def test_rendered_rules_pass_promtool_check(tmp_path: Path) -> None:
     rules = rendered_rules(tmp_path)
     result = promtool("check", "rules", "--lint=all", "--lint-fatal", str(rules), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 9 rules found" in result.stdout, result.stdout
+    assert "SUCCESS: 10 rules found" in result.stdout, result.stdout
 
 
 def test_every_alert_fires_and_stays_silent_under_promtool(tmp_path: Path) -> None:
