@@ -110,6 +110,12 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "less than or equal to 3600",
     ),
     ("unknown-field", {"workerz": 3}, "workerz", "unknown field"),
+    (
+        "cert-manager-without-issuer",
+        {"security": {"certificates": "certManager"}},
+        "spec.security.issuerRef",
+        "security.issuerRef is required when certificates is certManager",
+    ),
 ]
 
 

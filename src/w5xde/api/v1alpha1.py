@@ -509,7 +509,9 @@ class SecuritySpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
             (
-                "self.certificates != 'certManager' || has(self.issuerRef)",
+                # `has` first: the API server checks the rule against `default: {}` too.
+                "!has(self.certificates) || self.certificates != 'certManager'"
+                " || has(self.issuerRef)",
                 CERT_MANAGER_NEEDS_ISSUER,
                 ".issuerRef",
             )
