@@ -71,7 +71,12 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "spec.workload.path",
         "workload.path is required when workload.source is 'file'",
     ),
-    ("level", {"compression": {"level": 23}}, "spec.compression.level", "less than or equal to 22"),
+    (
+        "level",
+        {"compression": {"level": 23}},
+        "spec.compression.level",
+        "must be an integer -7..22 or 'auto'",
+    ),
     (
         "codec",
         {"compression": {"codec": "lz4"}},

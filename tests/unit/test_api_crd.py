@@ -78,9 +78,11 @@ def _defaults_of(node: dict[str, Any]) -> Any:
     """What the API server would fill in for an empty object with this schema."""
     result = {}
     for name, child in node.get("properties", {}).items():
+        if "default" not in child:
+            continue  # absent stays absent (an optional object such as issuerRef)
         if "properties" in child:
-            result[name] = _defaults_of(child)
-        elif "default" in child:
+            result[name] = {**child["default"], **_defaults_of(child)}
+        else:
             result[name] = child["default"]
     return result
 
