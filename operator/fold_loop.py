@@ -94,13 +94,21 @@ class ClusterMemory:
     since: float = field(default_factory=time.monotonic)  # first seen by this loop
     seen_generations: tuple[int, int] = (0, 0)
     written: dict[str, Any] | None = None  # our last status patch's result
-    key: bytes | None = None
+    #: The cluster's key Secret as last read or patched; None if absent or not its own.
+    key_secret: dict[str, Any] | None = None
     key_problem: Problem | None = None
     key_read_at: float = float("-inf")
     authority: Authority | None = None
     ca_problem: Problem | None = None
-    previous_key: bytes | None = None  # while a key rotation is under way
-    key_secret: dict[str, Any] | None = None
+
+    @property
+    def key(self) -> bytes | None:
+        return key_of(self.key_secret) if self.key_secret is not None else None
+
+    @property
+    def previous_key(self) -> bytes | None:
+        """The key being rotated out, while a rotation is under way."""
+        return previous_key_of(self.key_secret) if self.key_secret is not None else None
 
 
 class FoldLoop:
@@ -395,7 +403,6 @@ class FoldLoop:
             self.runtime.kube.patch_secret, cluster.namespace, cluster.key_secret, patch
         )
         memory.key_secret = secret
-        memory.key, memory.previous_key = key_of(secret), previous_key_of(secret)
         logger.warning("cluster %s: cluster key rotation started", cluster.cluster_id)
 
     async def _finish_rotation(
@@ -411,7 +418,6 @@ class FoldLoop:
         memory.key_secret = await asyncio.to_thread(
             self.runtime.kube.patch_secret, cluster.namespace, cluster.key_secret, patch
         )
-        memory.previous_key = None
         logger.warning("cluster %s: cluster key rotation done", cluster.cluster_id)
 
     async def _read_key(self, cluster: ClusterRef, memory: ClusterMemory) -> None:
@@ -425,11 +431,8 @@ class FoldLoop:
         )
         memory.key_read_at = time.monotonic()
         memory.key_problem = key_problem(secret, cluster)
-        memory.key = key_of(secret) if secret is not None and memory.key_problem is None else None
-        memory.previous_key = (
-            previous_key_of(secret) if secret is not None and memory.key is not None else None
-        )
-        memory.key_secret = secret if memory.key is not None else None
+        usable = secret is not None and memory.key_problem is None and key_of(secret) is not None
+        memory.key_secret = secret if usable else None
         memory.authority, memory.ca_problem = await asyncio.to_thread(
             read_authority, self.runtime.kube, cluster
         )

@@ -55,7 +55,7 @@ def recv_exact(sock: socket.socket, count: int, deadline: float | None = None) -
 def _time_left(sock: socket.socket, deadline: float) -> None:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        raise ProtocolError(f"handshake not done within {HANDSHAKE_TIMEOUT_S:g} s")
+        raise HandshakeTimeoutError()
     sock.settimeout(remaining)
 
 
@@ -82,6 +82,13 @@ class Identity:
 
     def accepted_keys(self) -> tuple[bytes, ...]:
         return self.keyring.accepted if self.keyring is not None else (self.key,)
+
+
+class HandshakeTimeoutError(ProtocolError):
+    """The peer did not finish the handshake within its one deadline."""
+
+    def __init__(self) -> None:
+        super().__init__(f"handshake not done within {HANDSHAKE_TIMEOUT_S:g} s")
 
 
 class NotEnrolledError(ProtocolError):
@@ -159,7 +166,7 @@ def client_handshake(
         if isinstance(sock, TlsChannel):  # the caller holds only the plain socket
             sock.close()
         if isinstance(error, TimeoutError):
-            raise ProtocolError(f"handshake not done within {HANDSHAKE_TIMEOUT_S:g} s") from None
+            raise HandshakeTimeoutError() from None
         raise
     finally:
         with contextlib.suppress(OSError):  # closed, or detached into a TLS socket
@@ -230,7 +237,7 @@ def server_handshake(
         if isinstance(sock, TlsChannel):  # the caller holds only the plain socket
             sock.close()
         if isinstance(error, TimeoutError):
-            raise ProtocolError(f"handshake not done within {HANDSHAKE_TIMEOUT_S:g} s") from None
+            raise HandshakeTimeoutError() from None
         raise
     finally:
         with contextlib.suppress(OSError):  # closed, or detached into a TLS socket

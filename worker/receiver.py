@@ -39,7 +39,12 @@ from w5xde.worker import credits, protocol
 from w5xde.worker.codec import BatchDecompressor, CorruptBatchError
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.counters import Counters
-from w5xde.worker.handshake import HANDSHAKE_TIMEOUT_S, Identity, server_handshake
+from w5xde.worker.handshake import (
+    HANDSHAKE_TIMEOUT_S,
+    HandshakeTimeoutError,
+    Identity,
+    server_handshake,
+)
 from w5xde.worker.protocol import (
     HEADER_BYTES,
     REPLAY_WINDOW_FRAMES,
@@ -241,7 +246,8 @@ class IncomingConnection:
         try:
             accepted = server_handshake(self.sock, self._identity, deadline=self.deadline)
         except (OSError, ProtocolError) as error:
-            reason = "handshake timeout" if "within" in str(error) else "handshake failed"
+            timeout = isinstance(error, HandshakeTimeoutError)
+            reason = "handshake timeout" if timeout else "handshake failed"
             self._registry.refusals.refused(reason, f"from {_peer_name(self.sock)}: {error}")
             self.sock.close()
             self.closed = True
@@ -588,8 +594,10 @@ class ReceiveLoop:
                         self._serve(key.data, mask)
                 for connection in buffered:
                     if connection not in served and not connection.closed:
+                        served.add(connection)
                         self._serve(connection, selectors.EVENT_READ)
-                buffered = [c for c in self._connections if c.readable_now]
+                # Only a connection just read from can have bytes select() cannot see.
+                buffered = [c for c in served if c.readable_now]
                 now = time.monotonic()
                 if now >= next_sweep:
                     self._sweep(now)

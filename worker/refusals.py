@@ -19,8 +19,15 @@ LOG_EVERY_S = 30.0
 class RefusalLog:
     """Thread-safe; `total` is every refusal so far, by any reason."""
 
-    def __init__(self, logger: logging.Logger, what: str, every: float = LOG_EVERY_S) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        what: str,
+        every: float = LOG_EVERY_S,
+        level: int = logging.ERROR,
+    ) -> None:
         self._logger = logger
+        self._level = level
         self._what = what
         self._every = every
         self._lock = threading.Lock()
@@ -39,7 +46,8 @@ class RefusalLog:
             counts = ", ".join(f"{count} {why}" for why, count in self._since_log.most_common())
             self._since_log.clear()
             self._last_logged = now
-        self._logger.error(
+        self._logger.log(
+            self._level,
             "%s refused (%s since the previous line, at most one per %.0f s)%s",
             self._what,
             counts,

@@ -28,12 +28,10 @@ from w5xde.contract.endpoints import (
 )
 from w5xde.contract.report import WorkerReport
 from w5xde.worker.keyring import KeyRing
+from w5xde.worker.refusals import RefusalLog
 from w5xde.worker.tls import CertificateRejectedError, TlsIdentity
 
 log = logging.getLogger("w5xde.worker")
-
-#: Refused requests are logged at most this often, with a count.
-REFUSAL_LOG_EVERY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -64,9 +62,7 @@ class ReportEndpoint:
         self._clock = clock
         self._lock = threading.Lock()
         self.served = 0
-        self.refused = 0
-        self._refused_since_log = 0
-        self._last_refusal_log = 0.0
+        self.refusals = RefusalLog(log, "report requests", level=logging.WARNING)
 
     def _verify(self, method: str, target: str, authorization: str | None) -> tuple[bytes, str]:
         """(the report key the request was signed with, its nonce); AuthError if none.
@@ -85,7 +81,7 @@ class ReportEndpoint:
         try:
             key, nonce = self._verify(method, target, authorization)
         except auth.AuthError as error:
-            self._count_refusal(str(error))
+            self.refusals.refused("unauthorized", str(error))
             return Answer(401, b'{"error":"unauthorized"}')
         query = parse_qs(urlsplit(target).query)
         workers_text = (query.get(WORKERS_PARAMETER) or [""])[0]
@@ -111,7 +107,7 @@ class ReportEndpoint:
         try:
             self._verify("PUT", target, authorization)
         except auth.AuthError as error:
-            self._count_refusal(str(error))
+            self.refusals.refused("unauthorized", str(error))
             return Answer(401, b'{"error":"unauthorized"}')
         digest = (parse_qs(urlsplit(target).query).get("sha256") or [""])[0]
         if not hmac.compare_digest(digest, hashlib.sha256(body).hexdigest()):
@@ -124,17 +120,6 @@ class ReportEndpoint:
             log.error("certificate refused: %s", error)
             return Answer(422, json.dumps({"error": str(error)}).encode())
         return Answer(204, b"")
-
-    def _count_refusal(self, reason: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self.refused += 1
-            self._refused_since_log += 1
-            if now - self._last_refusal_log < REFUSAL_LOG_EVERY_S:
-                return
-            count, self._refused_since_log = self._refused_since_log, 0
-            self._last_refusal_log = now
-        log.warning("refused %d report request(s) in the last interval: %s", count, reason)
 
 
 def is_report_path(target: str) -> bool:

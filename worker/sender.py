@@ -283,11 +283,9 @@ class OutgoingStream(threading.Thread):
                 peer=expected_peer(host),
                 attempt=self._refused,
             )
-        except ProtocolError:
-            self._refused += 1
-            sock.close()
-            raise
-        except BaseException:
+        except BaseException as error:
+            if isinstance(error, ProtocolError):
+                self._refused += 1
             sock.close()
             raise
         self._refused = 0
@@ -449,8 +447,8 @@ class OutgoingStream(threading.Thread):
         self._pending_bytes = 0
 
     def _read_acks(self, sock: socket.socket, poller: select.poll, *, wait: bool) -> None:
-        tls = isinstance(sock, TlsChannel)
-        buffered = isinstance(sock, TlsChannel) and sock.pending() > 0
+        tls = sock if isinstance(sock, TlsChannel) else None
+        buffered = tls is not None and tls.pending() > 0
         if wait and not buffered:
             started = time.perf_counter()
             ready = poller.poll(_ACK_WAIT_S * 1000)
@@ -463,7 +461,7 @@ class OutgoingStream(threading.Thread):
                 return
         space = len(self._ack_view) - self._ack_filled
         try:
-            if tls:
+            if tls is not None:
                 # A TLS record is read whole (blocking, under the socket's timeout).
                 if not (buffered or wait or poller.poll(0)):
                     return
@@ -496,9 +494,9 @@ class OutgoingStream(threading.Thread):
         if highest >= 0:
             self._acknowledge(highest)
             # Time only the newest ACK there was (an older one would count its wait).
-            more = count >= space or (tls and bool(poller.poll(0)))
-            if isinstance(sock, TlsChannel) and not more:
-                more = sock.pending() > 0
+            more = count >= space or (
+                tls is not None and (bool(poller.poll(0)) or tls.pending() > 0)
+            )
             if not more:
                 self.acks.acked(highest, time.monotonic())
 

@@ -11,7 +11,6 @@ import json
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,7 +111,8 @@ def test_trickling_connections_are_cut_at_the_deadline_while_a_peer_keeps_delive
     target = workers[1]
     wait_for(lambda: target.report().get("batches", 0) > 100, what="the pair to stream")
     flood = adversary(attacker_ns, "trickle", peers[1], 300, 20)
-    time.sleep(1.0)  # let the flood open its connections, then watch the peer under it
+    # The flood is on once the worker refuses some of it (over the pending cap at once).
+    wait_for(lambda: target.report().get("refusedConnections", 0) > 0, what="the flood")
     before = target.report().get("batches", 0)
     wait_for(
         lambda: target.report().get("batches", 0) > before + 200,

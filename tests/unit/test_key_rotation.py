@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from w5xde.contract import auth
+from w5xde.contract.report import WorkerReport
 from w5xde.operator.key_secret import (
     PREVIOUS_KEY_FIELD,
     ROTATE_KEY_ANNOTATION,
@@ -108,10 +109,7 @@ def test_during_a_rotation_peers_on_either_key_still_connect() -> None:
 
 def test_the_report_endpoint_answers_a_request_signed_with_the_previous_key() -> None:
     ring = KeyRing(NEW, OLD)
-    endpoint = ReportEndpoint(NEW, lambda: None, lambda _: None, keyring=ring)  # type: ignore[arg-type,return-value]
-    endpoint._report = lambda: __import__("w5xde.contract.report").contract.report.WorkerReport(
-        name="w"
-    )  # type: ignore[method-assign]
+    endpoint = ReportEndpoint(NEW, lambda: WorkerReport(name="w"), lambda _: None, keyring=ring)
     for key, status in ((OLD, 200), (NEW, 200), (OTHER, 401)):
         derived = auth.report_key(key)
         nonce = auth.new_nonce()
