@@ -701,9 +701,32 @@ class NotableWorker(ApiModel):
     message: str = Field("", max_length=256)
 
 
+class LinkState(StrEnum):
+    """Whether a link carries traffic, as its sender sees it (docs/operator.md).
+
+    `Stalled`: connected, data outstanding, and no acknowledgement progress for longer
+    than the stall deadline; `Unreachable`: no connection could be made (connect failed
+    or timed out); `Refused`: the peer refused the handshake.  A stream in any of these
+    states keeps retrying in the background; its share goes to the streams that flow.
+    """
+
+    FLOWING = "Flowing"
+    CONNECTING = "Connecting"
+    STALLED = "Stalled"
+    UNREACHABLE = "Unreachable"
+    REFUSED = "Refused"
+
+
+#: The link states that name a problem (a link in one of them is notable, and counted).
+PROBLEM_LINK_STATES = frozenset({LinkState.STALLED, LinkState.UNREACHABLE, LinkState.REFUSED})
+
+
 class NotableLinkReason(StrEnum):
     """Why a link is named in `status.links.notable`."""
 
+    STALLED = "Stalled"
+    UNREACHABLE = "Unreachable"
+    REFUSED = "Refused"
     LOSSY = "Lossy"
     SLOWEST = "Slowest"
     HIGHEST_RTT = "HighestRtt"
@@ -731,6 +754,9 @@ class NotableLink(ApiModel):
     rtt_p50_seconds: float = 0
     rtt_p99_seconds: float = 0
     reason: NotableLinkReason
+    #: For `Stalled`, `Unreachable` and `Refused`: how long, and the sender's words.
+    state_seconds: float = 0
+    message: str = Field("", max_length=256)
 
 
 class SecondsSpread(ApiModel):
@@ -749,6 +775,10 @@ class LinksStatus(ApiModel):
     links: int = 0
     #: Of those, links whose two ends run on one node.
     sharing_node: int = 0
+    #: Links whose sender reports them `Stalled`, `Unreachable` or `Refused`.
+    stalled: int = 0
+    unreachable: int = 0
+    refused: int = 0
     #: Raw bytes/s per link (acknowledged by the receiver).
     spread: Spread = Field(default_factory=Spread)
     #: Each link's ACK round-trip p99, spread across links.

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 from w5xde.api.v1alpha1 import (
     MAX_NOTABLE_LINKS,
+    PROBLEM_LINK_STATES,
     LinksStatus,
+    LinkState,
     NotableLink,
     NotableLinkReason,
     SecondsSpread,
@@ -51,6 +53,9 @@ class LinkRow:
     raw_bytes: int
     wire_bytes: int
     batches: int
+    state: LinkState = LinkState.FLOWING
+    state_seconds: float = 0.0
+    state_message: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -91,10 +96,21 @@ def link_rows(
                     raw_bytes=link.raw_bytes,
                     wire_bytes=link.wire_bytes,
                     batches=link.batches,
+                    state=link.state,
+                    state_seconds=link.state_seconds,
+                    state_message=link.state_message,
                 )
             )
     rows.sort(key=lambda row: row.key)
     return rows
+
+
+#: Links in a problem state come first in `notable`, worst state first.
+_PROBLEMS = (
+    (LinkState.STALLED, NotableLinkReason.STALLED),
+    (LinkState.REFUSED, NotableLinkReason.REFUSED),
+    (LinkState.UNREACHABLE, NotableLinkReason.UNREACHABLE),
+)
 
 
 def _notable(row: LinkRow, reason: NotableLinkReason) -> NotableLink:
@@ -112,6 +128,8 @@ def _notable(row: LinkRow, reason: NotableLinkReason) -> NotableLink:
         rtt_p50_seconds=row.rtt_p50_seconds,
         rtt_p99_seconds=row.rtt_p99_seconds,
         reason=reason,
+        state_seconds=round(row.state_seconds, 1) if row.state in PROBLEM_LINK_STATES else 0.0,
+        message=row.state_message if row.state in PROBLEM_LINK_STATES else "",
     )
 
 
@@ -129,6 +147,11 @@ def notable_links(rows: Sequence[LinkRow]) -> list[NotableLink]:
                 chosen[row.key] = _notable(row, reason)
                 taken += 1
 
+    for state, reason in _PROBLEMS:
+        troubled = sorted(
+            (row for row in rows if row.state is state), key=lambda r: (-r.state_seconds, r.key)
+        )
+        take(troubled, reason, MAX_NOTABLE_LINKS)
     lossy = sorted((row for row in rows if row.lost_batches > 0), key=lambda r: -r.lost_batches)
     take(lossy, NotableLinkReason.LOSSY, MAX_NOTABLE_LINKS)
     if len(rows) > 1:
@@ -147,6 +170,9 @@ def links_status(rows: Sequence[LinkRow]) -> LinksStatus:
     return LinksStatus(
         links=len(rows),
         sharing_node=sum(1 for row in rows if row.shared_node),
+        stalled=sum(1 for row in rows if row.state is LinkState.STALLED),
+        unreachable=sum(1 for row in rows if row.state is LinkState.UNREACHABLE),
+        refused=sum(1 for row in rows if row.state is LinkState.REFUSED),
         spread=spread_of(row.raw_bytes_per_second for row in rows),
         rtt_p99=SecondsSpread(
             min_seconds=rtts[0] if rtts else 0.0,

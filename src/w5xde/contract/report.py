@@ -10,6 +10,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from w5xde.api.v1alpha1 import LinkState
+
 
 class ReportModel(BaseModel):
     """camelCase on the wire; tolerant of fields a newer worker adds."""
@@ -64,6 +66,12 @@ class LinkReport(ReportModel):
     rtt_p50_seconds: float = Field(0, ge=0)
     rtt_p99_seconds: float = Field(0, ge=0)
     rtt_samples: int = Field(0, ge=0)
+    #: The link's worst stream state (`Stalled` > `Refused` > `Unreachable` >
+    #: `Connecting` > `Flowing`), and how long that stream has been in it.
+    state: LinkState = LinkState.FLOWING
+    state_seconds: float = Field(0, ge=0)
+    #: Why, in the sender's words (the last connect or handshake error), when not flowing.
+    state_message: str = Field("", max_length=256)
 
 
 class PeerLoss(ReportModel):
