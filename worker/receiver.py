@@ -6,9 +6,12 @@ with the loop and hand the connection over when they succeed.  So a worker spend
 thread on receiving whatever its number of peers, and never starts a thread for a
 connection (under a pod's pids limit, that is what kept the accept path alive).
 
-Everything a peer can make the worker hold is bounded: handshakes waiting or running
-(`MAX_PENDING_HANDSHAKES`, refused at once beyond it), each within one deadline from
-accept; proven connections (`MAX_CONNECTIONS`); a frame by the cluster's `batchBytes`
+Everything a peer can make the worker hold is bounded: handshakes waiting or running,
+per source address and in total, admitted fairly (`admission.py`: the most represented
+source is evicted first, known peers have a reserve), each within one deadline from
+accept; proven connections, per identity (the stream indices its topology gives it,
+a newer connection on an index replacing the older) and in total (from the topology's
+in-degree, `SenderPolicy.max_connections`); a frame by the cluster's `batchBytes`
 (so one connection's memory and what a frame may decompress to); a partial frame's
 silence (`STALL_TIMEOUT_S`) and a whole connection's (`idle_timeout`).
 
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import selectors
 import socket
 import ssl
@@ -35,7 +37,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from w5xde.worker import credits, protocol
+from w5xde.worker import admission, credits, protocol
+from w5xde.worker.admission import Admission, KnownPeers, Pending, SenderPolicy, source_of
 from w5xde.worker.codec import BatchDecompressor, CorruptBatchError
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.counters import Counters
@@ -67,13 +70,11 @@ CARRY_BYTES = 64 * 1024
 #: Free buffers the pool keeps; more are released.
 POOL_KEEP = 4
 #: Threads that run handshakes, all started with the loop (each blocks on one peer for
-#: at most HANDSHAKE_TIMEOUT_S, counted from accept).
+#: at most HANDSHAKE_TIMEOUT_S, counted from accept); `admission.RESERVED_THREADS` of
+#: them take only known peers.
 HANDSHAKE_THREADS = 4
-#: Accepted connections waiting for or in a handshake; beyond this, closed at once.
-MAX_PENDING_HANDSHAKES = 32
-#: Proven incoming connections (a worker has at most 128 outgoing streams, and so about
-#: as many incoming ones; twice that leaves room for reconnects that overlap).
-MAX_CONNECTIONS = 256
+#: How often the addresses of the peers that stream to this worker are looked up again.
+RESOLVE_EVERY_S = 30.0
 #: A partial frame that gets no byte for this long closes its connection.
 STALL_TIMEOUT_S = 10.0
 #: A connection that sends nothing at all for this long is closed (see `idle_timeout`).
@@ -233,6 +234,8 @@ class IncomingConnection:
         self._credit = -1
         self.events = selectors.EVENT_READ
         self.closed = False
+        self.adopted = False
+        self.adopted_at = 0.0
         self._tls = False
 
     @property
@@ -254,18 +257,37 @@ class IncomingConnection:
             return False
         self.sock = accepted.sock
         self._tls = isinstance(self.sock, TlsChannel)
-        hello = accepted.hello
+        self._hello = accepted.hello
+        return True
+
+    @property
+    def hello(self) -> protocol.Hello | None:
+        return self._hello
+
+    def adopt(self) -> None:
+        """Become the connection that delivers for its sender stream (after the caps)."""
+        hello = self._hello
+        assert hello is not None
         with self._registry.lock:
             self._registry.counters.append(self.counters)
         self._state = self._registry.claim(hello, self.sock, self)
-        self._hello = hello
         self.last_progress = time.monotonic()
-        return True
+        self.adopted = True
+        self.adopted_at = self.last_progress
+
+    def refuse(self, reason: str, detail: str) -> None:
+        """Close a proven connection the caps do not admit (counted, never adopted)."""
+        self._registry.refusals.refused(reason, f"{self.sender}: {detail}")
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        self.sock.close()
 
     def serve(self) -> None:
         """Handshake, then receive until the connection ends, in the calling thread."""
         if not self.handshake():
             return
+        self.adopt()
         self.sock.setblocking(False)
         with selectors.DefaultSelector() as selector:
             selector.register(self.sock, self.events)
@@ -315,7 +337,7 @@ class IncomingConnection:
             self._pool.give(self._buffer)
             self._buffer = None
         self._carry = b""
-        if self._hello is not None:
+        if self._hello is not None and self.adopted:
             self._registry.release(self._hello, self.sock, self.counters)
         self.sock.close()
 
@@ -513,6 +535,7 @@ class ReceiveLoop:
         config: WorkerConfig,
         identity: Identity,
         registry: IncomingRegistry,
+        workers: int | None = None,
     ) -> None:
         self._listener = listener
         self._config = config
@@ -524,19 +547,29 @@ class ReceiveLoop:
         self._wake_in, self._wake_out = socket.socketpair()
         self._wake_in.setblocking(False)
         self._wake_out.setblocking(False)
-        self._handshaken: deque[IncomingConnection] = deque()
-        self._pending: queue.Queue[IncomingConnection | None] = queue.Queue(MAX_PENDING_HANDSHAKES)
+        self._handshaken: deque[tuple[IncomingConnection, str]] = deque()
+        self.admission = Admission()
+        self.policy = SenderPolicy(config, workers or len(config.peer_list()))
+        self.known = KnownPeers()
         self._handshake_threads = [
-            threading.Thread(target=self._handshake_worker, name=f"handshake-{n}", daemon=True)
+            threading.Thread(
+                target=self._handshake_worker,
+                args=(n < admission.RESERVED_THREADS,),
+                name=f"handshake-{n}",
+                daemon=True,
+            )
             for n in range(HANDSHAKE_THREADS)
         ]
+        self._resolver = threading.Thread(target=self._resolve_loop, name="resolve", daemon=True)
         self._connections: set[IncomingConnection] = set()
         self._stopping = threading.Event()
+        self._resolve_now = threading.Event()
         self.counters = Counters()
         self.idle_timeout = idle_timeout(config)
         with registry.lock:
             registry.counters.append(self.counters)
         self._thread = threading.Thread(target=self._run, name="receive", daemon=True)
+        self.known.configure(self.policy.expected_hosts())
 
     def start(self) -> None:
         """Start every thread the accept path will ever need (a failure here fails start)."""
@@ -545,7 +578,13 @@ class ReceiveLoop:
         self._selector.register(self._wake_in, selectors.EVENT_READ, "wake")
         for thread in self._handshake_threads:
             thread.start()
+        self._resolver.start()
         self._thread.start()
+
+    def resize(self, workers: int) -> None:
+        """The cluster's size changed: the caps and the known peers follow."""
+        self.policy.resize(workers)
+        self._resolve_now.set()
 
     @property
     def alive(self) -> bool:
@@ -555,28 +594,34 @@ class ReceiveLoop:
     def stop(self, timeout: float = 5.0) -> None:
         """Close the listener and every connection; returns once the thread ended."""
         self._stopping.set()
+        self._resolve_now.set()
         self._wake()
         self._thread.join(timeout)
-        while True:
-            try:
-                waiting = self._pending.get_nowait()
-            except queue.Empty:
-                break
-            if waiting is not None:
-                waiting.sock.close()
-        for _ in self._handshake_threads:
-            with contextlib.suppress(queue.Full):
-                self._pending.put_nowait(None)
+        for waiting in self.admission.close():
+            _connection(waiting).sock.close()
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):
             self._wake_out.send(b"\0")
+
+    def _resolve_loop(self) -> None:
+        """Look up the hosts of the peers that stream here (DNS names in a pod)."""
+        while not self._stopping.is_set():
+            self._resolve_now.wait(RESOLVE_EVERY_S)
+            self._resolve_now.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self.known.configure(self.policy.expected_hosts(), resolve=True)
+            except Exception:  # never let a lookup bug end the thread (logged)
+                log.exception("looking up the peers' addresses failed")
 
     def _run(self) -> None:
         selector = self._selector
         perf = time.perf_counter
         next_sweep = time.monotonic() + _SELECT_TIMEOUT_S
         buffered: list[IncomingConnection] = []
+        self._resolve_now.set()
         try:
             while not self._stopping.is_set():
                 began = perf()
@@ -585,13 +630,19 @@ class ReceiveLoop:
                     self.counters.network_seconds += perf() - began
                 served: set[IncomingConnection] = set()
                 for key, mask in ready:
-                    if key.data == "listener":
+                    data = key.data
+                    if data == "listener":
                         self._accept()
-                    elif key.data == "wake":
+                    elif data == "wake":
                         self._drain_wake()
+                    elif isinstance(data, Pending):
+                        # Bytes arrived: now it is worth a handshake thread.
+                        with contextlib.suppress(KeyError, ValueError):
+                            selector.unregister(key.fileobj)
+                        self.admission.ready(data)
                     else:
-                        served.add(key.data)
-                        self._serve(key.data, mask)
+                        served.add(data)
+                        self._serve(data, mask)
                 for connection in buffered:
                     if connection not in served and not connection.closed:
                         served.add(connection)
@@ -605,8 +656,10 @@ class ReceiveLoop:
         finally:
             for connection in list(self._connections):
                 self._close(connection)
+            for waiting in self.admission.close():
+                self._drop_pending(waiting)
             while self._handshaken:  # proven after the loop's last look
-                self._handshaken.popleft().finish()
+                self._handshaken.popleft()[0].finish()
             with contextlib.suppress(KeyError, ValueError):
                 selector.unregister(self._listener)
             self._listener.close()
@@ -633,7 +686,13 @@ class ReceiveLoop:
         connection.finish()
 
     def _sweep(self, now: float) -> None:
-        """Close connections that hold a partial frame without progress, or say nothing."""
+        """Close connections that hold a partial frame without progress, or say nothing,
+        and pending ones past their handshake deadline that no thread has taken."""
+        for waiting in self.admission.expired(now):
+            self._registry.refusals.refused(
+                "handshake timeout", f"{waiting.source}: not done within {HANDSHAKE_TIMEOUT_S:g} s"
+            )
+            self._drop_pending(waiting)
         for connection in list(self._connections):
             silent = now - connection.last_progress
             if connection.holds_partial_frame and silent > STALL_TIMEOUT_S:
@@ -646,18 +705,27 @@ class ReceiveLoop:
             log.error("closing stream from %s: %s", connection.sender, why)
             self._close(connection)
 
+    def _drop_pending(self, waiting: Pending) -> None:
+        """Close a connection that never reached a handshake thread (loop thread only)."""
+        sock = _connection(waiting).sock
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(sock)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        sock.close()
+
     def _accept(self) -> None:
-        while True:
+        admission_ = self.admission
+        for _ in range(ACCEPTS_PER_WAKE):
             try:
-                sock, _ = self._listener.accept()
+                sock, address = self._listener.accept()
             except BlockingIOError:
                 return
             except OSError as error:  # EMFILE and the like: refuse, keep accepting later
                 self._registry.refusals.refused("accept failed", str(error))
                 return
-            if len(self._connections) + len(self._handshaken) >= MAX_CONNECTIONS:
-                self._refuse(sock, "over the connection cap", f"{MAX_CONNECTIONS} streams")
-                continue
+            now = time.monotonic()
+            source = source_of(address)
             connection = IncomingConnection(
                 sock,
                 config=self._config,
@@ -665,51 +733,102 @@ class ReceiveLoop:
                 registry=self._registry,
                 pool=self.pool,
                 decompressor=self._decompressor,
-                deadline=time.monotonic() + HANDSHAKE_TIMEOUT_S,
+                deadline=now + HANDSHAKE_TIMEOUT_S,
             )
-            try:
-                self._pending.put_nowait(connection)
-            except queue.Full:
-                self._refuse(
-                    sock, "too many pending handshakes", f"{MAX_PENDING_HANDSHAKES} pending"
-                )
+            entry = Pending(source, source in self.known, now, connection.deadline, connection)
+            evicted = admission_.admit(entry)
+            if all(victim is not entry for victim, _ in evicted):
+                self._selector.register(sock, selectors.EVENT_READ, entry)
+            for victim, cap in evicted:
+                self._registry.refusals.refused(f"evicted: {cap}", victim.source)
+                self._drop_pending(victim)
 
-    def _refuse(self, sock: socket.socket, reason: str, detail: str) -> None:
-        self._registry.refusals.refused(reason, f"{_peer_name(sock)}: {detail}")
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-        sock.close()
-
-    def _handshake_worker(self) -> None:
+    def _handshake_worker(self, reserved: bool) -> None:
         """One handshake thread: the loop takes each connection over once it is proven."""
         while True:
-            connection = self._pending.get()
-            if connection is None or self._stopping.is_set():
-                if connection is not None:
-                    connection.sock.close()
+            waiting = self.admission.take(reserved=reserved)
+            if waiting is None or self._stopping.is_set():
+                if waiting is not None:
+                    self.admission.done(waiting)
+                    _connection(waiting).sock.close()
                 return
+            connection = _connection(waiting)
             try:
                 proven = connection.handshake()
+                if proven:
+                    self._check_stream(connection, waiting.source)
             except Exception:  # a bug must not silently end this thread (logged, refused)
                 log.exception("handshake from %s failed unexpectedly", connection.sender)
                 connection.sock.close()
-                continue
-            if proven:
-                self._handshaken.append(connection)
+                proven = False
+            finally:
+                self.admission.done(waiting)
+            if proven and not connection.closed:
+                self.known.prove(waiting.source)
+                self._handshaken.append((connection, waiting.source))
                 self._wake()
+
+    def _check_stream(self, connection: IncomingConnection, source: str) -> None:
+        """Refuse a stream index the sender's topology does not give it (counted)."""
+        hello = connection.hello
+        assert hello is not None
+        allowed = self.policy.streams_allowed(hello.sender)
+        if not 0 <= hello.stream < allowed:
+            connection.refuse(
+                "stream index out of range",
+                f"stream {hello.stream}, allowed 0..{allowed - 1} (streamsPerPeer)",
+            )
 
     def _drain_wake(self) -> None:
         with contextlib.suppress(BlockingIOError):
             while self._wake_in.recv(4096):
                 pass
         while self._handshaken:
-            connection = self._handshaken.popleft()
+            connection, _source = self._handshaken.popleft()
             if self._stopping.is_set():
                 connection.finish()
                 continue
+            if not self._make_room(connection):
+                continue
+            connection.adopt()
             connection.sock.setblocking(False)
             self._connections.add(connection)
             self._selector.register(connection.sock, connection.events, connection)
+
+    def _make_room(self, connection: IncomingConnection) -> bool:
+        """Under the cap, or room made by closing a connection of a sender the topology
+        does not expect (the oldest), when this one's is expected; else refused."""
+        cap = self.policy.max_connections()
+        hello = connection.hello
+        assert hello is not None
+        replacing = self._registry.sockets.get((hello.sender, hello.stream)) is not None
+        if len(self._connections) < cap or replacing:
+            return True
+        if self.policy.multiplicity(hello.sender) > 0:
+            strangers = [
+                c
+                for c in self._connections
+                if c.hello is not None and self.policy.multiplicity(c.hello.sender) == 0
+            ]
+            if strangers:
+                oldest = min(strangers, key=lambda c: c.adopted_at)
+                self._registry.refusals.refused(
+                    "over the connection cap", f"{oldest.sender}: made room for {hello.sender}"
+                )
+                self._close(oldest)
+                return True
+        connection.refuse("over the connection cap", f"{cap} streams")
+        return False
+
+
+#: Connections accepted per wake-up, so a flood of connects cannot starve the streams.
+ACCEPTS_PER_WAKE = 64
+
+
+def _connection(waiting: Pending) -> IncomingConnection:
+    connection = waiting.connection
+    assert isinstance(connection, IncomingConnection)
+    return connection
 
 
 def idle_timeout(config: WorkerConfig) -> float:

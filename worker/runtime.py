@@ -184,6 +184,8 @@ class Worker:
             log.warning("resizing from %d to %d workers", self._workers, workers)
             self._workers = workers
             self._reconcile_streams()
+            if self._receive_loop is not None:
+                self._receive_loop.resize(workers)
 
     def _reconcile_streams(self) -> None:
         peers = self.config.peer_list(self._workers)

@@ -24,7 +24,14 @@ from w5xde.worker.receiver import (
 )
 
 KEY = b"loop-key-0123456789abcdef"
-CONFIG = WorkerConfig(name="loop-0", cluster_id="loop", network={"chunkBytes": 16384})
+#: 24 senders and this worker, all-to-all: each sender streams here (the caps admit them).
+CONFIG = WorkerConfig(
+    name="loop-24",
+    cluster_id="loop",
+    peers=[f"127.0.0.1:{7000 + index}" for index in range(25)],
+    workload={"topology": "all-to-all"},
+    network={"chunkBytes": 16384},
+)
 FRAMES = 40
 
 
@@ -50,7 +57,7 @@ def loop() -> Iterator[tuple[ReceiveLoop, IncomingRegistry, int]]:
     listener = socket.create_server(("127.0.0.1", 0))
     registry = IncomingRegistry()
     receive = ReceiveLoop(
-        listener, config=CONFIG, identity=Identity("loop", "loop-0", KEY), registry=registry
+        listener, config=CONFIG, identity=Identity("loop", "loop-24", KEY), registry=registry
     )
     receive.start()
     yield receive, registry, listener.getsockname()[1]
@@ -154,12 +161,13 @@ def test_acks_wait_for_a_full_socket_and_only_the_newest_goes_out() -> None:
     server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     registry = IncomingRegistry()
     connection = IncomingConnection(
-        server, config=CONFIG, identity=Identity("loop", "loop-0", KEY), registry=registry
+        server, config=CONFIG, identity=Identity("loop", "loop-24", KEY), registry=registry
     )
     shaken = threading.Thread(target=connection.handshake)
     shaken.start()
     client_handshake(client, Identity("loop", "slow", KEY), stream=0, session=1, resume_from=0)
     shaken.join(10)
+    connection.adopt()
     server.setblocking(False)
     # Fill the receiver -> sender direction so that an ACK cannot be sent.
     junk = 0
@@ -237,20 +245,19 @@ def test_silent_connections_beyond_the_cap_are_refused_at_once_and_the_rest_cut_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A flood of connections that never speak holds no thread and no slot for long."""
-    from w5xde.worker import receiver
+    from w5xde.worker import admission, receiver
 
     monkeypatch.setattr(receiver, "HANDSHAKE_TIMEOUT_S", 0.5)
     listener = socket.create_server(("127.0.0.1", 0), backlog=256)
     registry = IncomingRegistry()
     receive = ReceiveLoop(
-        listener, config=CONFIG, identity=Identity("loop", "loop-0", KEY), registry=registry
+        listener, config=CONFIG, identity=Identity("loop", "loop-24", KEY), registry=registry
     )
     receive.start()
     port = listener.getsockname()[1]
     extra = 20
     flood = [
-        socket.create_connection(("127.0.0.1", port))
-        for _ in range(receiver.MAX_PENDING_HANDSHAKES + extra)
+        socket.create_connection(("127.0.0.1", port)) for _ in range(admission.MAX_PENDING + extra)
     ]
     try:
         closed_at: list[float] = []
