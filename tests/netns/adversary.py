@@ -13,6 +13,14 @@
         send the start of one frame of BATCH bytes, then nothing; prints the seconds
         until each was closed.  With BATCH > the cluster's batchBytes, the frame is too big.
 
+    adversary.py flood TARGET_HOST:PORT COUNT SECONDS
+        COUNT connections without a certificate, each sending a TLS ClientHello and then
+        nothing, reopened as soon as the worker closes it; prints how many were opened.
+    adversary.py member TARGET_HOST:PORT SOURCE_ADDRESS INTERVAL SECONDS CERT KEY CA NAME
+            CLUSTER HEXKEY
+        A cluster member's handshake from SOURCE_ADDRESS every INTERVAL seconds; prints
+        how many were tried and how many succeeded (each within the 5 s deadline).
+
 Every mode ends after SECONDS, whatever happens.
 """
 
@@ -160,7 +168,7 @@ def partial(
     socks = []
     for stream in range(count):
         sock = socket.create_connection((host, int(port)), timeout=5)
-        sock = client_handshake(sock, me, stream=100 + stream, session=stream + 1, resume_from=0)
+        sock = client_handshake(sock, me, stream=stream, session=stream + 1, resume_from=0)
         header = protocol.pack_header(
             protocol.FrameType.DATA,
             protocol.CodecId.NONE,
@@ -173,6 +181,102 @@ def partial(
             sock.sendall(header + os.urandom(min(batch // 2, 1 << 20)))
         socks.append(sock)
     print(json.dumps({"opened": len(socks), "closed": _closed_after(socks, seconds, False)}))
+
+
+def client_hello() -> bytes:
+    """The first flight of a TLS client that has no certificate."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_side=False)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def flood(target: str, count: int, seconds: float) -> None:
+    host, port = target.rsplit(":", 1)
+    address = (host, int(port))
+    hello = client_hello()
+    selector = selectors.DefaultSelector()
+    opened = 0
+
+    def open_one() -> None:
+        nonlocal opened
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.connect_ex(address)
+        selector.register(sock, selectors.EVENT_WRITE, "connecting")
+        opened += 1
+
+    started = time.monotonic()
+    for _ in range(count):
+        open_one()
+    while time.monotonic() - started < seconds:
+        for key, _ in selector.select(0.1):
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            alive = True
+            try:
+                if key.data == "connecting":
+                    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                        alive = False
+                    else:
+                        sock.send(hello)
+                        selector.modify(sock, selectors.EVENT_READ, "waiting")
+                else:
+                    alive = bool(sock.recv(65536))  # the server's flight, then its close
+            except OSError:
+                alive = False
+            if not alive:
+                selector.unregister(sock)
+                sock.close()
+                open_one()
+    elapsed = time.monotonic() - started
+    print(json.dumps({"opened": opened, "perSecond": round(opened / elapsed, 1)}))
+
+
+def member(
+    target: str,
+    source: str,
+    interval: float,
+    seconds: float,
+    certificate: str,
+    key: str,
+    ca: str,
+    name: str,
+    cluster: str,
+    hex_key: str,
+) -> None:
+    from w5xde.worker.handshake import Identity, client_handshake
+    from w5xde.worker.protocol import ProtocolError
+    from w5xde.worker.tls import TlsIdentity
+
+    tls = TlsIdentity.from_files(name, Path(certificate), Path(key), Path(ca))
+    me = Identity(cluster, name, hex_key.encode(), tls)
+    host, port = target.rsplit(":", 1)
+    started = time.monotonic()
+    tried = succeeded = 0
+    took: list[float] = []
+    while time.monotonic() - started < seconds:
+        began = time.monotonic()
+        tried += 1
+        try:
+            sock = socket.create_connection(
+                (host, int(port)), timeout=5, source_address=(source, 0)
+            )
+            try:
+                proven = client_handshake(sock, me, stream=0, session=tried, resume_from=0)
+                proven.close()
+                succeeded += 1
+                took.append(round(time.monotonic() - began, 3))
+            finally:
+                sock.close()
+        except (OSError, ProtocolError) as error:
+            print(f"attempt {tried}: {error}", file=sys.stderr)
+        time.sleep(max(0.0, interval - (time.monotonic() - began)))
+    print(json.dumps({"tried": tried, "succeeded": succeeded, "seconds": took}))
 
 
 if __name__ == "__main__":
@@ -189,5 +293,9 @@ if __name__ == "__main__":
             *args[3:9],
             int(args[9]),  # type: ignore[arg-type]
         )
+    elif command == "flood":
+        flood(args[0], int(args[1]), float(args[2]))
+    elif command == "member":
+        member(args[0], args[1], float(args[2]), float(args[3]), *args[4:10])  # type: ignore[arg-type]
     else:
         raise SystemExit(f"unknown command {command}")

@@ -155,7 +155,12 @@ def test_a_member_holding_partial_frames_is_cut_and_cannot_grow_the_receiver(
             # what the receiver holds for the attacker is what the RSS shows.
             extra={
                 "tls": identities[f"sec-{i}"],
-                "workload": {"batchBytes": batch, "rateLimitBytesPerSecond": 8 << 20},
+                # Four streams per peer: the member's four connections are all admitted.
+                "workload": {
+                    "batchBytes": batch,
+                    "rateLimitBytesPerSecond": 8 << 20,
+                    "streamsPerPeer": 4,
+                },
             },
         )
         for i, ns in enumerate((first, second))
