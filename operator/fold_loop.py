@@ -274,7 +274,7 @@ class FoldLoop:
                 statefulset = existing
 
         states = pod_states(pods)
-        fetched = await self._fetch(cluster, memory, states, spec)
+        fetched = await self._fetch(cluster, memory, states, spec, generation)
         # A pod without an address has not started: it will mount the new key anyway.
         await self._finish_rotation(cluster, memory, fetched, sum(1 for p in states if p.ip))
         if spec.security.operator_issued and await self._enroll(cluster, memory, states, fetched):
@@ -326,6 +326,7 @@ class FoldLoop:
         memory: ClusterMemory,
         states: tuple[PodState, ...],
         spec: CompressionClusterSpec,
+        generation: int,
     ) -> list[Any]:
         if not any(pod.ip for pod in states) or memory.key is None:
             return []
@@ -335,6 +336,7 @@ class FoldLoop:
             spec.workers,
             report_timeout(spec.status_interval_seconds),
             previous_key=memory.previous_key,
+            generation=generation,
         )
 
     async def _enroll(

@@ -1,5 +1,9 @@
 """Pulls the workers' reports: one signed GET per worker, concurrent but bounded.
 
+A worker whose report shows another cluster size than `spec.workers` is resized with a
+signed `PUT /resize?workers=N&generation=G` (G the cluster's `metadata.generation`, so
+a replayed older resize is refused) and its report pulled again.
+
 Every failure becomes a `Fetched` with a reason (unreachable, or a bad report); nothing
 raises to the caller, so one hanging or lying worker never holds up the others' fold.
 """
@@ -17,8 +21,10 @@ from pydantic import ValidationError
 from w5xde.contract import auth
 from w5xde.contract.endpoints import (
     CERTIFICATE_PATH,
+    GENERATION_PARAMETER,
     METRICS_PORT,
     REPORT_PATH,
+    RESIZE_PATH,
     WORKERS_PARAMETER,
 )
 from w5xde.contract.report import WorkerReport
@@ -60,17 +66,28 @@ class ReportClient:
         cluster_key: bytes,
         workers: int,
         timeout_seconds: float,
+        *,
         previous_key: bytes | None = None,
+        generation: int = 0,
     ) -> list[Fetched]:
         """During a key rotation a worker that has not read the new key yet answers 401
-        to it; its report is asked for again with the previous key."""
+        to it; its report is asked for again with the previous key.  A worker that
+        reports another size than `workers` is resized (with `generation`, when given)
+        and asked again."""
         key = auth.report_key(cluster_key)
         previous = auth.report_key(previous_key) if previous_key is not None else None
 
         async def pull(pod: PodState) -> Fetched:
+            signing = key
             fetched = await self.fetch(pod, key, workers, timeout_seconds)
             if previous is not None and fetched.message == "HTTP 401":
+                signing = previous
                 fetched = await self.fetch(pod, previous, workers, timeout_seconds)
+            report = fetched.report
+            if report is not None and report.workers != workers and generation > 0:
+                status = await self.put_resize(pod, signing, workers, generation, timeout_seconds)
+                if status == 204:
+                    fetched = await self.fetch(pod, signing, workers, timeout_seconds)
             return fetched
 
         return list(await asyncio.gather(*(pull(pod) for pod in pods if pod.ip)))
@@ -78,7 +95,8 @@ class ReportClient:
     async def fetch(
         self, pod: PodState, key: bytes, workers: int, timeout_seconds: float
     ) -> Fetched:
-        target = f"{REPORT_PATH}?{WORKERS_PARAMETER}={workers}"
+        """`GET /report`, a pure read (`workers` is kept for the callers' symmetry)."""
+        target = REPORT_PATH
         host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
         nonce = auth.new_nonce()
         headers = {
@@ -123,6 +141,33 @@ class ReportClient:
                 message=f"report names {report.name!r}, not the pod",
             )
         return Fetched(pod.name, report=report)
+
+    async def put_resize(
+        self, pod: PodState, key: bytes, workers: int, generation: int, timeout_seconds: float
+    ) -> int:
+        """`PUT /resize`: the HTTP status (204 applied or already so; 409 the worker has
+        applied a newer generation), 0 when the worker could not be reached."""
+        target = f"{RESIZE_PATH}?{WORKERS_PARAMETER}={workers}&{GENERATION_PARAMETER}={generation}"
+        host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
+        headers = {
+            auth.AUTHORIZATION_HEADER: auth.authorization(
+                key, "PUT", target, time.time(), auth.new_nonce()
+            )
+        }
+        try:
+            async with (
+                self._limit,
+                self._client().put(
+                    f"http://{host}:{self._port}{target}",
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+                    allow_redirects=False,
+                ) as response,
+            ):
+                await response.content.read(512)
+                return response.status
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return 0
 
     async def put_certificate(
         self, pod: PodState, cluster_key: bytes, certificate: bytes

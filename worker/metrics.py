@@ -7,13 +7,8 @@ touches a Prometheus object.  `/report` is the operator's (HMAC-authenticated, s
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,19 +22,20 @@ from prometheus_client.core import (
 from w5xde.contract import auth, telemetry
 from w5xde.contract.endpoints import MAX_CERTIFICATE_BYTES
 from w5xde.contract.report import LinkTuningReport
+from w5xde.worker import http_serving
+from w5xde.worker.http_serving import HttpLoop, Request, Response
 from w5xde.worker.links import LinkFigures
 from w5xde.worker.refusals import RefusalLog
-from w5xde.worker.report_endpoint import ReportEndpoint, is_certificate_path, is_report_path
+from w5xde.worker.report_endpoint import (
+    Answer,
+    ReportEndpoint,
+    is_certificate_path,
+    is_report_path,
+    is_resize_path,
+)
 from w5xde.worker.runtime import Worker, current_rss_bytes
 
 log = logging.getLogger("w5xde.metrics")
-
-#: A client that sends nothing for this long is dropped (no thread pinned forever).
-REQUEST_TIMEOUT_S = 10.0
-#: A whole request, however it trickles, is cut after this long.
-REQUEST_DEADLINE_S = 15.0
-#: Requests served at once; beyond this a connection is closed at once and counted.
-MAX_CONNECTIONS = 16
 
 
 class WorkerCollector:
@@ -156,79 +152,24 @@ def link_families(links: list[LinkFigures]) -> Iterator[Metric]:
 
 
 class _RefusalCollector:
-    """The metrics server's own refusals (over the cap, past the deadline, hung up)."""
+    """Refusals on the metrics port, by reason (over a cap, past a deadline, hung up;
+    for the report channel: unauthorized, replayed, stale resize)."""
 
-    def __init__(self, refusals: RefusalLog) -> None:
+    def __init__(
+        self, refusals: RefusalLog, name: str = "w5xde_metrics_refused_connections"
+    ) -> None:
         self._refusals = refusals
+        self._name = name
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
-            "w5xde_metrics_refused_connections",
-            "Connections to the metrics/report port refused or cut",
+            self._name,
+            "Connections or requests on the metrics/report port refused or cut, by reason",
+            labels=["reason"],
         )
-        family.add_metric([], self._refusals.total)
+        for reason, count in sorted(self._refusals.by_reason().items()):
+            family.add_metric([reason], count)
         yield family
-
-
-class BoundedHTTPServer(ThreadingHTTPServer):
-    """At most `MAX_CONNECTIONS` requests at once, each cut at `REQUEST_DEADLINE_S`.
-
-    The standard server starts a thread per connection without a cap and prints a
-    traceback for every client that hangs up; neither is acceptable on a port anyone
-    in the cluster network can reach.
-    """
-
-    daemon_threads = True
-    #: The listen backlog: a burst of scrapes and probes waits here, not in SYN retries.
-    request_queue_size = 64
-
-    def __init__(self, address: tuple[str, int], handler: Any, refusals: RefusalLog) -> None:
-        self.refusals = refusals
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self._active: dict[socket.socket, float] = {}
-        self._active_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.refusals.refused("over the connection cap", f"{MAX_CONNECTIONS} requests")
-            self.shutdown_request(request)
-            return
-        with self._active_lock:
-            self._active[request] = time.monotonic() + REQUEST_DEADLINE_S
-        try:
-            super().process_request(request, client_address)
-        except RuntimeError as error:  # no thread to be had (pids limit): refuse this one
-            self._done(request)
-            self.refusals.refused("no thread", str(error))
-            self.shutdown_request(request)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._done(request)
-
-    def _done(self, request: socket.socket) -> None:
-        with self._active_lock:
-            if self._active.pop(request, None) is None:
-                return
-        self._slots.release()
-
-    def cut_overdue(self) -> None:
-        """Shut the sockets of requests past their deadline (their threads then end)."""
-        now = time.monotonic()
-        with self._active_lock:
-            overdue = [sock for sock, deadline in self._active.items() if deadline < now]
-        for sock in overdue:
-            self.refusals.refused("request deadline", f"not done in {REQUEST_DEADLINE_S:g} s")
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hangs up or stalls is counted, not printed as a traceback."""
-        self.refusals.refused("client error", f"{client_address[0]}")
 
 
 def link_metrics(links: dict[str, LinkTuningReport]) -> Iterator[Metric]:
@@ -272,7 +213,7 @@ def link_metrics(links: dict[str, LinkTuningReport]) -> Iterator[Metric]:
 
 
 class MetricsServer:
-    """A small threaded HTTP server in a daemon thread, bounded (`BoundedHTTPServer`)."""
+    """The metrics port: one selector thread and a small fixed pool (`http_serving`)."""
 
     def __init__(
         self,
@@ -288,66 +229,12 @@ class MetricsServer:
         registry.register(collector)  # type: ignore[arg-type]
         self.refusals = RefusalLog(log, "metrics connections")
         registry.register(_RefusalCollector(self.refusals))
-
-        class Handler(BaseHTTPRequestHandler):
-            timeout = REQUEST_TIMEOUT_S
-
-            def do_GET(self) -> None:
-                if self.path.startswith("/metrics"):
-                    self._answer(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-                elif self.path == "/healthz":
-                    up = healthy()
-                    self._answer(200 if up else 503, b"ok\n" if up else b"broken\n")
-                elif self.path == "/readyz":
-                    up = ready()
-                    self._answer(200 if up else 503, b"ready\n" if up else b"not ready\n")
-                elif report is not None and is_report_path(self.path):
-                    answer = report.answer(
-                        "GET", self.path, self.headers.get(auth.AUTHORIZATION_HEADER)
-                    )
-                    self._answer(answer.status, answer.body, answer.content_type, answer.headers)
-                else:
-                    self._answer(404, b"not found\n")
-
-            def do_PUT(self) -> None:
-                if report is None or not is_certificate_path(self.path):
-                    self._answer(404, b"not found\n")
-                    return
-                length = self.headers.get("Content-Length", "")
-                if not length.isdigit() or int(length) > MAX_CERTIFICATE_BYTES:
-                    self._answer(413, b'{"error":"body too large"}', "application/json")
-                    return
-                body = self.rfile.read(int(length))
-                answer = report.install_certificate(
-                    self.path, self.headers.get(auth.AUTHORIZATION_HEADER), body
-                )
-                self._answer(answer.status, answer.body, answer.content_type, answer.headers)
-
-            def _answer(
-                self,
-                code: int,
-                body: bytes,
-                kind: str = "text/plain",
-                headers: dict[str, str] | None = None,
-            ) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                """Scrapes are not worth a log line."""
-
-        self._server = BoundedHTTPServer((host, port), Handler, self.refusals)
-        self.port = self._server.server_address[1]
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="metrics", daemon=True
+        if report is not None:
+            registry.register(_RefusalCollector(report.refusals, "w5xde_report_refused_requests"))
+        self._server = HttpLoop(
+            host, port, _Routes(registry, ready, healthy, report), self.refusals
         )
-        self._reaper = threading.Thread(target=self._reap, name="metrics-reaper", daemon=True)
+        self.port = self._server.port
 
     @classmethod
     def for_worker(
@@ -357,15 +244,66 @@ class MetricsServer:
             WorkerCollector(worker), worker.ready, host, port, report=report, healthy=worker.healthy
         )
 
-    def start(self) -> None:
-        self._thread.start()
-        self._reaper.start()
+    @property
+    def alive(self) -> bool:
+        return self._server.alive
 
-    def _reap(self) -> None:
-        while not self._stopped.wait(1.0):
-            self._server.cut_overdue()
+    def start(self) -> None:
+        self._server.start()
 
     def stop(self) -> None:
-        self._stopped.set()
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
+
+
+class _Routes(http_serving.Routes):
+    """Probes inline; the scrape and the operator's signed requests on the pool."""
+
+    def __init__(
+        self,
+        registry: Any,
+        ready: Callable[[], bool],
+        healthy: Callable[[], bool],
+        report: ReportEndpoint | None,
+    ) -> None:
+        self._registry = registry
+        self._ready = ready
+        self._healthy = healthy
+        self._report = report
+
+    def inline(self, request: Request) -> Response | None:
+        if request.method != "GET":
+            return None
+        if request.path == "/healthz":
+            up = self._healthy()
+            return Response(200 if up else 503, b"ok\n" if up else b"broken\n")
+        if request.path == "/readyz":
+            up = self._ready()
+            return Response(200 if up else 503, b"ready\n" if up else b"not ready\n")
+        return None
+
+    def urgent(self, request: Request) -> bool:
+        return auth.AUTHORIZATION_HEADER.lower() in request.headers
+
+    def max_body(self, request: Request) -> int:
+        return MAX_CERTIFICATE_BYTES if request.method == "PUT" else 0
+
+    def answer(self, request: Request) -> Response:
+        report = self._report
+        signature = request.headers.get(auth.AUTHORIZATION_HEADER.lower())
+        if request.method == "GET":
+            if request.path == "/metrics":
+                return Response(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
+            if report is not None and is_report_path(request.target):
+                return _response(report.answer("GET", request.target, signature))
+        elif request.method == "PUT" and report is not None:
+            if is_certificate_path(request.target):
+                return _response(
+                    report.install_certificate(request.target, signature, request.body)
+                )
+            if is_resize_path(request.target):
+                return _response(report.resize(request.target, signature))
+        return Response(404, b"not found\n")
+
+
+def _response(answer: Answer) -> Response:
+    return Response(answer.status, answer.body, answer.content_type, answer.headers)

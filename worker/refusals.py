@@ -33,13 +33,20 @@ class RefusalLog:
         self._lock = threading.Lock()
         self._since_log: Counter[str] = Counter()
         self._last_logged = -every
+        self._by_reason: Counter[str] = Counter()
         self.total = 0
+
+    def by_reason(self) -> dict[str, int]:
+        """Every refusal so far, by reason (the metrics' `reason` label)."""
+        with self._lock:
+            return dict(self._by_reason)
 
     def refused(self, reason: str, detail: str = "") -> None:
         """Count one refusal; log it, with what was held back since, if the interval passed."""
         now = time.monotonic()
         with self._lock:
             self.total += 1
+            self._by_reason[reason] += 1
             self._since_log[reason] += 1
             if now - self._last_logged < self._every:
                 return

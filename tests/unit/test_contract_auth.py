@@ -52,3 +52,30 @@ def test_responses_are_bound_to_the_nonce_and_the_body() -> None:
     ):
         with pytest.raises(auth.AuthError):
             auth.verify_response(KEY, nonce, payload, sig)
+
+
+def test_a_nonce_is_accepted_once_for_the_whole_window_and_future_stamps_are_refused() -> None:
+    memory = auth.NonceMemory(not_before=NOW - 100)
+    header = auth.authorization(KEY, "GET", "/report", NOW, "nonce-9")
+    signed = auth.verify_request(KEY, header, "GET", "/report", NOW)
+    memory.accept(signed, NOW)
+    # Replayed at any time while the stamp is still within the window: refused.
+    for later in (NOW, NOW + 30, NOW + auth.MAX_SKEW_SECONDS):
+        again = auth.verify_request(KEY, header, "GET", "/report", later)
+        with pytest.raises(auth.ReplayedError):
+            memory.accept(again, later)
+    # Past the window the signature itself is refused.
+    with pytest.raises(auth.AuthError, match="in the past"):
+        auth.verify_request(KEY, header, "GET", "/report", NOW + auth.MAX_SKEW_SECONDS + 1)
+    ahead = auth.authorization(KEY, "GET", "/report", NOW + 59, "nonce-10")
+    with pytest.raises(auth.AuthError, match="in the future"):
+        auth.verify_request(KEY, ahead, "GET", "/report", NOW)
+
+
+def test_a_request_from_before_the_worker_started_is_refused() -> None:
+    """Nonces do not survive a restart: what was signed before it is refused instead."""
+    memory = auth.NonceMemory(not_before=NOW)
+    header = auth.authorization(KEY, "GET", "/report", NOW - 10, "nonce-11")
+    signed = auth.verify_request(KEY, header, "GET", "/report", NOW)
+    with pytest.raises(auth.AuthError, match="before this worker started"):
+        memory.accept(signed, NOW)

@@ -99,15 +99,98 @@ def test_the_operator_pulls_a_signed_report_with_live_figures(
     assert report.throughput_bytes_per_second > 0
 
 
-def test_the_workers_parameter_resizes_the_worker(
+def _fetch_all(port: int, workers: int, generation: int) -> list[Fetched]:
+    async def run() -> list[Fetched]:
+        client = ReportClient(port=port)
+        try:
+            pods = [PodState("r-0", ready=True, ip="127.0.0.1")]
+            return await client.fetch_all(pods, KEY, workers, 2.0, generation=generation)
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+def _signed(port: int, method: str, target: str, header: str) -> int:
+    """Send one request with the given authorization header; the HTTP status."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            f"{method} {target} HTTP/1.1\r\nHost: x\r\n{auth.AUTHORIZATION_HEADER}: {header}\r\n"
+            "Content-Length: 0\r\n\r\n".encode()
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
+
+
+def _header(method: str, target: str, at: float | None = None, nonce: str = "") -> str:
+    stamp = time.time() if at is None else at
+    return auth.authorization(
+        auth.report_key(KEY), method, target, stamp, nonce or auth.new_nonce()
+    )
+
+
+def test_a_resize_is_its_own_signed_put_and_the_report_a_pure_read(
     served: tuple[list[Worker], list[MetricsServer]],
 ) -> None:
     workers, servers = served
     assert workers[0].workers == 2
-    fetched = _fetch(servers[0].port, "r-0", workers=1)
-    assert fetched.report is not None
+    # Reading the report, even with the old `workers` parameter, changes nothing.
+    status = _signed(
+        servers[0].port, "GET", "/report?workers=1", _header("GET", "/report?workers=1")
+    )
+    assert status == 200
+    assert workers[0].workers == 2
+    fetched = _fetch_all(servers[0].port, workers=1, generation=7)
+    assert fetched[0].report is not None
     assert workers[0].workers == 1
-    assert fetched.report.workers == 1
+    assert fetched[0].report.workers == 1
+
+
+def test_a_replayed_request_and_an_older_resize_are_refused(
+    served: tuple[list[Worker], list[MetricsServer]],
+) -> None:
+    """The attack of issue 22: a signed request captured on the wire, replayed."""
+    workers, servers = served
+    port = servers[0].port
+    report = "/report"
+    captured = _header("GET", report)
+    assert _signed(port, "GET", report, captured) == 200
+    assert _signed(port, "GET", report, captured) == 401, "a replayed report request"
+    # Scale to 1 (generation 5), then back to 2 (generation 6).
+    to_one = "/resize?workers=1&generation=5"
+    captured_resize = _header("PUT", to_one)
+    assert _signed(port, "PUT", to_one, captured_resize) == 204
+    assert workers[0].workers == 1
+    to_two = "/resize?workers=2&generation=6"
+    assert _signed(port, "PUT", to_two, _header("PUT", to_two)) == 204
+    assert workers[0].workers == 2
+    # The captured resize, replayed as is: its nonce is remembered.
+    assert _signed(port, "PUT", to_one, captured_resize) == 401
+    # Signed afresh (a key holder's old request re-sent): the generation is older.
+    assert _signed(port, "PUT", to_one, _header("PUT", to_one)) == 409
+    assert workers[0].workers == 2
+    # The same generation again is a no-op (idempotent), another size under it a conflict.
+    assert _signed(port, "PUT", to_two, _header("PUT", to_two)) == 204
+    conflict = "/resize?workers=3&generation=6"
+    assert _signed(port, "PUT", conflict, _header("PUT", conflict)) == 409
+    assert workers[0].workers == 2
+    # A stamp 59 s ahead (accepted before) is refused; 2 s ahead is within the skew.
+    assert _signed(port, "GET", report, _header("GET", report, at=time.time() + 59)) == 401
+    assert _signed(port, "GET", report, _header("GET", report, at=time.time() + 2)) == 200
+    exported = _metrics(port)
+    assert 'w5xde_report_refused_requests_total{reason="replayed"} 2.0' in exported
+    assert 'w5xde_report_refused_requests_total{reason="stale resize"} 2.0' in exported
+
+
+def _metrics(port: int) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer.decode()
 
 
 def test_a_request_without_the_key_is_refused_and_counted(

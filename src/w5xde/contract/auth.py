@@ -5,6 +5,11 @@ that Secret), so nobody else can read reports or change a worker's idea of the
 cluster size; the worker signs its answer bound to the request's nonce, so a report
 cannot be forged or replayed by anything between them.  A derived key, so a report
 signature is never also valid as a data-plane handshake proof.
+
+A signed request cannot be replayed: its time must lie within `MAX_SKEW_SECONDS` in
+the past and `MAX_FUTURE_SKEW_SECONDS` in the future, and the worker remembers every
+nonce it accepted until that window has passed over it (`NonceMemory`), so a request
+captured on the wire is refused the second time, and once it is out of the window.
 """
 
 from __future__ import annotations
@@ -12,14 +17,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+from dataclasses import dataclass
 
 SCHEME = "W5XDE-HMAC-SHA256"
 #: Not `Authorization`: the API server strips that one when it proxies (`kubectl w5xde
 #: status --workers` reaches workers through the pod proxy).
 AUTHORIZATION_HEADER = "X-W5XDE-Authorization"
 SIGNATURE_HEADER = "X-W5XDE-Signature"
-#: Requests older or newer than this are refused (clock skew plus transit).
+#: Requests older than this are refused (clock skew plus transit).
 MAX_SKEW_SECONDS = 60.0
+#: Requests stamped further ahead than this are refused (clocks in a cluster are synced;
+#: a far-future stamp would only stretch how long a captured request stays valid).
+MAX_FUTURE_SKEW_SECONDS = 5.0
+#: Nonces a worker remembers at most; beyond it, new requests are refused (fail closed:
+#: only key holders can make requests that get this far).
+MAX_REMEMBERED_NONCES = 100_000
 _KEY_LABEL = b"w5xde report channel v1"
 
 
@@ -52,10 +65,25 @@ def authorization(key: bytes, method: str, target: str, timestamp: float, nonce:
     return f"{SCHEME} ts={stamp},nonce={nonce},sig={digest}"
 
 
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    nonce: str
+    timestamp: float
+
+
 def verify_authorization(
     key: bytes, header: str | None, method: str, target: str, now: float
 ) -> str:
     """The request's nonce if `header` signs this request within the skew; else AuthError."""
+    return verify_request(key, header, method, target, now).nonce
+
+
+def verify_request(
+    key: bytes, header: str | None, method: str, target: str, now: float
+) -> SignedRequest:
+    """The request's nonce and time if `header` signs it within the skew; else AuthError.
+
+    It does not remember the nonce: see `NonceMemory` for that."""
     if not header:
         raise AuthError(f"no {AUTHORIZATION_HEADER} header")
     scheme, _, params = header.partition(" ")
@@ -69,12 +97,55 @@ def verify_authorization(
         raise AuthError("authorization ts is not a number") from None
     if not nonce or len(nonce) > 64:
         raise AuthError("authorization nonce missing or too long")
-    if abs(now - timestamp) > MAX_SKEW_SECONDS:
-        raise AuthError(f"request time is more than {MAX_SKEW_SECONDS:.0f} s off")
+    if not now - MAX_SKEW_SECONDS <= timestamp <= now + MAX_FUTURE_SKEW_SECONDS:
+        raise AuthError(
+            f"request time is more than {MAX_SKEW_SECONDS:.0f} s in the past or "
+            f"{MAX_FUTURE_SKEW_SECONDS:.0f} s in the future"
+        )
     expected = _request_digest(key, method, target, stamp, nonce)
     if not hmac.compare_digest(expected, digest):
         raise AuthError("bad request signature")
-    return nonce
+    return SignedRequest(nonce, timestamp)
+
+
+class ReplayedError(AuthError):
+    """A request whose nonce was already accepted."""
+
+
+class NonceMemory:
+    """The nonces of accepted requests, each kept until its time is out of the window
+    (`MAX_SKEW_SECONDS` after its stamp), so no request is accepted twice.
+
+    Requests stamped before `not_before` (the worker's start, less the future skew)
+    are refused too: what was accepted before a restart is not remembered.
+    Thread-safe."""
+
+    def __init__(self, not_before: float, limit: int = MAX_REMEMBERED_NONCES) -> None:
+        self._lock = threading.Lock()
+        self._expires: dict[str, float] = {}
+        self._not_before = not_before - MAX_FUTURE_SKEW_SECONDS
+        self._limit = limit
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._expires)
+
+    def accept(self, request: SignedRequest, now: float) -> None:
+        """Remember the request's nonce; ReplayedError if it was seen, AuthError if it
+        predates this process or the memory is full."""
+        if request.timestamp < self._not_before:
+            raise AuthError("request made before this worker started")
+        with self._lock:
+            expires = self._expires.get(request.nonce)
+            if expires is not None and expires >= now:
+                raise ReplayedError("replayed request: nonce already used")
+            if len(self._expires) >= self._limit:
+                self._expires = {n: t for n, t in self._expires.items() if t >= now}
+                if len(self._expires) >= self._limit:
+                    raise AuthError("too many requests within the skew window")
+            self._expires[request.nonce] = request.timestamp + MAX_SKEW_SECONDS
+            if len(self._expires) % 256 == 0:
+                self._expires = {n: t for n, t in self._expires.items() if t >= now}
 
 
 def response_signature(key: bytes, nonce: str, body: bytes) -> str:

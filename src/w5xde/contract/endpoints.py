@@ -7,9 +7,13 @@ METRICS_PORT = 9090
 METRICS_PORT_NAME = "metrics"
 #: Where the operator pulls a worker's report (HMAC-authenticated, see `auth`).
 REPORT_PATH = "/report"
-#: Query parameter of the report request: the cluster's current `spec.workers`, so a
-#: scale change reaches running workers on the same channel as the report.
+#: Where the operator tells a worker the cluster's size (`PUT`, HMAC-authenticated, no
+#: body): `?workers=N&generation=G`, G the cluster's `metadata.generation`.  Idempotent;
+#: a generation older than one the worker has applied is refused (409).
+RESIZE_PATH = "/resize"
+#: Query parameters of the resize request.
 WORKERS_PARAMETER = "workers"
+GENERATION_PARAMETER = "generation"
 #: Where the operator puts the certificate it signed for the CSR in a worker's report
 #: (`PUT`, HMAC-authenticated; the body's SHA-256 is the query parameter `sha256`).
 CERTIFICATE_PATH = "/certificate"
