@@ -59,6 +59,11 @@ MAX_QUEUED = 16
 QUEUED_PER_SOURCE = 4
 #: Connections accepted per wake-up.
 ACCEPTS_PER_WAKE = 64
+#: The listen backlog.  A flood of reconnecting clients keeps at most as many
+#: connections in the accept queue as it has sockets; a backlog well above that means
+#: a probe's SYN is queued behind them (drained at thousands a second), never dropped
+#: (a dropped SYN is retried after 1 s: the kubelet's whole probe timeout).
+LISTEN_BACKLOG = 1024
 _TICK_S = 0.25
 _LINGER_RESET = b"\1\0\0\0\0\0\0\0"
 
@@ -137,7 +142,13 @@ class HttpLoop:
     """Serve `routes` on (host, port); `start()` starts every thread it will ever use."""
 
     def __init__(
-        self, host: str, port: int, routes: Routes, refusals: RefusalLog, *, backlog: int = 128
+        self,
+        host: str,
+        port: int,
+        routes: Routes,
+        refusals: RefusalLog,
+        *,
+        backlog: int = LISTEN_BACKLOG,
     ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)

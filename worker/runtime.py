@@ -46,7 +46,8 @@ SECONDS_WINDOW = 30.0
 DEFAULT_RATE_WINDOW_S = links.DEFAULT_RATE_WINDOW_S
 #: How often the sampler thread snapshots the counters for the rate window.
 SAMPLE_EVERY_S = 0.5
-_LISTEN_BACKLOG = 128
+#: Well above the connections a reconnecting flood keeps queued (see http_serving).
+_LISTEN_BACKLOG = 1024
 #: A worker whose accept path or a stream thread died fails liveness after this long.
 HEALTH_GRACE_S = 10.0
 

@@ -21,6 +21,13 @@
         A cluster member's handshake from SOURCE_ADDRESS every INTERVAL seconds; prints
         how many were tried and how many succeeded (each within the 5 s deadline).
 
+    adversary.py httpflood TARGET_HOST:PORT COUNT SECONDS
+        COUNT connections to the metrics port, each sending the start of a request and
+        then nothing, reopened as soon as the worker closes it.
+    adversary.py probe URL INTERVAL SECONDS TIMEOUT [HEXKEY]
+        GET URL every INTERVAL seconds, each within TIMEOUT (as the kubelet probes; with
+        HEXKEY signed as the operator signs its pulls); prints how many answered 200.
+
 Every mode ends after SECONDS, whatever happens.
 """
 
@@ -237,6 +244,78 @@ def flood(target: str, count: int, seconds: float) -> None:
     print(json.dumps({"opened": opened, "perSecond": round(opened / elapsed, 1)}))
 
 
+def httpflood(target: str, count: int, seconds: float) -> None:
+    host, port = target.rsplit(":", 1)
+    address = (host, int(port))
+    selector = selectors.DefaultSelector()
+    opened = 0
+
+    def open_one() -> None:
+        nonlocal opened
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.connect_ex(address)
+        selector.register(sock, selectors.EVENT_WRITE, "connecting")
+        opened += 1
+
+    started = time.monotonic()
+    for _ in range(count):
+        open_one()
+    while time.monotonic() - started < seconds:
+        for key, _ in selector.select(0.1):
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            alive = True
+            try:
+                if key.data == "connecting":
+                    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                        alive = False
+                    else:
+                        sock.send(b"GET /metrics HTTP/1.1\r\nHost: w5xde\r\n")
+                        selector.modify(sock, selectors.EVENT_READ, "waiting")
+                else:
+                    alive = bool(sock.recv(65536))
+            except OSError:
+                alive = False
+            if not alive:
+                selector.unregister(sock)
+                sock.close()
+                open_one()
+    elapsed = time.monotonic() - started
+    print(json.dumps({"opened": opened, "perSecond": round(opened / elapsed, 1)}))
+
+
+def probe(url: str, interval: float, seconds: float, timeout: float, hex_key: str = "") -> None:
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    from w5xde.contract import auth
+
+    started = time.monotonic()
+    tried = answered = 0
+    failures: list[str] = []
+    while time.monotonic() - started < seconds:
+        began = time.monotonic()
+        tried += 1
+        request = urllib.request.Request(url)
+        if hex_key:
+            key = auth.report_key(hex_key.encode())
+            target = urlsplit(url).path
+            request.add_header(
+                auth.AUTHORIZATION_HEADER,
+                auth.authorization(key, "GET", target, time.time(), auth.new_nonce()),
+            )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                response.read()
+                answered += response.status == 200
+        except (OSError, urllib.error.URLError) as error:
+            failures.append(f"{round(began - started, 2)}: {error}")
+        time.sleep(max(0.0, interval - (time.monotonic() - began)))
+    print(json.dumps({"tried": tried, "answered": answered, "failures": failures[:10]}))
+
+
 def member(
     target: str,
     source: str,
@@ -295,6 +374,10 @@ if __name__ == "__main__":
         )
     elif command == "flood":
         flood(args[0], int(args[1]), float(args[2]))
+    elif command == "httpflood":
+        httpflood(args[0], int(args[1]), float(args[2]))
+    elif command == "probe":
+        probe(args[0], float(args[1]), float(args[2]), float(args[3]), *args[4:5])
     elif command == "member":
         member(args[0], args[1], float(args[2]), float(args[3]), *args[4:10])  # type: ignore[arg-type]
     else:
