@@ -304,6 +304,10 @@ class SenderPolicy:
         one a scale-up added)."""
         return max(1, self.multiplicity(sender)) * self._config.workload.streams_per_peer
 
+    def expected_streams(self) -> int:
+        """Incoming streams the topology sends here: its in-degree times `streamsPerPeer`."""
+        return (self.max_connections() - CONNECTION_SLACK) // 2
+
     def max_connections(self) -> int:
         """Proven incoming connections at once: twice the topology's in-degree times
         `streamsPerPeer` (room for reconnects that overlap), plus `CONNECTION_SLACK`."""

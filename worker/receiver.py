@@ -13,7 +13,9 @@ accept; proven connections, per identity (the stream indices its topology gives 
 a newer connection on an index replacing the older) and in total (from the topology's
 in-degree, `SenderPolicy.max_connections`); a frame by the cluster's `batchBytes`
 (so one connection's memory and what a frame may decompress to); a partial frame's
-silence (`STALL_TIMEOUT_S`) and a whole connection's (`idle_timeout`).
+silence (`STALL_TIMEOUT_S`), its completion (`partial_deadline_seconds`: a deadline
+from its size and a floor rate, whatever trickles in) and a whole connection's silence
+(`idle_timeout`); the memory all partial frames hold together (`PartialBudget`).
 
 Receive buffers come from a pool: a connection holds one only while it reads, or
 while it waits for the rest of a frame longer than `CARRY_BYTES`; a shorter partial
@@ -77,6 +79,15 @@ HANDSHAKE_THREADS = 4
 RESOLVE_EVERY_S = 30.0
 #: A partial frame that gets no byte for this long closes its connection.
 STALL_TIMEOUT_S = 10.0
+#: A frame must be complete within PARTIAL_FLOOR_S + its size / PARTIAL_FLOOR_RATE of
+#: its first byte, however its bytes trickle in (a byte every few seconds resets no
+#: clock).  64 KiB/s is far below any stream that moves data: 128 streams sharing a
+#: 100 Mbit/s link each get 100 KB/s.
+PARTIAL_FLOOR_S = 10.0
+PARTIAL_FLOOR_RATE = 64 * 1024
+#: Partial frames of all connections together hold at most this much (or one frame
+#: of `batchBytes` for each stream the topology sends here, if that is more).
+PARTIAL_BUDGET_FLOOR = 64 * 1024 * 1024
 #: A connection that sends nothing at all for this long is closed (see `idle_timeout`).
 IDLE_TIMEOUT_S = 60.0
 #: TLS hands out at most one record (16 KiB) per receive; this many per wake-up.
@@ -108,6 +119,30 @@ class BufferPool:
         """Keep a buffer of the pool's size for the next reader; a grown one is dropped."""
         if len(buffer) == self.size and len(self._free) < POOL_KEEP:
             self._free.append(buffer)
+
+
+def partial_deadline_seconds(frame_bytes: int) -> float:
+    """How long a frame of `frame_bytes` (header included) may take from its first byte."""
+    return PARTIAL_FLOOR_S + frame_bytes / PARTIAL_FLOOR_RATE
+
+
+class PartialBudget:
+    """Bytes held by the partial frames of one loop's connections (its thread only)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.total = 0
+        self.held: dict[object, int] = {}
+
+    def hold(self, owner: object, count: int) -> None:
+        self.total -= self.held.pop(owner, 0)
+        if count:
+            self.held[owner] = count
+            self.total += count
+
+    @property
+    def over(self) -> bool:
+        return self.total > self.limit
 
 
 class TakenOverError(ProtocolError):
@@ -206,8 +241,15 @@ class IncomingConnection:
         pool: BufferPool | None = None,
         decompressor: BatchDecompressor | None = None,
         deadline: float | None = None,
+        budget: PartialBudget | None = None,
     ) -> None:
         self.sock = sock
+        self._budget = budget
+        #: When the partial frame held now must be complete (None: none held).
+        self.partial_deadline: float | None = None
+        self.partial_since = 0.0
+        self._partial_token = -1
+        self._partial_bytes = 0
         #: The handshake must be done by then (counted from accept, not from its turn).
         self.deadline = deadline if deadline is not None else time.monotonic() + HANDSHAKE_TIMEOUT_S
         self.last_progress = time.monotonic()
@@ -337,6 +379,8 @@ class IncomingConnection:
             self._pool.give(self._buffer)
             self._buffer = None
         self._carry = b""
+        if self._budget is not None:
+            self._budget.hold(self, 0)
         if self._hello is not None and self.adopted:
             self._registry.release(self._hello, self.sock, self.counters)
         self.sock.close()
@@ -415,6 +459,7 @@ class IncomingConnection:
         finally:
             view.release()
             self._keep(buffer, start, end)
+            self._note_partial()
         return open_
 
     def _keep(self, buffer: bytearray, start: int, end: int) -> None:
@@ -428,6 +473,31 @@ class IncomingConnection:
         if leftover:
             self._carry = bytes(buffer[start:end])
         self._pool.give(buffer)
+
+    def _note_partial(self) -> None:
+        """Account the partial frame held now: its memory in the budget, its deadline."""
+        held = len(self._buffer) if self._buffer is not None else len(self._carry)
+        if self._budget is not None:
+            self._budget.hold(self, held)
+        if not held:
+            self.partial_deadline = None
+            return
+        counters = self.counters
+        token = counters.batches + counters.duplicate_batches
+        if self.partial_deadline is None or token != self._partial_token:
+            # A frame completed since: what is held is the start of a new one.
+            self._partial_token = token
+            self.partial_since = time.monotonic()
+            self._partial_bytes = 0
+        if not self._partial_bytes:
+            data = self._buffer if self._buffer is not None else self._carry
+            length = self._end if self._buffer is not None else len(self._carry)
+            if length >= HEADER_BYTES:
+                with contextlib.suppress(ProtocolError, ValueError):
+                    header = protocol.parse_header(data, 0)
+                    self._partial_bytes = HEADER_BYTES + header.payload_length
+        size = self._partial_bytes or HEADER_BYTES
+        self.partial_deadline = self.partial_since + partial_deadline_seconds(size)
 
     def _parse(self, view: memoryview, start: int, end: int) -> tuple[int, bool]:
         """Verify and account every whole frame in view[start:end]; (new start, CLOSE seen)."""
@@ -550,6 +620,7 @@ class ReceiveLoop:
         self._handshaken: deque[tuple[IncomingConnection, str]] = deque()
         self.admission = Admission()
         self.policy = SenderPolicy(config, workers or len(config.peer_list()))
+        self.budget = PartialBudget(self._budget_limit())
         self.known = KnownPeers()
         self._handshake_threads = [
             threading.Thread(
@@ -584,7 +655,12 @@ class ReceiveLoop:
     def resize(self, workers: int) -> None:
         """The cluster's size changed: the caps and the known peers follow."""
         self.policy.resize(workers)
+        self.budget.limit = self._budget_limit()
         self._resolve_now.set()
+
+    def _budget_limit(self) -> int:
+        frame = FrameLimits(self._config.workload.batch_bytes).max_payload + HEADER_BYTES
+        return max(PARTIAL_BUDGET_FLOOR, self.policy.expected_streams() * frame)
 
     @property
     def alive(self) -> bool:
@@ -678,6 +754,30 @@ class ReceiveLoop:
             return
         if connection.events != self._selector.get_key(connection.sock).events:
             self._selector.modify(connection.sock, connection.events, connection)
+        if self.budget.over:
+            self._trim_partial_frames()
+
+    def _trim_partial_frames(self) -> None:
+        """Over the budget: close connections holding partial frames, those of senders
+        the topology does not expect first, then the oldest frames, until under it."""
+        holders = [c for c in self.budget.held if isinstance(c, IncomingConnection)]
+        expected = {
+            c: c.hello is not None and self.policy.multiplicity(c.hello.sender) > 0 for c in holders
+        }
+        for connection in sorted(holders, key=lambda c: (expected[c], c.partial_since)):
+            if not self.budget.over:
+                return
+            connection.counters.protocol_errors += 1
+            self._registry.refusals.refused(
+                "partial frames over the memory budget",
+                f"{connection.sender}: {self.budget.total} bytes held, {self.budget.limit} allowed",
+            )
+            log.error(
+                "closing stream from %s: partial frames over the memory budget (%d bytes)",
+                connection.sender,
+                self.budget.limit,
+            )
+            self._close(connection)
 
     def _close(self, connection: IncomingConnection) -> None:
         self._connections.discard(connection)
@@ -695,8 +795,14 @@ class ReceiveLoop:
             self._drop_pending(waiting)
         for connection in list(self._connections):
             silent = now - connection.last_progress
+            deadline = connection.partial_deadline
             if connection.holds_partial_frame and silent > STALL_TIMEOUT_S:
                 why = f"a partial frame got no byte for {STALL_TIMEOUT_S:g} s"
+            elif deadline is not None and now > deadline:
+                why = (
+                    f"a partial frame not complete {now - connection.partial_since:.1f} s "
+                    f"after its first byte (a floor of {PARTIAL_FLOOR_RATE // 1024} KiB/s)"
+                )
             elif silent > self.idle_timeout:
                 why = f"nothing received for {self.idle_timeout:g} s"
             else:
@@ -734,6 +840,7 @@ class ReceiveLoop:
                 pool=self.pool,
                 decompressor=self._decompressor,
                 deadline=now + HANDSHAKE_TIMEOUT_S,
+                budget=self.budget,
             )
             entry = Pending(source, source in self.known, now, connection.deadline, connection)
             evicted = admission_.admit(entry)

@@ -9,9 +9,12 @@
         COUNT connections that write one byte a second; prints one JSON line: for each
         connection, the seconds until the worker closed it (null if it never did).
     adversary.py partial TARGET_HOST:PORT COUNT SECONDS CERT KEY CA NAME CLUSTER HEXKEY BATCH
-        COUNT connections of a cluster member (a valid certificate and the key) that each
-        send the start of one frame of BATCH bytes, then nothing; prints the seconds
-        until each was closed.  With BATCH > the cluster's batchBytes, the frame is too big.
+            [FILL [EVERY]]
+        COUNT connections of a cluster member (a valid certificate and the key) on stream
+        indices 0..COUNT-1 that each send the start of one frame of BATCH bytes (FILL
+        bytes of it, default half of it up to 1 MiB), then nothing, or one more byte
+        every EVERY seconds; prints the seconds until each was closed.  With BATCH > the
+        cluster's batchBytes, the frame is too big.
 
     adversary.py flood TARGET_HOST:PORT COUNT SECONDS
         COUNT connections without a certificate, each sending a TLS ClientHello and then
@@ -111,16 +114,16 @@ def _pipe(source: socket.socket, sink: socket.socket, kind: str, deadline: float
 
 
 def _closed_after(
-    socks: list[socket.socket], seconds: float, send_byte: bool
+    socks: list[socket.socket], seconds: float, send_byte: bool, every: float = 1.0
 ) -> list[float | None]:
-    """Seconds until each socket saw EOF or a reset; writes a byte a second if asked."""
+    """Seconds until each socket saw EOF or a reset; writes a byte every `every` s if asked."""
     started = time.monotonic()
     closed: list[float | None] = [None] * len(socks)
     selector = selectors.DefaultSelector()
     for index, sock in enumerate(socks):
         sock.setblocking(False)
         selector.register(sock, selectors.EVENT_READ, index)
-    next_byte = started + 1.0
+    next_byte = started + every
     while time.monotonic() - started < seconds and any(c is None for c in closed):
         for key, _ in selector.select(0.1):
             index = key.data
@@ -134,7 +137,7 @@ def _closed_after(
                 closed[index] = round(time.monotonic() - started, 3)
                 selector.unregister(socks[index])
         if send_byte and time.monotonic() >= next_byte:
-            next_byte += 1.0
+            next_byte += every
             for index, sock in enumerate(socks):
                 if closed[index] is None:
                     with contextlib.suppress(OSError):
@@ -164,6 +167,8 @@ def partial(
     cluster: str,
     hex_key: str,
     batch: int,
+    fill: int = 0,
+    every: float = 0.0,
 ) -> None:
     from w5xde.worker import protocol
     from w5xde.worker.handshake import Identity, client_handshake
@@ -185,9 +190,10 @@ def partial(
         )
         # A frame over the limit may be refused before it is all written: closed at once.
         with contextlib.suppress(OSError):
-            sock.sendall(header + os.urandom(min(batch // 2, 1 << 20)))
+            sock.sendall(header + os.urandom(fill or min(batch // 2, 1 << 20)))
         socks.append(sock)
-    print(json.dumps({"opened": len(socks), "closed": _closed_after(socks, seconds, False)}))
+    closed = _closed_after(socks, seconds, every > 0, every or 1.0)
+    print(json.dumps({"opened": len(socks), "closed": closed}))
 
 
 def client_hello() -> bytes:
@@ -371,6 +377,8 @@ if __name__ == "__main__":
             float(args[2]),
             *args[3:9],
             int(args[9]),  # type: ignore[arg-type]
+            *(int(args[10]),) if len(args) > 10 else (),
+            *(float(args[11]),) if len(args) > 11 else (),
         )
     elif command == "flood":
         flood(args[0], int(args[1]), float(args[2]))
