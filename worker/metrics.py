@@ -72,21 +72,28 @@ class WorkerCollector:
                 "Replayed batches dropped as duplicates",
                 received.duplicate_batches,
             ),
-            (
-                "w5xde_rejected_connections",
-                "Incoming data connections refused: failed handshakes, over the caps",
-                extras.rejected_connections,
-            ),
-            (
-                "w5xde_protocol_errors",
-                "Streams closed because the peer broke the protocol",
-                received.protocol_errors + sent.protocol_errors,
-            ),
         ]
         for name, text, value in counters:
             family = CounterMetricFamily(name, text)
             family.add_metric([], value)
             yield family
+        # Labelled: by side (the receiving or the sending end of a stream) and by reason.
+        errors = CounterMetricFamily(
+            "w5xde_protocol_errors",
+            "Streams closed because the peer broke the protocol, by side",
+            labels=["side"],
+        )
+        errors.add_metric(["receive"], received.protocol_errors)
+        errors.add_metric(["send"], sent.protocol_errors)
+        yield errors
+        rejected = CounterMetricFamily(
+            "w5xde_rejected_connections",
+            "Incoming data connections refused: failed handshakes, over the caps, by reason",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self._worker.refusal_reasons().items()):
+            rejected.add_metric([reason], count)
+        yield rejected
         sizes = self._worker.buffer_sizes()
         gauges: list[tuple[str, str, float]] = [
             ("w5xde_rss_bytes", "Resident set size", current_rss_bytes()),

@@ -375,6 +375,10 @@ class Worker:
             link_tuning=self.link_tuning(),
         )
 
+    def refusal_reasons(self) -> dict[str, int]:
+        """Incoming data connections refused so far, by reason (the metric's label)."""
+        return self._registry.refusals.by_reason()
+
     def _lost_by_sender(self) -> dict[str, int]:
         with self._registry.lock:
             return dict(self._registry.lost_by_sender)

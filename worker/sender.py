@@ -239,8 +239,9 @@ class OutgoingStream(threading.Thread):
             except (OSError, ProtocolError) as error:
                 if self._aborted.is_set():
                     return
-                if isinstance(error, ProtocolError):
-                    # A peer that breaks the protocol is not reconnected to at once.
+                if isinstance(error, (ProtocolError, ssl.SSLError)):
+                    # A peer that breaks the protocol (or a TLS record that fails its MAC
+                    # on the ACK direction) is not reconnected to at once.
                     self.counters.protocol_errors += 1
                     log.error(
                         "stream to %s (%d): protocol error: %s; reconnecting",

@@ -5,6 +5,8 @@
         MODE tamper: after the first 4 KiB a sender writes, connection k flips a byte
         (k % 3 == 0), swallows one write of the sender and forwards the rest (1), or
         injects a forged frame (2).
+        MODE ackflip: the first two connections have a byte flipped after the first
+        4 KiB the receiver writes (its ACKs); the rest are forwarded.
     adversary.py trickle TARGET_HOST:PORT COUNT SECONDS
         COUNT connections that write one byte a second; prints one JSON line: for each
         connection, the seconds until the worker closed it (null if it never did).
@@ -66,12 +68,14 @@ def relay(listen_port: int, target: str, mode: str, seconds: float) -> None:
         except OSError:
             client.close()
             continue
-        kind = "forward" if mode == "forward" else ("flip", "swallow", "inject")[count % 3]
+        if mode == "ackflip":  # the receiver -> sender direction (ACKs) is tampered with
+            kind, back = "forward", ("flip" if count < 2 else "forward")
+        else:
+            kind = "forward" if mode == "forward" else ("flip", "swallow", "inject")[count % 3]
+            back = "forward"
         count += 1
         threading.Thread(target=_pipe, args=(client, upstream, kind, deadline), daemon=True).start()
-        threading.Thread(
-            target=_pipe, args=(upstream, client, "forward", deadline), daemon=True
-        ).start()
+        threading.Thread(target=_pipe, args=(upstream, client, back, deadline), daemon=True).start()
     server.close()
 
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 import secrets
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from netns.test_data_plane_security import CLUSTER, PORT, adversary, outcome
+from netns.test_data_plane_security import CLUSTER, PORT, RELAY_PORT, adversary, outcome
 from netns.w5t_bed import Bed, Namespace, WorkerProcess, start_worker, stop_all, wait_for
 from w5xde.worker.local import issue_identities
 
@@ -150,3 +151,55 @@ def test_a_member_cannot_hold_the_connection_cap(
     finals = stop_all([restarted, target])
     assert all(final["report"]["lostBatches"] == 0 for final in finals)
     assert "Traceback" not in "".join(target.stderr)
+
+
+def test_tampered_acks_are_counted_as_protocol_errors_on_the_sending_side(
+    bed: Bed, running: list[WorkerProcess], identities: dict[str, dict[str, str]]
+) -> None:
+    """A relay that alters the ACK direction: the sender's TLS refuses the record, and
+    counts it in w5xde_protocol_errors_total{side="send"} (it used to log "broke")."""
+    sender_ns, receiver_ns, relay_ns = bed.namespaces
+    key = secrets.token_hex(32)
+    via_relay = [f"{sender_ns.address}:{PORT}", f"{relay_ns.address}:{RELAY_PORT}"]
+    direct = [f"{sender_ns.address}:{PORT}", f"{receiver_ns.address}:{PORT}"]
+    relay = adversary(relay_ns, "relay", RELAY_PORT, direct[1], "ackflip", 60)
+    sender = start_worker(
+        sender_ns, name="sec-0", peers=via_relay, key=key,
+        extra={"tls": identities["sec-0"], "metricsPort": 9191},
+    )  # fmt: skip
+    receiver = start_worker(
+        receiver_ns, name="sec-1", peers=direct, key=key, extra={"tls": identities["sec-1"]}
+    )
+    running.extend([sender, receiver])
+    scrape = f"http://{sender_ns.address}:9191/metrics"
+
+    def send_side_errors() -> float:
+        try:
+            with urllib.request.urlopen(scrape, timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            return 0.0
+        for line in text.splitlines():
+            if line.startswith('w5xde_protocol_errors_total{side="send"}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    try:
+        wait_for(lambda: send_side_errors() >= 2, timeout=30, what="two send-side errors")
+    except AssertionError:
+        raise AssertionError("".join(sender.stderr)[-3000:]) from None
+    try:
+        before = receiver.report().get("batches", 0)
+        wait_for(
+            lambda: receiver.report().get("batches", 0) > before + 100,
+            timeout=20,
+            what="the stream to recover once the relay forwards",
+        )
+        finals = stop_all([sender, receiver])
+    finally:
+        relay.kill()
+        relay.wait(10)
+    assert finals[0]["report"]["protocolErrors"] >= 2
+    assert finals[1]["report"]["corruptBatches"] == 0
+    assert finals[1]["report"]["lostBatches"] == 0
+    assert finals[0]["extras"]["sentBatches"] == finals[1]["report"]["batches"]
