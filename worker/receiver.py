@@ -618,6 +618,9 @@ class ReceiveLoop:
         self._wake_in.setblocking(False)
         self._wake_out.setblocking(False)
         self._handshaken: deque[tuple[IncomingConnection, str]] = deque()
+        #: Guards the hand-over of proven connections against the loop's end.
+        self._handoff = threading.Lock()
+        self._handoff_closed = False
         self.admission = Admission()
         self.policy = SenderPolicy(config, workers or len(config.peer_list()))
         self.budget = PartialBudget(self._budget_limit())
@@ -734,8 +737,10 @@ class ReceiveLoop:
                 self._close(connection)
             for waiting in self.admission.close():
                 self._drop_pending(waiting)
-            while self._handshaken:  # proven after the loop's last look
-                self._handshaken.popleft()[0].finish()
+            with self._handoff:  # proven after the loop's last look
+                self._handoff_closed = True
+                while self._handshaken:
+                    self._handshaken.popleft()[0].finish()
             with contextlib.suppress(KeyError, ValueError):
                 selector.unregister(self._listener)
             self._listener.close()
@@ -872,7 +877,11 @@ class ReceiveLoop:
                 self.admission.done(waiting)
             if proven and not connection.closed:
                 self.known.prove(waiting.source)
-                self._handshaken.append((connection, waiting.source))
+                with self._handoff:
+                    if self._handoff_closed:
+                        connection.finish()
+                        continue
+                    self._handshaken.append((connection, waiting.source))
                 self._wake()
 
     def _check_stream(self, connection: IncomingConnection, source: str) -> None:
