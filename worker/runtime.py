@@ -122,7 +122,11 @@ class Worker:
         self._listener = listener
         # One thread accepts and receives on every incoming connection (receiver.py).
         self._receive_loop = ReceiveLoop(
-            listener, config=self.config, identity=self._identity, registry=self._registry
+            listener,
+            config=self.config,
+            identity=self._identity,
+            registry=self._registry,
+            workers=self._workers,
         )
         self._receive_loop.start()
         self._sampler = threading.Thread(target=self._sample_loop, name="sampler", daemon=True)
