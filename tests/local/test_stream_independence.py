@@ -142,6 +142,8 @@ def test_a_frozen_peer_is_named_stalled_and_does_not_starve_the_others(
     first = _received_bytes(survivors, names)
     time.sleep(10)
     during = (_received_bytes(survivors, names) - first) / 10
+    print(f"survivors: {before / 1e6:.1f} MB/s before, {during / 1e6:.1f} MB/s frozen; "
+          f"links named Stalled after {named_after:.1f} s")  # fmt: skip
     assert during >= 0.5 * before, f"survivors: {during / 1e6:.1f} of {before / 1e6:.1f} MB/s"
     os.killpg(frozen.process.pid, signal.SIGCONT)
     _wait_for_all_links(cluster, links, timeout=60)
