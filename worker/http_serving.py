@@ -192,6 +192,12 @@ class HttpLoop:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a pool thread."""
+        with self._lock:
+            return len(self._urgent) + len(self._normal)
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
         with self._lock:
