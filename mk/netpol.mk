@@ -23,6 +23,11 @@ netpol-bin: ## build the bed's NetworkPolicy enforcer once per pin set (cached i
 	fi
 	@mkdir -p .testbed
 	@ln -sfn "$(NETPOL_CACHE)" .testbed/netpol
+	@command -v iptables-legacy >/dev/null || \
+		{ echo "netpol-bin: installing iptables (apt): its NFQUEUE target feeds the enforcer"; \
+		  apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+		  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+			--no-install-recommends iptables >/dev/null; }
 
 netpol-test: install testbed-bin netpol-bin images ## the NetworkPolicy proofs on the test bed (enforced by kube-network-policies)
 	$(BIN)/pytest tests/testbed_api/test_network_policy_enforced.py $(PYTEST_ARGS)

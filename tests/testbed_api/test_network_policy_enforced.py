@@ -1,9 +1,10 @@
 """The chart's NetworkPolicies enforced on the test bed, with packets (issue 22).
 
 The bed's bridge CNI ignores NetworkPolicies; here kube-network-policies (built from
-its Go module, `make netpol-bin`) runs on the host for the duration of this module,
-one controller per node, and decides every new connection to a guarded pod. With the
-chart installed (the operator as a pod) and a cluster running, it proves that:
+its Go module, `make netpol-bin`) runs on the host for the duration of this module
+and decides every new connection from or to a pod (iptables' NFQUEUE target hands
+them over: see tests/testbed/netpol/main.go). With the chart installed (the operator
+as a pod) and a cluster running, it proves that:
 
 - a pod outside the cluster cannot open the workers' data port or report port;
 - the operator pod pulls the reports (the cluster streams with TLS certificates the
@@ -16,6 +17,7 @@ chart installed (the operator as a pod) and a cluster running, it proves that:
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import textwrap
@@ -62,30 +64,73 @@ def get_json(testbed: Testbed, *args: str) -> dict[str, Any]:
     return dict(json.loads(result.stdout)) if result.returncode == 0 else {}
 
 
-def nft_tables() -> str:
-    listed = subprocess.run(["nft", "list", "tables"], check=False, capture_output=True, text=True)
-    return listed.stdout
+#: The queue the enforcer reads, and the chain that diverts packets into it.
+QUEUE = 100
+CHAIN = "W5N-NETPOL"
+POD_NETWORK = "10.244.0.0/16"
+#: New connections from or to a pod go to the enforcer, but for DNS and what root on
+#: the host originates (the kubelet's probes, `kubectl exec` through the kubelet), as
+#: upstream's own nftables rules do. No bypass: with the enforcer gone, nothing passes.
+DIVERT = [
+    ["-m", "conntrack", "!", "--ctstate", "NEW", "-j", "RETURN"],
+    ["-p", "udp", "--dport", "53", "-j", "RETURN"],
+    ["-m", "owner", "--uid-owner", "0", "-j", "RETURN"],
+    ["-d", POD_NETWORK, "-j", "NFQUEUE", "--queue-num", str(QUEUE)],
+    ["-s", POD_NETWORK, "-j", "NFQUEUE", "--queue-num", str(QUEUE)],
+]
+
+
+def iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """iptables-legacy: this kernel has the NFQUEUE target but no nftables `queue`."""
+    return subprocess.run(
+        ["iptables-legacy", "-w", "-t", "mangle", *args],
+        check=check,
+        capture_output=True,
+        text=True,
+    )
+
+
+def queue_bound() -> bool:
+    try:
+        lines = Path("/proc/net/netfilter/nfnetlink_queue").read_text().splitlines()
+    except OSError:
+        return False
+    return any(line.split()[:1] == [str(QUEUE)] for line in lines)
+
+
+def undivert() -> None:
+    iptables("-D", "POSTROUTING", "-j", CHAIN, check=False)
+    iptables("-F", CHAIN, check=False)
+    iptables("-X", CHAIN, check=False)
 
 
 @pytest.fixture(scope="module")
 def enforcer(testbed: Testbed) -> Iterator[subprocess.Popen[bytes]]:
     if not ENFORCER.exists():
         pytest.fail(f"{ENFORCER} is missing: run `make netpol-bin`", pytrace=False)
+    if shutil.which("iptables-legacy") is None:
+        pytest.fail("iptables-legacy is missing: run `make netpol-bin`", pytrace=False)
     log = (STATE_ROOT / "cluster" / "netpol.log").open("wb")
     process = subprocess.Popen(
-        [str(ENFORCER), "--kubeconfig", str(testbed.kubeconfig), "--nodes", ",".join(NODE_NAMES)],
+        [str(ENFORCER), "--kubeconfig", str(testbed.kubeconfig), "--node", NODE_NAMES[0],
+         "--nfqueue-id", str(QUEUE)],
         stdout=log,
         stderr=subprocess.STDOUT,
-    )
-    tables = [f"w5n-netpol-{node}" for node in NODE_NAMES]
+    )  # fmt: skip
     try:
         testbed.wait_for(
-            lambda: process.poll() is None and all(t in nft_tables() for t in tables),
+            lambda: process.poll() is None and queue_bound(),
             60,
-            f"the enforcer's nftables tables {tables}",
+            f"the enforcer to read nfqueue {QUEUE}",
         )
+        undivert()  # a chain left by an interrupted run
+        iptables("-N", CHAIN)
+        for rule in DIVERT:
+            iptables("-A", CHAIN, *rule)
+        iptables("-I", "POSTROUTING", "1", "-j", CHAIN)
         yield process
     finally:
+        undivert()  # first: with the enforcer gone, diverted packets would be dropped
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(20)
@@ -93,10 +138,6 @@ def enforcer(testbed: Testbed) -> Iterator[subprocess.Popen[bytes]]:
             process.kill()
             process.wait(10)
         log.close()
-        for table in tables:  # normally removed by the enforcer itself
-            subprocess.run(
-                ["nft", "delete", "table", "inet", table], check=False, capture_output=True
-            )
 
 
 @pytest.fixture

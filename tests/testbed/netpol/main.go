@@ -1,10 +1,16 @@
 // The test bed's NetworkPolicy enforcer: kube-network-policies' controller
-// (sigs.k8s.io/kube-network-policies/pkg/networkpolicy), one per node, in one host
-// process. The bed's two nodes share the host's network stack and bridge, so each
-// controller gets its own nftables table and nfqueue, and enforces the policies of
-// the pods scheduled to its node; it reaches the API server with a kubeconfig
-// rather than in-cluster credentials. NRI is off (the bed's containerd runs without
-// it): pod IPs come from the API server.
+// (sigs.k8s.io/kube-network-policies/pkg/networkpolicy) as one host process.
+//
+// The controller decides each new connection it reads from an nfqueue: it finds the
+// source and destination pods by IP among all pods (so one controller serves both of
+// the bed's nodes, which share the host's network stack and bridge), applies the
+// egress policies of the one and the ingress policies of the other, and accepts or
+// drops. Upstream it also diverts the packets into the queue with an nftables rule;
+// this kernel has no nftables `queue` expression, so that rule fails here (logged at
+// every resync) and the bed diverts with iptables' NFQUEUE target instead
+// (tests/testbed_api/test_network_policy_enforced.py). A kubeconfig stands in for
+// in-cluster credentials; NRI is off (the bed's containerd runs without it): pod IPs
+// come from the API server.
 package main
 
 import (
@@ -13,7 +19,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -25,15 +30,15 @@ import (
 )
 
 func main() {
-	var kubeconfig, nodes string
-	var firstQueue int
+	var kubeconfig, node string
+	var queue int
 	klog.InitFlags(nil)
 	flag.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the enforcer (reads pods, namespaces, network policies)")
-	flag.StringVar(&nodes, "nodes", "", "comma-separated names of the nodes whose pods to guard")
-	flag.IntVar(&firstQueue, "nfqueue-id", 100, "the first node's nfqueue; the next nodes take the following numbers")
+	flag.StringVar(&node, "node", "", "a node name (upstream scopes its nftables set by it; the verdicts do not depend on it)")
+	flag.IntVar(&queue, "nfqueue-id", 100, "the nfqueue the packets to decide arrive on")
 	flag.Parse()
-	if kubeconfig == "" || nodes == "" {
-		fmt.Fprintln(os.Stderr, "usage: w5n-netpol --kubeconfig FILE --nodes NODE[,NODE...]")
+	if kubeconfig == "" || node == "" {
+		fmt.Fprintln(os.Stderr, "usage: w5n-netpol --kubeconfig FILE --node NAME [--nfqueue-id N]")
 		os.Exit(2)
 	}
 	config, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
@@ -48,42 +53,35 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	done := make(chan struct{})
-	names := strings.Split(nodes, ",")
-	for index, node := range names {
-		// One informer factory per controller: each adds its own pod IP index.
-		factory := informers.NewSharedInformerFactory(client, 0)
-		controller, err := networkpolicy.NewController(
-			client,
-			factory.Networking().V1().NetworkPolicies(),
-			factory.Core().V1().Namespaces(),
-			factory.Core().V1().Pods(),
-			nil, nil, nil, nil,
-			networkpolicy.Config{
-				QueueID:             firstQueue + index,
-				NodeName:            node,
-				NFTableName:         "w5n-netpol-" + node,
-				NetfilterBug1766Fix: true,
-				NRIdisabled:         true,
-			},
-		)
-		if err != nil {
-			klog.Fatalf("controller for %s: %v", node, err)
-		}
-		go func() {
-			if err := controller.Run(ctx); err != nil {
-				klog.Errorf("controller for %s: %v", node, err)
-			}
-			done <- struct{}{}
-		}()
-		factory.Start(ctx.Done())
+	factory := informers.NewSharedInformerFactory(client, 0)
+	controller, err := networkpolicy.NewController(
+		client,
+		factory.Networking().V1().NetworkPolicies(),
+		factory.Core().V1().Namespaces(),
+		factory.Core().V1().Pods(),
+		nil, nil, nil, nil,
+		networkpolicy.Config{
+			QueueID:             queue,
+			NodeName:            node,
+			NFTableName:         "w5n-netpol",
+			NetfilterBug1766Fix: false,
+			NRIdisabled:         true,
+		},
+	)
+	if err != nil {
+		klog.Fatalf("controller: %v", err)
 	}
-	<-ctx.Done()
-	// Each controller removes its table on the way out.
-	for range names {
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
+	done := make(chan struct{})
+	go func() {
+		if err := controller.Run(ctx); err != nil {
+			klog.Errorf("controller: %v", err)
 		}
+		close(done)
+	}()
+	factory.Start(ctx.Done())
+	<-ctx.Done()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
 	}
 }
