@@ -56,6 +56,11 @@ def add_local_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="compression threads per worker")
     parser.add_argument("--codec", default="zstd", help="zstd | none")
     parser.add_argument(
+        "--context",
+        default="stream",
+        help="stream (each connection keeps its compression history) | frame",
+    )
+    parser.add_argument(
         "--source", default="synthetic:mixed", help="synthetic:PROFILE or file:PATH"
     )
     parser.add_argument("--topology", default="ring", help="ring | all-to-all | pairs")
@@ -108,6 +113,7 @@ _OPTION_OF_FIELD = {
     "level": "--level",
     "threads": "--threads",
     "codec": "--codec",
+    "context": "--context",
     "profile": "--source",
     "topology": "--topology",
     "streams_per_peer": "--streams-per-peer",
@@ -144,7 +150,9 @@ def plan_from_args(args: argparse.Namespace) -> LocalPlan:
             rate_limit_bytes_per_second=args.rate_limit,
             balance=args.balance,
         )
-        compression = CompressionSpec(codec=args.codec, level=args.level, threads=args.threads)
+        compression = CompressionSpec(
+            codec=args.codec, level=args.level, threads=args.threads, context=args.context
+        )
         network = NetworkSpec(socket_buffer_bytes=args.socket_buffer, chunk_bytes=args.chunk_bytes)
     except ValidationError as error:
         item = error.errors()[0]

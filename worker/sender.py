@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from w5xde.api.v1alpha1 import Balance
 from w5xde.worker import credits, links, protocol
+from w5xde.worker.codec import wire_context
 from w5xde.worker.config import WorkerConfig, split_host_port
 from w5xde.worker.counters import Counters
 from w5xde.worker.handshake import Identity, NotEnrolledError, client_handshake, expected_peer
@@ -64,8 +65,12 @@ class Unacked:
 
     sequence: int
     header: bytes
+    #: What the window keeps: the payload sent, or (`raw`) the batch itself.
     payload: bytes | memoryview
     raw_length: int
+    #: `context: stream`: `payload` is the raw batch, recompressed into each new
+    #: connection's context on a replay (a stream payload decodes only in its own).
+    raw: bool = False
 
 
 class ReplayBudget:
@@ -282,6 +287,7 @@ class OutgoingStream(threading.Thread):
                 resume_from=resume,
                 peer=expected_peer(host),
                 attempt=self._refused,
+                context=wire_context(self._config.compression),
             )
         except BaseException as error:
             if isinstance(error, ProtocolError):
@@ -291,17 +297,12 @@ class OutgoingStream(threading.Thread):
         self._refused = 0
         if isinstance(sock, TlsChannel):
             sock.settimeout(TLS_SOCKET_TIMEOUT_S)
+        self._producer.new_connection(tls=isinstance(sock, TlsChannel))
         return sock
 
     def _stream(self, sock: socket.socket) -> None:
         self.acks.forget()
-        if self._window:
-            self.counters.resent_batches += len(self._window)
-            for frame in self._window:
-                self._queue(frame.header, frame.payload)
-                if len(self._pending) >= MAX_IOV:
-                    self._flush(sock)
-            self._flush(sock)
+        self._replay(sock)
         poller = select.poll()
         poller.register(sock, select.POLLIN)
         limiter = RateLimiter(self._rate) if self._rate > 0 else None
@@ -371,16 +372,55 @@ class OutgoingStream(threading.Thread):
             self.counters.network_seconds += waited
             self.tuning.wait_seconds += waited
 
+    def _replay(self, sock: socket.socket) -> None:
+        """Send the whole window again on a new connection, in order, same sequences.
+
+        Under `context: stream` each kept batch is recompressed into this connection's
+        fresh context (the peer's decoder is new); its duplicates are decoded there too.
+        """
+        if not self._window:
+            return
+        self.counters.resent_batches += len(self._window)
+        for frame in self._window:
+            if frame.raw:
+                compressed = self._producer.recompress(frame.payload)
+                self.counters.compression_seconds += compressed.seconds
+                header = protocol.pack_header(
+                    FrameType.DATA,
+                    CodecId(compressed.codec),
+                    sequence=frame.sequence,
+                    raw_length=frame.raw_length,
+                    payload_length=len(compressed.payload),
+                    crc32=compressed.crc32,
+                    flags=self._data_flags | compressed.flags,
+                )
+                self._queue(header, compressed.payload)
+            else:
+                self._queue(frame.header, frame.payload)
+            if len(self._pending) >= MAX_IOV or self._pending_bytes >= self.tuning.send_bytes:
+                self._flush(sock)
+        self._flush(sock)
+
     def _produce(self) -> int:
         """Frame one batch (a handed-over one first) into the window and the send queue."""
         sequence = self._next_sequence
         flags = self._data_flags
-        if self.handover:
+        #: Under stream, the raw batch the window keeps instead of the payload.
+        kept: bytes | memoryview | None = None
+        if self.handover and not self.handover[0].raw:
             old = self.handover.popleft()
             fields: tuple[int, ...] = HEADER.unpack(old.header)
             codec, raw_length, payload_length, crc = fields[1], fields[4], fields[5], fields[6]
             flags |= fields[2] & protocol.FLAG_RAW_FALLBACK
             payload = old.payload
+            self.counters.resent_batches += 1
+        elif self.handover:  # stream: into this connection's context
+            kept = self.handover.popleft().payload
+            compressed = self._producer.recompress(kept)
+            self.counters.compression_seconds += compressed.seconds
+            payload, crc = compressed.payload, compressed.crc32
+            codec, raw_length, payload_length = compressed.codec, len(kept), len(payload)
+            flags |= compressed.flags
             self.counters.resent_batches += 1
         else:
             compressed = self._producer.next()
@@ -390,6 +430,7 @@ class OutgoingStream(threading.Thread):
             flags |= compressed.flags
             raw_length = compressed.raw_length
             payload_length = len(payload)
+            kept = compressed.batch
             tuning = self.tuning
             tuning.raw_bytes += raw_length
             tuning.payload_bytes += payload_length
@@ -407,8 +448,12 @@ class OutgoingStream(threading.Thread):
             flags=flags,
         )
         self._next_sequence = sequence + 1
-        self._window.append(Unacked(sequence, header, payload, raw_length))
-        self._window_bytes += payload_length
+        if kept is None:
+            self._window.append(Unacked(sequence, header, payload, raw_length))
+            self._window_bytes += payload_length
+        else:
+            self._window.append(Unacked(sequence, header, kept, raw_length, raw=True))
+            self._window_bytes += len(kept)
         self._queue(header, payload)
         if self._verbose:
             log.info(

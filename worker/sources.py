@@ -120,6 +120,10 @@ def synthetic_pool(profile: Profile, size: int = POOL_BYTES, seed: int = 5) -> b
 class PoolSource:
     """Batches sliced from a shared pool at rotating offsets, without copying."""
 
+    #: Its views stay valid after the next call (the pool never changes): a replay
+    #: window may keep them without a copy.
+    stable_batches = True
+
     def __init__(self, pool: bytes, batch_bytes: int, start: int = 0) -> None:
         if len(pool) < batch_bytes:
             pool = pool * (batch_bytes // max(1, len(pool)) + 1)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from unit.loopback import KEY, wait_for
+from unit.loopback import FRAME_CONTEXT, KEY, wait_for
 from w5xde.worker import protocol
 from w5xde.worker.credits import credit_window
 from w5xde.worker.handshake import Identity, client_handshake
@@ -56,7 +56,7 @@ def _acks(port: int, frames: list[bytes], last: int) -> list[protocol.FrameHeade
 def test_a_receiver_grants_credit_only_to_a_sender_that_asks(
     workers: Callable[..., list[Worker]],
 ) -> None:
-    (receiver,) = workers(1)
+    (receiver,) = workers(1, compression=FRAME_CONTEXT)
     port = receiver.config.listen_port()
     plain = _acks(port, [_raw_frame(n, 0) for n in range(4)], last=3)
     assert all(header.flags == 0 and header.raw_length == 0 for header in plain)

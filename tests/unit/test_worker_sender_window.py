@@ -112,14 +112,14 @@ def start_stream(
 ) -> Iterator[Callable[..., tuple[OutgoingStream, CountingSource]]]:
     streams: list[OutgoingStream] = []
 
-    def start(codec: str = "zstd") -> tuple[OutgoingStream, CountingSource]:
+    def start(codec: str = "zstd", context: str = "frame") -> tuple[OutgoingStream, CountingSource]:
         config = WorkerConfig.model_validate(
             {
                 "name": "tx-0",
                 "clusterId": "unit",
                 "peers": [peer.address],
                 "workload": {"batchBytes": BATCH},
-                "compression": {"level": 1, "codec": codec},
+                "compression": {"level": 1, "codec": codec, "context": context},
             }
         )
         source = CountingSource()
