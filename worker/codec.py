@@ -186,12 +186,9 @@ class BatchDecompressor:
         return raw_length
 
 
-#: zstd's frame magic and its largest block (what one compressed block may decode to).
+#: zstd's frame magic and its largest block (what one block may decode to at most).
 _ZSTD_MAGIC = 0xFD2FB528
 ZSTD_BLOCK_MAX = 128 * 1024
-#: Decompressed bytes a stream payload may be bounded to beyond its raw length: a batch
-#: flushed as blocks needs at most ceil(raw / 128 KiB) + 1 compressed blocks.
-STREAM_SLACK = 2 * ZSTD_BLOCK_MAX
 _FCS_BYTES = (0, 2, 4, 8)
 _BLOCK_RAW, _BLOCK_RLE, _BLOCK_COMPRESSED = 0, 1, 2
 
@@ -200,11 +197,12 @@ class StreamDecompressor:
     """Decodes one connection's `stream` payloads in order (one per connection).
 
     Before anything is decompressed the payload's zstd structure is walked (frame
-    headers and block headers, a few operations for the usual one block), which bounds
-    what it can decode to by its raw length + STREAM_SLACK and checks it holds whole
-    blocks; then zstd decodes it in the connection's context and the result must be
-    exactly the raw length.  Duplicates are decoded too (and not counted by the
-    caller): they are part of the history the next payloads refer to.
+    headers and block headers: a few operations for the usual one block), so it is
+    known to hold whole blocks of at most 128 KiB each; zstd then decodes it block by
+    block in the connection's context and stops as soon as the output passes the
+    header's raw length, so a payload never decodes to more than raw length + 128 KiB.
+    The result must be exactly the raw length.  Duplicates are decoded too (and not
+    counted by the caller): they are part of the history the next payloads refer to.
     """
 
     def __init__(self, *, verify_crc: bool = True, window_log: int = STREAM_WINDOW_LOG) -> None:
@@ -223,36 +221,34 @@ class StreamDecompressor:
             raise CorruptBatchError("CRC32 mismatch")
         if codec == CodecId.NONE:
             return len(payload)  # raw frames are not part of the stream
-        bound = self._walk(payload)
-        if bound > raw_length + STREAM_SLACK:
-            raise StreamContextError(
-                f"stream payload may decode to {bound} bytes, header says {raw_length}"
-            )
+        cuts = self._walk(payload)
         produced = 0
-        data: bytes | memoryview = payload
+        start = 0
         try:
-            while True:
+            for end in cuts:
                 decoder = self._decoder
                 if decoder is None:
                     decoder = self._decoder = self._zstd.decompressobj()
-                produced += len(decoder.decompress(data))
-                if not decoder.eof:
-                    break
-                data = decoder.unused_data
-                self._decoder = None
-                if not data:
-                    break
+                produced += len(decoder.decompress(payload[start:end]))
+                if produced > raw_length:
+                    raise StreamContextError(
+                        f"stream payload decodes to more than its raw length {raw_length}"
+                    )
+                if decoder.eof:
+                    self._decoder = None
+                start = end
         except zstandard.ZstdError as error:
             raise StreamContextError(f"zstd stream: {error}") from None
         if produced != raw_length:
             raise StreamContextError(f"decoded {produced} bytes, header says {raw_length}")
         return raw_length
 
-    def _walk(self, payload: memoryview) -> int:
-        """The most the payload's blocks can decode to; StreamContextError if malformed."""
+    def _walk(self, payload: memoryview) -> list[int]:
+        """Where each block (with the frame header before it) ends; StreamContextError if
+        the payload is not whole blocks in this context."""
         size = len(payload)
         position = 0
-        bound = 0
+        cuts = []
         in_frame = self._in_frame
         checksum = self._frame_checksum
         while position < size:
@@ -265,27 +261,20 @@ class StreamDecompressor:
             header = payload[position] | payload[position + 1] << 8 | payload[position + 2] << 16
             kind = (header >> 1) & 3
             length = header >> 3
-            position += 3
-            if kind == _BLOCK_RAW:
-                bound += length
-            elif kind == _BLOCK_RLE:
-                bound += length
-                length = 1
-            elif kind == _BLOCK_COMPRESSED:
-                if length > ZSTD_BLOCK_MAX:
-                    raise StreamContextError(f"zstd block of {length} bytes")
-                bound += ZSTD_BLOCK_MAX
-            else:
+            if kind > _BLOCK_COMPRESSED:
                 raise StreamContextError("reserved zstd block type")
-            position += length
+            if length > ZSTD_BLOCK_MAX:
+                raise StreamContextError(f"zstd block of {length} bytes")
+            position += 3 + (1 if kind == _BLOCK_RLE else length)
             if header & 1:  # the frame's last block
                 position += 4 if checksum else 0
                 in_frame = False
-        if position != size:
+            cuts.append(position)
+        if position != size or not cuts or cuts[-1] != size:
             raise StreamContextError("stream payload does not end on a block boundary")
         self._in_frame = in_frame
         self._frame_checksum = checksum
-        return bound
+        return cuts
 
     def _frame_header(self, payload: memoryview, position: int) -> tuple[int, bool]:
         if len(payload) - position < 6:
