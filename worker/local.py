@@ -40,6 +40,7 @@ from w5xde.contract import certificates
 from w5xde.contract.figures import compression_ratio, totals_of
 from w5xde.contract.link_figures import link_rows
 from w5xde.contract.report import LinkReport, ReportLine, WorkerReport
+from w5xde.worker import openssl_config
 from w5xde.worker.local_view import format_table, live_view
 
 EXIT_USAGE = 2
@@ -284,7 +285,12 @@ def start_children(plan: LocalPlan, tls_directory: Path | None = None) -> list[C
         for config in configs:
             config["tls"] = sections[config["name"]]
     for config in configs:
-        env = dict(os.environ, W5XDE_CONFIG=json.dumps(config), W5XDE_CLUSTER_KEY=key)
+        env = dict(
+            os.environ,
+            W5XDE_CONFIG=json.dumps(config),
+            W5XDE_CLUSTER_KEY=key,
+            **openssl_config.child_environment(),
+        )
         process = subprocess.Popen(
             [
                 sys.executable,

@@ -24,6 +24,8 @@ from typing import Any, cast
 RECEIVE_BYTES = 256 * 1024
 #: Plaintext handed to OpenSSL per write (see `send_buffers`).
 WRITE_BYTES = 64 * 1024
+#: TLS's largest record: frames are gathered into records this full.
+RECORD_BYTES = 16 * 1024
 
 
 class TlsChannel(socket.socket):
@@ -84,21 +86,39 @@ class TlsChannel(socket.socket):
     # --- plaintext I/O -----------------------------------------------------------------
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        """Decrypted bytes into `buffer` (at most one record); 0 at the end of the stream.
+        """Decrypted bytes into `buffer`: every whole record buffered, up to `nbytes`;
+        0 at the end of the stream.
 
-        Reads the kernel only when no whole record is buffered; a non-blocking socket
-        with nothing to read raises BlockingIOError, as a plain one does.
+        Reads the kernel only when no whole record is buffered and nothing was decrypted
+        yet; a non-blocking socket with nothing to read raises BlockingIOError, as a
+        plain one does.  (OpenSSL hands out one 16 KiB record per read: filling the
+        caller's chunk here saves it a parse and a loop turn per record.)
         """
         if flags:
             raise ValueError("flags are not supported on a TLS channel")
         size = nbytes or len(buffer)
+        read = self._tls.read
+        filled = 0
+        view: memoryview | None = None
         while True:
             try:
-                return cast(int, self._tls.read(size, buffer))
+                if not filled:
+                    filled = cast(int, read(size, buffer))
+                else:
+                    if view is None:
+                        view = memoryview(buffer)
+                    count = cast(int, read(size - filled, view[filled:size]))
+                    if not count:
+                        return filled
+                    filled += count
+                if filled >= size or not filled:
+                    return filled
+                continue
             except ssl.SSLWantReadError:
-                pass
+                if filled:
+                    return filled
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                return 0
+                return filled
             try:
                 count = super().recv_into(self._ciphertext)
             except BlockingIOError:
@@ -140,17 +160,40 @@ class TlsChannel(socket.socket):
         self.send_buffers([data])
 
     def send_buffers(self, buffers: Sequence[Any]) -> None:
-        """Encrypt the buffers in order and send the records in one `sendall`.
+        """Encrypt the buffers in order into full records and send them in one `sendall`.
 
-        Each goes to OpenSSL in pieces of at most `WRITE_BYTES`: one large write into a
-        memory BIO costs about 2.7x the CPU per byte (measured: 1.3 against 0.5 s/GB),
-        and joining the frames first would be one more copy.
+        OpenSSL makes one record per write (at most 16 KiB): written one by one, a 24-byte
+        frame header would be a record of its own, and 3.6 KB batches two records each.
+        So short buffers, and the part of a long one beyond its last whole record, are
+        gathered (copied, a few KiB) until they fill records; the whole records of a long
+        buffer go to OpenSSL straight from it, in pieces of at most `WRITE_BYTES` (one
+        large write into a memory BIO costs about 2.7x the CPU per byte: measured 1.3
+        against 0.5 s/GB).  Every record but the flush's last is full.
         """
         write = self._tls.write
+        gathered = bytearray()
         for buffer in buffers:
+            size = len(buffer)
+            if size < RECORD_BYTES:
+                gathered += buffer
+                if len(gathered) >= WRITE_BYTES:
+                    write(gathered)
+                    gathered.clear()
+                continue
             view = memoryview(buffer)
-            for start in range(0, len(view), WRITE_BYTES):
-                write(view[start : start + WRITE_BYTES])
+            start = 0
+            if gathered:
+                start = -len(gathered) % RECORD_BYTES  # what completes a record
+                gathered += view[:start]
+                write(gathered)
+                gathered.clear()
+            whole = size - (size - start) % RECORD_BYTES
+            for piece in range(start, whole, WRITE_BYTES):
+                write(view[piece : min(piece + WRITE_BYTES, whole)])
+            if whole < size:
+                gathered += view[whole:]
+        if gathered:
+            write(gathered)
         ciphertext = self._unsent + self._outgoing.read()
         self._unsent = b""
         super().sendall(ciphertext)
@@ -169,3 +212,6 @@ class TlsChannel(socket.socket):
 
     def version(self) -> str | None:
         return self._tls.version()
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        return self._tls.cipher()
