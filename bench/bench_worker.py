@@ -190,6 +190,8 @@ def w5xde_pair(
     threads: int = 1,
     baseline_src: str | None = None,
     tls: bool = True,
+    context: str | None = None,
+    source: str = "synthetic:mixed",
 ) -> Row:
     """`w5xde local` with the given knobs; its --json output becomes one row.
 
@@ -207,11 +209,13 @@ def w5xde_pair(
         "--log-mode", log_mode,
         "--socket-buffer", str(socket_buffer),
         "--threads", str(threads),
-        "--source", "synthetic:mixed",
+        "--source", source,
         "--json",
     ]  # fmt: skip
     if not tls:  # (a baseline from before TLS has no such option, and no TLS)
         command.append("--no-tls")
+    if context is not None:  # (a baseline from before issue 21 has only frames)
+        command += ["--context", context]
     result = subprocess.run(
         command,
         stdout=subprocess.PIPE,
@@ -227,6 +231,7 @@ def w5xde_pair(
         f"buf={_size(socket_buffer)}"
         + (f" threads={threads}" if threads != 1 else "")
         + ("" if tls else " tls=off")
+        + (f" context={context}" if context is not None else "")
         + (" [baseline]" if baseline_src is not None else ""),
         kind="w5xde" if baseline_src is None else "w5xde-baseline",
         batch_bytes=batch_bytes,
@@ -248,6 +253,8 @@ def w5xde_pair(
             "workers": workers,
             "threads": threads,
             "tls": tls,
+            "context": context or ("frame" if baseline_src is not None else "stream"),
+            "source": source,
         },
     )
 
