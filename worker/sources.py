@@ -7,6 +7,8 @@ bounded (a few MiB) to keep a worker's memory small.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import random
 from collections.abc import Iterator
@@ -113,8 +115,23 @@ _GENERATORS = {
 
 
 def synthetic_pool(profile: Profile, size: int = POOL_BYTES, seed: int = 5) -> bytes:
-    """`size` bytes of the profile's data; the same seed gives the same bytes."""
-    return _GENERATORS[profile](random.Random(seed), size)  # noqa: S311 (test data, not secrets)
+    """`size` bytes of the profile's data; the same seed gives the same bytes.
+
+    Generating 4 MiB leaves about 7 MB of freed temporaries in the C heap, which glibc
+    keeps unless asked (measured: a worker's RSS 56 -> 50 MB after the trim).
+    """
+    pool = _GENERATORS[profile](random.Random(seed), size)  # noqa: S311 (test data, not secrets)
+    release_free_heap()
+    return pool
+
+
+def release_free_heap() -> None:
+    """Give the C heap's free pages back to the kernel (glibc `malloc_trim`; best effort)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return
 
 
 class PoolSource:
