@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_worker  # noqa: E402
+import bench_worker
 
 
 def main() -> int:
