@@ -156,7 +156,7 @@ class PoolSource:
         self._view = memoryview(pool)
         self._span = len(pool) - batch_bytes + 1
         self._batch = batch_bytes
-        self._offset = start % self._span
+        self._offset = start % len(self._view) % self._span
 
     def at(self, start: int) -> PoolSource:
         """Another source over the same pool bytes (no copy), starting at `start`.
@@ -168,7 +168,7 @@ class PoolSource:
         other._view = self._view
         other._span = self._span
         other._batch = self._batch
-        other._offset = start % self._span
+        other._offset = start % len(self._view) % self._span
         return other
 
     def next_batch(self) -> memoryview:
