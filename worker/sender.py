@@ -71,6 +71,11 @@ class Unacked:
     #: `context: stream`: `payload` is the raw batch, recompressed into each new
     #: connection's context on a replay (a stream payload decodes only in its own).
     raw: bool = False
+    #: What it counts against the replay budget (set by the stream; see `_produce`).
+    counted: int = -1
+
+    def budget_bytes(self) -> int:
+        return self.counted if self.counted >= 0 else len(self.payload)
 
 
 class ReplayBudget:
@@ -452,8 +457,13 @@ class OutgoingStream(threading.Thread):
             self._window.append(Unacked(sequence, header, payload, raw_length))
             self._window_bytes += payload_length
         else:
-            self._window.append(Unacked(sequence, header, kept, raw_length, raw=True))
-            self._window_bytes += len(kept)
+            # The budget bounds what the window holds: a copied batch counts its raw bytes;
+            # a view of a stable source (the synthetic pool) holds nothing of its own, so
+            # it counts the payload it sent, and the window admits as many frames in
+            # flight as under `frame` (a raw count would halve them at ratio 2).
+            counted = payload_length if isinstance(kept, memoryview) else len(kept)
+            self._window.append(Unacked(sequence, header, kept, raw_length, True, counted))
+            self._window_bytes += counted
         self._queue(header, payload)
         if self._verbose:
             log.info(
@@ -550,7 +560,7 @@ class OutgoingStream(threading.Thread):
         counters = self.counters
         while window and window[0].sequence <= sequence:
             frame = window.popleft()
-            self._window_bytes -= len(frame.payload)
+            self._window_bytes -= frame.budget_bytes()
             counters.batches += 1
             counters.raw_bytes += frame.raw_length
 

@@ -145,3 +145,24 @@ def _raw(compressed: Compressed, decompressor: zstandard.ZstdDecompressor) -> by
     if compressed.codec == CodecId.NONE:
         return bytes(compressed.payload)
     return bytes(decompressor.decompress(compressed.payload))
+
+
+def test_under_stream_a_file_batch_is_copied_and_a_pool_batch_is_kept_as_a_view(
+    tmp_path: Path,
+) -> None:
+    """The replay window keeps the raw batch under stream: a file source reuses its
+    buffer, so its batches are copied (and count their raw bytes against the budget);
+    the synthetic pool never changes, so its batches stay views (no copy)."""
+    (tmp_path / "data").write_bytes(bytes(range(256)) * 64)
+    spec = CompressionSpec(level=1, context="stream")
+    from_file = make_producer(FileSource(str(tmp_path), 4096), WorkloadSpec(batch_bytes=4096), spec)
+    first = from_file.next()
+    second = from_file.next()
+    assert isinstance(first.batch, bytes)
+    assert first.batch == (bytes(range(256)) * 16)
+    assert second.batch is not first.batch
+    pool = synthetic_pool(Profile.MIXED, 256 * 1024)
+    from_pool = make_producer(PoolSource(pool, 4096), WorkloadSpec(batch_bytes=4096), spec)
+    kept = from_pool.next().batch
+    assert isinstance(kept, memoryview)
+    assert kept.obj is not None
