@@ -13,6 +13,7 @@ import resource
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from w5xde.api.v1alpha1 import Balance, Source
@@ -29,8 +30,9 @@ from w5xde.worker.counters import Counters
 from w5xde.worker.credits import EvenShares
 from w5xde.worker.handshake import Identity
 from w5xde.worker.keyring import KeyRing
+from w5xde.worker.pacing import RateSplit
 from w5xde.worker.producer import CompressionPool, compression_threads, uses_pool
-from w5xde.worker.rates import RateWindow, Snapshot
+from w5xde.worker.rates import Rates, RateWindow, Snapshot
 from w5xde.worker.receiver import IncomingRegistry, ReceiveLoop
 from w5xde.worker.sender import OutgoingStream, ReplayBudget, Unacked
 from w5xde.worker.sockets import BufferSizes, tune
@@ -87,6 +89,9 @@ class Worker:
         )
         #: balance: even: the worker's streams keep within a share of each other.
         self._shares = EvenShares() if config.workload.balance is Balance.EVEN else None
+        #: The rate limit, re-split among the flowing streams on every change.
+        rate = config.workload.rate_limit_bytes_per_second
+        self._rate_split = RateSplit(rate) if rate > 0 else None
         self._retired = Counters()
         self._orphans: list[Unacked] = []
         self._lock = threading.RLock()
@@ -98,7 +103,9 @@ class Worker:
         #: Tells the operator this run's counters start from zero (see WorkerReport).
         self._incarnation = os.urandom(6).hex()
         window = links.rate_window_seconds(config)
-        self._rates = RateWindow(window, Snapshot(self._started, Counters(), Counters()))
+        self._rates = RateWindow(
+            window, Snapshot(self._started, Counters(), Counters(), process_cpu_seconds())
+        )
         #: Per-link counters over the same window (each outgoing link's rates).
         self._links = links.LinkBook(window, self._started)
         self._sampler: threading.Thread | None = None
@@ -165,6 +172,7 @@ class Worker:
             self._rates.add(self._snapshot())
             with self._lock:
                 streams = list(self._streams.values())
+                self._resplit_rate()
             self._links.sample(time.monotonic(), streams)
             if self.tls is not None:
                 self.tls.refresh()
@@ -172,7 +180,7 @@ class Worker:
 
     def _snapshot(self) -> Snapshot:
         received, sent = self.totals()
-        return Snapshot(time.monotonic(), received, sent)
+        return Snapshot(time.monotonic(), received, sent, process_cpu_seconds())
 
     # --- shape -----------------------------------------------------------------------
 
@@ -204,8 +212,6 @@ class Worker:
             unacked += stream.take_unacked()
             self._retired.add(stream.counters)
         self._budget.share_among(len(wanted))
-        total_streams = max(1, len(wanted))
-        rate = self.config.workload.rate_limit_bytes_per_second / total_streams
         for position, key in enumerate(sorted(wanted - self._streams.keys())):
             peer, stream_index = key
             stream = OutgoingStream(
@@ -214,13 +220,14 @@ class Worker:
                 peer=peer,
                 stream=stream_index,
                 source=self._source((self._index * 7919 + position * 104729) * 64),
-                rate_bytes_per_second=rate,
+                rate_split=self._rate_split,
                 budget=self._budget,
                 compression_pool=self._compression_pool,
                 shares=self._shares,
             )
             self._streams[key] = stream
             stream.start()
+        self._resplit_rate()
         if unacked:
             live = list(self._streams.values())
             if live:
@@ -228,6 +235,15 @@ class Worker:
                     live[position % len(live)].handover.append(frame)
             else:
                 self._orphans = unacked
+
+    def _resplit_rate(self) -> None:
+        """Share the rate limit among the streams that flow (all of them while none
+        does yet): a stalled or lost peer's share goes to the live ones."""
+        if self._rate_split is None:
+            return
+        streams = self._streams.values()
+        flowing = sum(1 for stream in streams if stream.progress.flowing())
+        self._rate_split.split(flowing or len(self._streams))
 
     def _source(self, start: int) -> BatchSource:
         if self._pool is not None:
@@ -356,6 +372,9 @@ class Worker:
                 max(0.0, delta_in.compression_seconds + delta_out.compression_seconds) * scale,
                 3,
             ),
+            cpu_seconds_per_gb=cpu_cost(rates).total,
+            compression_cpu_seconds_per_gb=cpu_cost(rates).compression,
+            cpu_seconds=round(now.cpu_seconds, 3),
             rss_bytes=current_rss_bytes(),
             socket_buffer=SocketBufferReport(
                 requested=self.config.network.fixed_buffer_bytes,
@@ -371,6 +390,10 @@ class Worker:
             key_fingerprint=self.keyring.fingerprint,
             link_tuning=self.link_tuning(),
         )
+
+    def cpu_cost(self) -> CpuCost:
+        """CPU seconds per GB received over the rate window (the metrics' reading)."""
+        return cpu_cost(self._rates.rates(self._snapshot()))
 
     def _lost_by_sender(self) -> dict[str, int]:
         with self._registry.lock:
@@ -454,6 +477,33 @@ def tls_identity(config: WorkerConfig) -> TlsIdentity | None:
             config.name, Path(tls.certificate_file), Path(tls.key_file), Path(tls.ca_file)
         )
     return TlsIdentity(config.name, Path(tls.ca_file))
+
+
+@dataclass(frozen=True, slots=True)
+class CpuCost:
+    """Process CPU per GB of raw data received, and the compression share of it."""
+
+    total: float
+    compression: float
+
+
+def cpu_cost(rates: Rates) -> CpuCost:
+    received = rates.received.raw_bytes
+    coding = rates.received.compression_seconds + rates.sent.compression_seconds
+    return CpuCost(per_gb(rates.cpu_seconds, received), per_gb(coding, received))
+
+
+def process_cpu_seconds() -> float:
+    """User + system CPU of this process so far, every thread (the kernel's count)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def per_gb(seconds: float, raw_bytes: int) -> float:
+    """Seconds per 1e9 raw bytes, rounded to what it means (0 with nothing moved)."""
+    if raw_bytes <= 0:
+        return 0.0
+    return round(max(0.0, seconds) * 1e9 / raw_bytes, 3)
 
 
 def current_rss_bytes() -> int:
