@@ -40,6 +40,7 @@ from w5xde.contract import certificates
 from w5xde.contract.figures import compression_ratio, totals_of
 from w5xde.contract.link_figures import link_rows
 from w5xde.contract.report import LinkReport, ReportLine, WorkerReport
+from w5xde.worker import openssl_config
 from w5xde.worker.local_view import format_table, live_view
 
 EXIT_USAGE = 2
@@ -55,6 +56,11 @@ def add_local_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", default="3", help="zstd level -7..22 or auto (default 3)")
     parser.add_argument("--threads", type=int, default=1, help="compression threads per worker")
     parser.add_argument("--codec", default="zstd", help="zstd | none")
+    parser.add_argument(
+        "--context",
+        default="stream",
+        help="stream (each connection keeps its compression history) | frame",
+    )
     parser.add_argument(
         "--source", default="synthetic:mixed", help="synthetic:PROFILE or file:PATH"
     )
@@ -108,6 +114,7 @@ _OPTION_OF_FIELD = {
     "level": "--level",
     "threads": "--threads",
     "codec": "--codec",
+    "context": "--context",
     "profile": "--source",
     "topology": "--topology",
     "streams_per_peer": "--streams-per-peer",
@@ -144,7 +151,9 @@ def plan_from_args(args: argparse.Namespace) -> LocalPlan:
             rate_limit_bytes_per_second=args.rate_limit,
             balance=args.balance,
         )
-        compression = CompressionSpec(codec=args.codec, level=args.level, threads=args.threads)
+        compression = CompressionSpec(
+            codec=args.codec, level=args.level, threads=args.threads, context=args.context
+        )
         network = NetworkSpec(socket_buffer_bytes=args.socket_buffer, chunk_bytes=args.chunk_bytes)
     except ValidationError as error:
         item = error.errors()[0]
@@ -276,7 +285,12 @@ def start_children(plan: LocalPlan, tls_directory: Path | None = None) -> list[C
         for config in configs:
             config["tls"] = sections[config["name"]]
     for config in configs:
-        env = dict(os.environ, W5XDE_CONFIG=json.dumps(config), W5XDE_CLUSTER_KEY=key)
+        env = dict(
+            os.environ,
+            W5XDE_CONFIG=json.dumps(config),
+            W5XDE_CLUSTER_KEY=key,
+            **openssl_config.child_environment(),
+        )
         process = subprocess.Popen(
             [
                 sys.executable,

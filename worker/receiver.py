@@ -41,7 +41,12 @@ from dataclasses import dataclass, field
 
 from w5xde.worker import admission, credits, protocol
 from w5xde.worker.admission import Admission, KnownPeers, Pending, SenderPolicy, source_of
-from w5xde.worker.codec import BatchDecompressor, CorruptBatchError
+from w5xde.worker.codec import (
+    BatchDecompressor,
+    CorruptBatchError,
+    StreamDecompressor,
+    wire_context,
+)
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.counters import Counters
 from w5xde.worker.handshake import (
@@ -261,7 +266,9 @@ class IncomingConnection:
         self._pool = (
             pool if pool is not None else BufferPool(buffer_bytes(config.network.chunk_bytes))
         )
-        self._decompressor = decompressor if decompressor is not None else BatchDecompressor()
+        self._decompressor: BatchDecompressor | StreamDecompressor = (
+            decompressor if decompressor is not None else BatchDecompressor()
+        )
         self._verbose = logging.getLogger("w5xde").isEnabledFor(logging.INFO)
         self._hello: protocol.Hello | None = None
         self._state: SenderState | None = None
@@ -279,6 +286,8 @@ class IncomingConnection:
         self.adopted = False
         self.adopted_at = 0.0
         self._tls = False
+        #: `context: stream`: duplicates are decoded too (the history needs them).
+        self._stream_context = False
 
     @property
     def sender(self) -> str:
@@ -289,7 +298,12 @@ class IncomingConnection:
     def handshake(self) -> bool:
         """Check the peer's certificate, introduction and key; on failure the socket closes."""
         try:
-            accepted = server_handshake(self.sock, self._identity, deadline=self.deadline)
+            accepted = server_handshake(
+                self.sock,
+                self._identity,
+                deadline=self.deadline,
+                context=wire_context(self._config.compression),
+            )
         except (OSError, ProtocolError) as error:
             timeout = isinstance(error, HandshakeTimeoutError)
             reason = "handshake timeout" if timeout else "handshake failed"
@@ -299,7 +313,12 @@ class IncomingConnection:
             return False
         self.sock = accepted.sock
         self._tls = isinstance(self.sock, TlsChannel)
-        self._hello = accepted.hello
+        hello = accepted.hello
+        if hello.context == protocol.Context.STREAM:
+            # This connection's own decoder: its frames refer back to each other.
+            self._decompressor = StreamDecompressor(verify_crc=not self._tls)
+            self._stream_context = True
+        self._hello = hello
         return True
 
     @property
@@ -527,6 +546,20 @@ class IncomingConnection:
                 sequence = header.sequence
                 if sequence < state.expected:
                     counters.duplicate_batches += 1
+                    if self._stream_context:  # decoded, never counted: the context needs it
+                        began = perf()
+                        try:
+                            decompress(
+                                header.codec,
+                                view[start + HEADER_BYTES : frame_end],
+                                header.raw_length,
+                                header.crc32,
+                            )
+                        except CorruptBatchError:
+                            counters.corrupt_batches += 1
+                            raise
+                        finally:
+                            counters.compression_seconds += perf() - began
                 else:
                     if sequence - state.expected > REPLAY_WINDOW_FRAMES:
                         raise ProtocolError(

@@ -25,12 +25,14 @@ from w5xde.worker.receiver import (
 
 KEY = b"loop-key-0123456789abcdef"
 #: 24 senders and this worker, all-to-all: each sender streams here (the caps admit them).
+#: Hand-written frames below are `frame` context (each zstd frame on its own).
 CONFIG = WorkerConfig(
     name="loop-24",
     cluster_id="loop",
     peers=[f"127.0.0.1:{7000 + index}" for index in range(25)],
     workload={"topology": "all-to-all"},
     network={"chunkBytes": 16384},
+    compression={"context": "frame"},
 )
 FRAMES = 40
 
