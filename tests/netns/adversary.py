@@ -341,6 +341,7 @@ def member(
     cluster: str,
     hex_key: str,
 ) -> None:
+    from w5xde.worker import protocol
     from w5xde.worker.handshake import Identity, client_handshake
     from w5xde.worker.protocol import ProtocolError
     from w5xde.worker.tls import TlsIdentity
@@ -359,7 +360,10 @@ def member(
                 (host, int(port)), timeout=5, source_address=(source, 0)
             )
             try:
-                proven = client_handshake(sock, me, stream=0, session=tried, resume_from=0)
+                proven = client_handshake(
+                    sock, me, stream=0, session=tried, resume_from=0,
+                    context=protocol.Context.STREAM,
+                )  # fmt: skip
                 proven.close()
                 succeeded += 1
                 took.append(round(time.monotonic() - began, 3))
