@@ -23,7 +23,13 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from w5xde.api.v1alpha1 import CompressionClusterSpec, Phase
+from w5xde.api.v1alpha1 import (
+    CompressionClusterSpec,
+    CompressionClusterStatus,
+    Phase,
+    parse_status,
+    status_patch,
+)
 from w5xde.contract.certificates import Authority, CertificateRequestError, sign_request
 from w5xde.operator import metrics
 from w5xde.operator.apply import Runtime, apply_desired, desired_for
@@ -36,14 +42,21 @@ from w5xde.operator.key_secret import (
     rotation_patch,
 )
 from w5xde.operator.ledger import Ledger
-from w5xde.operator.observation import Event, Observation, PodState, Problem, Reason
+from w5xde.operator.observation import (
+    Event,
+    EventType,
+    Observation,
+    PodState,
+    Problem,
+    Reason,
+)
 from w5xde.operator.observe import pod_states, statefulset_state
 from w5xde.operator.peering_gate import PeeringGate
 from w5xde.operator.reconcile import spec_problems
 from w5xde.operator.report_client import ReportClient, report_timeout
 from w5xde.operator.resources.metadata import ClusterRef
 from w5xde.operator.resources.secret import new_cluster_key
-from w5xde.operator.status_folding import Fold, fold_status, parse_status
+from w5xde.operator.status_folding import completed_status, fold_status
 
 logger = logging.getLogger("w5xde.operator")
 
@@ -240,13 +253,17 @@ class FoldLoop:
         runtime = self.runtime
         if status.phase is Phase.COMPLETED and status.observed_generation >= generation:
             await asyncio.to_thread(self._ensure_stopped, cluster, spec, statefulset)
-            # The figures are kept; READY follows the pods as they go (0/N when gone).
-            ready = sum(1 for pod in pod_states(pods) if pod.ready)
-            patch = {"ready": f"{ready}/{spec.workers}", "readyWorkers": ready}
-            if changes(body.get("status") or {}, patch):
-                memory.written = await asyncio.to_thread(
-                    runtime.kube.patch_cluster_status, cluster.namespace, cluster.name, patch
-                )
+            problems, fatal = spec_problems(spec, runtime.context)
+            observation = Observation(
+                now=datetime.now(UTC),
+                generation=generation,
+                applied_generation=status.observed_generation,
+                statefulset=statefulset_state(statefulset),
+                pods=pod_states(pods),
+                problems=problems,
+                fatal=fatal,
+            )
+            await self._write(cluster, status, memory, completed_status(spec, status, observation))
             return
 
         problems, fatal = spec_problems(spec, runtime.context)
@@ -268,7 +285,11 @@ class FoldLoop:
                     apply_desired, runtime.kube, desired_for(runtime, cluster, spec, None)
                 )
                 events.append(
-                    Event("Normal", "Repaired", "re-created the missing worker StatefulSet")
+                    Event(
+                        EventType.NORMAL,
+                        Reason.REPAIRED,
+                        "re-created the missing worker StatefulSet",
+                    )
                 )
             else:
                 statefulset = existing
@@ -308,7 +329,7 @@ class FoldLoop:
             fetched=tuple(fetched),
         )
         fold = fold_status(spec, status, observation, memory.ledger, memory.last_heard)
-        await self._write(cluster, body, memory, fold)
+        await self._write(cluster, status, memory, fold.status)
         memory.ledger = fold.ledger
         self.folds += 1
         metrics.FOLDS.inc()
@@ -438,15 +459,22 @@ class FoldLoop:
         )
 
     async def _write(
-        self, cluster: ClusterRef, body: Mapping[str, Any], memory: ClusterMemory, fold: Fold
+        self,
+        cluster: ClusterRef,
+        current: CompressionClusterStatus,
+        memory: ClusterMemory,
+        folded: CompressionClusterStatus,
     ) -> None:
-        if not changes(body.get("status") or {}, fold.patch):
+        if not changes(current, folded):
             return
         written = await asyncio.to_thread(
-            self.runtime.kube.patch_cluster_status, cluster.namespace, cluster.name, fold.patch
+            self.runtime.kube.patch_cluster_status,
+            cluster.namespace,
+            cluster.name,
+            status_patch(folded),
         )
         memory.written = written
-        oldest = fold.patch.get("reporting", {}).get("oldestReportAt")
+        oldest = folded.reporting.oldest_report_at if "reporting" in folded.model_fields_set else ""
         if oldest:
             lag = time.time() - datetime.fromisoformat(oldest.replace("Z", "+00:00")).timestamp()
             metrics.FOLD_LAG_SECONDS.observe(max(0.0, lag))
@@ -486,15 +514,26 @@ def _refused(problems: Iterable[Any]) -> bool:
 _VOLATILE = frozenset({"reporting"})
 
 
-def changes(current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
-    """Whether the patch would change anything users read (condition times aside)."""
-    for key, value in patch.items():
+def changes(
+    current: CompressionClusterStatus | Mapping[str, Any],
+    folded: CompressionClusterStatus | Mapping[str, Any],
+) -> bool:
+    """Whether writing `folded` (the fields set on it) would change anything users read
+    in `current` (condition transition times aside).  Both are typed statuses in the
+    loop; the stored JSON shapes are accepted too."""
+    before = (
+        current.model_dump(mode="json", by_alias=True)
+        if isinstance(current, CompressionClusterStatus)
+        else current
+    )
+    after = status_patch(folded) if isinstance(folded, CompressionClusterStatus) else folded
+    for key, value in after.items():
         if key in _VOLATILE:
             continue
         if key == "conditions":
-            if _without_times(current.get(key)) != _without_times(value):
+            if _without_times(before.get(key)) != _without_times(value):
                 return True
-        elif current.get(key) != value:
+        elif before.get(key) != value:
             return True
     return False
 

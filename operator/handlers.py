@@ -41,7 +41,7 @@ from w5xde.operator.certificate_authority import ensure_authority
 from w5xde.operator.conditions import condition, merge_conditions
 from w5xde.operator.fold_loop import FoldLoop, cluster_summary
 from w5xde.operator.key_secret import key_problem
-from w5xde.operator.observation import Event, Reason
+from w5xde.operator.observation import Event, EventType, Reason
 from w5xde.operator.observe import pod_summary
 from w5xde.operator.reconcile import Desired
 from w5xde.operator.resources.metadata import (
@@ -169,7 +169,7 @@ def reconcile(
     remove_absent(runtime.kube, cluster, desired)
     events = _change_events(reason, spec, desired, existing)
     if foreign_key is not None:
-        events = [Event("Warning", foreign_key.reason, foreign_key.message)]
+        events = [Event(EventType.WARNING, foreign_key.reason, foreign_key.message)]
     patch: dict[str, Any] = {
         "observedGeneration": cluster.generation,
         "selector": selector_string(cluster),
@@ -204,16 +204,22 @@ def _change_events(
 ) -> list[Event]:
     events: list[Event] = []
     if existing is None and any(obj["kind"] == "StatefulSet" for obj in desired.objects):
-        events.append(Event("Normal", "Created", f"created {spec.workers} workers"))
+        events.append(Event(EventType.NORMAL, Reason.CREATED, f"created {spec.workers} workers"))
     if desired.scaled_from is not None:
         events.append(
-            Event("Normal", "Scaled", f"workers {desired.scaled_from} -> {desired.replicas}")
+            Event(
+                EventType.NORMAL,
+                Reason.SCALED,
+                f"workers {desired.scaled_from} -> {desired.replicas}",
+            )
         )
     if desired.rolled:
-        events.append(Event("Normal", "Rolled", f"spec changed: rolling the workers ({reason})"))
+        events.append(
+            Event(EventType.NORMAL, Reason.ROLLED, f"spec changed: rolling the workers ({reason})")
+        )
     for problem in desired.problems:
         if problem.reason == Reason.UNSAFE_SYSCTLS:
-            events.append(Event("Warning", problem.reason, problem.message))
+            events.append(Event(EventType.WARNING, problem.reason, problem.message))
     return events
 
 
@@ -235,4 +241,4 @@ def _invalid_spec(
         "phase": Phase.FAILED.value,
         "conditions": [item.model_dump(mode="json", by_alias=True) for item in merged],
     }
-    return patch, [Event("Warning", Reason.INVALID_SPEC, message)]
+    return patch, [Event(EventType.WARNING, Reason.INVALID_SPEC, message)]
