@@ -25,22 +25,23 @@ from w5xde.api.v1alpha1 import (
     PLURAL,
     VERSION,
     CompressionClusterSpec,
+    CompressionClusterStatus,
     ConditionType,
     Phase,
+    parse_status,
+    status_patch,
 )
 from w5xde.operator import metrics
 from w5xde.operator.apply import (
     Runtime,
-    apply_desired,
-    desired_for,
+    ensure_owned,
+    is_completed,
     post_events,
     remove_absent,
     remove_retired_worker_rbac,
 )
-from w5xde.operator.certificate_authority import ensure_authority
 from w5xde.operator.conditions import condition, merge_conditions
 from w5xde.operator.fold_loop import FoldLoop, cluster_summary
-from w5xde.operator.key_secret import key_problem
 from w5xde.operator.observation import Event, EventType, Reason
 from w5xde.operator.observe import pod_summary
 from w5xde.operator.reconcile import Desired
@@ -51,7 +52,7 @@ from w5xde.operator.resources.metadata import (
     ClusterRef,
     selector_string,
 )
-from w5xde.operator.status_folding import isoformat, parse_status
+from w5xde.operator.runs import isoformat
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 #: API errors worth a quick retry rather than kopf's default backoff.
@@ -154,32 +155,26 @@ def reconcile(
         spec = CompressionClusterSpec.model_validate(body.get("spec") or {})
     except ValidationError as error:
         return _invalid_spec(cluster, status, error)
-    completed = status.phase is Phase.COMPLETED and status.observed_generation >= cluster.generation
+    completed = is_completed(status, cluster.generation)
     existing = runtime.kube.read_statefulset(cluster.namespace, cluster.statefulset)
-    desired = desired_for(runtime, cluster, spec, existing, completed=completed)
-    runtime.kube.create_if_absent(desired.secret)
-    foreign_key = key_problem(
-        runtime.kube.read_secret(cluster.namespace, cluster.key_secret), cluster
-    )
-    if foreign_key is None and spec.security.tls and spec.security.operator_issued:
-        # Before the StatefulSet: its pods mount the CA certificate this publishes.
-        foreign_key = ensure_authority(runtime.kube, cluster)[1]
-    apply_desired(runtime.kube, desired, with_statefulset=foreign_key is None)
+    owned = ensure_owned(runtime, cluster, spec, existing, completed=completed)
+    desired, foreign_key = owned.desired, owned.problem
     remove_retired_worker_rbac(runtime.kube, cluster)
     remove_absent(runtime.kube, cluster, desired)
     events = _change_events(reason, spec, desired, existing)
     if foreign_key is not None:
         events = [Event(EventType.WARNING, foreign_key.reason, foreign_key.message)]
-    patch: dict[str, Any] = {
-        "observedGeneration": cluster.generation,
-        "selector": selector_string(cluster),
-    }
+    applied = CompressionClusterStatus(
+        observed_generation=cluster.generation, selector=selector_string(cluster)
+    )
     if status.phase is Phase.COMPLETED and not completed:
         # A spec change after a bounded run starts a new run.
-        patch.update({"phase": Phase.PENDING.value, "startedAt": None, "completedAt": None})
+        applied = applied.model_copy(
+            update={"phase": Phase.PENDING, "started_at": None, "completed_at": None}
+        )
     elif "phase" not in raw_status:
-        patch["phase"] = Phase.PENDING.value
-    return patch, events
+        applied = applied.model_copy(update={"phase": Phase.PENDING})
+    return status_patch(applied), events
 
 
 def _statefulset_summary(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -236,9 +231,7 @@ def _invalid_spec(
         for kind in (ConditionType.DEGRADED, ConditionType.FAILED)
     ]
     merged = merge_conditions(status.conditions, current, isoformat(datetime.now(UTC)))
-    patch = {
-        "observedGeneration": cluster.generation,
-        "phase": Phase.FAILED.value,
-        "conditions": [item.model_dump(mode="json", by_alias=True) for item in merged],
-    }
-    return patch, [Event(EventType.WARNING, Reason.INVALID_SPEC, message)]
+    failed = CompressionClusterStatus(
+        observed_generation=cluster.generation, phase=Phase.FAILED, conditions=merged
+    )
+    return status_patch(failed), [Event(EventType.WARNING, Reason.INVALID_SPEC, message)]
