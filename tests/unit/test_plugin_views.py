@@ -120,3 +120,39 @@ def test_status_view_shows_the_links_summary_notable_links_and_the_pulled_links(
     assert cells[2] == "5.0"
     assert cells[5] == "7"
     assert cells[7:10] == ["3.10", "4.20", "no"]
+
+
+def test_a_worker_that_does_not_answer_is_an_error_in_its_row_not_a_traceback() -> None:
+    """The pod proxy's urllib3 errors (MaxRetryError around a ReadTimeoutError) used to
+    escape `status --workers` as a traceback (issue 19)."""
+    import base64
+    from types import SimpleNamespace
+
+    from urllib3.exceptions import MaxRetryError, ReadTimeoutError
+
+    from w5xde.plugin.source import ClusterSource
+
+    class Api:
+        def param_serialize(self, method: str, path: str, **_: Any) -> tuple[Any, ...]:
+            return (method, path, {}, None, None)
+
+        def call_api(self, method: str, url: str, **_: Any) -> Any:
+            if "demo-1" in url:
+                raise MaxRetryError(None, url, ReadTimeoutError(None, url, "Read timed out."))  # type: ignore[arg-type]
+            raise ReadTimeoutError(None, url, "Read timed out. (read timeout=5)")  # type: ignore[arg-type]
+
+    secret = SimpleNamespace(data={"key": base64.b64encode(b"k" * 32).decode()})
+    source = ClusterSource.__new__(ClusterSource)
+    source.namespace = "ns"
+    source._api = Api()  # type: ignore[assignment]
+    source._core = SimpleNamespace(read_namespaced_secret=lambda *_: secret)  # type: ignore[assignment]
+    reports = source.worker_reports("demo", ["demo-0", "demo-1"])
+    assert reports == {
+        "demo-0": "ReadTimeoutError: None: Read timed out. (read timeout=5)",
+        "demo-1": "ReadTimeoutError: None: Read timed out.",
+    }
+    console = Console(file=io.StringIO(), width=200)
+    console.print(views.status_view("demo", STATUS, reports))
+    rows = console.file.getvalue().split("workers (pulled now)")[1]  # type: ignore[attr-defined]
+    assert "demo-1" in rows
+    assert "Read timed out" in rows
