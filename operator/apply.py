@@ -56,6 +56,8 @@ def apply_desired(
     for obj in desired.objects:
         if obj["kind"] == "StatefulSet" and not with_statefulset:
             continue
+        if obj["kind"] == "StatefulSet" and desired.run_config is not None:
+            kube.apply(desired.run_config)  # new pods read no earlier run's deadline
         result = kube.apply(obj)
         if obj["kind"] == "StatefulSet":
             applied = result

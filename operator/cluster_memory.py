@@ -65,6 +65,13 @@ class ClusterMemory:
     #: The pod index has caught up with the API server since this loop first saw the
     #: cluster (see `INDEX_WAIT_SECONDS`).
     indexed: bool = False
+    #: The run deadline last written to the run ConfigMap (epoch seconds, None for "");
+    #: `deadline_written` is False until this loop wrote it once.
+    deadline: float | None = None
+    deadline_written: bool = False
+
+    def deadline_changed(self, deadline: float | None) -> bool:
+        return not self.deadline_written or deadline != self.deadline
 
     def fresher(self, body: dict[str, Any]) -> dict[str, Any]:
         """The cluster body, with our own last write when the index has not seen it yet."""

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from w5xde.api.v1alpha1 import (
     CompressionClusterSpec,
     CompressionClusterStatus,
+    RunState,
     parse_status,
     status_patch,
 )
@@ -55,6 +56,8 @@ from w5xde.operator.peering_gate import PeeringGate
 from w5xde.operator.reconcile import spec_problems
 from w5xde.operator.report_client import ReportClient, report_timeout
 from w5xde.operator.resources.metadata import ClusterRef, selector_labels
+from w5xde.operator.resources.run_config import render_run_config
+from w5xde.operator.runs import run_deadline
 from w5xde.operator.status_folding import completed_status, fold_status
 
 __all__ = ["ClusterMemory", "FoldLoop", "changes", "cluster_summary"]
@@ -264,10 +267,26 @@ class FoldLoop:
         self.folds += 1
         metrics.FOLDS.inc()
         await self._post_events(body, [*events, *fold.events])
+        await self._publish_deadline(cluster, memory, spec, fold.status.run)
         if fold.completed:
             await asyncio.to_thread(
                 ensure_owned, self.runtime, cluster, spec, statefulset, completed=True
             )
+
+    async def _publish_deadline(
+        self,
+        cluster: ClusterRef,
+        memory: ClusterMemory,
+        spec: CompressionClusterSpec,
+        run: RunState,
+    ) -> None:
+        """The run's one deadline into the run ConfigMap, for workers that start later."""
+        moment = run_deadline(spec, run)
+        deadline = moment.timestamp() if moment is not None else None
+        if not memory.deadline_changed(deadline):
+            return
+        await asyncio.to_thread(self.runtime.kube.apply, render_run_config(cluster, deadline))
+        memory.deadline, memory.deadline_written = deadline, True
 
     async def _indexed(
         self, cluster: ClusterRef, memory: ClusterMemory, pods: list[dict[str, Any]]
