@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from w5xde.contract.figures import percentile
+from w5xde.local.run import free_ports
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.counters import Counters
 from w5xde.worker.links import (
@@ -21,7 +22,6 @@ from w5xde.worker.links import (
     lost_from,
     peer_names,
 )
-from w5xde.worker.local import free_ports
 from w5xde.worker.metrics import WorkerCollector
 from w5xde.worker.runtime import Worker
 

@@ -37,10 +37,10 @@ from w5xde.api.v1alpha1 import (
     parse_log_mode,
 )
 from w5xde.contract import certificates
-from w5xde.contract.figures import compression_ratio, totals_of
 from w5xde.contract.link_figures import link_rows
 from w5xde.contract.report import LinkReport, ReportLine, WorkerReport
-from w5xde.worker.local_view import format_table, live_view
+from w5xde.local.summary import link_result, local_result, node_result
+from w5xde.local.view import format_table, live_view
 
 EXIT_USAGE = 2
 MAX_LOCAL_WORKERS = 64
@@ -302,75 +302,25 @@ def start_children(plan: LocalPlan, tls_directory: Path | None = None) -> list[C
 
 
 def summarize(plan: LocalPlan, children: list[Child], wall_seconds: float) -> dict[str, Any]:
-    """The run's figures (the seed's set), from each worker's last report line."""
+    """The run's figures (the seed's set), from each worker's last report line, as the
+    published `--json` object (`summary.LocalResult`)."""
     lines = [
         (child, child.final or child.latest or ReportLine(name=child.name)) for child in children
     ]
-    nodes: list[dict[str, Any]] = []
-    for child, line in lines:
-        report, extras = line.report, line.extras
-        elapsed = line.elapsed_seconds or wall_seconds or 1.0
-        nodes.append(
-            {
-                "name": child.name,
-                "exit_code": child.process.returncode,
-                "elapsed_s": elapsed,
-                "batches": report.batches,
-                "raw_bytes": report.raw_bytes,
-                "wire_bytes": report.wire_bytes,
-                "throughput_bytes_per_s": report.raw_bytes / elapsed,
-                "batches_per_s": report.batches / elapsed,
-                "compression_ratio": compression_ratio(report.raw_bytes, report.wire_bytes),
-                "network_seconds": extras.network_seconds_total,
-                "compression_seconds": extras.compression_seconds_total,
-                "rss_bytes_max": extras.rss_peak_bytes,
-                "lost_batches": report.lost_batches,
-                "corrupt_batches": report.corrupt_batches,
-                "resent_batches": report.resent_batches,
-                "duplicate_batches": extras.duplicate_batches,
-                "rejected_connections": extras.rejected_connections,
-                "socket_buffer": report.socket_buffer.model_dump(mode="json", by_alias=True),
-            }
+    nodes = [
+        node_result(
+            child.name,
+            child.process.returncode,
+            line,
+            line.elapsed_seconds or wall_seconds or 1.0,
         )
-    count = max(1, len(nodes))
-    elapsed_of = {node["name"]: node["elapsed_s"] or 1.0 for node in nodes}
-    links = [
-        {
-            "from": row.sender,
-            "to": row.receiver,
-            "raw_bytes": row.raw_bytes,
-            "raw_bytes_per_s": round(row.raw_bytes / elapsed_of.get(row.sender, 1.0), 1),
-            "wire_bytes_per_s": round(row.wire_bytes / elapsed_of.get(row.sender, 1.0), 1),
-            "batches_per_s": round(row.batches / elapsed_of.get(row.sender, 1.0), 1),
-            "lost_batches": row.lost_batches,
-            "resent_batches": row.resent_batches,
-            "rtt_p50_s": row.rtt_p50_seconds,
-            "rtt_p99_s": row.rtt_p99_seconds,
-            "shared_node": row.shared_node,
-        }
-        for row in link_rows([_with_last_rtt(child, line.report) for child, line in lines])
+        for child, line in lines
     ]
-    duration = max((node["elapsed_s"] for node in nodes), default=wall_seconds)
-    totals = totals_of(line.report for _, line in lines)
-    return {
-        "workers": plan.workers,
-        "duration_s": round(duration, 3),
-        "throughput_bytes_per_s": round(totals.raw_bytes / duration, 1),
-        "wire_bytes_per_s": round(totals.wire_bytes / duration, 1),
-        "batches": totals.batches,
-        "batches_per_s": round(totals.batches / duration, 1),
-        "compression_ratio": compression_ratio(totals.raw_bytes, totals.wire_bytes),
-        "network_seconds_per_worker": round(sum(n["network_seconds"] for n in nodes) / count, 3),
-        "compression_seconds_per_worker": round(
-            sum(n["compression_seconds"] for n in nodes) / count, 3
-        ),
-        "rss_bytes_max": max((node["rss_bytes_max"] for node in nodes), default=0),
-        "lost_batches": totals.lost_batches,
-        "corrupt_batches": totals.corrupt_batches,
-        "resent_batches": totals.resent_batches,
-        "nodes": nodes,
-        "links": links,
-    }
+    elapsed_of = {node.name: node.elapsed_s or 1.0 for node in nodes}
+    rows = link_rows([_with_last_rtt(child, line.report) for child, line in lines])
+    links = [link_result(row, elapsed_of.get(row.sender, 1.0)) for row in rows]
+    result = local_result(plan.workers, nodes, [line for _, line in lines], links, wall_seconds)
+    return result.as_json()
 
 
 def _with_last_rtt(child: Child, report: WorkerReport) -> WorkerReport:
@@ -444,7 +394,7 @@ def _run_plan(args: argparse.Namespace, plan: LocalPlan, tls_directory: Path | N
     else:
         print(format_table(result))
     if args.plot is not None:
-        from w5xde.worker import plot
+        from w5xde.local import plot
 
         try:
             plot.plot_run(
