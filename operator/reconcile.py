@@ -143,6 +143,7 @@ def desired_state(
                 sysctls=plan,
                 replicas=replicas,
                 template_workers=template_workers,
+                template_hash=template_hash,  # rendered once above: the template twice in all
             )
         )
     existing_replicas = _replicas(existing_statefulset)

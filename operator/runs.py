@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from w5xde.api.statistics import SampleStats
 from w5xde.api.v1alpha1 import (
     MAX_RUN_SCALES,
     MAX_WORKERS,
@@ -31,7 +32,6 @@ from w5xde.api.v1alpha1 import (
 )
 from w5xde.contract.figures import ClusterFigures, minus_floored, run_averages
 from w5xde.contract.report import WorkerReport
-from w5xde.contract.statistics import SampleStats
 from w5xde.operator.observation import Observation, PodState
 
 #: A worker is stale after this many report intervals without a report.

@@ -68,10 +68,13 @@ def render_statefulset(
     sysctls: SysctlPlan,
     replicas: int,
     template_workers: int,
+    template_hash: str | None = None,
 ) -> dict[str, Any]:
     """`replicas` is what should run now (0 once a bounded run completed);
-    `template_workers` is the count baked into the pod template (see module doc)."""
-    template_hash = pod_template_hash(cluster, spec, image=image, sysctls=sysctls)
+    `template_workers` is the count baked into the pod template (see module doc);
+    `template_hash` is `pod_template_hash` if the caller has it already."""
+    if template_hash is None:
+        template_hash = pod_template_hash(cluster, spec, image=image, sysctls=sysctls)
     template = _pod_template(cluster, spec, image, sysctls, template_workers)
     template["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION] = template_hash
     annotations = {

@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from w5xde.contract.statistics import SampleStats
+from w5xde.api.statistics import SampleStats
 
 GROUP = "w5xde.io"
 VERSION = "v1alpha1"
