@@ -83,7 +83,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, fold_loop: FoldL
         started = time.monotonic()
         metrics.RECONCILES.labels(reason=str(reason)).inc()
         try:
-            status_patch, events = reconcile(runtime, body, str(reason))
+            applied, events = reconcile(runtime, body, str(reason))
         except ApiException as error:
             metrics.ERRORS.labels(stage="reconcile").inc()
             raise kopf.TemporaryError(
@@ -91,11 +91,16 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, fold_loop: FoldL
             ) from error
         finally:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
-        patch.setdefault("status", {}).update(status_patch)
+        patch.setdefault("status", {}).update(applied)
         post_events(body, events)
-        logger.info(
-            "reconciled (%s): generation %s", reason, status_patch.get("observedGeneration")
-        )
+        logger.info("reconciled (%s): generation %s", reason, applied.get("observedGeneration"))
+
+    _register_indexes(registry, fold_loop)
+    _register_fold_loop(registry, fold_loop)
+
+
+def _register_indexes(registry: kopf.OperatorRegistry, fold_loop: FoldLoop) -> None:
+    """The kopf indexes the fold loop reads: clusters, worker pods, worker StatefulSets."""
 
     @kopf.index(*RESOURCE, id="clusters_index", registry=registry)
     async def clusters_index(
@@ -118,6 +123,10 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, fold_loop: FoldL
         namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
     ) -> dict[tuple[str, str], dict[str, Any]]:
         return {(namespace or "", labels.get(CLUSTER_LABEL, "")): _statefulset_summary(body)}
+
+
+def _register_fold_loop(registry: kopf.OperatorRegistry, fold_loop: FoldLoop) -> None:
+    """The fold loop runs from kopf's startup to its cleanup; liveness fails if it died."""
 
     @kopf.on.startup(id="fold_loop", registry=registry)
     async def start_fold_loop(memo: kopf.Memo, **kwargs: Any) -> None:

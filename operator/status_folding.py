@@ -28,6 +28,9 @@ from w5xde.api.v1alpha1 import (
     ReportingStatus,
     RunOutcome,
     RunState,
+    RunSummary,
+    Spread,
+    Totals,
     parse_duration,
     parse_status,
     status_patch,
@@ -250,6 +253,47 @@ def _problems(
     return problems
 
 
+def _close(
+    spec: CompressionClusterSpec, run: RunState, totals: Totals, spread: Spread, now: datetime
+) -> tuple[RunState, ClusterFigures, RunSummary]:
+    """A bounded run at its end: its own counters averaged over `duration` (only the time
+    traffic was meant to flow), and its summary."""
+    seconds = parse_duration(spec.duration) or 1.0
+    figures = run_averages(minus_floored(totals, run.start_totals), seconds)
+    run = run.model_copy(update={"completed_at": isoformat(now)})
+    return run, figures, summarize_run(run, RunOutcome.COMPLETED, figures, spread, seconds)
+
+
+def _situation(
+    spec: CompressionClusterSpec,
+    status: CompressionClusterStatus,
+    observation: Observation,
+    workers: _Workers,
+    *,
+    restarted: Sequence[PodState],
+    links_problem: Problem | None,
+    completed: bool,
+    completing: bool,
+    was_running: bool,
+) -> Situation:
+    problems = _problems(observation, workers.stale, links_problem)
+    if completed:  # the run's workers are done: only what follows from the spec stays
+        problems = [problem for problem in problems if problem.reason not in RUN_PROBLEMS]
+    lost = {*workers.stale, *(pod.name for pod in restarted if not pod.ready)} & set(workers.pods)
+    return Situation(
+        spec=spec,
+        observation=observation,
+        ready_workers=workers.ready,
+        problems=tuple(problems),
+        completed=completed,
+        completing=completing,
+        was_running=was_running,
+        lost=tuple(sorted(lost)),
+        links_problem=links_problem,
+        links_condition=had_links_condition(status),
+    )
+
+
 def fold_status(
     spec: CompressionClusterSpec,
     status: CompressionClusterStatus,
@@ -278,32 +322,20 @@ def fold_status(
     run = _advance_run(spec, run, workers, figures=figures, links=links, now=now)
     completed = run_is_over(spec, run, now, workers.reports, workers.pods)
     if completed:
-        seconds = parse_duration(spec.duration) or 1.0
-        figures = run_averages(minus_floored(ledger.totals, run.start_totals), seconds)
-        run = run.model_copy(update={"completed_at": isoformat(now)})
-        kept.append(summarize_run(run, RunOutcome.COMPLETED, figures, status.spread, seconds))
+        run, figures, closed = _close(spec, run, ledger.totals, status.spread, now)
+        kept.append(closed)
 
-    links_problem = None if completed else _links_problem(rows, links, interval)
-    problems = _problems(observation, workers.stale, links_problem)
-    if completed:  # the run's workers are done: only what follows from the spec stays
-        problems = [problem for problem in problems if problem.reason not in RUN_PROBLEMS]
     restarted = _restarted_since(observation.pods, now - timedelta(seconds=3 * interval))
-    situation = Situation(
-        spec=spec,
-        observation=observation,
-        ready_workers=workers.ready,
-        problems=tuple(problems),
+    situation = _situation(
+        spec,
+        status,
+        observation,
+        workers,
+        restarted=restarted,
+        links_problem=None if completed else _links_problem(rows, links, interval),
         completed=completed,
         completing=not completed and run_ended(spec, run, now),
         was_running=was_running,
-        lost=tuple(
-            sorted(
-                {*workers.stale, *(pod.name for pod in restarted if not pod.ready)}
-                & set(workers.pods)
-            )
-        ),
-        links_problem=links_problem,
-        links_condition=had_links_condition(status),
     )
     phase = phase_of(situation)
     merged = merge_conditions(status.conditions, conditions_of(situation, phase), isoformat(now))
