@@ -137,8 +137,8 @@ class FoldLoop:
             *(
                 self._fold_safely(
                     key,
-                    body,
                     memory,
+                    body,
                     [dict(pod) for pod in pods[key]] if key in pods else [],
                     next(iter(statefulsets[key]), None) if key in statefulsets else None,
                 )
@@ -146,17 +146,11 @@ class FoldLoop:
             )
         )
 
-    async def _fold_safely(
-        self,
-        key: ClusterKey,
-        body: dict[str, Any],
-        memory: ClusterMemory,
-        pods: list[dict[str, Any]],
-        statefulset: dict[str, Any] | None,
-    ) -> None:
+    async def _fold_safely(self, key: ClusterKey, memory: ClusterMemory, *gathered: Any) -> None:
+        """`gathered`: the cluster's body, pods and StatefulSet from the indexes."""
         started = time.monotonic()
         try:
-            await self.fold_cluster(key, body, memory, pods, statefulset)
+            await self.fold_cluster(key, *gathered, memory=memory)
         except ApiException as error:
             metrics.ERRORS.labels(stage="fold").inc()
             logger.warning("fold of %s/%s: API error %s %s", *key, error.status, error.reason)
@@ -172,9 +166,10 @@ class FoldLoop:
         self,
         key: ClusterKey,
         body: dict[str, Any],
-        memory: ClusterMemory,
         pods: list[dict[str, Any]],
         statefulset: dict[str, Any] | None,
+        *,
+        memory: ClusterMemory,
     ) -> None:
         body = memory.fresher(body)
         status = parse_status(body.get("status"))

@@ -13,11 +13,11 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, model_validator
 
 from w5xde.api.v1alpha1 import (
     MAX_WORKERS,
+    ApiModel,
     CertificateIssuer,
     CompressionClusterSpec,
     CompressionSpec,
@@ -37,15 +37,9 @@ from w5xde.contract.endpoints import (
 _ORDINAL_SUFFIX = re.compile(r"-([0-9]+)$")
 
 
-class WorkerModel(BaseModel):
-    """camelCase in JSON like the API, snake_case in Python, unknown fields refused."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-    )
+class WorkerModel(ApiModel):
+    """camelCase in JSON like the API, snake_case in Python, unknown fields refused: the
+    API's own model base, so a config field reads as the spec field it comes from."""
 
 
 class ReportingConfig(WorkerModel):
