@@ -91,6 +91,9 @@ __all__ = [
     "summarize_run",
 ]
 
+#: A worker whose container restarted is notable (`Restarted`) for this long at least
+#: (3 intervals when those are longer), so a person looking a little later still sees it.
+RESTART_NOTABLE_SECONDS = 60.0
 #: How many of the slowest workers `notableWorkers` names when room is left.
 SLOWEST_LISTED = 3
 #: Phases in which the run had all its workers up (a worker going does not undo that).
@@ -325,7 +328,8 @@ def fold_status(
         run, figures, closed = _close(spec, run, ledger.totals, status.spread, now)
         kept.append(closed)
 
-    restarted = _restarted_since(observation.pods, now - timedelta(seconds=3 * interval))
+    recently = max(STALE_AFTER_INTERVALS * interval, RESTART_NOTABLE_SECONDS)
+    restarted = _restarted_since(observation.pods, now - timedelta(seconds=recently))
     situation = _situation(
         spec,
         status,
