@@ -156,3 +156,35 @@ def test_a_worker_that_does_not_answer_is_an_error_in_its_row_not_a_traceback() 
     rows = console.file.getvalue().split("workers (pulled now)")[1]  # type: ignore[attr-defined]
     assert "demo-1" in rows
     assert "Read timed out" in rows
+
+
+def test_links_that_do_not_flow_are_named_with_how_long_and_why() -> None:
+    from w5xde.contract.report import LinkReport, WorkerReport
+
+    status = {
+        **STATUS,
+        "workerRestarts": 2,
+        "links": {
+            "links": 2, "stalled": 1,
+            "notable": [{"sender": "d-0", "receiver": "d-1", "reason": "Stalled",
+                         "stateSeconds": 45, "message": "no ACK progress for 45 s"}],
+        },
+        "conditions": [{"type": "LinksStalled", "status": "True", "reason": "LinksStalled",
+                        "message": "1 of 2 links not flowing"}],
+    }  # fmt: skip
+    reports: dict[str, WorkerReport | str] = {
+        "d-0": WorkerReport(
+            name="d-0",
+            links=[LinkReport(peer="d-1", state="Stalled", state_seconds=45.2)],
+        ),
+    }
+    console = Console(file=io.StringIO(), width=220)
+    console.print(views.status_view("demo", status, reports))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    summary = text.split("notable links")[0]
+    assert "1 stalled, 0 unreachable, 0 refused" in summary
+    assert "LinksStalled: 1 of 2 links not flowing" in summary
+    assert "2 worker container restarts" in summary
+    assert "Stalled 45 s: no ACK progress for 45 s" in text.split("notable links")[1]
+    pulled = text.split("links (pulled now)")[1]
+    assert "Stalled 45 s" in next(line for line in pulled.splitlines() if "d-0" in line)

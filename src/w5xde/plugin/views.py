@@ -20,6 +20,7 @@ from w5xde.api.v1alpha1 import (
     CompressionClusterStatus,
     Interval,
     LinksStatus,
+    LinkState,
     RunSummary,
     parse_status,
 )
@@ -205,9 +206,10 @@ def notable_links_table(status: StatusLike) -> Table:
 
 
 def links_table(rows: list[LinkRow]) -> Table:
-    """Every sender -> receiver link of the pulled reports."""
+    """Every sender -> receiver link of the pulled reports, with its state as the sender
+    sees it (`Stalled 45 s`, `Unreachable 12 s` ...; empty while it flows)."""
     table = Table(title="links (pulled now)")
-    for column in LINK_COLUMNS:
+    for column in (*LINK_COLUMNS, "state"):
         table.add_column(column, justify="right", no_wrap=column in ("from", "to"))
     for row in rows:
         figures = {
@@ -215,8 +217,10 @@ def links_table(rows: list[LinkRow]) -> Table:
             "batches": row.batches_per_second, "lost": row.lost_batches,
             "resent": row.resent_batches, "p50": row.rtt_p50_seconds, "p99": row.rtt_p99_seconds,
         }  # fmt: skip
+        state = "" if row.state is LinkState.FLOWING else f"{row.state} {row.state_seconds:.0f} s"
         table.add_row(
-            *_link_cells(row.sender, row.receiver, figures, row.shared_node, row.sender_node)
+            *_link_cells(row.sender, row.receiver, figures, row.shared_node, row.sender_node),
+            state,
         )
     return table
 
