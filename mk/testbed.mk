@@ -14,7 +14,7 @@ TESTBED_CLI := $(BIN)/python tests/testbed/cli.py
 
 TEST_PREREQUISITES += testbed-bin
 
-.PHONY: testbed-bin cluster-up cluster-down cluster-env testbed-test e2e-test
+.PHONY: testbed-bin cluster-up cluster-down cluster-env testbed-test e2e-test faults-test
 
 testbed-bin: ## build the control plane, kubelet, containerd, CNI, CoreDNS once per pin set (cached in $(W5XDE_CACHE))
 	@if [ ! -x "$(TESTBED_CACHE_BIN)/kubectl" ]; then \
@@ -44,3 +44,6 @@ cluster-env: ## print `export KUBECONFIG=...; export PATH=...` for a shell
 
 testbed-test: install testbed-bin images ## the test bed's own tests and the e2e journeys
 	$(BIN)/pytest tests/testbed tests/e2e $(PYTEST_ARGS)
+
+faults-test: install testbed-bin images ## the fault tier: SIGKILL, pod delete, node freeze, partition, operator and API server restarts, scale mid-run (root)
+	$(BIN)/pytest -m faults tests/faults $(PYTEST_ARGS)

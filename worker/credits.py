@@ -7,8 +7,10 @@ worker's compression goes to the streams whose peers take it, and a slow peer or
 gets less without holding anyone up.
 
 `even`: every connected peer gets the same share: a stream may run at most
-`EVEN_LEAD_BYTES` of raw bytes ahead of the slowest connected stream of its worker, so
-the cluster goes at the pace of its slowest link (what an even split means).
+`EVEN_LEAD_BYTES` of raw bytes ahead of the slowest flowing stream of its worker, so
+the cluster goes at the pace of its slowest link (what an even split means).  A stream
+that is disconnected or stalled (`progress.py`) does not count: one frozen peer must
+not hold back every other stream of the worker.
 
 Pure accounting plus one lock; the streams call `may_produce` once per coalesced write,
 not per batch.
@@ -17,7 +19,9 @@ not per batch.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from w5xde.worker.progress import StreamProgress
 
 #: The credit a receiver grants each capacity-balanced stream, at least this much...
 MIN_CREDIT_BYTES = 4 * 1024 * 1024
@@ -48,6 +52,8 @@ class ShareSlot:
 
     produced: int = 0
     connected: bool = False
+    #: The stream's progress: a stalled stream leaves the floor until it moves again.
+    progress: StreamProgress = field(default_factory=StreamProgress)
 
 
 class EvenShares:
@@ -58,10 +64,12 @@ class EvenShares:
         self._slots: list[ShareSlot] = []
         self._changed = threading.Condition()
 
-    def join(self) -> ShareSlot:
+    def join(self, progress: StreamProgress | None = None) -> ShareSlot:
         """A new stream starts level with the slowest one (it owes nobody a backlog)."""
         with self._changed:
             slot = ShareSlot(produced=self._floor())
+            if progress is not None:
+                slot.progress = progress
             self._slots.append(slot)
             return slot
 
@@ -78,6 +86,13 @@ class EvenShares:
             slot.connected = connected
             self._changed.notify_all()
 
+    def rejoin(self, slot: ShareSlot) -> None:
+        """A stream that was stalled moves again: it starts level with the slowest
+        flowing one instead of holding them all back until it caught up."""
+        with self._changed:
+            slot.produced = max(slot.produced, self._floor(excluding=slot))
+            self._changed.notify_all()
+
     def may_produce(self, slot: ShareSlot) -> bool:
         """Whether `slot` is within `lead` of the slowest connected stream."""
         return slot.produced - self._floor() < self.lead
@@ -91,8 +106,12 @@ class EvenShares:
         with self._changed:
             self._changed.wait(timeout)
 
-    def _floor(self) -> int:
-        live = [slot.produced for slot in self._slots if slot.connected]
+    def _floor(self, excluding: ShareSlot | None = None) -> int:
+        live = [
+            slot.produced
+            for slot in self._slots
+            if slot.connected and slot is not excluding and not slot.progress.stalled()
+        ]
         return min(live) if live else 0
 
     def shares(self) -> list[int]:

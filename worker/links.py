@@ -35,6 +35,7 @@ from w5xde.contract.figures import percentile
 from w5xde.contract.report import MAX_LINKS_PER_WORKER, LinkReport, PeerLoss
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.counters import Counters
+from w5xde.worker.progress import StreamProgress, worst
 
 #: Rates (and RTT percentiles) are over the reporting interval, or this without one.
 DEFAULT_RATE_WINDOW_S = 2.0
@@ -158,6 +159,8 @@ class OutgoingLike(Protocol):
     def acks(self) -> AckClock: ...
     @property
     def connected(self) -> bool: ...
+    @property
+    def progress(self) -> StreamProgress: ...
 
 
 def peer_names(own_name: str, addresses: Sequence[str]) -> dict[str, str]:
@@ -186,6 +189,8 @@ class LinkFigures:
     report: LinkReport
     rtt_count: int
     rtt_sum_seconds: float
+    #: Stalls the link's streams came out of (by an ACK or a reconnect), cumulative.
+    stalls: int = 0
 
 
 def _per_peer(streams: Iterable[OutgoingLike]) -> dict[str, Counters]:
@@ -238,6 +243,12 @@ class LinkBook:
             for stream in members:
                 rtts.extend(stream.acks.rtt.recent(now))
             rtts.sort()
+            state, state_seconds, message = worst(
+                [
+                    (*stream.progress.state(now), stream.progress.state_message(now))
+                    for stream in members
+                ]
+            )
             report = LinkReport(
                 peer=names.get(address, address),
                 streams=len(members),
@@ -254,12 +265,16 @@ class LinkBook:
                 rtt_p50_seconds=round(percentile(rtts, 0.5), 6),
                 rtt_p99_seconds=round(percentile(rtts, 0.99), 6),
                 rtt_samples=len(rtts),
+                state=state,
+                state_seconds=round(state_seconds, 1),
+                state_message=message,
             )
             links.append(
                 LinkFigures(
                     report=report,
                     rtt_count=sum(stream.acks.rtt.count for stream in members),
                     rtt_sum_seconds=sum(stream.acks.rtt.total_seconds for stream in members),
+                    stalls=sum(stream.progress.stalls for stream in members),
                 )
             )
         links.sort(key=lambda link: link.report.peer)

@@ -24,6 +24,7 @@ from prometheus_client.core import (
     SummaryMetricFamily,
 )
 
+from w5xde.api.v1alpha1 import LinkState
 from w5xde.contract import auth, telemetry
 from w5xde.contract.endpoints import MAX_CERTIFICATE_BYTES
 from w5xde.contract.report import LinkTuningReport
@@ -153,6 +154,38 @@ def link_families(links: list[LinkFigures]) -> Iterator[Metric]:
         rtt.add_metric([report.peer], link.rtt_count, link.rtt_sum_seconds)
     yield connected
     yield rtt
+    yield from link_state_families(links)
+
+
+def link_state_families(links: list[LinkFigures]) -> Iterator[Metric]:
+    """`w5xde_link_state` (1 for the link's current state, 0 for the others, the
+    kube-state-metrics way) and `w5xde_link_stalls_total`."""
+    state = GaugeMetricFamily(
+        "w5xde_link_state",
+        "The link's state as its sender sees it: 1 for the current one",
+        labels=[*LINK_LABELS, "state"],
+    )
+    seconds = GaugeMetricFamily(
+        "w5xde_link_state_seconds",
+        "How long the link has been in its current state",
+        labels=LINK_LABELS,
+    )
+    stalls = CounterMetricFamily(
+        "w5xde_link_stalls",
+        "Stalls (no ACK progress with data outstanding) the link's streams came out of",
+        labels=LINK_LABELS,
+    )
+    for link in links:
+        report = link.report
+        for candidate in LinkState:
+            state.add_metric(
+                [report.peer, candidate.value], 1.0 if candidate is report.state else 0.0
+            )
+        seconds.add_metric([report.peer], report.state_seconds)
+        stalls.add_metric([report.peer], link.stalls)
+    yield state
+    yield seconds
+    yield stalls
 
 
 class _RefusalCollector:

@@ -40,3 +40,20 @@ class RateLimiter:
         now = self._clock()
         self._due = max(self._due, now - self.burst_seconds) + nbytes / self.rate
         return max(0.0, self._due - now)
+
+
+class RateSplit:
+    """A worker's rate limit (`rateLimitBytesPerSecond`) shared by its flowing streams.
+
+    The worker re-splits on every change of the stream set and every half second (its
+    sampler), counting only streams that make progress: a stalled or disconnected
+    stream's share goes to the others, so a dead peer never lowers what the live ones
+    may send.  Streams read `per_stream` before each pacing step.
+    """
+
+    def __init__(self, total: float) -> None:
+        self.total = total
+        self.per_stream = total
+
+    def split(self, flowing: int) -> None:
+        self.per_stream = self.total / max(1, flowing)

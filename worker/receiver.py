@@ -321,7 +321,12 @@ class IncomingConnection:
 
     @property
     def wants_write(self) -> bool:
-        return bool(self._ack_out) or self._ack_next >= 0
+        """An ACK waits, or the ciphertext of one that TLS encrypted but the kernel did
+        not take yet (without EVENT_WRITE for it, that tail waited for the next ACK,
+        which the sender, waiting for this one, never made come)."""
+        sock = self.sock
+        tls_tail = isinstance(sock, TlsChannel) and sock.unsent > 0
+        return bool(self._ack_out) or self._ack_next >= 0 or tls_tail
 
     @property
     def holds_partial_frame(self) -> bool:
@@ -483,6 +488,9 @@ class IncomingConnection:
     def _flush_ack(self) -> None:
         """Send the newest ACK; what the socket does not take waits for EVENT_WRITE."""
         perf = time.perf_counter
+        sock = self.sock
+        if isinstance(sock, TlsChannel) and sock.unsent and not sock.flush_unsent():
+            return
         while True:
             if not self._ack_out:
                 if self._ack_next < 0:

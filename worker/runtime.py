@@ -29,6 +29,7 @@ from w5xde.worker.counters import Counters
 from w5xde.worker.credits import EvenShares
 from w5xde.worker.handshake import Identity
 from w5xde.worker.keyring import KeyRing
+from w5xde.worker.pacing import RateSplit
 from w5xde.worker.producer import CompressionPool, compression_threads, uses_pool
 from w5xde.worker.rates import RateWindow, Snapshot
 from w5xde.worker.receiver import IncomingRegistry, ReceiveLoop
@@ -87,6 +88,9 @@ class Worker:
         )
         #: balance: even: the worker's streams keep within a share of each other.
         self._shares = EvenShares() if config.workload.balance is Balance.EVEN else None
+        #: The rate limit, re-split among the flowing streams on every change.
+        rate = config.workload.rate_limit_bytes_per_second
+        self._rate_split = RateSplit(rate) if rate > 0 else None
         self._retired = Counters()
         self._orphans: list[Unacked] = []
         self._lock = threading.RLock()
@@ -165,6 +169,7 @@ class Worker:
             self._rates.add(self._snapshot())
             with self._lock:
                 streams = list(self._streams.values())
+                self._resplit_rate()
             self._links.sample(time.monotonic(), streams)
             if self.tls is not None:
                 self.tls.refresh()
@@ -204,8 +209,6 @@ class Worker:
             unacked += stream.take_unacked()
             self._retired.add(stream.counters)
         self._budget.share_among(len(wanted))
-        total_streams = max(1, len(wanted))
-        rate = self.config.workload.rate_limit_bytes_per_second / total_streams
         for position, key in enumerate(sorted(wanted - self._streams.keys())):
             peer, stream_index = key
             stream = OutgoingStream(
@@ -214,13 +217,14 @@ class Worker:
                 peer=peer,
                 stream=stream_index,
                 source=self._source((self._index * 7919 + position * 104729) * 64),
-                rate_bytes_per_second=rate,
+                rate_split=self._rate_split,
                 budget=self._budget,
                 compression_pool=self._compression_pool,
                 shares=self._shares,
             )
             self._streams[key] = stream
             stream.start()
+        self._resplit_rate()
         if unacked:
             live = list(self._streams.values())
             if live:
@@ -228,6 +232,15 @@ class Worker:
                     live[position % len(live)].handover.append(frame)
             else:
                 self._orphans = unacked
+
+    def _resplit_rate(self) -> None:
+        """Share the rate limit among the streams that flow (all of them while none
+        does yet): a stalled or lost peer's share goes to the live ones."""
+        if self._rate_split is None:
+            return
+        streams = self._streams.values()
+        flowing = sum(1 for stream in streams if stream.progress.flowing())
+        self._rate_split.split(flowing or len(self._streams))
 
     def _source(self, start: int) -> BatchSource:
         if self._pool is not None:

@@ -13,6 +13,7 @@ import os
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections import deque
@@ -23,8 +24,9 @@ from w5xde.worker import credits, links, protocol
 from w5xde.worker.config import WorkerConfig, split_host_port
 from w5xde.worker.counters import Counters
 from w5xde.worker.handshake import Identity, NotEnrolledError, client_handshake, expected_peer
-from w5xde.worker.pacing import RateLimiter
+from w5xde.worker.pacing import RateLimiter, RateSplit
 from w5xde.worker.producer import CompressionPool, make_producer
+from w5xde.worker.progress import RECONNECT_AFTER_S, StreamProgress, stall_after_seconds
 from w5xde.worker.protocol import HEADER, HEADER_BYTES, CodecId, FrameType, ProtocolError
 from w5xde.worker.sockets import BufferSizes, interrupt, tune
 from w5xde.worker.sources import BatchSource
@@ -49,9 +51,10 @@ CONNECT_TIMEOUT_S = 3.0
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 5.0
 DRAIN_TIMEOUT_S = 5.0
-#: A TLS stream's socket gives up on a receiver that takes nothing for this long (a
-#: plain one relies on the receiver's own timeouts and blocks in sendmsg instead).
-TLS_SOCKET_TIMEOUT_S = 60.0
+#: A stream's socket gives up on a receiver that takes nothing for this long, TLS or
+#: not: a peer on a frozen node keeps its connections open, and a send blocked on one
+#: forever would never reconnect to the pod that replaces it.
+SOCKET_TIMEOUT_S = RECONNECT_AFTER_S
 PROTOCOL_ERROR_BACKOFF_S = 1.0
 _ACK_WAIT_S = 0.25
 #: A paced stream notices a drain or an abort within this long.
@@ -113,7 +116,8 @@ class OutgoingStream(threading.Thread):
         peer: str,
         stream: int,
         source: BatchSource,
-        rate_bytes_per_second: float,
+        rate_bytes_per_second: float = 0,
+        rate_split: RateSplit | None = None,
         budget: ReplayBudget | None = None,
         compression_pool: CompressionPool | None = None,
         shares: credits.EvenShares | None = None,
@@ -124,13 +128,22 @@ class OutgoingStream(threading.Thread):
         self.counters = Counters()
         #: ACK round trips of this stream (the per-link figures, `links.py`).
         self.acks = links.AckClock(links.rate_window_seconds(config))
-        self.connected = False
         self.buffer_sizes: BufferSizes | None = None
         #: Frames given to this stream by a stream that went away; re-framed and counted resent.
         self.handover: deque[Unacked] = deque()
         self._config = config
         self._identity = identity
-        self._rate = rate_bytes_per_second
+        #: The worker's rate limit split among its flowing streams (None: no limit).
+        self._rate_split = rate_split
+        if rate_split is None and rate_bytes_per_second > 0:
+            self._rate_split = RateSplit(rate_bytes_per_second)
+        #: Connected, flowing, stalled, unreachable: readable from any thread.
+        self.progress = StreamProgress(
+            stall_after_seconds(
+                config.workload.batch_bytes,
+                self._rate_split.per_stream if self._rate_split is not None else 0,
+            )
+        )
         self._budget = budget if budget is not None else ReplayBudget(WINDOW_BYTES, WINDOW_FRAMES)
         self._producer = make_producer(
             source, config.workload, config.compression, compression_pool
@@ -161,7 +174,7 @@ class OutgoingStream(threading.Thread):
         self._data_flags = protocol.FLAG_WANTS_CREDIT if self._credit is not None else 0
         #: balance: even: this stream's place among its worker's streams.
         self._shares = shares
-        self._slot = shares.join() if shares is not None else None
+        self._slot = shares.join(self.progress) if shares is not None else None
         self._slot_seen = 0
 
     # --- control, from other threads -------------------------------------------------
@@ -187,6 +200,10 @@ class OutgoingStream(threading.Thread):
         return frames
 
     @property
+    def connected(self) -> bool:
+        return self.progress.connected
+
+    @property
     def unacked(self) -> int:
         return len(self._window)
 
@@ -200,6 +217,7 @@ class OutgoingStream(threading.Thread):
     def run(self) -> None:
         try:
             self._run()
+            self.progress.finished()
         finally:
             self._producer.close()
             if self._shares is not None and self._slot is not None:
@@ -211,6 +229,7 @@ class OutgoingStream(threading.Thread):
             try:
                 sock = self._connect()
             except (OSError, ProtocolError) as error:
+                self.progress.connect_failed(error, refused=isinstance(error, ProtocolError))
                 # Peers start at different times: only a peer that stays away is worth a warning.
                 log.log(
                     logging.INFO
@@ -227,7 +246,7 @@ class OutgoingStream(threading.Thread):
                 continue
             backoff = BACKOFF_FIRST_S
             self._sock = sock
-            self.connected = True
+            self.progress.now_connected()
             self.tuning.connected(sock, self.counters)
             if self._shares is not None and self._slot is not None:
                 self._shares.set_connected(self._slot, True)
@@ -239,6 +258,7 @@ class OutgoingStream(threading.Thread):
             except (OSError, ProtocolError) as error:
                 if self._aborted.is_set():
                     return
+                self.progress.disconnected(error)
                 if isinstance(error, ProtocolError):
                     # A peer that breaks the protocol is not reconnected to at once.
                     self.counters.protocol_errors += 1
@@ -256,7 +276,7 @@ class OutgoingStream(threading.Thread):
                 if self._draining.is_set() and not self._window:
                     return
             finally:
-                self.connected = False
+                self.progress.disconnected()
                 if self._shares is not None and self._slot is not None:
                     self._shares.set_connected(self._slot, False)
                 self._sock = None
@@ -290,7 +310,12 @@ class OutgoingStream(threading.Thread):
             raise
         self._refused = 0
         if isinstance(sock, TlsChannel):
-            sock.settimeout(TLS_SOCKET_TIMEOUT_S)
+            sock.settimeout(SOCKET_TIMEOUT_S)
+        else:
+            # The kernel's send timeout, not Python's: a Python timeout would make the
+            # non-blocking ACK reads (MSG_DONTWAIT) wait for it too.
+            seconds = int(SOCKET_TIMEOUT_S)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, 0))
         return sock
 
     def _stream(self, sock: socket.socket) -> None:
@@ -304,7 +329,8 @@ class OutgoingStream(threading.Thread):
             self._flush(sock)
         poller = select.poll()
         poller.register(sock, select.POLLIN)
-        limiter = RateLimiter(self._rate) if self._rate > 0 else None
+        split = self._rate_split
+        limiter = RateLimiter(split.per_stream) if split is not None else None
         tuning = self.tuning
         while not self._draining.is_set():
             if self._budget.full(len(self._window), self._window_bytes) or (
@@ -313,6 +339,7 @@ class OutgoingStream(threading.Thread):
             ):
                 self._flush(sock)
                 self._read_acks(sock, poller, wait=True)
+                self._give_up_if_stalled()
                 self._maybe_tick(sock)
                 continue
             raw_length = self._produce()
@@ -321,13 +348,17 @@ class OutgoingStream(threading.Thread):
                 # Acknowledgements are collected once per coalesced write, not per batch.
                 self._read_acks(sock, poller, wait=False)
                 self._maybe_tick(sock)
-                if self._slot is not None:
-                    self._wait_for_siblings(sock, poller)
-            if limiter is not None:
+            if limiter is not None and split is not None:
+                limiter.rate = split.per_stream
                 delay = limiter.take(raw_length)
                 if delay > 0:
                     self._flush(sock)
                     self._pace(sock, poller, delay)
+            # After every write, paced or coalesced: a paced stream flushes each batch
+            # and never fills a coalesced write, and its share must still count (a
+            # share counted only on coalesced writes froze its siblings for good).
+            if self._slot is not None and not self._pending:
+                self._wait_for_siblings(sock, poller)
         self._flush(sock)
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while self._window and time.monotonic() < deadline and not self._aborted.is_set():
@@ -346,6 +377,14 @@ class OutgoingStream(threading.Thread):
                 return
             if poller.poll(min(remaining, _PACE_POLL_S) * 1000):
                 self._read_acks(sock, poller, wait=False)
+
+    def _give_up_if_stalled(self) -> None:
+        """A stream whose peer has acknowledged nothing for `RECONNECT_AFTER_S` with data
+        outstanding reconnects (and replays its window): the peer may be gone for good,
+        replaced by a pod at a new address, while this connection looks open."""
+        silent = self.progress.silent_seconds()
+        if silent > RECONNECT_AFTER_S:
+            raise TimeoutError(f"no acknowledgement for {silent:.0f} s with data outstanding")
 
     def _maybe_tick(self, sock: socket.socket) -> None:
         if time.monotonic() >= self.tuning.next_tick:
@@ -442,6 +481,8 @@ class OutgoingStream(threading.Thread):
                 buffers = _drop_sent(buffers, sent)
         finally:
             self.counters.network_seconds += time.perf_counter() - started
+        if self._window:
+            self.progress.outstanding()
         self.acks.sent(self._next_sequence - 1, time.monotonic())
         self._pending = []
         self._pending_bytes = 0
@@ -503,11 +544,17 @@ class OutgoingStream(threading.Thread):
     def _acknowledge(self, sequence: int) -> None:
         window = self._window
         counters = self.counters
+        advanced = False
         while window and window[0].sequence <= sequence:
             frame = window.popleft()
             self._window_bytes -= len(frame.payload)
             counters.batches += 1
             counters.raw_bytes += frame.raw_length
+            advanced = True
+        if advanced and self.progress.acknowledged(window_empty=not window):
+            log.warning("stream to %s (%d) moves again after a stall", self.peer, self.stream)
+            if self._shares is not None and self._slot is not None:
+                self._shares.rejoin(self._slot)
 
 
 def _drop_sent(buffers: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:

@@ -155,6 +155,21 @@ class TlsChannel(socket.socket):
         self._unsent = b""
         super().sendall(ciphertext)
 
+    def flush_unsent(self) -> bool:
+        """Push ciphertext that an earlier `send` left behind; True once none is left.
+
+        A non-blocking writer must call this when the socket becomes writable: the
+        records are already encrypted, and the peer waits for them (an ACK's tail left
+        here stalls the stream until the next ACK, which the peer's own wait prevents).
+        """
+        if self._unsent:
+            try:
+                sent = super().send(self._unsent)
+            except BlockingIOError:
+                return False
+            self._unsent = self._unsent[sent:]
+        return not self._unsent
+
     @property
     def unsent(self) -> int:
         """Ciphertext bytes accepted by `send` that still wait for the kernel."""

@@ -10,12 +10,6 @@ from __future__ import annotations
 import pytest
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "incremental: the class's tests are ordered steps; a failed step ends it"
-    )
-
-
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
     if (
         "incremental" in item.keywords

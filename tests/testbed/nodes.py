@@ -394,7 +394,13 @@ def _our_cgroups() -> list[Path]:
 
 
 def kill_cgroup_processes() -> None:
-    """Every process in our cgroups is a container process of ours (or a pause)."""
+    """Every process in our cgroups is a container process of ours (or a pause).
+
+    A node frozen by a fault test (and left so by a crash) is thawed first: a frozen
+    process takes no signal, not even SIGKILL, until its cgroup thaws."""
+    for node in NODES:
+        with contextlib.suppress(OSError):
+            (CGROUP_ROOT / "freezer" / node.name / "freezer.state").write_text("THAWED")
     for _ in range(3):
         pids = set()
         for cgroup in _our_cgroups():
@@ -447,6 +453,10 @@ def delete_nftables() -> None:
         subprocess.run(
             ["nft", "delete", "table", family, "kube-proxy"], capture_output=True, check=False
         )
+    # A partition a fault test made (tests/testbed/faults.py) and could not heal.
+    subprocess.run(
+        ["nft", "delete", "table", "ip", "w5n-partition"], capture_output=True, check=False
+    )
 
 
 # --- images -----------------------------------------------------------------------

@@ -15,6 +15,15 @@ from w5xde.worker.link_sizing import (
     buffer_floor,
     send_bytes,
 )
+from w5xde.worker.progress import StreamProgress
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def test_the_credit_window_fits_the_batches_and_its_limit() -> None:
@@ -72,3 +81,23 @@ def test_the_auto_buffer_floor_is_two_bandwidth_delay_products_within_bounds() -
     assert buffer_floor(12.5e6, 0.0001, 32 << 20) == AUTO_FLOOR_BYTES
     assert buffer_floor(250e6, 0.02, 32 << 20) == 10_000_000
     assert buffer_floor(10e9, 1.0, 32 << 20) == 32 << 20
+
+
+def test_even_shares_do_not_wait_for_a_stalled_stream_and_take_it_back_level() -> None:
+    clock = FakeClock()
+    shares = EvenShares(lead=1000)
+    progresses = [StreamProgress(5.0, clock=clock) for _ in range(2)]
+    live, stuck = (shares.join(progress) for progress in progresses)
+    for slot in (live, stuck):
+        slot.progress.now_connected()
+        shares.set_connected(slot, True)
+    stuck.progress.outstanding()  # frames out, no ACK comes back
+    live.produced = 5000
+    assert not shares.may_produce(live)  # `stuck` is only slow so far
+    clock.now += 5.1
+    assert stuck.progress.stalled()
+    assert shares.may_produce(live)  # a stalled peer holds nobody back
+    stuck.progress.acknowledged(window_empty=True)
+    shares.rejoin(stuck)
+    assert stuck.produced == 5000  # back level with the flowing streams, owing nothing
+    assert shares.may_produce(live)

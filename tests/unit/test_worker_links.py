@@ -23,6 +23,7 @@ from w5xde.worker.links import (
     peer_names,
 )
 from w5xde.worker.metrics import WorkerCollector
+from w5xde.worker.progress import StreamProgress
 from w5xde.worker.runtime import Worker
 
 
@@ -100,6 +101,8 @@ class _Stream:
         self.counters = Counters()
         self.acks = AckClock(2.0)
         self.connected = True
+        self.progress = StreamProgress()
+        self.progress.now_connected()
 
 
 def test_link_rates_are_over_the_window_and_streams_of_a_peer_add_up() -> None:
