@@ -347,7 +347,7 @@ def fold_status(
         phase=phase,
         ready=f"{workers.ready}/{spec.workers}",
         ready_workers=workers.ready,
-        worker_restarts=sum(pod.restarts for pod in observation.pods),
+        restart_count=sum(pod.restarts for pod in observation.pods),
         **_figures_fields(figures, completed),
         **({} if completed else {"links": links}),
         totals=ledger.totals,
@@ -407,7 +407,7 @@ def completed_status(
     return CompressionClusterStatus(
         ready=f"{ready}/{spec.workers}",
         ready_workers=ready,
-        worker_restarts=sum(pod.restarts for pod in observation.pods),
+        restart_count=sum(pod.restarts for pod in observation.pods),
         conditions=merged,
     )
 

@@ -97,7 +97,7 @@ def test_a_worker_restart_is_visible_and_does_not_flip_the_phase(
         def restart_named() -> dict[str, Any] | None:
             status = _status(testbed, namespace, "kick")
             notable = {item["name"]: item for item in status.get("notableWorkers", [])}
-            if status.get("workerRestarts", 0) >= 1 and (
+            if status.get("restartCount", 0) >= 1 and (
                 notable.get("kick-1", {}).get("reason") == "Restarted"
             ):
                 return status

@@ -119,7 +119,7 @@ def test_one_worker_restarting_keeps_the_phase_and_is_named() -> None:
     fold = _fold(spec, pods, [_report("d-0"), _report("d-1")], status)
     after = fold.status
     assert after.phase == "Running"  # not Pending: the run is up, one worker restarts
-    assert after.worker_restarts == 1
+    assert after.restart_count == 1
     assert _condition(after, "Progressing") == ("True", "WorkersLost")
     assert "d-1" in next(c for c in after.conditions if c.type == "Progressing").message
     (restarted,) = [item for item in after.notable_workers if item.reason == "Restarted"]
@@ -186,7 +186,7 @@ def test_a_completed_cluster_with_no_current_problem_is_not_degraded() -> None:
     assert set(later.model_fields_set) == {
         "ready",
         "ready_workers",
-        "worker_restarts",
+        "restart_count",
         "conditions",
     }
     # A problem that follows from the spec stays.

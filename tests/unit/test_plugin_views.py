@@ -163,7 +163,7 @@ def test_links_that_do_not_flow_are_named_with_how_long_and_why() -> None:
 
     status = {
         **STATUS,
-        "workerRestarts": 2,
+        "restartCount": 2,
         "links": {
             "links": 2, "stalled": 1,
             "notable": [{"sender": "d-0", "receiver": "d-1", "reason": "Stalled",

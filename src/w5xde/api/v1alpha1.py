@@ -917,7 +917,7 @@ class CompressionClusterStatus(ApiModel):
     compression_seconds: float = 0
     memory_bytes: int = 0
     #: Container restarts of the current worker pods (their `containerStatuses`).
-    worker_restarts: int = 0
+    restart_count: int = 0
     totals: Totals = Field(default_factory=Totals)
     #: Counters of worker runs that ended (pods gone, containers restarted): `totals`
     #: is these plus the live runs', so it never goes backwards and no loss is forgotten.

@@ -119,7 +119,7 @@ def summary_table(name: str, status: StatusLike) -> Table:
         ("totals", f"{totals.batches:,} batches, {mb(totals.raw_bytes)} MB, "
                    f"lost {totals.lost_batches}, corrupt {totals.corrupt_batches}, "
                    f"resent {totals.resent_batches}"),
-        ("restarts", f"{found.worker_restarts} worker container restarts"),
+        ("restarts", f"{found.restart_count} worker container restarts"),
         ("run", f"{run.id or '-'} since {run.started_at or '-'}: "
                 f"{mb(samples.mean)} ± {mb(samples.ci95)} MB/s over {samples.count} intervals"),
         ("links", links_line(found.links)),
