@@ -21,7 +21,6 @@ from w5xde.api.v1alpha1 import (
     CompressionClusterSpec,
     CompressionClusterStatus,
     LinksStatus,
-    LinkState,
     NotableReason,
     NotableWorker,
     Phase,
@@ -213,18 +212,11 @@ def _advance_run(
     return run
 
 
-def _links_problem(
-    rows: Sequence[LinkRow], links: LinksStatus, interval_seconds: float
-) -> Problem | None:
-    """Links that do not flow, as their senders report them.  `Unreachable` counts once
-    it lasted an interval (peers come up one by one at a start); `Stalled` and `Refused`
-    are already judgements of the sender."""
-    bad = [
-        row
-        for row in rows
-        if row.state in PROBLEM_LINK_STATES
-        and (row.state is not LinkState.UNREACHABLE or row.state_seconds >= interval_seconds)
-    ]
+def _links_problem(rows: Sequence[LinkRow], links: LinksStatus) -> Problem | None:
+    """Links that do not flow, as their senders judge them (`Stalled`, `Unreachable`,
+    `Refused` each already waited out the worker's deadline; a link still `Connecting`,
+    as peers come up one by one at a start, is no problem yet)."""
+    bad = [row for row in rows if row.state in PROBLEM_LINK_STATES]
     if not bad:
         return None
     named = [f"{row.sender}->{row.receiver} {row.state} {row.state_seconds:.0f} s" for row in bad]
@@ -336,7 +328,7 @@ def fold_status(
         observation,
         workers,
         restarted=restarted,
-        links_problem=None if completed else _links_problem(rows, links, interval),
+        links_problem=None if completed else _links_problem(rows, links),
         completed=completed,
         completing=not completed and run_ended(spec, run, now),
         was_running=was_running,

@@ -235,18 +235,18 @@ def test_stalled_links_are_a_condition_with_counts_and_degrade_until_they_flow()
     assert _condition(recovered, "Degraded") == ("False", "AsSpecified")
 
 
-def test_a_link_unreachable_for_less_than_an_interval_is_not_yet_a_problem() -> None:
+def test_a_link_still_connecting_is_not_a_problem_an_unreachable_one_is() -> None:
     spec = _spec()
     pods = [_pod("d-0"), _pod("d-1")]
     starting = [
-        _report("d-0", [_link("d-1", LinkState.UNREACHABLE, 3)]),
+        _report("d-0", [_link("d-1", LinkState.CONNECTING, 3)]),
         _report("d-1", [_link("d-0")]),
     ]
     fold = _fold(spec, pods, starting)
     assert fold.status.phase == "Running"
     assert all(c.type != "LinksStalled" for c in fold.status.conditions)
     later = [
-        _report("d-0", [_link("d-1", LinkState.UNREACHABLE, 12)]),
+        _report("d-0", [_link("d-1", LinkState.UNREACHABLE, 1)]),
         _report("d-1", [_link("d-0")]),
     ]
     assert _condition(_fold(spec, pods, later).status, "LinksStalled") == ("True", "LinksStalled")
