@@ -39,6 +39,7 @@ from w5xde.api.v1alpha1 import (
 from w5xde.contract import certificates
 from w5xde.contract.link_figures import link_rows
 from w5xde.contract.report import LinkReport, ReportLine, WorkerReport
+from w5xde.contract.worker_config import TlsConfig, WorkerConfig, WorkerSettings
 from w5xde.local.summary import link_result, local_result, node_result
 from w5xde.local.view import format_table, live_view
 
@@ -196,25 +197,24 @@ def free_ports(count: int) -> list[int]:
             holder.close()
 
 
-def worker_configs(plan: LocalPlan, cluster_id: str) -> list[dict[str, Any]]:
-    """One WorkerConfig (as JSON data) per local worker."""
+def worker_configs(plan: LocalPlan, cluster_id: str) -> list[WorkerConfig]:
+    """One WorkerConfig per local worker: every one on loopback, each on its own port."""
     ports = free_ports(plan.workers)
-    peers = [f"127.0.0.1:{port}" for port in ports]
+    shared = WorkerSettings(
+        cluster_id=cluster_id,
+        listen_host="127.0.0.1",
+        metrics_port=0,
+        peers=[f"127.0.0.1:{port}" for port in ports],
+        log_mode=plan.log_mode,
+        duration_seconds=plan.duration,
+        workload=plan.workload,
+        compression=plan.compression,
+        network=plan.network,
+    )
+    # Every local worker runs on this machine: every link shares its node.
+    node = socket.gethostname()
     return [
-        {
-            "name": f"local-{index}",
-            "clusterId": cluster_id,
-            # Every local worker runs on this machine: every link shares its node.
-            "node": socket.gethostname(),
-            "listenHost": "127.0.0.1",
-            "metricsPort": 0,
-            "peers": peers,
-            "logMode": plan.log_mode.value,
-            "durationSeconds": plan.duration,
-            "workload": plan.workload.model_dump(mode="json", by_alias=True),
-            "compression": plan.compression.model_dump(mode="json", by_alias=True),
-            "network": plan.network.model_dump(mode="json", by_alias=True),
-        }
+        WorkerConfig.model_validate({**shared.model_dump(), "name": f"local-{index}", "node": node})
         for index in range(plan.workers)
     ]
 
@@ -272,11 +272,14 @@ def start_children(plan: LocalPlan, tls_directory: Path | None = None) -> list[C
     children = []
     configs = worker_configs(plan, cluster_id)
     if tls_directory is not None:
-        sections = issue_identities([config["name"] for config in configs], tls_directory)
-        for config in configs:
-            config["tls"] = sections[config["name"]]
+        sections = issue_identities([config.name for config in configs], tls_directory)
+        configs = [
+            config.model_copy(update={"tls": TlsConfig.model_validate(sections[config.name])})
+            for config in configs
+        ]
     for config in configs:
-        env = dict(os.environ, W5XDE_CONFIG=json.dumps(config), W5XDE_CLUSTER_KEY=key)
+        rendered = config.model_dump_json(by_alias=True, exclude_none=True)
+        env = dict(os.environ, W5XDE_CONFIG=rendered, W5XDE_CLUSTER_KEY=key)
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -292,7 +295,7 @@ def start_children(plan: LocalPlan, tls_directory: Path | None = None) -> list[C
             text=True,
             start_new_session=True,
         )
-        child = Child(config["name"], process)
+        child = Child(config.name, process)
         child.reader = threading.Thread(
             target=child.follow, name=f"follow-{child.name}", daemon=True
         )
