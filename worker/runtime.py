@@ -26,7 +26,7 @@ from w5xde.contract.report import (
 )
 from w5xde.worker import links
 from w5xde.worker.config import WorkerConfig
-from w5xde.worker.counters import Counters
+from w5xde.worker.counters import ReceiveCounters, SendCounters
 from w5xde.worker.credits import EvenShares
 from w5xde.worker.handshake import Identity
 from w5xde.worker.keyring import KeyRing
@@ -92,7 +92,7 @@ class Worker:
         #: The rate limit, re-split among the flowing streams on every change.
         rate = config.workload.rate_limit_bytes_per_second
         self._rate_split = RateSplit(rate) if rate > 0 else None
-        self._retired = Counters()
+        self._retired = SendCounters()
         self._orphans: list[Unacked] = []
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -104,7 +104,8 @@ class Worker:
         self._incarnation = os.urandom(6).hex()
         window = links.rate_window_seconds(config)
         self._rates = RateWindow(
-            window, Snapshot(self._started, Counters(), Counters(), process_cpu_seconds())
+            window,
+            Snapshot(self._started, ReceiveCounters(), SendCounters(), process_cpu_seconds()),
         )
         #: Per-link counters over the same window (each outgoing link's rates).
         self._links = links.LinkBook(window, self._started)
@@ -299,7 +300,7 @@ class Worker:
         """The worker count this worker streams for (follows `resize()`)."""
         return self._workers
 
-    def totals(self) -> tuple[Counters, Counters]:
+    def totals(self) -> tuple[ReceiveCounters, SendCounters]:
         """(received, sent) cumulative counters over every connection this worker has had."""
         received = self._registry.total()
         with self._lock:
@@ -362,7 +363,7 @@ class Worker:
             batches=received.batches,
             raw_bytes=received.raw_bytes,
             wire_bytes=received.wire_bytes,
-            lost_batches=received.lost_batches + sent.lost_batches,
+            lost_batches=received.lost_batches,
             corrupt_batches=received.corrupt_batches,
             resent_batches=sent.resent_batches,
             network_seconds=round(
