@@ -138,7 +138,7 @@ class IncomingRegistry:
     lost_by_sender: dict[str, int] = field(default_factory=dict)
 
     @property
-    def rejected_connections(self) -> int:
+    def refused_connections(self) -> int:
         """Connections refused: failed handshakes, and those over the caps."""
         return self.refusals.total
 

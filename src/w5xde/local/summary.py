@@ -41,7 +41,7 @@ class NodeResult(_Local):
     corrupt_batches: int
     resent_batches: int
     duplicate_batches: int
-    rejected_connections: int
+    refused_connections: int
     socket_buffer: dict[str, object]
 
 
@@ -111,7 +111,7 @@ def node_result(name: str, exit_code: int | None, line: ReportLine, elapsed: flo
         corrupt_batches=report.corrupt_batches,
         resent_batches=report.resent_batches,
         duplicate_batches=extras.duplicate_batches,
-        rejected_connections=extras.rejected_connections,
+        refused_connections=extras.refused_connections,
         socket_buffer=report.socket_buffer.model_dump(mode="json", by_alias=True),
     )
 
