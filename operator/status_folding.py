@@ -506,7 +506,11 @@ def notable_workers(
             )
     room = MAX_NOTABLE_WORKERS - len(listed)
     if room > 0 and len(reports) > 1:
-        slowest = sorted(reports, key=lambda r: (r.throughput_bytes_per_second, r.name))
+        named = {item.name for item in listed}  # each worker once, by its first reason
+        slowest = sorted(
+            (report for report in reports if report.name not in named),
+            key=lambda r: (r.throughput_bytes_per_second, r.name),
+        )
         for report in slowest[: min(room, SLOWEST_LISTED)]:
             listed.append(
                 NotableWorker(
