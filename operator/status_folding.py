@@ -165,6 +165,20 @@ def _workers(
     )
 
 
+def _newly_restarted(
+    pods: Sequence[PodState],
+    status: CompressionClusterStatus,
+    restarts_before: Mapping[str, int] | None,
+) -> list[PodState]:
+    """The pods that restarted since the previous fold: their restart count moved; or,
+    without the counts, their last container ended after the previous fold (the
+    kubelet's `finishedAt` is whole seconds, so one second of slack)."""
+    if restarts_before is not None:
+        return [pod for pod in pods if pod.restarts > restarts_before.get(pod.name, pod.restarts)]
+    previous = parse_time(status.reporting.folded_at)
+    return _restarted_since(pods, previous - timedelta(seconds=1) if previous else None)
+
+
 def _restarted_since(pods: Sequence[PodState], moment: datetime | None) -> list[PodState]:
     if moment is None:
         return []
@@ -310,9 +324,13 @@ def fold_status(
     observation: Observation,
     ledger: Ledger,
     last_heard: Mapping[str, float],
+    *,
+    restarts_before: Mapping[str, int] | None = None,
 ) -> Fold:
     """The status patch for one look at the cluster; `last_heard` maps each pod to when
-    its report last arrived (or when the operator first saw the pod)."""
+    its report last arrived (or when the operator first saw the pod); `restarts_before`
+    each pod's restart count at the previous fold (the loop's memory: a restart is one
+    Event when its count moves), else restarts since the previous `foldedAt`."""
     now = observation.now
     interval = float(spec.status_interval_seconds)
     workers = _workers(spec, observation, last_heard)
@@ -375,7 +393,7 @@ def fold_status(
         situation,
         merged,
         newly_stale=_newly_stale(status, workers.stale, last_heard, interval),
-        restarted=_restarted_since(observation.pods, parse_time(status.reporting.folded_at)),
+        restarted=_newly_restarted(observation.pods, status, restarts_before),
     )
     return Fold(
         status=folded,
