@@ -327,23 +327,16 @@ def fold_status(
     *,
     restarts_before: Mapping[str, int] | None = None,
 ) -> Fold:
-    """The status patch for one look at the cluster; `last_heard` maps each pod to when
-    its report last arrived (or when the operator first saw the pod); `restarts_before`
-    each pod's restart count at the previous fold (the loop's memory: a restart is one
-    Event when its count moves), else restarts since the previous `foldedAt`."""
+    """The status for one look at the cluster.  `last_heard`: when each pod's report last
+    came (or the pod was first seen); `restarts_before`: see `_newly_restarted`."""
     now = observation.now
     interval = float(spec.status_interval_seconds)
     workers = _workers(spec, observation, last_heard)
     published_before = ledger.totals
     ledger = ledger.advance(workers.reports, workers.pods.keys())
 
-    previous_run = status.run
     run, kept = current_run(spec, status, observation, published_before)
-    was_running = (
-        run.id == previous_run.id
-        and previous_run.started_at is not None
-        and status.phase in _RUNNING_PHASES
-    )
+    was_running = _was_running(status, run)
     figures = fold_reports(workers.reports)
     rows = link_rows(workers.reports, {name: pod.node for name, pod in workers.pods.items()})
     links = links_status(rows)
@@ -353,8 +346,8 @@ def fold_status(
         run, figures, closed = _close(spec, run, ledger.totals, status.spread, now)
         kept.append(closed)
 
-    recently = max(STALE_AFTER_INTERVALS * interval, RESTART_NOTABLE_SECONDS)
-    restarted = _restarted_since(observation.pods, now - timedelta(seconds=recently))
+    recently = now - timedelta(seconds=max(3 * interval, RESTART_NOTABLE_SECONDS))
+    restarted = _restarted_since(observation.pods, recently)
     situation = _situation(
         spec,
         status,
@@ -395,12 +388,15 @@ def fold_status(
         newly_stale=_newly_stale(status, workers.stale, last_heard, interval),
         restarted=_newly_restarted(observation.pods, status, restarts_before),
     )
-    return Fold(
-        status=folded,
-        ledger=ledger,
-        events=events,
-        completed=completed,
-        stale_workers=tuple(workers.stale),
+    return Fold(folded, ledger, events, completed=completed, stale_workers=tuple(workers.stale))
+
+
+def _was_running(status: CompressionClusterStatus, run: RunState) -> bool:
+    """The run of this fold had all its workers up before it (a worker going is then not
+    a restart of the cluster)."""
+    before = status.run
+    return (
+        run.id == before.id and before.started_at is not None and (status.phase in _RUNNING_PHASES)
     )
 
 
