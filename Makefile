@@ -40,8 +40,9 @@ format: install ## apply ruff formatting and safe fixes
 	$(BIN)/ruff format src worker operator tests
 	$(BIN)/ruff check --fix src worker operator tests
 
-typecheck: install ## mypy, strict on worker/ and operator/
+typecheck: install ## mypy strict: api, contract, worker, operator, plugin, local; and bench/
 	$(BIN)/mypy
+	$(BIN)/mypy bench
 
 unit: install ## only the tests that need neither root, nor helm, nor the test bed
 	$(BIN)/pytest -m "not netns and not testbed and not images and not helm" $(PYTEST_ARGS)

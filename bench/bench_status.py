@@ -321,7 +321,7 @@ def run_row(workers: int, interval: float, duration: float, logs: Path, metrics_
             status = json.loads(kubectl("get", "cc", name, "-n", namespace, "-o", "json")).get(
                 "status", {}
             )
-            return status.get("reporting", {}).get("workersReporting") == workers
+            return bool(status.get("reporting", {}).get("workersReporting") == workers)
 
         wait_for(all_folded, 300, f"all {workers} workers folded", every=1)
         row.all_folded_s = round(time.monotonic() - applied, 1)

@@ -45,7 +45,7 @@ def _channel_module(tree: str) -> Any:
 
 def child(channel_file: str, payload: int, megabytes: int, tls: bool) -> dict[str, Any]:
     """One measurement in this process; the cipher is whatever OpenSSL was configured for."""
-    from w5xde.worker.local import issue_identities
+    from w5xde.local.run import issue_identities
     from w5xde.worker.tls import TlsIdentity
 
     module = _channel_module(channel_file)
@@ -56,8 +56,8 @@ def child(channel_file: str, payload: int, megabytes: int, tls: bool) -> dict[st
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     cipher = "none"
-    client: socket.socket = plain_client
-    server: socket.socket = plain_server
+    client: Any = plain_client  # a socket, or an old or new TlsChannel
+    server: Any = plain_server
     if tls:
         directory = Path(tempfile.mkdtemp(prefix="w5xde-tls-cost-"))
         sections = issue_identities(["a", "b"], directory)

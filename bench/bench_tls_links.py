@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from netns.w5t_bed import Bed, start_worker
-from w5xde.worker.local import issue_identities
+from w5xde.local.run import issue_identities
 
 PORT = 7400
 SECONDS = 10

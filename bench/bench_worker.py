@@ -9,6 +9,7 @@ figures are comparable: prints a table and writes JSON (`--json PATH`).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -20,7 +21,7 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import zstandard
 
@@ -114,7 +115,7 @@ def zstd_nc_pipeline(pool: bytes, seconds: float, level: int = 1) -> Row:
         def count() -> None:
             nonlocal received
             assert unpack.stdout is not None
-            while chunk := unpack.stdout.read1(MIB):
+            while chunk := cast("io.BufferedReader", unpack.stdout).read1(MIB):
                 received += len(chunk)
 
         counter = threading.Thread(target=count, daemon=True)

@@ -8,10 +8,12 @@ from typing import Any
 
 import kopf
 
-from w5xde.api.v1alpha1 import CompressionClusterSpec
+from w5xde.api.v1alpha1 import CompressionClusterSpec, CompressionClusterStatus, Phase
 from w5xde.operator import metrics
+from w5xde.operator.certificate_authority import ensure_authority
+from w5xde.operator.key_secret import key_problem
 from w5xde.operator.kube import Kube
-from w5xde.operator.observation import Event
+from w5xde.operator.observation import Event, Problem
 from w5xde.operator.reconcile import Desired, OperatorContext, desired_state
 from w5xde.operator.resources.metadata import ClusterRef
 from w5xde.operator.resources.secret import new_cluster_key
@@ -54,10 +56,47 @@ def apply_desired(
     for obj in desired.objects:
         if obj["kind"] == "StatefulSet" and not with_statefulset:
             continue
+        if obj["kind"] == "StatefulSet" and desired.run_config is not None:
+            kube.apply(desired.run_config)  # new pods read no earlier run's deadline
         result = kube.apply(obj)
         if obj["kind"] == "StatefulSet":
             applied = result
     return applied
+
+
+def is_completed(status: CompressionClusterStatus, generation: int) -> bool:
+    """The bounded run of the current generation is over: its workers stay at zero."""
+    return status.phase is Phase.COMPLETED and status.observed_generation >= generation
+
+
+@dataclass(frozen=True)
+class Owned:
+    desired: Desired
+    #: The StatefulSet as applied (None when it was not: see `problem`).
+    statefulset: dict[str, Any] | None
+    #: The key or CA Secret of that name is not the cluster's own: no worker is started.
+    problem: Problem | None
+
+
+def ensure_owned(
+    runtime: Runtime,
+    cluster: ClusterRef,
+    spec: CompressionClusterSpec,
+    existing: Mapping[str, Any] | None,
+    *,
+    completed: bool,
+) -> Owned:
+    """Apply every object the cluster should own now; a completed run keeps zero workers.
+    The one path for the change handlers, the fold loop's repair and its scale-down."""
+    kube = runtime.kube
+    desired = desired_for(runtime, cluster, spec, existing, completed=completed)
+    kube.create_if_absent(desired.secret)
+    problem = key_problem(kube.read_secret(cluster.namespace, cluster.key_secret), cluster)
+    if problem is None and spec.security.tls and spec.security.operator_issued:
+        # Before the StatefulSet: its pods mount the CA certificate this publishes.
+        problem = ensure_authority(kube, cluster)[1]
+    statefulset = apply_desired(kube, desired, with_statefulset=problem is None)
+    return Owned(desired=desired, statefulset=statefulset, problem=problem)
 
 
 def remove_retired_worker_rbac(kube: Kube, cluster: ClusterRef) -> None:

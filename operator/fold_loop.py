@@ -6,44 +6,61 @@ Terminating.  The loop reads kopf indexes (clusters, worker pods, StatefulSets: 
 API calls to list them), pulls each worker's report from its pod, folds, and writes
 one status patch per cluster per interval.  Only the replica kopf peering makes
 active folds (`PeeringGate`).
+
+The loop only schedules, gathers, folds and writes: the cluster key and CA
+(`cluster_keys`), certificate enrollment (`enrollment`), the per-cluster memory
+(`cluster_memory`) and the owned objects (`apply.ensure_owned`, shared with the change
+handlers) are their own modules.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from w5xde.api.v1alpha1 import CompressionClusterSpec, Phase
-from w5xde.contract.certificates import Authority, CertificateRequestError, sign_request
-from w5xde.operator import metrics
-from w5xde.operator.apply import Runtime, apply_desired, desired_for
-from w5xde.operator.certificate_authority import ensure_authority, read_authority
-from w5xde.operator.key_secret import (
-    completion_patch,
-    key_of,
-    key_problem,
-    previous_key_of,
-    rotation_patch,
+from w5xde.api.v1alpha1 import (
+    CompressionClusterSpec,
+    CompressionClusterStatus,
+    RunState,
+    parse_status,
+    status_patch,
 )
+from w5xde.operator import metrics
+from w5xde.operator.apply import Runtime, ensure_owned, is_completed
+from w5xde.operator.cluster_memory import (
+    STARTING_FOLD_SECONDS,
+    ClusterMemory,
+    cluster_summary,
+)
+from w5xde.operator.enrollment import enroll
 from w5xde.operator.ledger import Ledger
-from w5xde.operator.observation import Event, Observation, PodState, Problem, Reason
+from w5xde.operator.observation import (
+    Event,
+    EventType,
+    Fetched,
+    Observation,
+    PodState,
+    Problem,
+    Reason,
+)
 from w5xde.operator.observe import pod_states, statefulset_state
 from w5xde.operator.peering_gate import PeeringGate
 from w5xde.operator.reconcile import spec_problems
 from w5xde.operator.report_client import ReportClient, report_timeout
-from w5xde.operator.resources.metadata import ClusterRef
-from w5xde.operator.resources.secret import new_cluster_key
-from w5xde.operator.status_folding import Fold, fold_status, parse_status
+from w5xde.operator.resources.metadata import ClusterRef, selector_labels
+from w5xde.operator.resources.run_config import render_run_config
+from w5xde.operator.runs import run_deadline
+from w5xde.operator.status_folding import completed_status, fold_status
+
+__all__ = ["ClusterMemory", "FoldLoop", "changes", "cluster_summary"]
 
 logger = logging.getLogger("w5xde.operator")
 
@@ -51,64 +68,6 @@ ClusterKey = tuple[str, str]  # (namespace, name)
 
 #: How often the loop looks for clusters that are due (each has its own interval).
 TICK_SECONDS = 1.0
-#: While a cluster is coming up (more workers answer each time), fold this often, so
-#: the first figures show within seconds rather than a whole interval.
-STARTING_FOLD_SECONDS = 2.0
-#: ...but a cluster none of whose workers ever answers goes back to its interval.
-STARTING_WINDOW_SECONDS = 120.0
-#: A cluster key Secret is read again after this long (every fold during a rotation).
-KEY_CACHE_SECONDS = 300.0
-
-
-def cluster_summary(body: Mapping[str, Any]) -> dict[str, Any]:
-    """What the loop keeps of a CompressionCluster (a copy: kopf reuses its bodies)."""
-    metadata = body.get("metadata") or {}
-    return {
-        "apiVersion": body.get("apiVersion"),
-        "kind": body.get("kind"),
-        "metadata": {
-            key: copy.deepcopy(metadata.get(key))
-            for key in ("name", "namespace", "uid", "generation", "resourceVersion", "annotations")
-        },
-        "spec": copy.deepcopy(dict(body.get("spec") or {})),
-        "status": copy.deepcopy(dict(body.get("status") or {})),
-    }
-
-
-def _revision(body: Mapping[str, Any]) -> int:
-    try:
-        return int((body.get("metadata") or {}).get("resourceVersion") or 0)
-    except ValueError:
-        return 0
-
-
-@dataclass
-class ClusterMemory:
-    """What the loop remembers of one cluster between folds."""
-
-    uid: str
-    ledger: Ledger | None = None
-    last_heard: dict[str, float] = field(default_factory=dict)
-    next_due: float = 0.0
-    reported_last: int = 0  # reports pulled by the previous fold
-    since: float = field(default_factory=time.monotonic)  # first seen by this loop
-    seen_generations: tuple[int, int] = (0, 0)
-    written: dict[str, Any] | None = None  # our last status patch's result
-    #: The cluster's key Secret as last read or patched; None if absent or not its own.
-    key_secret: dict[str, Any] | None = None
-    key_problem: Problem | None = None
-    key_read_at: float = float("-inf")
-    authority: Authority | None = None
-    ca_problem: Problem | None = None
-
-    @property
-    def key(self) -> bytes | None:
-        return key_of(self.key_secret) if self.key_secret is not None else None
-
-    @property
-    def previous_key(self) -> bytes | None:
-        """The key being rotated out, while a rotation is under way."""
-        return previous_key_of(self.key_secret) if self.key_secret is not None else None
 
 
 class FoldLoop:
@@ -178,8 +137,8 @@ class FoldLoop:
             *(
                 self._fold_safely(
                     key,
-                    body,
                     memory,
+                    body,
                     [dict(pod) for pod in pods[key]] if key in pods else [],
                     next(iter(statefulsets[key]), None) if key in statefulsets else None,
                 )
@@ -187,17 +146,11 @@ class FoldLoop:
             )
         )
 
-    async def _fold_safely(
-        self,
-        key: ClusterKey,
-        body: dict[str, Any],
-        memory: ClusterMemory,
-        pods: list[dict[str, Any]],
-        statefulset: dict[str, Any] | None,
-    ) -> None:
+    async def _fold_safely(self, key: ClusterKey, memory: ClusterMemory, *gathered: Any) -> None:
+        """`gathered`: the cluster's body, pods and StatefulSet from the indexes."""
         started = time.monotonic()
         try:
-            await self.fold_cluster(key, body, memory, pods, statefulset)
+            await self.fold_cluster(key, *gathered, memory=memory)
         except ApiException as error:
             metrics.ERRORS.labels(stage="fold").inc()
             logger.warning("fold of %s/%s: API error %s %s", *key, error.status, error.reason)
@@ -213,15 +166,14 @@ class FoldLoop:
         self,
         key: ClusterKey,
         body: dict[str, Any],
-        memory: ClusterMemory,
         pods: list[dict[str, Any]],
         statefulset: dict[str, Any] | None,
+        *,
+        memory: ClusterMemory,
     ) -> None:
-        if memory.written is not None and _revision(memory.written) > _revision(body):
-            body = {**body, "status": memory.written.get("status") or {}}
+        body = memory.fresher(body)
         status = parse_status(body.get("status"))
-        metadata = body["metadata"]
-        generation = int(metadata.get("generation") or 0)
+        generation = int(body["metadata"].get("generation") or 0)
         memory.seen_generations = (generation, status.observed_generation)
         try:
             spec = CompressionClusterSpec.model_validate(body.get("spec") or {})
@@ -237,218 +189,189 @@ class FoldLoop:
             memory.next_due = time.monotonic() + STARTING_FOLD_SECONDS
             return
         cluster = ClusterRef.from_body(body)
-        runtime = self.runtime
-        if status.phase is Phase.COMPLETED and status.observed_generation >= generation:
-            await asyncio.to_thread(self._ensure_stopped, cluster, spec, statefulset)
-            # The figures are kept; READY follows the pods as they go (0/N when gone).
-            ready = sum(1 for pod in pod_states(pods) if pod.ready)
-            patch = {"ready": f"{ready}/{spec.workers}", "readyWorkers": ready}
-            if changes(body.get("status") or {}, patch):
-                memory.written = await asyncio.to_thread(
-                    runtime.kube.patch_cluster_status, cluster.namespace, cluster.name, patch
-                )
-            return
-
-        problems, fatal = spec_problems(spec, runtime.context)
-        await self._read_key(cluster, memory)
-        await self._rotate_key(cluster, body, memory)
-        if memory.key_problem is not None:
-            problems = (*problems, memory.key_problem)
-        if memory.ca_problem is not None and spec.security.operator_issued:
-            problems = (*problems, memory.ca_problem)
-        events: list[Event] = []
-        if statefulset is None and fatal is None and not _refused(problems):
-            existing = await asyncio.to_thread(
-                runtime.kube.read_statefulset, cluster.namespace, cluster.statefulset
-            )
-            if existing is None:
-                if spec.security.operator_issued:  # its pods mount the CA certificate
-                    await asyncio.to_thread(ensure_authority, runtime.kube, cluster)
-                statefulset = await asyncio.to_thread(
-                    apply_desired, runtime.kube, desired_for(runtime, cluster, spec, None)
-                )
-                events.append(
-                    Event("Normal", "Repaired", "re-created the missing worker StatefulSet")
-                )
-            else:
-                statefulset = existing
-
-        states = pod_states(pods)
-        fetched = await self._fetch(cluster, memory, states, spec, generation)
-        # A pod without an address has not started: it will mount the new key anyway.
-        await self._finish_rotation(cluster, memory, fetched, sum(1 for p in states if p.ip))
-        if spec.security.operator_issued and await self._enroll(cluster, memory, states, fetched):
-            memory.next_due = time.monotonic() + STARTING_FOLD_SECONDS
-        clock = time.time()
-        reported = {item.name for item in fetched if item.report is not None}
-        for pod in states:
-            if pod.name in reported or pod.name not in memory.last_heard:
-                memory.last_heard[pod.name] = clock
-        for name in [name for name in memory.last_heard if name not in {p.name for p in states}]:
-            del memory.last_heard[name]
-        starting = time.monotonic() - memory.since < STARTING_WINDOW_SECONDS
-        if len(reported) > memory.reported_last or (starting and states and not reported):
-            memory.next_due = time.monotonic() + min(
-                STARTING_FOLD_SECONDS, spec.status_interval_seconds
-            )
-        memory.reported_last = len(reported)
-        metrics.REPORTS.labels(result="ok").inc(len(reported))
-        metrics.REPORTS.labels(result="failed").inc(len(fetched) - len(reported))
-
-        if memory.ledger is None:
-            memory.ledger = Ledger.from_status(status.retired_totals, status.totals)
+        if not await self._indexed(cluster, memory, pods):
+            memory.next_due = time.monotonic() + TICK_SECONDS
+            return  # after a start: no status from a half-filled pod index
+        problems, fatal = spec_problems(spec, self.runtime.context)
         observation = Observation(
             now=datetime.now(UTC),
             generation=generation,
             applied_generation=status.observed_generation,
             statefulset=statefulset_state(statefulset),
-            pods=states,
+            pods=pod_states(pods),
             problems=problems,
             fatal=fatal,
+        )
+        if is_completed(status, generation):
+            await self._stop(cluster, spec, statefulset)
+            await self._write(cluster, status, memory, completed_status(spec, status, observation))
+            return
+        await self._fold_running(
+            cluster,
+            body,
+            memory,
+            spec=spec,
+            status=status,
+            observation=observation,
+            statefulset=statefulset,
+        )
+
+    async def _fold_running(
+        self,
+        cluster: ClusterRef,
+        body: dict[str, Any],
+        memory: ClusterMemory,
+        *,
+        spec: CompressionClusterSpec,
+        status: CompressionClusterStatus,
+        observation: Observation,
+        statefulset: dict[str, Any] | None,
+    ) -> None:
+        kube = self.runtime.kube
+        keys = memory.keys
+        await keys.read(kube, cluster)
+        await keys.rotate(kube, cluster, (body.get("metadata") or {}).get("annotations") or {})
+        problems = (*observation.problems, *keys.problems(spec.security.operator_issued))
+        statefulset, events = await self._repair(cluster, spec, statefulset, observation, problems)
+        if events:  # re-created: its run ConfigMap was cleared with it, write it again
+            memory.deadline_written = False
+        states = observation.pods
+        fetched = await self._fetch(memory, states, spec, observation.generation)
+        # A pod without an address has not started: it will mount the new key anyway.
+        await keys.finish_rotation(kube, cluster, fetched, sum(1 for p in states if p.ip))
+        if spec.security.operator_issued and await enroll(
+            kube, self.client, cluster, keys, states=states, fetched=fetched
+        ):
+            memory.next_due = time.monotonic() + STARTING_FOLD_SECONDS
+        reported = memory.heard(states, fetched, spec.status_interval_seconds)
+        metrics.REPORTS.labels(result="ok").inc(reported)
+        metrics.REPORTS.labels(result="failed").inc(len(fetched) - reported)
+        if memory.ledger is None:
+            memory.ledger = Ledger.from_status(status.retired_totals, status.totals)
+        observation = Observation(
+            now=datetime.now(UTC),
+            generation=observation.generation,
+            applied_generation=observation.applied_generation,
+            statefulset=statefulset_state(statefulset),
+            pods=states,
+            problems=problems,
+            fatal=observation.fatal,
             fetched=tuple(fetched),
         )
-        fold = fold_status(spec, status, observation, memory.ledger, memory.last_heard)
-        await self._write(cluster, body, memory, fold)
+        fold = fold_status(
+            spec,
+            status,
+            observation,
+            memory.ledger,
+            memory.last_heard,
+            restarts_before=memory.restarts if memory.restarts is not None else {},
+        )
+        memory.restarts = {pod.name: pod.restarts for pod in states}
+        await self._write(cluster, status, memory, fold.status)
         memory.ledger = fold.ledger
         self.folds += 1
         metrics.FOLDS.inc()
         await self._post_events(body, [*events, *fold.events])
+        await self._publish_deadline(cluster, memory, spec, fold.status.run)
         if fold.completed:
             await asyncio.to_thread(
-                apply_desired,
-                runtime.kube,
-                desired_for(runtime, cluster, spec, statefulset, completed=True),
+                ensure_owned, self.runtime, cluster, spec, statefulset, completed=True
             )
+
+    async def _publish_deadline(
+        self,
+        cluster: ClusterRef,
+        memory: ClusterMemory,
+        spec: CompressionClusterSpec,
+        run: RunState,
+    ) -> None:
+        """The run's one deadline into the run ConfigMap, for workers that start later."""
+        moment = run_deadline(spec, run)
+        deadline = moment.timestamp() if moment is not None else None
+        if not memory.deadline_changed(deadline):
+            return
+        await asyncio.to_thread(self.runtime.kube.apply, render_run_config(cluster, deadline))
+        memory.deadline, memory.deadline_written = deadline, True
+
+    async def _indexed(
+        self, cluster: ClusterRef, memory: ClusterMemory, pods: list[dict[str, Any]]
+    ) -> bool:
+        """After a start (or a takeover), whether the pod index has caught up with the API
+        server for this cluster: one list call, on the first folds only."""
+        if memory.indexed:
+            return True
+        listed = await asyncio.to_thread(
+            self.runtime.kube.list_pods, cluster.namespace, selector_labels(cluster)
+        )
+        names = [pod["metadata"]["name"] for pod in listed]
+        return memory.index_caught_up((pod["metadata"]["name"] for pod in pods), names)
+
+    async def _repair(
+        self,
+        cluster: ClusterRef,
+        spec: CompressionClusterSpec,
+        statefulset: dict[str, Any] | None,
+        observation: Observation,
+        problems: tuple[Problem, ...],
+    ) -> tuple[dict[str, Any] | None, list[Event]]:
+        """The StatefulSet, re-created if it went missing (and may be started)."""
+        if statefulset is not None:
+            return statefulset, []
+        if observation.fatal is not None or _refused(problems):
+            return None, []
+        kube = self.runtime.kube
+        existing = await asyncio.to_thread(
+            kube.read_statefulset, cluster.namespace, cluster.statefulset
+        )
+        if existing is not None:
+            return existing, []
+        owned = await asyncio.to_thread(
+            ensure_owned, self.runtime, cluster, spec, None, completed=False
+        )
+        repaired = Event(
+            EventType.NORMAL, Reason.REPAIRED, "re-created the missing worker StatefulSet"
+        )
+        return owned.statefulset, [repaired]
 
     async def _fetch(
         self,
-        cluster: ClusterRef,
         memory: ClusterMemory,
         states: tuple[PodState, ...],
         spec: CompressionClusterSpec,
         generation: int,
-    ) -> list[Any]:
-        if not any(pod.ip for pod in states) or memory.key is None:
+    ) -> list[Fetched]:
+        """Every worker's report (and a resize, signed with the cluster's generation, to
+        any worker that reports the wrong size): the one place the loop talks to the
+        workers."""
+        key = memory.keys.key
+        if not any(pod.ip for pod in states) or key is None:
             return []
         return await self.client.fetch_all(
             states,
-            memory.key,
+            key,
             spec.workers,
             report_timeout(spec.status_interval_seconds),
-            previous_key=memory.previous_key,
+            previous_key=memory.keys.previous_key,
             generation=generation,
         )
 
-    async def _enroll(
+    async def _write(
         self,
         cluster: ClusterRef,
+        current: CompressionClusterStatus,
         memory: ClusterMemory,
-        states: tuple[PodState, ...],
-        fetched: list[Any],
-    ) -> int:
-        """Sign the certificate requests in the reports; how many workers got one.
-
-        A request is signed only for the name of the pod it was pulled from (by the
-        pod's IP from the pod index), so no worker can obtain another's identity.
-        """
-        requests = [
-            item
-            for item in fetched
-            if item.report is not None
-            and item.report.certificate is not None
-            and item.report.certificate.request
-        ]
-        if not requests or memory.key is None:
-            return 0
-        if memory.authority is None:
-            memory.authority, problem = await asyncio.to_thread(
-                read_authority, self.runtime.kube, cluster
-            )
-            if memory.authority is None:
-                logger.warning("cluster %s has no usable CA yet: %s", cluster.cluster_id, problem)
-                return 0
-        by_name = {pod.name: pod for pod in states}
-        signed = 0
-        for item in requests:
-            pod = by_name.get(item.name)
-            if pod is None or not pod.ip:
-                continue
-            try:
-                certificate = sign_request(
-                    memory.authority,
-                    item.report.certificate.request.encode(),
-                    expected_name=pod.name,
-                )
-            except CertificateRequestError as error:
-                metrics.CERTIFICATES.labels(result="refused").inc()
-                logger.error("certificate request of %s refused: %s", pod.name, error)
-                continue
-            outcome, detail = await self.client.put_certificate(pod, memory.key, certificate)
-            metrics.CERTIFICATES.labels(result=outcome).inc()
-            if outcome == "issued":
-                signed += 1
-            else:
-                logger.warning("certificate for %s not installed: %s %s", pod.name, outcome, detail)
-        return signed
-
-    async def _rotate_key(
-        self, cluster: ClusterRef, body: Mapping[str, Any], memory: ClusterMemory
+        folded: CompressionClusterStatus,
     ) -> None:
-        """Start a rotation the cluster's annotation asks for (see key_secret)."""
-        if memory.key_secret is None:
-            return
-        annotations = (body.get("metadata") or {}).get("annotations") or {}
-        patch = rotation_patch(annotations, memory.key_secret, new_cluster_key())
-        if patch is None:
-            return
-        secret = await asyncio.to_thread(
-            self.runtime.kube.patch_secret, cluster.namespace, cluster.key_secret, patch
-        )
-        memory.key_secret = secret
-        logger.warning("cluster %s: cluster key rotation started", cluster.cluster_id)
-
-    async def _finish_rotation(
-        self, cluster: ClusterRef, memory: ClusterMemory, fetched: list[Any], workers: int
-    ) -> None:
-        """Drop the previous key once every worker reports it uses the new one."""
-        if memory.key_secret is None or memory.previous_key is None:
-            return
-        fingerprints = [item.report.key_fingerprint for item in fetched if item.report is not None]
-        patch = completion_patch(memory.key_secret, fingerprints, workers)
-        if patch is None:
-            return
-        memory.key_secret = await asyncio.to_thread(
-            self.runtime.kube.patch_secret, cluster.namespace, cluster.key_secret, patch
-        )
-        logger.warning("cluster %s: cluster key rotation done", cluster.cluster_id)
-
-    async def _read_key(self, cluster: ClusterRef, memory: ClusterMemory) -> None:
-        """The cluster key, re-read every few minutes; never one the cluster does not own."""
-        cached = time.monotonic() - memory.key_read_at < KEY_CACHE_SECONDS
-        settled = memory.ca_problem is None and memory.previous_key is None
-        if memory.key is not None and settled and cached:
-            return  # a problem or a rotation is looked at again every fold
-        secret = await asyncio.to_thread(
-            self.runtime.kube.read_secret, cluster.namespace, cluster.key_secret
-        )
-        memory.key_read_at = time.monotonic()
-        memory.key_problem = key_problem(secret, cluster)
-        usable = secret is not None and memory.key_problem is None and key_of(secret) is not None
-        memory.key_secret = secret if usable else None
-        memory.authority, memory.ca_problem = await asyncio.to_thread(
-            read_authority, self.runtime.kube, cluster
-        )
-
-    async def _write(
-        self, cluster: ClusterRef, body: Mapping[str, Any], memory: ClusterMemory, fold: Fold
-    ) -> None:
-        if not changes(body.get("status") or {}, fold.patch):
+        if not changes(current, folded):
             return
         written = await asyncio.to_thread(
-            self.runtime.kube.patch_cluster_status, cluster.namespace, cluster.name, fold.patch
+            self.runtime.kube.patch_cluster_status,
+            cluster.namespace,
+            cluster.name,
+            status_patch(folded),
         )
         memory.written = written
-        oldest = fold.patch.get("reporting", {}).get("oldestReportAt")
+        oldest = folded.reporting.oldest_report_at if "reporting" in folded.model_fields_set else ""
         if oldest:
             lag = time.time() - datetime.fromisoformat(oldest.replace("Z", "+00:00")).timestamp()
             metrics.FOLD_LAG_SECONDS.observe(max(0.0, lag))
@@ -465,16 +388,16 @@ class FoldLoop:
                     "cannot post Event %s: %s %s", event.reason, error.status, error.reason
                 )
 
-    def _ensure_stopped(
+    async def _stop(
         self,
         cluster: ClusterRef,
         spec: CompressionClusterSpec,
         statefulset: Mapping[str, Any] | None,
     ) -> None:
+        """A completed run keeps zero workers (scaled down once, and again if scaled up)."""
         if statefulset and int((statefulset.get("spec") or {}).get("replicas", 0)) > 0:
-            apply_desired(
-                self.runtime.kube,
-                desired_for(self.runtime, cluster, spec, statefulset, completed=True),
+            await asyncio.to_thread(
+                ensure_owned, self.runtime, cluster, spec, statefulset, completed=True
             )
 
 
@@ -488,15 +411,26 @@ def _refused(problems: Iterable[Any]) -> bool:
 _VOLATILE = frozenset({"reporting"})
 
 
-def changes(current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
-    """Whether the patch would change anything users read (condition times aside)."""
-    for key, value in patch.items():
+def changes(
+    current: CompressionClusterStatus | Mapping[str, Any],
+    folded: CompressionClusterStatus | Mapping[str, Any],
+) -> bool:
+    """Whether writing `folded` (the fields set on it) would change anything users read
+    in `current` (condition transition times aside).  Both are typed statuses in the
+    loop; the stored JSON shapes are accepted too."""
+    before = (
+        current.model_dump(mode="json", by_alias=True)
+        if isinstance(current, CompressionClusterStatus)
+        else current
+    )
+    after = status_patch(folded) if isinstance(folded, CompressionClusterStatus) else folded
+    for key, value in after.items():
         if key in _VOLATILE:
             continue
         if key == "conditions":
-            if _without_times(current.get(key)) != _without_times(value):
+            if _without_times(before.get(key)) != _without_times(value):
                 return True
-        elif current.get(key) != value:
+        elif before.get(key) != value:
             return True
     return False
 

@@ -25,23 +25,24 @@ from w5xde.api.v1alpha1 import (
     PLURAL,
     VERSION,
     CompressionClusterSpec,
+    CompressionClusterStatus,
     ConditionType,
     Phase,
+    parse_status,
+    status_patch,
 )
 from w5xde.operator import metrics
 from w5xde.operator.apply import (
     Runtime,
-    apply_desired,
-    desired_for,
+    ensure_owned,
+    is_completed,
     post_events,
     remove_absent,
     remove_retired_worker_rbac,
 )
-from w5xde.operator.certificate_authority import ensure_authority
 from w5xde.operator.conditions import condition, merge_conditions
 from w5xde.operator.fold_loop import FoldLoop, cluster_summary
-from w5xde.operator.key_secret import key_problem
-from w5xde.operator.observation import Event, Reason
+from w5xde.operator.observation import Event, EventType, Reason
 from w5xde.operator.observe import pod_summary
 from w5xde.operator.reconcile import Desired
 from w5xde.operator.resources.metadata import (
@@ -51,7 +52,7 @@ from w5xde.operator.resources.metadata import (
     ClusterRef,
     selector_string,
 )
-from w5xde.operator.status_folding import isoformat, parse_status
+from w5xde.operator.runs import isoformat
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 #: API errors worth a quick retry rather than kopf's default backoff.
@@ -82,7 +83,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, fold_loop: FoldL
         started = time.monotonic()
         metrics.RECONCILES.labels(reason=str(reason)).inc()
         try:
-            status_patch, events = reconcile(runtime, body, str(reason))
+            applied, events = reconcile(runtime, body, str(reason))
         except ApiException as error:
             metrics.ERRORS.labels(stage="reconcile").inc()
             raise kopf.TemporaryError(
@@ -90,11 +91,16 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, fold_loop: FoldL
             ) from error
         finally:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
-        patch.setdefault("status", {}).update(status_patch)
+        patch.setdefault("status", {}).update(applied)
         post_events(body, events)
-        logger.info(
-            "reconciled (%s): generation %s", reason, status_patch.get("observedGeneration")
-        )
+        logger.info("reconciled (%s): generation %s", reason, applied.get("observedGeneration"))
+
+    _register_indexes(registry, fold_loop)
+    _register_fold_loop(registry, fold_loop)
+
+
+def _register_indexes(registry: kopf.OperatorRegistry, fold_loop: FoldLoop) -> None:
+    """The kopf indexes the fold loop reads: clusters, worker pods, worker StatefulSets."""
 
     @kopf.index(*RESOURCE, id="clusters_index", registry=registry)
     async def clusters_index(
@@ -117,6 +123,10 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, fold_loop: FoldL
         namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
     ) -> dict[tuple[str, str], dict[str, Any]]:
         return {(namespace or "", labels.get(CLUSTER_LABEL, "")): _statefulset_summary(body)}
+
+
+def _register_fold_loop(registry: kopf.OperatorRegistry, fold_loop: FoldLoop) -> None:
+    """The fold loop runs from kopf's startup to its cleanup; liveness fails if it died."""
 
     @kopf.on.startup(id="fold_loop", registry=registry)
     async def start_fold_loop(memo: kopf.Memo, **kwargs: Any) -> None:
@@ -154,32 +164,26 @@ def reconcile(
         spec = CompressionClusterSpec.model_validate(body.get("spec") or {})
     except ValidationError as error:
         return _invalid_spec(cluster, status, error)
-    completed = status.phase is Phase.COMPLETED and status.observed_generation >= cluster.generation
+    completed = is_completed(status, cluster.generation)
     existing = runtime.kube.read_statefulset(cluster.namespace, cluster.statefulset)
-    desired = desired_for(runtime, cluster, spec, existing, completed=completed)
-    runtime.kube.create_if_absent(desired.secret)
-    foreign_key = key_problem(
-        runtime.kube.read_secret(cluster.namespace, cluster.key_secret), cluster
-    )
-    if foreign_key is None and spec.security.tls and spec.security.operator_issued:
-        # Before the StatefulSet: its pods mount the CA certificate this publishes.
-        foreign_key = ensure_authority(runtime.kube, cluster)[1]
-    apply_desired(runtime.kube, desired, with_statefulset=foreign_key is None)
+    owned = ensure_owned(runtime, cluster, spec, existing, completed=completed)
+    desired, foreign_key = owned.desired, owned.problem
     remove_retired_worker_rbac(runtime.kube, cluster)
     remove_absent(runtime.kube, cluster, desired)
     events = _change_events(reason, spec, desired, existing)
     if foreign_key is not None:
-        events = [Event("Warning", foreign_key.reason, foreign_key.message)]
-    patch: dict[str, Any] = {
-        "observedGeneration": cluster.generation,
-        "selector": selector_string(cluster),
-    }
+        events = [Event(EventType.WARNING, foreign_key.reason, foreign_key.message)]
+    applied = CompressionClusterStatus(
+        observed_generation=cluster.generation, selector=selector_string(cluster)
+    )
     if status.phase is Phase.COMPLETED and not completed:
         # A spec change after a bounded run starts a new run.
-        patch.update({"phase": Phase.PENDING.value, "startedAt": None, "completedAt": None})
+        applied = applied.model_copy(
+            update={"phase": Phase.PENDING, "started_at": None, "completed_at": None}
+        )
     elif "phase" not in raw_status:
-        patch["phase"] = Phase.PENDING.value
-    return patch, events
+        applied = applied.model_copy(update={"phase": Phase.PENDING})
+    return status_patch(applied), events
 
 
 def _statefulset_summary(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -204,16 +208,22 @@ def _change_events(
 ) -> list[Event]:
     events: list[Event] = []
     if existing is None and any(obj["kind"] == "StatefulSet" for obj in desired.objects):
-        events.append(Event("Normal", "Created", f"created {spec.workers} workers"))
+        events.append(Event(EventType.NORMAL, Reason.CREATED, f"created {spec.workers} workers"))
     if desired.scaled_from is not None:
         events.append(
-            Event("Normal", "Scaled", f"workers {desired.scaled_from} -> {desired.replicas}")
+            Event(
+                EventType.NORMAL,
+                Reason.SCALED,
+                f"workers {desired.scaled_from} -> {desired.replicas}",
+            )
         )
     if desired.rolled:
-        events.append(Event("Normal", "Rolled", f"spec changed: rolling the workers ({reason})"))
+        events.append(
+            Event(EventType.NORMAL, Reason.ROLLED, f"spec changed: rolling the workers ({reason})")
+        )
     for problem in desired.problems:
         if problem.reason == Reason.UNSAFE_SYSCTLS:
-            events.append(Event("Warning", problem.reason, problem.message))
+            events.append(Event(EventType.WARNING, problem.reason, problem.message))
     return events
 
 
@@ -230,9 +240,7 @@ def _invalid_spec(
         for kind in (ConditionType.DEGRADED, ConditionType.FAILED)
     ]
     merged = merge_conditions(status.conditions, current, isoformat(datetime.now(UTC)))
-    patch = {
-        "observedGeneration": cluster.generation,
-        "phase": Phase.FAILED.value,
-        "conditions": [item.model_dump(mode="json", by_alias=True) for item in merged],
-    }
-    return patch, [Event("Warning", Reason.INVALID_SPEC, message)]
+    failed = CompressionClusterStatus(
+        observed_generation=cluster.generation, phase=Phase.FAILED, conditions=merged
+    )
+    return status_patch(failed), [Event(EventType.WARNING, Reason.INVALID_SPEC, message)]

@@ -10,32 +10,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from w5xde.api.reasons import EventType, Reason
 from w5xde.contract.report import WorkerReport
 
-
-class Reason(StrEnum):
-    """Condition and Event reasons the operator sets; one place, so none is misspelt."""
-
-    UNSAFE_SYSCTLS = "UnsafeSysctls"
-    KEY_SECRET_NOT_OWNED = "KeySecretNotOwned"  # noqa: S105 - a reason, not a password
-    CA_SECRET_NOT_OWNED = "CASecretNotOwned"  # noqa: S105 - a reason, not a password
-    TLS_DISABLED = "TLSDisabled"
-    SOCKET_SYSCTLS_OMITTED = "SocketSysctlsOmitted"
-    NO_WORKER_IMAGE = "NoWorkerImage"
-    INVALID_SPEC = "InvalidSpec"
-    WORKER_CANNOT_RUN = "WorkerCannotRun"
-    WORKERS_STALE = "WorkersStale"
-    WORKERS_READY = "WorkersReady"
-    WORKERS_NOT_READY = "WorkersNotReady"
-    COMPLETED = "Completed"
-    APPLYING = "Applying"
-    ROLLING_OUT = "RollingOut"
-    STARTING = "Starting"
-    STABLE = "Stable"
-    AS_SPECIFIED = "AsSpecified"
-    RUN_FINISHED = "RunFinished"
-    RUN_IN_PROGRESS = "RunInProgress"
-    UNBOUNDED = "Unbounded"
+__all__ = [
+    "Event",
+    "EventType",
+    "FetchError",
+    "Fetched",
+    "Observation",
+    "PodState",
+    "Problem",
+    "Reason",
+    "StatefulSetState",
+]
 
 
 @dataclass(frozen=True)
@@ -47,6 +35,11 @@ class PodState:
     problem: str = ""
     ip: str = ""
     node: str = ""
+    #: Container restarts (`containerStatuses[].restartCount`, summed).
+    restarts: int = 0
+    #: When the last restarted container ended (epoch seconds), and how.
+    last_restart_at: float | None = None
+    last_exit: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,7 +64,7 @@ class StatefulSetState:
 class Problem:
     """Something that keeps the cluster from running as specified (a Degraded reason)."""
 
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -106,6 +99,6 @@ class Observation:
 
 @dataclass(frozen=True)
 class Event:
-    type: str  # Normal | Warning
-    reason: str
+    type: EventType
+    reason: Reason
     message: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from w5xde.operator.observation import PodState, StatefulSetState
@@ -30,7 +31,33 @@ def pod_state(pod: Mapping[str, Any]) -> PodState:
         problem=pod_problem(status),
         ip=str(status.get("podIP") or ""),
         node=str((pod.get("spec") or {}).get("nodeName") or ""),
+        **_restarts(status.get("containerStatuses") or []),
     )
+
+
+def _restarts(containers: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Restart count, and when and how the last restarted container ended."""
+    count = 0
+    last_at: float | None = None
+    last_exit = ""
+    for container in containers:
+        count += int(container.get("restartCount") or 0)
+        ended = ((container.get("lastState") or {}).get("terminated")) or {}
+        moment = _epoch(ended.get("finishedAt"))
+        if moment is not None and (last_at is None or moment > last_at):
+            last_at = moment
+            last_exit = f"{ended.get('reason') or 'Terminated'} (exit {ended.get('exitCode', '?')})"
+    return {"restarts": count, "last_restart_at": last_at, "last_exit": last_exit}
+
+
+def _epoch(text: Any) -> float | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def pod_summary(pod: Mapping[str, Any]) -> dict[str, Any]:
@@ -53,11 +80,23 @@ def pod_summary(pod: Mapping[str, Any]) -> dict[str, Any]:
                 for item in status.get("conditions") or []
             ],
             "containerStatuses": [
-                {"state": {"waiting": (item.get("state") or {}).get("waiting")}}
+                {
+                    "state": {"waiting": (item.get("state") or {}).get("waiting")},
+                    "restartCount": item.get("restartCount", 0),
+                    "lastState": {
+                        "terminated": _terminated((item.get("lastState") or {}).get("terminated"))
+                    },
+                }
                 for item in status.get("containerStatuses") or []
             ],
         },
     }
+
+
+def _terminated(ended: Any) -> dict[str, Any] | None:
+    if not isinstance(ended, Mapping):
+        return None
+    return {key: ended.get(key) for key in ("finishedAt", "exitCode", "reason")}
 
 
 def pod_problem(status: Mapping[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """The desired state of one cluster: every owned object, and what keeps it from running.
 
-Pure; `handlers.py` applies the result.  Both the change handlers and the status timer
+Pure; `handlers.py` applies the result.  Both the change handlers and the fold loop
 call `spec_problems`, so a Degraded reason derived from the spec never flaps.
 """
 
@@ -18,6 +18,7 @@ from w5xde.operator.resources.metadata import (
     ClusterRef,
 )
 from w5xde.operator.resources.network_policy import NetworkPolicyOptions, render_network_policy
+from w5xde.operator.resources.run_config import render_run_config
 from w5xde.operator.resources.secret import render_secret
 from w5xde.operator.resources.service import render_service
 from w5xde.operator.resources.service_account import render_service_account
@@ -48,6 +49,10 @@ class Desired:
     replicas: int = 0
     #: (kind, name) of objects the cluster must not own now: removed if it owns them.
     absent: tuple[tuple[str, str], ...] = ()
+    #: The run ConfigMap, cleared, when pods of a new template are about to start (a
+    #: new run): applied before the StatefulSet.  None when the template is unchanged
+    #: (a scale keeps the run and its deadline).
+    run_config: dict[str, Any] | None = None
 
 
 def image_for(spec: CompressionClusterSpec, context: OperatorContext) -> str:
@@ -138,11 +143,14 @@ def desired_state(
                 sysctls=plan,
                 replicas=replicas,
                 template_workers=template_workers,
+                template_hash=template_hash,  # rendered once above: the template twice in all
             )
         )
     existing_replicas = _replicas(existing_statefulset)
     applies_statefulset = fatal is None and not refused
+    new_template = applies_statefulset and running_hash != template_hash
     return Desired(
+        run_config=render_run_config(cluster, None) if new_template else None,
         objects=tuple(objects),
         secret=render_secret(cluster, cluster_key),
         problems=problems,

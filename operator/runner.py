@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from w5xde.api.v1alpha1 import LogMode
 
 if TYPE_CHECKING:
+    import kopf
     from kubernetes.client import ApiClient
 
     from w5xde.operator.resources.network_policy import NetworkPolicyOptions
@@ -105,6 +106,20 @@ def prepare_peering(api_client: ApiClient, name: str, namespaces: tuple[str, ...
     return True
 
 
+def _kopf_settings() -> kopf.OperatorSettings:
+    import kopf
+
+    settings = kopf.OperatorSettings()
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="w5xde.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="w5xde.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # Events are posted explicitly, for users
+    settings.execution.max_workers = 8
+    settings.watching.server_timeout = 300
+    return settings
+
+
 def run_operator(options: OperatorOptions) -> int:
     import kopf
 
@@ -134,15 +149,7 @@ def run_operator(options: OperatorOptions) -> int:
             " namespace is unknown (--operator-namespace or $W5XDE_OPERATOR_NAMESPACE)"
         )
     runtime = Runtime(kube=kube, context=context)
-
-    settings = kopf.OperatorSettings()
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="w5xde.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="w5xde.io", key="last-handled-configuration"
-    )
-    settings.posting.level = logging.WARNING  # Events are posted explicitly, for users
-    settings.execution.max_workers = 8
-    settings.watching.server_timeout = 300
+    settings = _kopf_settings()
 
     peering_name = None
     standalone = True

@@ -1,27 +1,27 @@
 """Folds what the operator sees of a cluster, and its workers' reports, into `status`.
 
-Pure: an observation and the ledger in, a JSON merge patch for `status` out (plus the
-Events worth telling users and the ledger after this fold).  The status stays the
-same size whatever the worker count: per-worker figures are summarised as a spread
-and at most ten notable workers.
+Pure: an observation and the ledger in, a typed status out whose set fields are the
+patch (`api.v1alpha1.status_patch` writes them), plus the Events worth telling users
+and the ledger after this fold.  The status stays the same size whatever the worker
+count: per-worker figures are summarised as a spread and at most ten notable workers.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from w5xde.api.reasons import Reason
 from w5xde.api.v1alpha1 import (
     MAX_KEPT_RUNS,
     MAX_NOTABLE_WORKERS,
+    PROBLEM_LINK_STATES,
     CompressionClusterSpec,
     CompressionClusterStatus,
-    ConditionType,
-    Interval,
+    LinksStatus,
+    NotableLinkReason,
     NotableReason,
     NotableWorker,
     Phase,
@@ -32,6 +32,8 @@ from w5xde.api.v1alpha1 import (
     Spread,
     Totals,
     parse_duration,
+    parse_status,
+    status_patch,
 )
 from w5xde.contract.figures import (
     ClusterFigures,
@@ -40,10 +42,9 @@ from w5xde.contract.figures import (
     minus_floored,
     run_averages,
 )
-from w5xde.contract.link_figures import link_rows, links_status
+from w5xde.contract.link_figures import LinkRow, link_rows, links_status
 from w5xde.contract.report import WorkerReport
-from w5xde.contract.statistics import SampleStats
-from w5xde.operator.conditions import condition, is_true, merge_conditions
+from w5xde.operator.conditions import merge_conditions
 from w5xde.operator.ledger import Ledger
 from w5xde.operator.observation import (
     Event,
@@ -52,28 +53,66 @@ from w5xde.operator.observation import (
     Observation,
     PodState,
     Problem,
-    Reason,
+)
+from w5xde.operator.runs import (
+    COMPLETION_GRACE_SECONDS,
+    STALE_AFTER_INTERVALS,
+    current_run,
+    interval_of,
+    isoformat,
+    parse_time,
+    run_ended,
+    run_is_over,
+    spec_digest,
+    summarize_run,
+)
+from w5xde.operator.status_conditions import (
+    RUN_PROBLEMS,
+    Situation,
+    conditions_of,
+    events_of,
+    had_links_condition,
+    names,
+    phase_of,
 )
 
-#: A worker is stale after this many report intervals without a report.
-STALE_AFTER_INTERVALS = 3
-#: Extra seconds after a bounded run ends, so the workers' final reports arrive.
-COMPLETION_GRACE_SECONDS = 2.0
+__all__ = [
+    "COMPLETION_GRACE_SECONDS",
+    "STALE_AFTER_INTERVALS",
+    "Fold",
+    "completed_status",
+    "fold_status",
+    "interval_of",
+    "isoformat",
+    "notable_workers",
+    "parse_status",
+    "parse_time",
+    "spec_digest",
+    "summarize_run",
+]
+
+#: A worker whose container restarted is notable (`Restarted`) for this long at least
+#: (3 intervals when those are longer), so a person looking a little later still sees it.
+RESTART_NOTABLE_SECONDS = 60.0
 #: How many of the slowest workers `notableWorkers` names when room is left.
 SLOWEST_LISTED = 3
+#: Phases in which the run had all its workers up (a worker going does not undo that).
+_RUNNING_PHASES = frozenset({Phase.RUNNING, Phase.DEGRADED, Phase.COMPLETING})
 
 
 @dataclass(frozen=True)
 class Fold:
-    patch: dict[str, Any]
+    #: The fields this fold writes are the fields set on it (`status_patch`).
+    status: CompressionClusterStatus
     ledger: Ledger
     events: tuple[Event, ...] = ()
     completed: bool = False
     stale_workers: tuple[str, ...] = ()
 
-
-def isoformat(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    @property
+    def patch(self) -> dict[str, Any]:
+        """The JSON merge patch of `status`."""
+        return status_patch(self.status)
 
 
 def precise_isoformat(moment: datetime) -> str:
@@ -85,16 +124,6 @@ def epoch_isoformat(seconds: float) -> str:
     return precise_isoformat(datetime.fromtimestamp(seconds, UTC))
 
 
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)  # reads "Z" too (Python 3.11+)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def is_stale(last_heard: float | None, now: datetime, interval_seconds: float) -> bool:
     """No report since `last_heard` (epoch seconds: the last report, or first sight)."""
     if last_heard is None:
@@ -102,38 +131,75 @@ def is_stale(last_heard: float | None, now: datetime, interval_seconds: float) -
     return now.timestamp() - last_heard > STALE_AFTER_INTERVALS * interval_seconds
 
 
-def fold_status(
-    spec: CompressionClusterSpec,
-    status: CompressionClusterStatus,
-    observation: Observation,
-    ledger: Ledger,
-    last_heard: Mapping[str, float],
-) -> Fold:
-    """The status patch for one look at the cluster; `last_heard` maps each pod to when
-    its report last arrived (or when the operator first saw the pod)."""
-    now = observation.now
+@dataclass(frozen=True)
+class _Workers:
+    """What one fold knows of the workers (only those with a pod now)."""
+
+    pods: dict[str, PodState]
+    reports: list[WorkerReport]
+    failures: list[Fetched]
+    stale: list[str]
+    ready: int
+
+
+def _workers(
+    spec: CompressionClusterSpec, observation: Observation, last_heard: Mapping[str, float]
+) -> _Workers:
     pods = {pod.name: pod for pod in observation.pods}
     interval = float(spec.status_interval_seconds)
-
     reports = [f.report for f in observation.fetched if f.report is not None and f.name in pods]
     reported = {report.name for report in reports}
-    failures = [f for f in observation.fetched if f.report is None and f.name in pods]
     stale = sorted(
         name
         for name, pod in pods.items()
-        if pod.ip and name not in reported and is_stale(last_heard.get(name), now, interval)
+        if pod.ip
+        and name not in reported
+        and is_stale(last_heard.get(name), observation.now, interval)
     )
-    ready_workers = sum(1 for pod in pods.values() if pod.ready and pod.name not in stale)
-    published_before = ledger.totals
-    ledger = ledger.advance(reports, pods.keys())
+    return _Workers(
+        pods=pods,
+        reports=reports,
+        failures=[f for f in observation.fetched if f.report is None and f.name in pods],
+        stale=stale,
+        ready=sum(1 for pod in pods.values() if pod.ready and pod.name not in stale),
+    )
 
-    run, kept = _current_run(spec, status, observation, published_before)
+
+def _newly_restarted(
+    pods: Sequence[PodState],
+    status: CompressionClusterStatus,
+    restarts_before: Mapping[str, int] | None,
+) -> list[PodState]:
+    """The pods that restarted since the previous fold: their restart count moved; or,
+    without the counts, their last container ended after the previous fold (the
+    kubelet's `finishedAt` is whole seconds, so one second of slack)."""
+    if restarts_before is not None:
+        return [pod for pod in pods if pod.restarts > restarts_before.get(pod.name, pod.restarts)]
+    previous = parse_time(status.reporting.folded_at)
+    return _restarted_since(pods, previous - timedelta(seconds=1) if previous else None)
+
+
+def _restarted_since(pods: Sequence[PodState], moment: datetime | None) -> list[PodState]:
+    if moment is None:
+        return []
+    since = moment.timestamp()
+    return [pod for pod in pods if pod.last_restart_at is not None and pod.last_restart_at > since]
+
+
+def _advance_run(
+    spec: CompressionClusterSpec,
+    run: RunState,
+    workers: _Workers,
+    *,
+    figures: ClusterFigures,
+    links: LinksStatus,
+    now: datetime,
+) -> RunState:
+    """The run with this fold's start, high-water marks and samples."""
     started_at = run.started_at
-    if started_at is None and ready_workers > 0:
+    if started_at is None and workers.ready > 0:
         started_at = isoformat(now)
-    completed = _run_is_over(spec, started_at, now, reports, pods)
-    figures = fold_reports(reports)
-    links = links_status(link_rows(reports, {name: pod.node for name, pod in pods.items()}))
+    reports = workers.reports
     run = run.model_copy(
         update={
             "started_at": started_at,
@@ -143,7 +209,11 @@ def fold_status(
             "links_sharing_node": max(run.links_sharing_node, links.sharing_node),
         }
     )
-    if started_at is not None and reports and not completed:
+    if (
+        started_at is not None
+        and reports
+        and not run_is_over(spec, run, now, reports, workers.pods)
+    ):
         run = run.model_copy(
             update={
                 "throughput_samples": run.throughput_samples.add(
@@ -154,12 +224,27 @@ def fold_status(
                 ),
             }
         )
-    if completed:
-        seconds = parse_duration(spec.duration) or 1.0
-        figures = run_averages(minus_floored(ledger.totals, run.start_totals), seconds)
-        run = run.model_copy(update={"completed_at": isoformat(now)})
-        kept.append(summarize_run(run, RunOutcome.COMPLETED, figures, status.spread, seconds))
+    return run
 
+
+def _links_problem(rows: Sequence[LinkRow], links: LinksStatus) -> Problem | None:
+    """Links that do not flow, as their senders judge them (`Stalled`, `Unreachable`,
+    `Refused` each already waited out the worker's deadline; a link still `Connecting`,
+    as peers come up one by one at a start, is no problem yet)."""
+    bad = [row for row in rows if row.state in PROBLEM_LINK_STATES]
+    if not bad:
+        return None
+    named = [f"{row.sender}->{row.receiver} {row.state} {row.state_seconds:.0f} s" for row in bad]
+    return Problem(
+        Reason.LINKS_STALLED,
+        f"{len(bad)} of {links.links} links not flowing ({links.stalled} stalled,"
+        f" {links.unreachable} unreachable, {links.refused} refused): {names(named)}",
+    )
+
+
+def _problems(
+    observation: Observation, stale: Sequence[str], links_problem: Problem | None
+) -> list[Problem]:
     problems = list(observation.problems)
     problems.extend(
         Problem(Reason.WORKER_CANNOT_RUN, f"{pod.name}: {pod.problem}")
@@ -170,122 +255,193 @@ def fold_status(
         problems.append(
             Problem(
                 Reason.WORKERS_STALE,
-                f"no report for {STALE_AFTER_INTERVALS} intervals from: {_names(stale)}",
+                f"no report for {STALE_AFTER_INTERVALS} intervals from: {names(stale)}",
             )
         )
+    if links_problem is not None:
+        problems.append(links_problem)
+    return problems
 
-    phase = _phase(spec, observation, ready_workers, problems, completed)
-    conditions = _conditions(spec, observation, ready_workers, problems, phase)
-    merged = merge_conditions(status.conditions, conditions, isoformat(now))
-    newly_stale = _newly_stale(status, stale, last_heard, interval)
 
-    patch: dict[str, Any] = {
-        "phase": phase.value,
-        "ready": f"{ready_workers}/{spec.workers}",
-        "readyWorkers": ready_workers,
-        **_figures_patch(figures, completed),
-        **({} if completed else {"links": links.model_dump(mode="json", by_alias=True)}),
-        "totals": ledger.totals.model_dump(mode="json", by_alias=True),
-        "retiredTotals": ledger.retired.model_dump(mode="json", by_alias=True),
-        "notableWorkers": [
-            item.model_dump(mode="json", by_alias=True)
-            for item in notable_workers(pods, reports, failures, stale)
-        ],
-        "reporting": ReportingStatus(
-            folded_at=precise_isoformat(now),
-            workers_reporting=len(reports),
-            workers_failing=len(failures),
-            oldest_report_at=(
-                epoch_isoformat(min(report.generated_at for report in reports)) if reports else ""
-            ),
-        ).model_dump(mode="json", by_alias=True),
-        "run": run.model_dump(mode="json", by_alias=True),
-        "runs": [item.model_dump(mode="json", by_alias=True) for item in kept[-MAX_KEPT_RUNS:]],
-        "conditions": [item.model_dump(mode="json", by_alias=True) for item in merged],
-        "startedAt": started_at,
-        "completedAt": isoformat(now) if completed else None,
-    }
-    events = _events(status, phase, problems, newly_stale, merged)
-    return Fold(
-        patch=patch, ledger=ledger, events=events, completed=completed, stale_workers=tuple(stale)
+def _close(
+    spec: CompressionClusterSpec, run: RunState, totals: Totals, spread: Spread, now: datetime
+) -> tuple[RunState, ClusterFigures, RunSummary]:
+    """A bounded run at its end: its own counters averaged over `duration` (only the time
+    traffic was meant to flow), and its summary."""
+    seconds = parse_duration(spec.duration) or 1.0
+    figures = run_averages(minus_floored(totals, run.start_totals), seconds)
+    run = run.model_copy(update={"completed_at": isoformat(now)})
+    return run, figures, summarize_run(run, RunOutcome.COMPLETED, figures, spread, seconds)
+
+
+def _settled(links: LinksStatus) -> LinksStatus:
+    """A finished run's links: its last live figures, without link states that were a
+    problem only while it ran (a finished run has no stalled link)."""
+    problems = {NotableLinkReason(state.value) for state in PROBLEM_LINK_STATES}
+    return links.model_copy(
+        update={
+            "stalled": 0,
+            "unreachable": 0,
+            "refused": 0,
+            "notable": [item for item in links.notable if item.reason not in problems],
+        }
     )
 
 
-def spec_digest(spec: CompressionClusterSpec) -> str:
-    """12 hex digits of the spec: runs compare only when these match."""
-    text = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _next_run_id(status: CompressionClusterStatus) -> str:
-    numbers = [0]
-    for run_id in [status.run.id, *(item.id for item in status.runs)]:
-        prefix, _, number = run_id.rpartition("-")
-        if prefix == "run" and number.isdigit():
-            numbers.append(int(number))
-    return f"run-{max(numbers) + 1}"
-
-
-def _current_run(
+def _situation(
     spec: CompressionClusterSpec,
     status: CompressionClusterStatus,
     observation: Observation,
-    published: Totals,
-) -> tuple[RunState, list[RunSummary]]:
-    """The run this fold belongs to, and the kept runs (the previous one closed if the
-    applied spec changed under it)."""
-    run = status.run
-    kept = list(status.runs)
-    if run.id and run.generation == observation.applied_generation:
-        return run, kept
-    if run.id and run.started_at and run.completed_at is None:
-        started = parse_time(run.started_at)
-        seconds = (observation.now - started).total_seconds() if started else 0.0
-        figures = run_averages(minus_floored(published, run.start_totals), seconds)
-        closed = run.model_copy(update={"completed_at": isoformat(observation.now)})
-        kept.append(summarize_run(closed, RunOutcome.SPEC_CHANGED, figures, status.spread, seconds))
-    fresh = RunState(
-        id=_next_run_id(status),
-        generation=observation.applied_generation,
-        spec_digest=spec_digest(spec),
-        start_totals=published,
+    workers: _Workers,
+    *,
+    restarted: Sequence[PodState],
+    links_problem: Problem | None,
+    completed: bool,
+    completing: bool,
+    was_running: bool,
+) -> Situation:
+    problems = _problems(observation, workers.stale, links_problem)
+    if completed:  # the run's workers are done: only what follows from the spec stays
+        problems = [problem for problem in problems if problem.reason not in RUN_PROBLEMS]
+    lost = {*workers.stale, *(pod.name for pod in restarted if not pod.ready)} & set(workers.pods)
+    return Situation(
+        spec=spec,
+        observation=observation,
+        ready_workers=workers.ready,
+        problems=tuple(problems),
+        completed=completed,
+        completing=completing,
+        was_running=was_running,
+        lost=tuple(sorted(lost)),
+        links_problem=links_problem,
+        links_condition=had_links_condition(status),
     )
-    return fresh, kept
 
 
-def summarize_run(
-    run: RunState, outcome: RunOutcome, figures: ClusterFigures, spread: Spread, seconds: float
-) -> RunSummary:
-    return RunSummary(
-        id=run.id,
-        generation=run.generation,
-        spec_digest=run.spec_digest,
-        outcome=outcome,
+def fold_status(
+    spec: CompressionClusterSpec,
+    status: CompressionClusterStatus,
+    observation: Observation,
+    ledger: Ledger,
+    last_heard: Mapping[str, float],
+    *,
+    restarts_before: Mapping[str, int] | None = None,
+) -> Fold:
+    """The status for one look at the cluster.  `last_heard`: when each pod's report last
+    came (or the pod was first seen); `restarts_before`: see `_newly_restarted`."""
+    now = observation.now
+    interval = float(spec.status_interval_seconds)
+    workers = _workers(spec, observation, last_heard)
+    published_before = ledger.totals
+    ledger = ledger.advance(workers.reports, workers.pods.keys())
+
+    run, kept = current_run(spec, status, observation, published_before)
+    was_running = _was_running(status, run)
+    figures = fold_reports(workers.reports)
+    rows = link_rows(workers.reports, {name: pod.node for name, pod in workers.pods.items()})
+    links = links_status(rows)
+    run = _advance_run(spec, run, workers, figures=figures, links=links, now=now)
+    completed = run_is_over(spec, run, now, workers.reports, workers.pods)
+    if completed:
+        run, figures, closed = _close(spec, run, ledger.totals, status.spread, now)
+        kept.append(closed)
+
+    recently = now - timedelta(seconds=max(3 * interval, RESTART_NOTABLE_SECONDS))
+    restarted = _restarted_since(observation.pods, recently)
+    situation = _situation(
+        spec,
+        status,
+        observation,
+        workers,
+        restarted=restarted,
+        links_problem=None if completed else _links_problem(rows, links),
+        completed=completed,
+        completing=not completed and run_ended(spec, run, now),
+        was_running=was_running,
+    )
+    phase = phase_of(situation)
+    merged = merge_conditions(status.conditions, conditions_of(situation, phase), isoformat(now))
+    folded = CompressionClusterStatus(
+        phase=phase,
+        ready=f"{workers.ready}/{spec.workers}",
+        ready_workers=workers.ready,
+        restart_count=sum(pod.restarts for pod in observation.pods),
+        **_figures_fields(figures, completed),
+        links=_settled(status.links) if completed else links,
+        totals=ledger.totals,
+        retired_totals=ledger.retired,
+        notable_workers=notable_workers(
+            workers.pods, workers.reports, workers.failures, workers.stale, restarted
+        ),
+        reporting=_reporting(now, workers),
+        run=run,
+        runs=kept[-MAX_KEPT_RUNS:],
+        conditions=merged,
         started_at=run.started_at,
-        completed_at=run.completed_at,
-        seconds=round(seconds, 1),
-        workers=run.workers,
-        nodes=run.nodes,
-        links=run.links,
-        links_sharing_node=run.links_sharing_node,
-        throughput_bytes_per_second=figures.throughput_bytes_per_second,
-        wire_bytes_per_second=figures.wire_bytes_per_second,
-        batches_per_second=figures.batches_per_second,
-        compression_ratio=figures.compression_ratio,
-        totals=figures.totals,
-        spread=spread,
-        throughput=interval_of(run.throughput_samples),
-        batches=interval_of(run.batches_per_second_samples),
+        completed_at=isoformat(now) if completed else None,
+    )
+    events = events_of(
+        status,
+        phase,
+        situation,
+        merged,
+        newly_stale=_newly_stale(status, workers.stale, last_heard, interval),
+        restarted=_newly_restarted(observation.pods, status, restarts_before),
+    )
+    return Fold(folded, ledger, events, completed=completed, stale_workers=tuple(workers.stale))
+
+
+def _was_running(status: CompressionClusterStatus, run: RunState) -> bool:
+    """The run of this fold had all its workers up before it (a worker going is then not
+    a restart of the cluster)."""
+    before = status.run
+    return (
+        run.id == before.id and before.started_at is not None and (status.phase in _RUNNING_PHASES)
     )
 
 
-def interval_of(samples: SampleStats) -> Interval:
-    return Interval(
-        mean=round(samples.mean, 1),
-        ci95=round(samples.ci95, 1),
-        min=round(samples.min, 1),
-        max=round(samples.max, 1),
-        samples=samples.count,
+def completed_status(
+    spec: CompressionClusterSpec,
+    status: CompressionClusterStatus,
+    observation: Observation,
+) -> CompressionClusterStatus:
+    """What a fold writes after the run completed: READY follows the pods as they go,
+    and the conditions are judged again (a finished run has no worker problems, so a
+    Degraded left from its last moments clears); the figures are kept."""
+    ready = sum(1 for pod in observation.pods if pod.ready)
+    problems = tuple(p for p in observation.problems if p.reason not in RUN_PROBLEMS)
+    situation = Situation(
+        spec=spec,
+        observation=observation,
+        ready_workers=ready,
+        problems=problems,
+        completed=True,
+        completing=False,
+        was_running=False,
+        links_condition=had_links_condition(status),
+    )
+    merged = merge_conditions(
+        status.conditions,
+        conditions_of(situation, Phase.COMPLETED),
+        isoformat(observation.now),
+    )
+    return CompressionClusterStatus(
+        ready=f"{ready}/{spec.workers}",
+        ready_workers=ready,
+        restart_count=sum(pod.restarts for pod in observation.pods),
+        conditions=merged,
+    )
+
+
+def _reporting(now: datetime, workers: _Workers) -> ReportingStatus:
+    reports = workers.reports
+    return ReportingStatus(
+        folded_at=precise_isoformat(now),
+        workers_reporting=len(reports),
+        workers_failing=len(workers.failures),
+        oldest_report_at=(
+            epoch_isoformat(min(report.generated_at for report in reports)) if reports else ""
+        ),
     )
 
 
@@ -305,29 +461,22 @@ def _newly_stale(
     ]
 
 
-def _names(names: Sequence[str], shown: int = 10) -> str:
-    listed = ", ".join(names[:shown])
-    return listed if len(names) <= shown else f"{listed} and {len(names) - shown} more"
-
-
-def _figures_patch(figures: ClusterFigures, completed: bool) -> dict[str, Any]:
-    patch: dict[str, Any] = {
+def _figures_fields(figures: ClusterFigures, completed: bool) -> dict[str, Any]:
+    fields: dict[str, Any] = {
         "throughput": format_throughput(figures.throughput_bytes_per_second),
-        "throughputBytesPerSecond": figures.throughput_bytes_per_second,
-        "wireBytesPerSecond": figures.wire_bytes_per_second,
-        "batchesPerSecond": figures.batches_per_second,
-        "compressionRatio": figures.compression_ratio,
+        "throughput_bytes_per_second": figures.throughput_bytes_per_second,
+        "wire_bytes_per_second": figures.wire_bytes_per_second,
+        "batches_per_second": figures.batches_per_second,
+        "compression_ratio": figures.compression_ratio,
     }
     if not completed:  # a finished run keeps its last live per-worker figures
-        patch.update(
-            {
-                "networkSeconds": figures.network_seconds,
-                "compressionSeconds": figures.compression_seconds,
-                "memoryBytes": figures.memory_bytes,
-                "spread": figures.spread.model_dump(mode="json", by_alias=True),
-            }
+        fields.update(
+            network_seconds=figures.network_seconds,
+            compression_seconds=figures.compression_seconds,
+            memory_bytes=figures.memory_bytes,
+            spread=figures.spread,
         )
-    return patch
+    return fields
 
 
 def notable_workers(
@@ -335,9 +484,11 @@ def notable_workers(
     reports: Sequence[WorkerReport],
     failures: Sequence[Fetched],
     stale: Sequence[str],
+    restarted: Sequence[PodState] = (),
 ) -> list[NotableWorker]:
-    """Failing, then stale, then the slowest workers; never more than the bound.
-    `failures` and `reports` are of `pods` only (`fold_status` drops the others)."""
+    """Failing, then stale, then recently restarted, then the slowest workers; never more
+    than the bound.  `failures` and `reports` are of `pods` only (`fold_status` drops the
+    others)."""
     listed: list[NotableWorker] = []
     for failure in sorted(failures, key=lambda item: item.name):
         reason = (
@@ -355,9 +506,25 @@ def notable_workers(
                 message=failure.message[:256],
             )
         )
+    named = {item.name for item in listed}
+    for pod in restarted:
+        if pod.name not in named:
+            message = f"{pod.restarts} restarts; the last container ended {pod.last_exit}"
+            listed.append(
+                NotableWorker(
+                    name=pod.name,
+                    node=pod.node,
+                    reason=NotableReason.RESTARTED,
+                    message=message[:256],
+                )
+            )
     room = MAX_NOTABLE_WORKERS - len(listed)
     if room > 0 and len(reports) > 1:
-        slowest = sorted(reports, key=lambda r: (r.throughput_bytes_per_second, r.name))
+        named = {item.name for item in listed}  # each worker once, by its first reason
+        slowest = sorted(
+            (report for report in reports if report.name not in named),
+            key=lambda r: (r.throughput_bytes_per_second, r.name),
+        )
         for report in slowest[: min(room, SLOWEST_LISTED)]:
             listed.append(
                 NotableWorker(
@@ -368,190 +535,3 @@ def notable_workers(
                 )
             )
     return listed[:MAX_NOTABLE_WORKERS]
-
-
-def _run_is_over(
-    spec: CompressionClusterSpec,
-    started_at: str | None,
-    now: datetime,
-    reports: Sequence[WorkerReport],
-    pods: Mapping[str, PodState],
-) -> bool:
-    """A bounded run is over once every worker says it finished (its final report is in),
-    or, for workers that never say so, a few intervals after the run's end."""
-    seconds = parse_duration(spec.duration)
-    started = parse_time(started_at)
-    if seconds is None or started is None:
-        return False
-    end = started + timedelta(seconds=seconds)
-    if now < end:
-        return False
-    finished = {report.name for report in reports if report.finished}
-    if pods and all(name in finished for name in pods):
-        return True
-    grace = STALE_AFTER_INTERVALS * spec.status_interval_seconds + COMPLETION_GRACE_SECONDS
-    return now >= end + timedelta(seconds=grace)
-
-
-def _phase(
-    spec: CompressionClusterSpec,
-    observation: Observation,
-    ready_workers: int,
-    problems: Sequence[Problem],
-    completed: bool,
-) -> Phase:
-    if observation.fatal is not None:
-        return Phase.FAILED
-    if completed:
-        return Phase.COMPLETED
-    if problems:
-        return Phase.DEGRADED
-    if ready_workers >= spec.workers:
-        return Phase.RUNNING
-    return Phase.PENDING
-
-
-def _conditions(
-    spec: CompressionClusterSpec,
-    observation: Observation,
-    ready_workers: int,
-    problems: Sequence[Problem],
-    phase: Phase,
-) -> list[Any]:
-    generation = observation.applied_generation
-    statefulset = observation.statefulset
-    current = observation.applied_generation >= observation.generation
-    rolled_out = statefulset is not None and statefulset.rolled_out
-    all_ready = ready_workers >= spec.workers
-    text = f"{ready_workers}/{spec.workers} workers ready"
-
-    if phase is Phase.COMPLETED:
-        ready = condition(
-            ConditionType.READY, False, Reason.COMPLETED, "the run is over", generation
-        )
-        progressing = condition(
-            ConditionType.PROGRESSING, False, Reason.COMPLETED, "the run is over", generation
-        )
-    else:
-        ready_now = all_ready and rolled_out and current and observation.fatal is None
-        ready = condition(
-            ConditionType.READY,
-            ready_now,
-            Reason.WORKERS_READY if ready_now else Reason.WORKERS_NOT_READY,
-            text,
-            generation,
-        )
-        if not current or statefulset is None:
-            progressing = condition(
-                ConditionType.PROGRESSING, True, Reason.APPLYING, "applying the spec", generation
-            )
-        elif not statefulset.rolled_out:
-            progressing = condition(
-                ConditionType.PROGRESSING,
-                True,
-                Reason.ROLLING_OUT,
-                "replacing worker pods",
-                generation,
-            )
-        elif not all_ready:
-            progressing = condition(
-                ConditionType.PROGRESSING, True, Reason.STARTING, text, generation
-            )
-        else:
-            progressing = condition(
-                ConditionType.PROGRESSING,
-                False,
-                Reason.STABLE,
-                "all workers up to date",
-                generation,
-            )
-    if observation.fatal is not None:
-        degraded = condition(
-            ConditionType.DEGRADED,
-            True,
-            observation.fatal.reason,
-            observation.fatal.message,
-            generation,
-        )
-    elif problems:
-        degraded = condition(
-            ConditionType.DEGRADED,
-            True,
-            problems[0].reason,
-            "; ".join(problem.message for problem in problems),
-            generation,
-        )
-    else:
-        degraded = condition(ConditionType.DEGRADED, False, Reason.AS_SPECIFIED, "", generation)
-    if phase is Phase.COMPLETED:
-        complete = condition(
-            ConditionType.COMPLETE, True, Reason.RUN_FINISHED, "the bounded run is over", generation
-        )
-    else:
-        complete = condition(
-            ConditionType.COMPLETE,
-            False,
-            Reason.RUN_IN_PROGRESS if spec.duration else Reason.UNBOUNDED,
-            f"runs for {spec.duration}" if spec.duration else "runs until deleted",
-            generation,
-        )
-    if observation.fatal is not None:
-        failed = condition(
-            ConditionType.FAILED,
-            True,
-            observation.fatal.reason,
-            observation.fatal.message,
-            generation,
-        )
-    else:
-        failed = condition(ConditionType.FAILED, False, Reason.AS_SPECIFIED, "", generation)
-    return [ready, progressing, degraded, complete, failed]
-
-
-def _events(
-    status: CompressionClusterStatus,
-    phase: Phase,
-    problems: Sequence[Problem],
-    newly_stale: Sequence[str],
-    conditions: Sequence[Any],
-) -> tuple[Event, ...]:
-    events: list[Event] = []
-    was_degraded = is_true(status.conditions, ConditionType.DEGRADED)
-    if is_true(conditions, ConditionType.DEGRADED) and not was_degraded:
-        message = "; ".join(problem.message for problem in problems) or "see status.conditions"
-        reason = problems[0].reason if problems else "Degraded"
-        events.append(Event("Warning", reason, message))
-    if newly_stale and not events:
-        events.append(
-            Event(
-                "Warning", Reason.WORKERS_STALE, f"no recent report from: {', '.join(newly_stale)}"
-            )
-        )
-    if phase is not status.phase:
-        if phase is Phase.RUNNING:
-            events.append(Event("Normal", "Running", "all workers are ready"))
-        elif phase is Phase.COMPLETED:
-            events.append(
-                Event("Normal", Reason.COMPLETED, "the bounded run is over; figures kept")
-            )
-    return tuple(events)
-
-
-def parse_status(raw: Mapping[str, Any] | None) -> CompressionClusterStatus:
-    """The stored status, tolerating fields this version does not know (kept, not parsed)."""
-    if not raw:
-        return CompressionClusterStatus()
-    known = set(CompressionClusterStatus.model_fields) | {
-        info.alias for info in CompressionClusterStatus.model_fields.values() if info.alias
-    }
-    data = {key: value for key, value in raw.items() if key in known}
-    try:
-        return CompressionClusterStatus.model_validate(data)
-    except ValueError:
-        # A status this version cannot read (hand-edited, or from a newer operator):
-        # keep what identifies the run, start the figures afresh.
-        keep = {key: data[key] for key in ("observedGeneration", "startedAt") if key in data}
-        try:
-            return CompressionClusterStatus.model_validate(keep)
-        except ValueError:
-            return CompressionClusterStatus()

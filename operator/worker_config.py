@@ -1,7 +1,8 @@
 """The worker's config (W5XDE_CONFIG) rendered from a spec, as the worker will parse it.
 
 The pod name and node come from the downward API and the key from the Secret, so one
-config serves every pod of the StatefulSet.
+config serves every pod of the StatefulSet; `contract.worker_config.settings_for_cluster`
+is the one renderer (this module only names the cluster's peers).
 """
 
 from __future__ import annotations
@@ -9,13 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from w5xde.api.v1alpha1 import CertificateIssuer, CompressionClusterSpec, parse_duration
-from w5xde.contract.endpoints import (
-    CERT_MANAGER_DIRECTORY,
-    METRICS_PORT,
-    TRUST_DIRECTORY,
-    TRUST_FILE,
-)
+from w5xde.api.v1alpha1 import CompressionClusterSpec
+from w5xde.contract.worker_config import WorkerSettings, settings_for_cluster
 from w5xde.operator.resources.metadata import ClusterRef
 
 
@@ -26,38 +22,26 @@ def peer_pattern(cluster: ClusterRef, port: int) -> str:
     )
 
 
+def worker_settings(
+    cluster: ClusterRef, spec: CompressionClusterSpec, workers: int
+) -> WorkerSettings:
+    """`workers` is the count the pod template was rendered with; later scaling reaches
+    running workers with the operator's requests, not through a new template."""
+    return settings_for_cluster(
+        spec,
+        cluster_id=cluster.cluster_id,
+        peer_pattern=peer_pattern(cluster, spec.network.port),
+        workers=workers,
+    )
+
+
 def render_worker_config(
     cluster: ClusterRef, spec: CompressionClusterSpec, workers: int
 ) -> dict[str, Any]:
-    """`workers` is the count the pod template was rendered with; later scaling reaches
-    running workers with the operator's report requests, not through a new template."""
-    return {
-        "clusterId": cluster.cluster_id,
-        "listenHost": "0.0.0.0",
-        "metricsPort": METRICS_PORT,
-        "peerPattern": peer_pattern(cluster, spec.network.port),
-        "workers": workers,
-        "logMode": spec.log_mode.value,
-        "durationSeconds": parse_duration(spec.duration),
-        "reporting": {"intervalSeconds": spec.status_interval_seconds},
-        "workload": spec.workload.model_dump(mode="json", by_alias=True),
-        "compression": spec.compression.model_dump(mode="json", by_alias=True),
-        "network": spec.network.model_dump(mode="json", by_alias=True),
-        **({"tls": tls_config(spec)} if spec.security.tls else {}),
-    }
-
-
-def tls_config(spec: CompressionClusterSpec) -> dict[str, Any]:
-    """Operator-issued: the worker makes its key and asks the operator, and trusts the CA
-    in its ConfigMap.  cert-manager: the CSI driver's files, reloaded when renewed."""
-    if spec.security.certificates == CertificateIssuer.CERT_MANAGER:
-        return {
-            "source": "files",
-            "caFile": f"{CERT_MANAGER_DIRECTORY}/ca.crt",
-            "certificateFile": f"{CERT_MANAGER_DIRECTORY}/tls.crt",
-            "keyFile": f"{CERT_MANAGER_DIRECTORY}/tls.key",
-        }
-    return {"source": "operator", "caFile": f"{TRUST_DIRECTORY}/{TRUST_FILE}"}
+    """The settings as the JSON data the pod template carries."""
+    return worker_settings(cluster, spec, workers).model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
 
 
 def worker_config_json(cluster: ClusterRef, spec: CompressionClusterSpec, workers: int) -> str:

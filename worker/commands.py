@@ -1,9 +1,8 @@
-"""`w5xde worker` (one worker, as in a pod) and `w5xde local` (N workers on loopback)."""
+"""`w5xde worker`: one worker, as in a pod (`w5xde local` is `w5xde.local.commands`)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 
@@ -24,16 +23,6 @@ def add_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     worker.set_defaults(handler=_run_worker)
 
-    from w5xde.worker.local import add_local_arguments
-
-    local = subparsers.add_parser(
-        "local",
-        help="run N workers as local processes on loopback and print their figures",
-        description="Run the same workers locally (no Kubernetes) and print the run's figures.",
-    )
-    add_local_arguments(local)
-    local.set_defaults(handler=_run_local)
-
 
 def _run_worker(args: argparse.Namespace) -> int:
     from w5xde.worker.openssl_config import prefer_aes128
@@ -42,13 +31,3 @@ def _run_worker(args: argparse.Namespace) -> int:
     from w5xde.worker.process import run_worker_process
 
     return run_worker_process(config_file=args.config, report_interval=args.report_interval)
-
-
-def _run_local(args: argparse.Namespace) -> int:
-    from w5xde.worker.local import run_local
-
-    try:
-        return run_local(args)
-    except KeyboardInterrupt:  # pragma: no cover - run_local handles Ctrl-C itself
-        print("interrupted", file=sys.stderr)
-        return 130

@@ -34,7 +34,8 @@ from w5xde.worker.report_endpoint import (
     is_report_path,
     is_resize_path,
 )
-from w5xde.worker.runtime import Worker, current_rss_bytes
+from w5xde.worker.reporting import cpu_cost, current_rss_bytes, worker_extras
+from w5xde.worker.runtime import Worker
 
 log = logging.getLogger("w5xde.metrics")
 
@@ -46,8 +47,10 @@ class WorkerCollector:
         self._worker = worker
 
     def collect(self) -> Iterator[Metric]:
-        received, sent = self._worker.totals()
-        extras = self._worker.extras()
+        # One reading, as the report takes it: every view shows the same figures.
+        reading = self._worker.reading()
+        received, sent = reading.now.received, reading.now.sent
+        extras = worker_extras(reading)
         counters: list[tuple[str, str, float]] = [
             ("w5xde_received_batches", "Batches received and verified", received.batches),
             ("w5xde_received_raw_bytes", "Raw bytes received and verified", received.raw_bytes),
@@ -95,8 +98,8 @@ class WorkerCollector:
         for reason, count in sorted(self._worker.refusal_reasons().items()):
             rejected.add_metric([reason], count)
         yield rejected
-        sizes = self._worker.buffer_sizes()
-        cost = self._worker.cpu_cost()
+        sizes = reading.buffer_sizes
+        cost = cpu_cost(reading.rates)
         gauges: list[tuple[str, str, float]] = [
             (
                 "w5xde_cpu_seconds_per_gigabyte",
@@ -109,7 +112,7 @@ class WorkerCollector:
                 cost.compression,
             ),
             ("w5xde_rss_bytes", "Resident set size", current_rss_bytes()),
-            ("w5xde_peers_connected", "Outgoing streams connected", self._worker.peers_connected()),
+            ("w5xde_peers_connected", "Outgoing streams connected", reading.peers_connected),
             ("w5xde_unacked_batches", "Batches in replay windows", extras.unacked_batches),
             (
                 "w5xde_socket_send_buffer_bytes",

@@ -12,7 +12,12 @@ from pathlib import Path
 
 from w5xde.contract.endpoints import ENV_CLUSTER_KEY, ENV_CLUSTER_KEY_FILE
 from w5xde.contract.report import ReportLine
-from w5xde.worker.config import ConfigError, load_cluster_key, load_worker_config
+from w5xde.worker.config import (
+    ConfigError,
+    WorkerConfig,
+    load_cluster_key,
+    load_worker_config,
+)
 from w5xde.worker.keyring import KeyRing
 from w5xde.worker.logs import configure_logging
 from w5xde.worker.runtime import Worker
@@ -91,7 +96,7 @@ def run_worker_process(*, config_file: str | None, report_interval: float) -> in
         if report_interval > 0:
             _print_line(report_line(worker, final=False, elapsed=_since(started)))
 
-    deadline = started + config.duration_seconds if config.duration_seconds else None
+    deadline = _deadline(config, started)
     tick = report_interval if report_interval > 0 else 1.0
     while not stop.is_set():
         remaining = None if deadline is None else deadline - time.monotonic()
@@ -112,6 +117,15 @@ def run_worker_process(*, config_file: str | None, report_interval: float) -> in
     if report_interval > 0:
         _print_line(report_line(worker, final=True, elapsed=elapsed))
     return EXIT_OK
+
+
+def _deadline(config: WorkerConfig, started: float) -> float | None:
+    """When this worker's bounded run ends (monotonic): the run's one deadline when the
+    operator published it (a worker started by a scale or a restart), else `duration`
+    after this worker's start."""
+    if config.run_deadline is not None:
+        return started + max(0.0, config.run_deadline - time.time())
+    return started + config.duration_seconds if config.duration_seconds else None
 
 
 def _since(started: float) -> float:

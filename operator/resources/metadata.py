@@ -57,6 +57,11 @@ class ClusterRef:
         return f"{self.name}-ca"
 
     @property
+    def run_config(self) -> str:
+        """The ConfigMap with the bounded run's deadline, read by workers as they start."""
+        return f"{self.name}-run"
+
+    @property
     def service(self) -> str:
         return self.name
 

@@ -21,9 +21,11 @@ from w5xde.contract.endpoints import (
     ENV_NAME,
     ENV_NODE_NAME,
     ENV_POD_IP,
+    ENV_RUN_DEADLINE,
     ENV_TLS_SCRATCH_DIR,
     METRICS_PORT,
     METRICS_PORT_NAME,
+    RUN_DEADLINE_FIELD,
     TLS_SCRATCH_DIRECTORY,
     TRUST_DIRECTORY,
 )
@@ -66,10 +68,13 @@ def render_statefulset(
     sysctls: SysctlPlan,
     replicas: int,
     template_workers: int,
+    template_hash: str | None = None,
 ) -> dict[str, Any]:
     """`replicas` is what should run now (0 once a bounded run completed);
-    `template_workers` is the count baked into the pod template (see module doc)."""
-    template_hash = pod_template_hash(cluster, spec, image=image, sysctls=sysctls)
+    `template_workers` is the count baked into the pod template (see module doc);
+    `template_hash` is `pod_template_hash` if the caller has it already."""
+    if template_hash is None:
+        template_hash = pod_template_hash(cluster, spec, image=image, sysctls=sysctls)
     template = _pod_template(cluster, spec, image, sysctls, template_workers)
     template["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION] = template_hash
     annotations = {
@@ -95,8 +100,9 @@ def render_statefulset(
 def pod_template_hash(
     cluster: ClusterRef, spec: CompressionClusterSpec, *, image: str, sysctls: SysctlPlan
 ) -> str:
-    """Changes exactly when the pods must be replaced (the worker count excluded)."""
-    template = _pod_template(cluster, spec, image, sysctls, workers=0)
+    """Changes exactly when the pods must be replaced (the worker count excluded: the
+    template is hashed as if for one worker, whatever the count)."""
+    template = _pod_template(cluster, spec, image, sysctls, workers=1)
     digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
     return digest[:16]
 
@@ -171,6 +177,16 @@ def _container(
         ],
         "env": [
             {"name": ENV_CONFIG, "value": worker_config_json(cluster, spec, workers)},
+            {
+                "name": ENV_RUN_DEADLINE,
+                "valueFrom": {
+                    "configMapKeyRef": {
+                        "name": cluster.run_config,
+                        "key": RUN_DEADLINE_FIELD,
+                        "optional": True,
+                    }
+                },
+            },
             {"name": ENV_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": ENV_NODE_NAME, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
             {"name": ENV_LOG_MODE, "value": spec.log_mode.value},

@@ -1,7 +1,8 @@
 """The `w5xde` command: one entry point, subcommands contributed by each package.
 
-The worker and the operator each own their subcommands (`w5xde.worker.commands`,
-`w5xde.operator.commands`); this module only assembles them, so that `w5xde --version`
+The worker, `w5xde local` and the operator each own their subcommands
+(`w5xde.worker.commands`, `w5xde.local.commands`, `w5xde.operator.commands`); this
+module only assembles them, so that `w5xde --version`
 or `w5xde local` never pays for importing kopf.
 """
 
@@ -19,6 +20,7 @@ EXIT_USAGE = 2
 
 def build_parser() -> argparse.ArgumentParser:
     """Assemble the top-level parser from the packages' subcommands."""
+    from w5xde.local import commands as local_commands
     from w5xde.operator import commands as operator_commands
     from w5xde.worker import commands as worker_commands
 
@@ -29,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"w5xde {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     worker_commands.add_commands(subparsers)
+    local_commands.add_commands(subparsers)
     operator_commands.add_commands(subparsers)
     return parser
 

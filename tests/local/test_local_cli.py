@@ -226,7 +226,7 @@ def test_worker_without_a_key_exits_2() -> None:
 
 
 def test_two_worker_processes_serve_probes_and_metrics_and_stop_on_sigterm() -> None:
-    from w5xde.worker.local import free_ports
+    from w5xde.local.run import free_ports
 
     stream_ports = free_ports(2)
     metrics_ports = free_ports(2)

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from w5xde.worker.local import free_ports
+from w5xde.local.run import free_ports
 from w5xde.worker.topology import mesh_graph
 
 DRIVER = Path(__file__).with_name("mesh_driver.py")

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from w5xde.contract.report import ReportLine, WorkerReport
-from w5xde.worker import plot
+from w5xde.local import plot
 
 
 def line(elapsed: float, raw: int, wire: int, lost: int = 0) -> ReportLine:

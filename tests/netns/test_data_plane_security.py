@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from netns.w5t_bed import Bed, Namespace, WorkerProcess, start_worker, stop_all, wait_for
-from w5xde.worker.local import issue_identities
+from w5xde.local.run import issue_identities
 
 PORT = 7171
 RELAY_PORT = 7272

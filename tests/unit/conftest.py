@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from unit.loopback import KEY, worker_config
-from w5xde.worker.local import free_ports
+from w5xde.local.run import free_ports
 from w5xde.worker.runtime import Worker
 
 

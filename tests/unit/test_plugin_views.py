@@ -120,3 +120,71 @@ def test_status_view_shows_the_links_summary_notable_links_and_the_pulled_links(
     assert cells[2] == "5.0"
     assert cells[5] == "7"
     assert cells[7:10] == ["3.10", "4.20", "no"]
+
+
+def test_a_worker_that_does_not_answer_is_an_error_in_its_row_not_a_traceback() -> None:
+    """The pod proxy's urllib3 errors (MaxRetryError around a ReadTimeoutError) used to
+    escape `status --workers` as a traceback (issue 19)."""
+    import base64
+    from types import SimpleNamespace
+
+    from urllib3.exceptions import MaxRetryError, ReadTimeoutError
+
+    from w5xde.plugin.source import ClusterSource
+
+    class Api:
+        def param_serialize(self, method: str, path: str, **_: Any) -> tuple[Any, ...]:
+            return (method, path, {}, None, None)
+
+        def call_api(self, method: str, url: str, **_: Any) -> Any:
+            if "demo-1" in url:
+                raise MaxRetryError(None, url, ReadTimeoutError(None, url, "Read timed out."))  # type: ignore[arg-type]
+            raise ReadTimeoutError(None, url, "Read timed out. (read timeout=5)")  # type: ignore[arg-type]
+
+    secret = SimpleNamespace(data={"key": base64.b64encode(b"k" * 32).decode()})
+    source = ClusterSource.__new__(ClusterSource)
+    source.namespace = "ns"
+    source._api = Api()  # type: ignore[assignment]
+    source._core = SimpleNamespace(read_namespaced_secret=lambda *_: secret)  # type: ignore[assignment]
+    reports = source.worker_reports("demo", ["demo-0", "demo-1"])
+    assert reports == {
+        "demo-0": "ReadTimeoutError: None: Read timed out. (read timeout=5)",
+        "demo-1": "ReadTimeoutError: None: Read timed out.",
+    }
+    console = Console(file=io.StringIO(), width=200)
+    console.print(views.status_view("demo", STATUS, reports))
+    rows = console.file.getvalue().split("workers (pulled now)")[1]  # type: ignore[attr-defined]
+    assert "demo-1" in rows
+    assert "Read timed out" in rows
+
+
+def test_links_that_do_not_flow_are_named_with_how_long_and_why() -> None:
+    from w5xde.contract.report import LinkReport, WorkerReport
+
+    status = {
+        **STATUS,
+        "restartCount": 2,
+        "links": {
+            "links": 2, "stalled": 1,
+            "notable": [{"sender": "d-0", "receiver": "d-1", "reason": "Stalled",
+                         "stateSeconds": 45, "message": "no ACK progress for 45 s"}],
+        },
+        "conditions": [{"type": "LinksStalled", "status": "True", "reason": "LinksStalled",
+                        "message": "1 of 2 links not flowing"}],
+    }  # fmt: skip
+    reports: dict[str, WorkerReport | str] = {
+        "d-0": WorkerReport(
+            name="d-0",
+            links=[LinkReport(peer="d-1", state="Stalled", state_seconds=45.2)],
+        ),
+    }
+    console = Console(file=io.StringIO(), width=220)
+    console.print(views.status_view("demo", status, reports))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    summary = text.split("notable links")[0]
+    assert "1 stalled, 0 unreachable, 0 refused" in summary
+    assert "LinksStalled: 1 of 2 links not flowing" in summary
+    assert "2 worker container restarts" in summary
+    assert "Stalled 45 s: no ACK progress for 45 s" in text.split("notable links")[1]
+    pulled = text.split("links (pulled now)")[1]
+    assert "Stalled 45 s" in next(line for line in pulled.splitlines() if "d-0" in line)

@@ -13,10 +13,10 @@ import time
 import pytest
 
 from w5xde.api.v1alpha1 import Profile
+from w5xde.local.run import free_ports
 from w5xde.worker import protocol
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.handshake import Identity, server_handshake
-from w5xde.worker.local import free_ports
 from w5xde.worker.protocol import ProtocolError
 from w5xde.worker.runtime import Worker
 from w5xde.worker.sender import (

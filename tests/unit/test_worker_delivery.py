@@ -17,10 +17,10 @@ import pytest
 from unit.loopback import FRAME_CONTEXT, KEY, wait_for, worker_config
 from w5xde.api.v1alpha1 import CompressionSpec
 from w5xde.contract.report import WorkerReport
+from w5xde.local.run import free_ports
 from w5xde.worker import pacing, protocol
 from w5xde.worker.codec import BatchCompressor
 from w5xde.worker.handshake import Identity, client_handshake
-from w5xde.worker.local import free_ports
 from w5xde.worker.metrics import MetricsServer
 from w5xde.worker.protocol import HEADER_BYTES, CodecId, FrameDecoder, FrameType
 from w5xde.worker.runtime import Worker
@@ -326,7 +326,7 @@ def test_the_metrics_server_caps_connections_and_cuts_slow_requests(
 def test_workers_with_tls_identities_deliver_over_mutual_tls(
     workers: Callable[..., list[Worker]], tmp_path: Path
 ) -> None:
-    from w5xde.worker.local import issue_identities
+    from w5xde.local.run import issue_identities
 
     ports = free_ports(2)
     names = [f"t-{index}" for index in range(2)]

@@ -16,10 +16,10 @@ import pytest
 
 from w5xde.contract import auth
 from w5xde.contract.report import WorkerReport
+from w5xde.local.run import free_ports
 from w5xde.operator.observation import Fetched, FetchError, PodState
 from w5xde.operator.report_client import ReportClient
 from w5xde.worker.config import WorkerConfig
-from w5xde.worker.local import free_ports
 from w5xde.worker.metrics import MetricsServer
 from w5xde.worker.report_endpoint import ReportEndpoint
 from w5xde.worker.runtime import Worker

@@ -21,6 +21,7 @@ import zstandard
 
 from unit.loopback import KEY, wait_for, worker_config
 from w5xde.api.v1alpha1 import CompressionSpec, Profile
+from w5xde.local.run import free_ports, issue_identities
 from w5xde.worker import protocol
 from w5xde.worker.codec import (
     BatchCompressor,
@@ -29,7 +30,6 @@ from w5xde.worker.codec import (
     StreamDecompressor,
 )
 from w5xde.worker.handshake import Identity, client_handshake, server_handshake
-from w5xde.worker.local import free_ports, issue_identities
 from w5xde.worker.protocol import HEADER_BYTES, CodecId, Context, FrameDecoder, FrameType
 from w5xde.worker.runtime import Worker
 from w5xde.worker.sources import PoolSource, synthetic_pool

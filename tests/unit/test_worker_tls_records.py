@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from w5xde.local.run import issue_identities
 from w5xde.worker import openssl_config
-from w5xde.worker.local import issue_identities
 from w5xde.worker.tls import TlsIdentity
 from w5xde.worker.tls_channel import RECORD_BYTES, TlsChannel
 

@@ -24,6 +24,7 @@ from w5xde.api.v1alpha1 import (
     VERSION,
     CompressionClusterSpec,
     CompressionClusterStatus,
+    status_path,
 )
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
@@ -42,12 +43,14 @@ HEADER = (
     "# change the models and run `make crd`.\n"
 )
 
+#: `kubectl get cc` columns: JSONPaths from the status model's aliases, so a renamed
+#: field cannot leave a column reading nothing.
 PRINTER_COLUMNS: list[dict[str, Any]] = [
-    {"name": "Ready", "type": "string", "jsonPath": ".status.ready"},
-    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-    {"name": "Throughput", "type": "string", "jsonPath": ".status.throughput"},
-    {"name": "Ratio", "type": "number", "jsonPath": ".status.compressionRatio"},
-    {"name": "Batches/s", "type": "number", "jsonPath": ".status.batchesPerSecond"},
+    {"name": "Ready", "type": "string", "jsonPath": status_path("ready")},
+    {"name": "Phase", "type": "string", "jsonPath": status_path("phase")},
+    {"name": "Throughput", "type": "string", "jsonPath": status_path("throughput")},
+    {"name": "Ratio", "type": "number", "jsonPath": status_path("compression_ratio")},
+    {"name": "Batches/s", "type": "number", "jsonPath": status_path("batches_per_second")},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

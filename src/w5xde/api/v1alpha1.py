@@ -18,13 +18,15 @@ from pydantic import (
     JsonValue,
     PlainSerializer,
     PlainValidator,
+    SerializerFunctionWrapHandler,
     WithJsonSchema,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
-from w5xde.contract.statistics import SampleStats
+from w5xde.api.statistics import SampleStats
 
 GROUP = "w5xde.io"
 VERSION = "v1alpha1"
@@ -632,6 +634,8 @@ class Phase(StrEnum):
     PENDING = "Pending"
     RUNNING = "Running"
     DEGRADED = "Degraded"
+    #: A bounded run's deadline passed: the workers finish and their final reports come in.
+    COMPLETING = "Completing"
     COMPLETED = "Completed"
     FAILED = "Failed"
 
@@ -644,6 +648,8 @@ class ConditionType(StrEnum):
     DEGRADED = "Degraded"
     COMPLETE = "Complete"
     FAILED = "Failed"
+    #: Links whose sender reports them `Stalled`, `Unreachable` or `Refused` (with counts).
+    LINKS_STALLED = "LinksStalled"
 
 
 class ConditionStatus(StrEnum):
@@ -697,6 +703,8 @@ class NotableReason(StrEnum):
     UNREACHABLE = "Unreachable"
     BAD_REPORT = "BadReport"
     STALE = "Stale"
+    #: Its container restarted within the last few intervals (`message`: count, exit).
+    RESTARTED = "Restarted"
     SLOWEST = "Slowest"
 
 
@@ -820,9 +828,32 @@ class RunOutcome(StrEnum):
 
 #: `status.runs` keeps this many finished runs, newest last.
 MAX_KEPT_RUNS = 10
+#: A run records at most this many scales (the first ones; later ones are counted).
+MAX_RUN_SCALES = 16
 
 
-class RunState(ApiModel):
+class RunScale(ApiModel):
+    """A scale within a run: from when the new worker count applied (docs/operator.md)."""
+
+    at: str
+    workers: int = Field(ge=0)
+
+
+class _OmitsNoScales(ApiModel):
+    """Leaves `scales` out of a dump while a run has none (and was not cleared on purpose),
+    so a run that never scaled reads as it did before scales were recorded."""
+
+    scales: list[RunScale] = Field(default_factory=list, max_length=MAX_RUN_SCALES)
+
+    @model_serializer(mode="wrap")
+    def _omit_no_scales(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and not self.scales and "scales" not in self.model_fields_set:
+            data.pop("scales", None)
+        return data
+
+
+class RunState(_OmitsNoScales):
     """The run in progress: what it is measured against, and its samples so far."""
 
     id: str = ""
@@ -831,6 +862,8 @@ class RunState(ApiModel):
     spec_digest: str = ""
     started_at: str | None = None
     completed_at: str | None = None
+    # `scales` (from the base): the scales within the run, in order; a bounded run keeps
+    # its one deadline, `startedAt` + `duration`, through them (docs/operator.md).
     #: The most workers and nodes that reported in this run.
     workers: int = 0
     nodes: int = 0
@@ -843,7 +876,7 @@ class RunState(ApiModel):
     batches_per_second_samples: SampleStats = Field(default_factory=SampleStats)
 
 
-class RunSummary(ApiModel):
+class RunSummary(_OmitsNoScales):
     """One finished run's own figures, kept in `status.runs`."""
 
     id: str
@@ -852,6 +885,7 @@ class RunSummary(ApiModel):
     outcome: RunOutcome
     started_at: str | None = None
     completed_at: str | None = None
+    #: Seconds traffic was meant to flow: from `startedAt` to the deadline (or the end).
     seconds: float = 0
     workers: int = 0
     nodes: int = 0
@@ -898,6 +932,8 @@ class CompressionClusterStatus(ApiModel):
     network_seconds: float = 0
     compression_seconds: float = 0
     memory_bytes: int = 0
+    #: Container restarts of the current worker pods (their `containerStatuses`).
+    restart_count: int = 0
     totals: Totals = Field(default_factory=Totals)
     #: Counters of worker runs that ended (pods gone, containers restarted): `totals`
     #: is these plus the live runs', so it never goes backwards and no loss is forgotten.
@@ -919,3 +955,43 @@ class CompressionClusterStatus(ApiModel):
     )
     started_at: str | None = None
     completed_at: str | None = None
+
+
+def status_patch(status: CompressionClusterStatus) -> dict[str, Any]:
+    """The JSON merge patch that writes the fields set on `status`, and only those.
+
+    Top-level fields not set are left out (`exclude_unset`); a field that is set is
+    written whole, nested defaults included, so a merge patch leaves nothing stale.
+    """
+    whole = status.model_dump(mode="json", by_alias=True)
+    fields = CompressionClusterStatus.model_fields
+    return {
+        (fields[name].alias or name): whole[fields[name].alias or name]
+        for name in fields
+        if name in status.model_fields_set
+    }
+
+
+def parse_status(raw: Any) -> CompressionClusterStatus:
+    """A stored status, read tolerantly: fields this version does not know are ignored,
+    and a status it cannot read at all (hand-edited, or from a newer operator) keeps
+    only what identifies the run."""
+    if not raw or not isinstance(raw, dict):
+        return CompressionClusterStatus()
+    fields = CompressionClusterStatus.model_fields
+    known = set(fields) | {info.alias for info in fields.values() if info.alias}
+    data = {key: value for key, value in raw.items() if key in known}
+    try:
+        return CompressionClusterStatus.model_validate(data)
+    except ValueError:
+        keep = {key: data[key] for key in ("observedGeneration", "startedAt") if key in data}
+        try:
+            return CompressionClusterStatus.model_validate(keep)
+        except ValueError:
+            return CompressionClusterStatus()
+
+
+def status_path(field: str) -> str:
+    """The JSONPath of a status field, from its alias (for printer columns)."""
+    info = CompressionClusterStatus.model_fields[field]
+    return f".status.{info.alias or field}"

@@ -38,3 +38,7 @@ ENV_POD_IP = "W5XDE_POD_IP"
 ENV_LOG_MODE = "W5XDE_LOG_MODE"
 ENV_CLUSTER_KEY = "W5XDE_CLUSTER_KEY"
 ENV_CLUSTER_KEY_FILE = "W5XDE_CLUSTER_KEY_FILE"
+#: A bounded run's deadline (epoch seconds), from the cluster's run ConfigMap.
+ENV_RUN_DEADLINE = "W5XDE_RUN_DEADLINE"
+#: The run ConfigMap's key holding it ("" until the run has started).
+RUN_DEADLINE_FIELD = "deadline"

@@ -91,7 +91,7 @@ class PeerLoss(ReportModel):
 class LinkTuningReport(ReportModel):
     """What one worker's streams to one peer chose and got (docs/tuning.md).
 
-    Keyed by the peer's address in `WorkerReport.linkTuning`.
+    Keyed by the peer's worker name in `WorkerReport.linkTuning` (as `links` are).
     """
 
     #: The zstd level the streams use now; 0 = raw (no compression).
@@ -165,7 +165,7 @@ class WorkerReport(ReportModel):
     #: Senders whose batches went missing on the way here (only non-zero ones): the
     #: `lostBatches` of the link sender -> this worker.
     lost_from: list[PeerLoss] = Field(default_factory=list, max_length=MAX_LINKS_PER_WORKER)
-    #: Per peer (address): level, raw/compressed share and share of the batches sent.
+    #: Per peer (worker name): level, raw/compressed share and share of the batches sent.
     link_tuning: dict[str, LinkTuningReport] = Field(
         default_factory=dict, max_length=MAX_LINKS_PER_WORKER
     )
@@ -178,7 +178,8 @@ class WorkerExtras(ReportModel):
     sent_raw_bytes: int = 0
     sent_wire_bytes: int = 0
     duplicate_batches: int = 0
-    rejected_connections: int = 0
+    #: As the report's `refusedConnections` (one name per figure).
+    refused_connections: int = 0
     unacked_batches: int = 0
     incoming_streams: int = 0
     outgoing_streams_connected: int = 0

@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
                     return 0
         console.print(_status(source, args))
         return 0
-    status = source.cluster(args.name).get("status") or {}
-    if not status.get("runs"):
+    status = views.typed(source.cluster(args.name).get("status") or {})
+    if not status.runs:
         raise PluginError(f"{source.namespace}/{args.name} has no finished runs yet")
     if args.command == "runs":
         console.print(views.runs_table(status))
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         if chosen is None:
             raise PluginError(f"no run {args.run!r} in {source.namespace}/{args.name}")
         if args.output == "csv":
-            sys.stdout.write(views.results_csv(status, chosen["id"]))
+            sys.stdout.write(views.results_csv(status, chosen.id))
         else:
             sys.stdout.write(views.results_json(chosen) + "\n")
     elif args.command == "compare":
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _status(source: ClusterSource, args: argparse.Namespace) -> Any:
     cluster = source.cluster(args.name)
-    status = cluster.get("status") or {}
+    status = views.typed(cluster.get("status") or {})
     reports = None
     if args.workers:
         pods = [f"{args.name}-{index}" for index in range(int(cluster["spec"].get("workers", 0)))]

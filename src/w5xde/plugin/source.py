@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from urllib3.exceptions import HTTPError
+
 from w5xde.api.v1alpha1 import GROUP, PLURAL, VERSION
 from w5xde.contract import auth
 from w5xde.contract.endpoints import METRICS_PORT, REPORT_PATH
@@ -53,8 +55,8 @@ class ClusterSource:
             )
         except ApiException as error:
             raise _api_error(error, f"compressioncluster {self.namespace}/{name}") from None
-        except OSError as error:
-            raise PluginError(f"cannot reach the API server: {error}") from None
+        except (OSError, HTTPError) as error:
+            raise PluginError(f"cannot reach the API server: {_short(error)}") from None
         return dict(found)
 
     def worker_reports(self, name: str, pods: list[str]) -> dict[str, WorkerReport | str]:
@@ -93,9 +95,22 @@ class ClusterSource:
                 reports[pod] = WorkerReport.model_validate_json(data)
             except ApiException as error:
                 reports[pod] = f"HTTP {error.status}"
-            except (auth.AuthError, ValueError, OSError) as error:
-                reports[pod] = str(error)[:80]
+            except (auth.AuthError, ValueError, OSError, HTTPError) as error:
+                # A worker that does not answer through the pod proxy (urllib3's
+                # MaxRetryError, ReadTimeoutError): its row says so, no traceback.
+                reports[pod] = _short(error)
         return reports
+
+
+def _short(error: BaseException) -> str:
+    """An error in one line: its type for urllib3's wrapped ones, at most 80 characters."""
+    reason = getattr(error, "reason", None)
+    if isinstance(error, HTTPError) and isinstance(reason, BaseException):
+        error = reason  # MaxRetryError wraps the timeout or refusal that ended it
+    text = str(error).split("\n", 1)[0]
+    if isinstance(error, HTTPError):
+        text = f"{type(error).__name__}: {text}"
+    return text[:80]
 
 
 def _api_error(error: Any, what: str) -> PluginError:

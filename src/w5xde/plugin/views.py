@@ -1,7 +1,8 @@
 """Pure renderings of a CompressionCluster's status: rich tables, CSV and JSON.
 
-Everything here takes the status as the API server returns it (camelCase JSON), so
-it is tested without a cluster.
+Everything here takes the status as a typed `CompressionClusterStatus` (or the JSON the
+API server returns, parsed tolerantly by `api.v1alpha1.parse_status`), so it is
+tested without a cluster and a renamed field is a type error, not a silent 0.
 """
 
 from __future__ import annotations
@@ -15,9 +16,19 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
+from w5xde.api.v1alpha1 import (
+    CompressionClusterStatus,
+    Interval,
+    LinksStatus,
+    LinkState,
+    RunSummary,
+    parse_status,
+)
 from w5xde.contract.link_figures import LinkRow, link_rows
 from w5xde.contract.report import WorkerReport
-from w5xde.contract.statistics import SampleStats
+
+StatusLike = CompressionClusterStatus | Mapping[str, Any]
+RunLike = RunSummary | Mapping[str, Any]
 
 #: The columns of `results -o csv`, one row per run.
 CSV_COLUMNS = (
@@ -30,44 +41,50 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
+def typed(status: StatusLike) -> CompressionClusterStatus:
+    return status if isinstance(status, CompressionClusterStatus) else parse_status(dict(status))
+
+
+def typed_run(run: RunLike) -> RunSummary:
+    return run if isinstance(run, RunSummary) else RunSummary.model_validate(dict(run))
+
+
 def mb(value: float) -> str:
     return f"{value / 1e6:,.1f}"
 
 
-def run_rows(status: Mapping[str, Any]) -> list[dict[str, Any]]:
+def run_row(run: RunSummary) -> dict[str, Any]:
+    """One kept run flattened to the CSV columns."""
+    flat = run.model_dump(mode="json", by_alias=True)
+    totals = run.totals.model_dump(mode="json", by_alias=True)
+    throughput = run.throughput
+    return {
+        **{key: flat.get(key, "") for key in CSV_COLUMNS[:12]},
+        "throughputMean": throughput.mean,
+        "throughputCi95": throughput.ci95,
+        "throughputMin": throughput.min,
+        "throughputMax": throughput.max,
+        "throughputSamples": throughput.samples,
+        "wireBytesPerSecond": run.wire_bytes_per_second,
+        "batchesPerSecond": run.batches_per_second,
+        "compressionRatio": run.compression_ratio,
+        **{key: totals[key] for key in CSV_COLUMNS[-6:]},
+    }
+
+
+def run_rows(status: StatusLike) -> list[dict[str, Any]]:
     """The kept runs, oldest first, flattened to the CSV columns."""
-    rows = []
-    for run in status.get("runs") or []:
-        totals = run.get("totals") or {}
-        throughput = run.get("throughput") or {}
-        rows.append(
-            {
-                **{key: run.get(key, "") for key in CSV_COLUMNS[:9]},
-                "links": run.get("links", 0),
-                "linksSharingNode": run.get("linksSharingNode", 0),
-                "throughputBytesPerSecond": run.get("throughputBytesPerSecond", 0),
-                "throughputMean": throughput.get("mean", 0),
-                "throughputCi95": throughput.get("ci95", 0),
-                "throughputMin": throughput.get("min", 0),
-                "throughputMax": throughput.get("max", 0),
-                "throughputSamples": throughput.get("samples", 0),
-                "wireBytesPerSecond": run.get("wireBytesPerSecond", 0),
-                "batchesPerSecond": run.get("batchesPerSecond", 0),
-                "compressionRatio": run.get("compressionRatio", 0),
-                **{key: totals.get(key, 0) for key in CSV_COLUMNS[-6:]},
-            }
-        )
-    return rows
+    return [run_row(run) for run in typed(status).runs]
 
 
-def find_run(status: Mapping[str, Any], run_id: str | None) -> dict[str, Any] | None:
-    runs = list(status.get("runs") or [])
+def find_run(status: StatusLike, run_id: str | None) -> RunSummary | None:
+    runs = typed(status).runs
     if run_id is None:
         return runs[-1] if runs else None
-    return next((run for run in runs if run.get("id") == run_id), None)
+    return next((run for run in runs if run.id == run_id), None)
 
 
-def results_csv(status: Mapping[str, Any], run_id: str | None) -> str:
+def results_csv(status: StatusLike, run_id: str | None) -> str:
     rows = run_rows(status)
     rows = [row for row in rows if row["id"] == run_id] if run_id is not None else rows[-1:]
     out = io.StringIO()
@@ -77,55 +94,54 @@ def results_csv(status: Mapping[str, Any], run_id: str | None) -> str:
     return out.getvalue()
 
 
-def results_json(run: Mapping[str, Any]) -> str:
-    return json.dumps(run, indent=2, sort_keys=True)
+def results_json(run: RunLike) -> str:
+    return json.dumps(
+        typed_run(run).model_dump(mode="json", by_alias=True), indent=2, sort_keys=True
+    )
 
 
-def summary_table(name: str, status: Mapping[str, Any]) -> Table:
+def summary_table(name: str, status: StatusLike) -> Table:
+    found = typed(status)
     table = Table(title=f"CompressionCluster {name}", show_header=False, box=None)
     table.add_column("field", style="bold")
     table.add_column("value")
-    totals = status.get("totals") or {}
-    spread = status.get("spread") or {}
-    reporting = status.get("reporting") or {}
-    run = status.get("run") or {}
-    samples = SampleStats.model_validate(run.get("throughputSamples") or {})
+    totals, spread, reporting, run = found.totals, found.spread, found.reporting, found.run
+    samples = run.throughput_samples
     rows = [
-        ("phase", f"{status.get('phase', '?')}  ready {status.get('ready', '?')}"),
-        ("throughput", f"{status.get('throughput', '')} raw, "
-                       f"{mb(status.get('wireBytesPerSecond', 0))} MB/s on the wire"),
-        ("batches/s", f"{status.get('batchesPerSecond', 0):,.1f}"),
-        ("ratio", f"{status.get('compressionRatio', 0)}x"),
-        ("spread", f"min {mb(spread.get('minBytesPerSecond', 0))}  p50 "
-                   f"{mb(spread.get('p50BytesPerSecond', 0))}  max "
-                   f"{mb(spread.get('maxBytesPerSecond', 0))} MB/s per worker"),
-        ("totals", f"{totals.get('batches', 0):,} batches, {mb(totals.get('rawBytes', 0))} MB, "
-                   f"lost {totals.get('lostBatches', 0)}, "
-                   f"corrupt {totals.get('corruptBatches', 0)}, "
-                   f"resent {totals.get('resentBatches', 0)}"),
-        ("run", f"{run.get('id', '-')} since {run.get('startedAt') or '-'}: "
+        ("phase", f"{found.phase}  ready {found.ready or '?'}"),
+        ("throughput", f"{found.throughput} raw, "
+                       f"{mb(found.wire_bytes_per_second)} MB/s on the wire"),
+        ("batches/s", f"{found.batches_per_second:,.1f}"),
+        ("ratio", f"{found.compression_ratio}x"),
+        ("spread", f"min {mb(spread.min_bytes_per_second)}  p50 "
+                   f"{mb(spread.p50_bytes_per_second)}  max "
+                   f"{mb(spread.max_bytes_per_second)} MB/s per worker"),
+        ("totals", f"{totals.batches:,} batches, {mb(totals.raw_bytes)} MB, "
+                   f"lost {totals.lost_batches}, corrupt {totals.corrupt_batches}, "
+                   f"resent {totals.resent_batches}"),
+        ("restarts", f"{found.restart_count} worker container restarts"),
+        ("run", f"{run.id or '-'} since {run.started_at or '-'}: "
                 f"{mb(samples.mean)} ± {mb(samples.ci95)} MB/s over {samples.count} intervals"),
-        ("links", links_line(status.get("links") or {})),
-        ("reporting", f"{reporting.get('workersReporting', 0)} reporting, "
-                      f"{reporting.get('workersFailing', 0)} failing, folded "
-                      f"{reporting.get('foldedAt') or '-'}"),
+        ("links", links_line(found.links)),
+        ("reporting", f"{reporting.workers_reporting} reporting, "
+                      f"{reporting.workers_failing} failing, folded "
+                      f"{reporting.folded_at or '-'}"),
     ]  # fmt: skip
     for field, value in rows:
         table.add_row(field, value)
+    for item in found.conditions:
+        if item.status == "True" and item.type in ("Degraded", "LinksStalled", "Failed"):
+            table.add_row(item.type, f"{item.reason}: {item.message}")
     return table
 
 
-def notable_table(status: Mapping[str, Any]) -> Table:
+def notable_table(status: StatusLike) -> Table:
     table = Table(title="notable workers")
     for column in ("worker", "node", "MB/s", "reason", "message"):
         table.add_column(column)
-    for item in status.get("notableWorkers") or []:
+    for item in typed(status).notable_workers:
         table.add_row(
-            item.get("name", ""),
-            item.get("node", ""),
-            mb(item.get("throughputBytesPerSecond", 0)),
-            item.get("reason", ""),
-            item.get("message", ""),
+            item.name, item.node, mb(item.throughput_bytes_per_second), item.reason, item.message
         )
     return table
 
@@ -134,18 +150,23 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1e3:,.2f}"
 
 
-def links_line(links: Mapping[str, Any]) -> str:
+def links_line(links: LinksStatus | Mapping[str, Any]) -> str:
     """The links summary of the status: counts, MB/s and RTT p99 spreads."""
-    spread = links.get("spread") or {}
-    rtt = links.get("rttP99") or {}
-    shared = links.get("sharingNode", 0)
+    found = links if isinstance(links, LinksStatus) else LinksStatus.model_validate(dict(links))
+    spread, rtt, shared = found.spread, found.rtt_p99, found.sharing_node
     flag = f", {shared} sharing a node (loopback, not the network)" if shared else ""
+    bad = found.stalled + found.unreachable + found.refused
+    problems = (
+        f", {found.stalled} stalled, {found.unreachable} unreachable, {found.refused} refused"
+        if bad
+        else ""
+    )
     return (
-        f"{links.get('links', 0)} links{flag}; per link min "
-        f"{mb(spread.get('minBytesPerSecond', 0))} p50 {mb(spread.get('p50BytesPerSecond', 0))} "
-        f"max {mb(spread.get('maxBytesPerSecond', 0))} MB/s; RTT p99 min "
-        f"{ms(rtt.get('minSeconds', 0))} p50 {ms(rtt.get('p50Seconds', 0))} max "
-        f"{ms(rtt.get('maxSeconds', 0))} ms"
+        f"{found.links} links{flag}{problems}; per link min "
+        f"{mb(spread.min_bytes_per_second)} p50 {mb(spread.p50_bytes_per_second)} "
+        f"max {mb(spread.max_bytes_per_second)} MB/s; RTT p99 min "
+        f"{ms(rtt.min_seconds)} p50 {ms(rtt.p50_seconds)} max "
+        f"{ms(rtt.max_seconds)} ms"
     )
 
 
@@ -163,30 +184,32 @@ def _link_cells(
     ]  # fmt: skip
 
 
-def notable_links_table(status: Mapping[str, Any]) -> Table:
-    """The links the status names (at most 10), with why."""
+def notable_links_table(status: StatusLike) -> Table:
+    """The links the status names (at most 10), with why (and, for a link that does not
+    flow, for how long and the sender's words)."""
     table = Table(title="notable links")
     for column in (*LINK_COLUMNS, "reason"):
         table.add_column(column, justify="right", no_wrap=column in ("from", "to"))
-    for item in (status.get("links") or {}).get("notable") or []:
+    for item in typed(status).links.notable:
         figures = {
-            "raw": item.get("rawBytesPerSecond", 0), "wire": item.get("wireBytesPerSecond", 0),
-            "batches": item.get("batchesPerSecond", 0), "lost": item.get("lostBatches", 0),
-            "resent": item.get("resentBatches", 0), "p50": item.get("rttP50Seconds", 0),
-            "p99": item.get("rttP99Seconds", 0),
+            "raw": item.raw_bytes_per_second, "wire": item.wire_bytes_per_second,
+            "batches": item.batches_per_second, "lost": item.lost_batches,
+            "resent": item.resent_batches, "p50": item.rtt_p50_seconds,
+            "p99": item.rtt_p99_seconds,
         }  # fmt: skip
-        cells = _link_cells(
-            item.get("sender", ""), item.get("receiver", ""), figures,
-            bool(item.get("sharedNode")), item.get("senderNode", ""),
-        )  # fmt: skip
-        table.add_row(*cells, item.get("reason", ""))
+        cells = _link_cells(item.sender, item.receiver, figures, item.shared_node, item.sender_node)
+        why = str(item.reason)
+        if item.state_seconds or item.message:
+            why = f"{why} {item.state_seconds:.0f} s: {item.message}".rstrip(": ")
+        table.add_row(*cells, why)
     return table
 
 
 def links_table(rows: list[LinkRow]) -> Table:
-    """Every sender -> receiver link of the pulled reports."""
+    """Every sender -> receiver link of the pulled reports, with its state as the sender
+    sees it (`Stalled 45 s`, `Unreachable 12 s` ...; empty while it flows)."""
     table = Table(title="links (pulled now)")
-    for column in LINK_COLUMNS:
+    for column in (*LINK_COLUMNS, "state"):
         table.add_column(column, justify="right", no_wrap=column in ("from", "to"))
     for row in rows:
         figures = {
@@ -194,13 +217,15 @@ def links_table(rows: list[LinkRow]) -> Table:
             "batches": row.batches_per_second, "lost": row.lost_batches,
             "resent": row.resent_batches, "p50": row.rtt_p50_seconds, "p99": row.rtt_p99_seconds,
         }  # fmt: skip
+        state = "" if row.state is LinkState.FLOWING else f"{row.state} {row.state_seconds:.0f} s"
         table.add_row(
-            *_link_cells(row.sender, row.receiver, figures, row.shared_node, row.sender_node)
+            *_link_cells(row.sender, row.receiver, figures, row.shared_node, row.sender_node),
+            state,
         )
     return table
 
 
-def runs_table(status: Mapping[str, Any]) -> Table:
+def runs_table(status: StatusLike) -> Table:
     table = Table(title="runs (newest last)")
     for column in ("run", "outcome", "gen", "spec", "seconds", "MB/s", "mean ± 95 % CI",
                    "batches/s", "ratio", "lost", "workers", "nodes", "links",
@@ -237,64 +262,58 @@ def workers_table(reports: Mapping[str, WorkerReport | str]) -> Table:
 
 
 def status_view(
-    name: str, status: Mapping[str, Any], reports: Mapping[str, WorkerReport | str] | None
+    name: str, status: StatusLike, reports: Mapping[str, WorkerReport | str] | None
 ) -> Group:
-    parts: list[Any] = [summary_table(name, status)]
-    if status.get("notableWorkers"):
-        parts.append(notable_table(status))
-    if (status.get("links") or {}).get("notable"):
-        parts.append(notable_links_table(status))
+    found = typed(status)
+    parts: list[Any] = [summary_table(name, found)]
+    if found.notable_workers:
+        parts.append(notable_table(found))
+    if found.links.notable:
+        parts.append(notable_links_table(found))
     if reports is not None:
         parts.append(workers_table(reports))
         pulled = [report for report in reports.values() if isinstance(report, WorkerReport)]
         parts.append(links_table(link_rows(pulled)))
-    if status.get("runs"):
-        parts.append(runs_table(status))
+    if found.runs:
+        parts.append(runs_table(found))
     return Group(*parts)
 
 
-def overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+def overlap(a: Interval, b: Interval) -> bool:
     """Whether two mean ± ci95 intervals overlap."""
-    low_a, high_a = a["mean"] - a["ci95"], a["mean"] + a["ci95"]
-    low_b, high_b = b["mean"] - b["ci95"], b["mean"] + b["ci95"]
-    return bool(low_a <= high_b and low_b <= high_a)
+    return bool(a.mean - a.ci95 <= b.mean + b.ci95 and b.mean - b.ci95 <= a.mean + a.ci95)
 
 
-def compare_lines(first: Mapping[str, Any], second: Mapping[str, Any]) -> list[str]:
+def compare_lines(first_run: RunLike, second_run: RunLike) -> list[str]:
     """The comparison of two runs as text lines; spec differences said first."""
+    first, second = typed_run(first_run), typed_run(second_run)
     lines = []
-    if first.get("specDigest") != second.get("specDigest"):
+    if first.spec_digest != second.spec_digest:
         lines.append(
-            f"note: {first['id']} and {second['id']} measured different specs "
-            f"({first.get('specDigest')} vs {second.get('specDigest')}, generations "
-            f"{first.get('generation')} and {second.get('generation')})"
+            f"note: {first.id} and {second.id} measured different specs "
+            f"({first.spec_digest} vs {second.spec_digest}, generations "
+            f"{first.generation} and {second.generation})"
         )
-    for label, key, unit in (
-        ("throughput", "throughput", "MB/s"),
-        ("batches/s", "batches", "/s"),
+    for label, a, b, unit in (
+        ("throughput", first.throughput, second.throughput, "MB/s"),
+        ("batches/s", first.batches, second.batches, "/s"),
     ):
-        a, b = first.get(key) or {}, second.get(key) or {}
-        if not a.get("samples") or not b.get("samples"):
+        if not a.samples or not b.samples:
             lines.append(f"{label}: no interval samples in one of the runs")
             continue
         scale = 1e6 if unit == "MB/s" else 1.0
-        delta = b["mean"] - a["mean"]
-        relative = f"{delta / a['mean'] * 100:+.1f} %" if a["mean"] else "n/a"
+        delta = b.mean - a.mean
+        relative = f"{delta / a.mean * 100:+.1f} %" if a.mean else "n/a"
         verdict = (
             "intervals overlap: no clear difference"
             if overlap(a, b)
             else ("intervals do not overlap: a real difference")
         )
         lines.append(
-            f"{label}: {first['id']} {a['mean'] / scale:,.1f} ± {a['ci95'] / scale:,.1f} {unit}"
-            f" (n={a['samples']}), {second['id']} {b['mean'] / scale:,.1f} ± "
-            f"{b['ci95'] / scale:,.1f} {unit} (n={b['samples']}): {relative}; {verdict}"
+            f"{label}: {first.id} {a.mean / scale:,.1f} ± {a.ci95 / scale:,.1f} {unit}"
+            f" (n={a.samples}), {second.id} {b.mean / scale:,.1f} ± "
+            f"{b.ci95 / scale:,.1f} {unit} (n={b.samples}): {relative}; {verdict}"
         )
-    ratio_a, ratio_b = first.get("compressionRatio", 0), second.get("compressionRatio", 0)
-    lines.append(f"ratio: {ratio_a}x -> {ratio_b}x")
-    lost = (
-        (first.get("totals") or {}).get("lostBatches", 0),
-        (second.get("totals") or {}).get("lostBatches", 0),
-    )
-    lines.append(f"lost batches: {lost[0]} -> {lost[1]}")
+    lines.append(f"ratio: {first.compression_ratio}x -> {second.compression_ratio}x")
+    lines.append(f"lost batches: {first.totals.lost_batches} -> {second.totals.lost_batches}")
     return lines
