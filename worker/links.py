@@ -36,6 +36,7 @@ from w5xde.contract.report import MAX_LINKS_PER_WORKER, LinkReport, PeerLoss
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.counters import Counters
 from w5xde.worker.progress import StreamProgress, worst
+from w5xde.worker.tcp_info import TcpLedger
 
 #: Rates (and RTT percentiles) are over the reporting interval, or this without one.
 DEFAULT_RATE_WINDOW_S = 2.0
@@ -161,6 +162,8 @@ class OutgoingLike(Protocol):
     def connected(self) -> bool: ...
     @property
     def progress(self) -> StreamProgress: ...
+    @property
+    def tcp(self) -> TcpLedger: ...
 
 
 def peer_names(own_name: str, addresses: Sequence[str]) -> dict[str, str]:
@@ -268,6 +271,14 @@ class LinkBook:
                 state=state,
                 state_seconds=round(state_seconds, 1),
                 state_message=message,
+                tcp_retransmitted_segments=sum(s.tcp.retransmitted_segments for s in members),
+                tcp_cwnd_bytes=sum(
+                    s.tcp.current.cwnd_segments * s.tcp.current.mss_bytes for s in members
+                ),
+                tcp_srtt_seconds=round(max(s.tcp.current.srtt_seconds for s in members), 6),
+                tcp_delivery_rate_bytes_per_second=round(
+                    sum(s.tcp.current.delivery_rate_bytes_per_second for s in members), 1
+                ),
             )
             links.append(
                 LinkFigures(

@@ -93,7 +93,18 @@ class WorkerCollector:
             family.add_metric([], value)
             yield family
         sizes = self._worker.buffer_sizes()
+        cost = self._worker.cpu_cost()
         gauges: list[tuple[str, str, float]] = [
+            (
+                "w5xde_cpu_seconds_per_gigabyte",
+                "Process CPU seconds per GB of raw data received, over the rate window",
+                cost.total,
+            ),
+            (
+                "w5xde_compression_cpu_seconds_per_gigabyte",
+                "Of that, seconds in compression and decompression",
+                cost.compression,
+            ),
             ("w5xde_rss_bytes", "Resident set size", current_rss_bytes()),
             ("w5xde_peers_connected", "Outgoing streams connected", self._worker.peers_connected()),
             ("w5xde_unacked_batches", "Batches in replay windows", extras.unacked_batches),
@@ -186,6 +197,37 @@ def link_state_families(links: list[LinkFigures]) -> Iterator[Metric]:
     yield state
     yield seconds
     yield stalls
+    yield from link_tcp_families(links)
+
+
+def link_tcp_families(links: list[LinkFigures]) -> Iterator[Metric]:
+    """`w5xde_link_tcp_*`: the kernel's TCP_INFO of each link's sockets."""
+    retransmits = CounterMetricFamily(
+        "w5xde_link_tcp_retransmitted_segments",
+        "TCP segments the kernel retransmitted on the link's sockets (TCP_INFO)",
+        labels=LINK_LABELS,
+    )
+    gauges = [
+        ("w5xde_link_tcp_cwnd_bytes", "Congestion windows of the link's sockets", "tcp_cwnd_bytes"),
+        (
+            "w5xde_link_tcp_srtt_seconds",
+            "Largest smoothed RTT of the link's sockets",
+            "tcp_srtt_seconds",
+        ),
+        (
+            "w5xde_link_tcp_delivery_rate_bytes_per_second",
+            "The kernel's delivery-rate samples of the link's sockets, summed",
+            "tcp_delivery_rate_bytes_per_second",
+        ),
+    ]
+    for link in links:
+        retransmits.add_metric([link.report.peer], link.report.tcp_retransmitted_segments)
+    yield retransmits
+    for name, text, field in gauges:
+        family = GaugeMetricFamily(name, text, labels=LINK_LABELS)
+        for link in links:
+            family.add_metric([link.report.peer], getattr(link.report, field))
+        yield family
 
 
 class _RefusalCollector:

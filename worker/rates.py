@@ -21,6 +21,8 @@ class Snapshot:
     at: float
     received: Counters
     sent: Counters
+    #: Process CPU seconds (user + system) at that moment.
+    cpu_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,7 @@ class Rates:
     seconds: float
     received: Counters
     sent: Counters
+    cpu_seconds: float = 0.0
 
 
 def difference(now: Counters, before: Counters) -> Counters:
@@ -75,4 +78,5 @@ class RateWindow:
             seconds=seconds,
             received=difference(now.received, base.received),
             sent=difference(now.sent, base.sent),
+            cpu_seconds=max(0.0, now.cpu_seconds - base.cpu_seconds),
         )

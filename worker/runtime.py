@@ -13,6 +13,7 @@ import resource
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from w5xde.api.v1alpha1 import Balance, Source
@@ -31,7 +32,7 @@ from w5xde.worker.handshake import Identity
 from w5xde.worker.keyring import KeyRing
 from w5xde.worker.pacing import RateSplit
 from w5xde.worker.producer import CompressionPool, compression_threads, uses_pool
-from w5xde.worker.rates import RateWindow, Snapshot
+from w5xde.worker.rates import Rates, RateWindow, Snapshot
 from w5xde.worker.receiver import IncomingRegistry, ReceiveLoop
 from w5xde.worker.sender import OutgoingStream, ReplayBudget, Unacked
 from w5xde.worker.sockets import BufferSizes, tune
@@ -102,7 +103,9 @@ class Worker:
         #: Tells the operator this run's counters start from zero (see WorkerReport).
         self._incarnation = os.urandom(6).hex()
         window = links.rate_window_seconds(config)
-        self._rates = RateWindow(window, Snapshot(self._started, Counters(), Counters()))
+        self._rates = RateWindow(
+            window, Snapshot(self._started, Counters(), Counters(), process_cpu_seconds())
+        )
         #: Per-link counters over the same window (each outgoing link's rates).
         self._links = links.LinkBook(window, self._started)
         self._sampler: threading.Thread | None = None
@@ -177,7 +180,7 @@ class Worker:
 
     def _snapshot(self) -> Snapshot:
         received, sent = self.totals()
-        return Snapshot(time.monotonic(), received, sent)
+        return Snapshot(time.monotonic(), received, sent, process_cpu_seconds())
 
     # --- shape -----------------------------------------------------------------------
 
@@ -369,6 +372,9 @@ class Worker:
                 max(0.0, delta_in.compression_seconds + delta_out.compression_seconds) * scale,
                 3,
             ),
+            cpu_seconds_per_gb=cpu_cost(rates).total,
+            compression_cpu_seconds_per_gb=cpu_cost(rates).compression,
+            cpu_seconds=round(now.cpu_seconds, 3),
             rss_bytes=current_rss_bytes(),
             socket_buffer=SocketBufferReport(
                 requested=self.config.network.fixed_buffer_bytes,
@@ -384,6 +390,10 @@ class Worker:
             key_fingerprint=self.keyring.fingerprint,
             link_tuning=self.link_tuning(),
         )
+
+    def cpu_cost(self) -> CpuCost:
+        """CPU seconds per GB received over the rate window (the metrics' reading)."""
+        return cpu_cost(self._rates.rates(self._snapshot()))
 
     def _lost_by_sender(self) -> dict[str, int]:
         with self._registry.lock:
@@ -467,6 +477,33 @@ def tls_identity(config: WorkerConfig) -> TlsIdentity | None:
             config.name, Path(tls.certificate_file), Path(tls.key_file), Path(tls.ca_file)
         )
     return TlsIdentity(config.name, Path(tls.ca_file))
+
+
+@dataclass(frozen=True, slots=True)
+class CpuCost:
+    """Process CPU per GB of raw data received, and the compression share of it."""
+
+    total: float
+    compression: float
+
+
+def cpu_cost(rates: Rates) -> CpuCost:
+    received = rates.received.raw_bytes
+    coding = rates.received.compression_seconds + rates.sent.compression_seconds
+    return CpuCost(per_gb(rates.cpu_seconds, received), per_gb(coding, received))
+
+
+def process_cpu_seconds() -> float:
+    """User + system CPU of this process so far, every thread (the kernel's count)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def per_gb(seconds: float, raw_bytes: int) -> float:
+    """Seconds per 1e9 raw bytes, rounded to what it means (0 with nothing moved)."""
+    if raw_bytes <= 0:
+        return 0.0
+    return round(max(0.0, seconds) * 1e9 / raw_bytes, 3)
 
 
 def current_rss_bytes() -> int:

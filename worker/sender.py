@@ -31,6 +31,7 @@ from w5xde.worker.protocol import HEADER, HEADER_BYTES, CodecId, FrameType, Prot
 from w5xde.worker.sockets import BufferSizes, interrupt, tune
 from w5xde.worker.sources import BatchSource
 from w5xde.worker.stream_tuning import StreamTuner
+from w5xde.worker.tcp_info import TcpLedger
 from w5xde.worker.tls_channel import TlsChannel
 
 log = logging.getLogger("w5xde.sender")
@@ -137,6 +138,8 @@ class OutgoingStream(threading.Thread):
         self._rate_split = rate_split
         if rate_split is None and rate_bytes_per_second > 0:
             self._rate_split = RateSplit(rate_bytes_per_second)
+        #: The kernel's TCP facts of this stream's connections (read on the tuning tick).
+        self.tcp = TcpLedger()
         #: Connected, flowing, stalled, unreachable: readable from any thread.
         self.progress = StreamProgress(
             stall_after_seconds(
@@ -283,6 +286,7 @@ class OutgoingStream(threading.Thread):
                 self._pending.clear()
                 self._pending_bytes = 0
                 self._ack_filled = 0
+                self.tcp.connection_ended(sock)
                 sock.close()
 
     def _connect(self) -> socket.socket:
@@ -354,6 +358,7 @@ class OutgoingStream(threading.Thread):
                 if delay > 0:
                     self._flush(sock)
                     self._pace(sock, poller, delay)
+                    self._maybe_tick(sock)
             # After every write, paced or coalesced: a paced stream flushes each batch
             # and never fills a coalesced write, and its share must still count (a
             # share counted only on coalesced writes froze its siblings for good).
@@ -389,6 +394,7 @@ class OutgoingStream(threading.Thread):
     def _maybe_tick(self, sock: socket.socket) -> None:
         if time.monotonic() >= self.tuning.next_tick:
             self.tuning.tick(sock, self.counters)
+            self.tcp.sample(sock)
 
     def _wait_for_siblings(self, sock: socket.socket, poller: select.poll) -> None:
         """balance: even: hold while this stream is a share ahead of its slowest sibling."""

@@ -100,8 +100,13 @@ def test_rate_limited_all_to_all_links_advance_in_every_window(
     assert rate >= 0.95 * WORKERS * RATE, f"{rate / 1e6:.1f} MB/s of {WORKERS * RATE / 1e6:.0f}"
     for child in cluster:
         assert child.latest is not None
-        assert child.latest.report.lost_batches == 0
-        assert child.latest.report.corrupt_batches == 0
+        report = child.latest.report
+        assert report.lost_batches == 0
+        assert report.corrupt_batches == 0
+        # What the data cost: CPU per GB received, compression part of it (issue 20).
+        assert report.cpu_seconds_per_gb > 0
+        assert report.compression_cpu_seconds_per_gb > 0
+        assert report.cpu_seconds > 0
 
 
 def test_a_frozen_peer_is_named_stalled_and_does_not_starve_the_others(

@@ -222,8 +222,14 @@ def test_lossy_delayed_links_still_deliver_everything(
         )
         finals = stop_all(running)
         # The loss was real: TCP had to retransmit inside the namespaces.
-        retransmitted = sum(_retransmitted_segments(namespace) for namespace in (first, second))
-        assert retransmitted > 0
+        retransmitted = [_retransmitted_segments(namespace) for namespace in (first, second)]
+        assert sum(retransmitted) > 0
+        # ... and each sender's link says so, from its sockets' own TCP_INFO: never more
+        # than its whole namespace retransmitted (the ACK direction counts there too).
+        for index, final in enumerate(finals):
+            (link,) = final["report"]["links"]
+            assert 0 <= link["tcpRetransmittedSegments"] <= retransmitted[index], link
+        assert sum(f["report"]["links"][0]["tcpRetransmittedSegments"] for f in finals) > 0
     finally:
         for namespace in (first, second):
             _clear_impairment(namespace)

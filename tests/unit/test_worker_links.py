@@ -25,6 +25,7 @@ from w5xde.worker.links import (
 from w5xde.worker.metrics import WorkerCollector
 from w5xde.worker.progress import StreamProgress
 from w5xde.worker.runtime import Worker
+from w5xde.worker.tcp_info import TcpLedger
 
 
 def test_percentiles_of_known_samples_are_nearest_rank() -> None:
@@ -103,6 +104,7 @@ class _Stream:
         self.connected = True
         self.progress = StreamProgress()
         self.progress.now_connected()
+        self.tcp = TcpLedger()
 
 
 def test_link_rates_are_over_the_window_and_streams_of_a_peer_add_up() -> None:

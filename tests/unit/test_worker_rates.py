@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from w5xde.worker.counters import Counters
-from w5xde.worker.rates import RateWindow, Snapshot
+from w5xde.worker.rates import Rates, RateWindow, Snapshot
 
 
 def _at(seconds: float, raw: int) -> Snapshot:
@@ -48,3 +48,15 @@ def test_the_window_keeps_bounded_memory() -> None:
     for tick in range(1, 10_000):
         window.add(_at(tick * 0.5, tick))
     assert len(window._samples) <= 6
+
+
+def test_cpu_cost_is_process_cpu_per_gb_received() -> None:
+    from w5xde.worker.runtime import cpu_cost
+
+    received = Counters(raw_bytes=2_000_000_000, compression_seconds=0.6)
+    sent = Counters(raw_bytes=2_000_000_000, compression_seconds=0.4)
+    cost = cpu_cost(Rates(seconds=10, received=received, sent=sent, cpu_seconds=3.0))
+    assert (cost.total, cost.compression) == (1.5, 0.5)
+    # Nothing received: no figure rather than a division by zero or infinity.
+    idle = cpu_cost(Rates(seconds=10, received=Counters(), sent=sent, cpu_seconds=3.0))
+    assert (idle.total, idle.compression) == (0.0, 0.0)

@@ -765,6 +765,9 @@ class NotableLink(ApiModel):
     #: For `Stalled`, `Unreachable` and `Refused`: how long, and the sender's words.
     state_seconds: float = 0
     message: str = Field("", max_length=256)
+    #: The kernel's TCP_INFO of the link's sockets (the worker report's `tcp*` fields).
+    tcp_retransmitted_segments: int = 0
+    tcp_srtt_seconds: float = 0
 
 
 class SecondsSpread(ApiModel):

@@ -56,6 +56,8 @@ class LinkRow:
     state: LinkState = LinkState.FLOWING
     state_seconds: float = 0.0
     state_message: str = ""
+    tcp_retransmitted_segments: int = 0
+    tcp_srtt_seconds: float = 0.0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -99,6 +101,8 @@ def link_rows(
                     state=link.state,
                     state_seconds=link.state_seconds,
                     state_message=link.state_message,
+                    tcp_retransmitted_segments=link.tcp_retransmitted_segments,
+                    tcp_srtt_seconds=link.tcp_srtt_seconds,
                 )
             )
     rows.sort(key=lambda row: row.key)
@@ -130,6 +134,8 @@ def _notable(row: LinkRow, reason: NotableLinkReason) -> NotableLink:
         reason=reason,
         state_seconds=round(row.state_seconds, 1) if row.state in PROBLEM_LINK_STATES else 0.0,
         message=row.state_message if row.state in PROBLEM_LINK_STATES else "",
+        tcp_retransmitted_segments=row.tcp_retransmitted_segments,
+        tcp_srtt_seconds=row.tcp_srtt_seconds,
     )
 
 

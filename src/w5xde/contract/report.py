@@ -72,6 +72,13 @@ class LinkReport(ReportModel):
     state_seconds: float = Field(0, ge=0)
     #: Why, in the sender's words (the last connect or handshake error), when not flowing.
     state_message: str = Field("", max_length=256)
+    #: The kernel's TCP_INFO of the link's sockets (docs/metrics.md): segments
+    #: retransmitted (cumulative over this incarnation), the congestion windows in bytes
+    #: (summed over streams), the largest smoothed RTT, the delivery rates (summed).
+    tcp_retransmitted_segments: int = Field(0, ge=0)
+    tcp_cwnd_bytes: int = Field(0, ge=0)
+    tcp_srtt_seconds: float = Field(0, ge=0)
+    tcp_delivery_rate_bytes_per_second: float = Field(0, ge=0)
 
 
 class PeerLoss(ReportModel):
@@ -136,6 +143,13 @@ class WorkerReport(ReportModel):
     resent_batches: int = Field(0, ge=0)
     network_seconds: float = Field(0, ge=0)
     compression_seconds: float = Field(0, ge=0)
+    #: Process CPU (user + system, from the kernel) per GB (1e9 bytes) of raw data this
+    #: worker received and verified, over the rate window; of it, the seconds its own
+    #: timers spent in compression and decompression.  0 when nothing arrived.
+    cpu_seconds_per_gb: float = Field(0, ge=0)
+    compression_cpu_seconds_per_gb: float = Field(0, ge=0)
+    #: Process CPU since the worker started.
+    cpu_seconds: float = Field(0, ge=0)
     rss_bytes: int = Field(0, ge=0)
     socket_buffer: SocketBufferReport = Field(default_factory=SocketBufferReport)
     peers_connected: int = Field(0, ge=0)
