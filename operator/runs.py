@@ -59,14 +59,23 @@ def _digest(spec_json: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+#: Spec fields that do not change what a run measures (how often, and how it is judged).
+_NOT_MEASURED = {"samples", "expect"}
+
+
+def _measured(spec: CompressionClusterSpec) -> dict[str, Any]:
+    return spec.model_dump(mode="json", by_alias=True, exclude=_NOT_MEASURED)
+
+
 def spec_digest(spec: CompressionClusterSpec) -> str:
-    """12 hex digits of the spec: runs compare only when these match."""
-    return _digest(spec.model_dump(mode="json", by_alias=True))
+    """12 hex digits of the measured spec: runs compare only when these match (a change
+    of `samples` or `expect` is not a new run)."""
+    return _digest(_measured(spec))
 
 
 def only_rescaled(spec: CompressionClusterSpec, digest: str) -> bool:
     """Whether `spec` differs from the spec of `digest` in its worker count alone."""
-    shape = spec.model_dump(mode="json", by_alias=True)
+    shape = _measured(spec)
     counts = range(1, MAX_WORKERS + 1)
     return any(_digest({**shape, "workers": count}) == digest for count in counts)
 

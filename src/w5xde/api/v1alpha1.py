@@ -543,6 +543,78 @@ class SecuritySpec(ApiModel):
         return self
 
 
+#: The most samples (runs back to back) one bounded CompressionCluster makes.
+MAX_SAMPLES = 20
+SAMPLES_NEED_DURATION = "samples: more than one sample needs a bounded run (set spec.duration)"
+EXPECT_NEEDS_DURATION = (
+    "expect: expectations are checked when a run ends; set spec.duration (a bounded run)"
+)
+RATIO_WITHOUT_CODEC = (
+    "expect.minCompressionRatio: with compression.codec none the ratio is 1, "
+    "so a minimum above 1 can never pass"
+)
+EXPECT_RULES: tuple[tuple[str, str, str], ...] = (
+    (
+        "!has(self.samples) || self.samples <= 1 || (has(self.duration) && self.duration != '')",
+        SAMPLES_NEED_DURATION,
+        ".samples",
+    ),
+    (
+        "!has(self.expect) || (has(self.duration) && self.duration != '')"
+        " || ((!has(self.expect.minThroughputBytesPerSecond)"
+        " || self.expect.minThroughputBytesPerSecond == 0.0)"
+        " && (!has(self.expect.minCompressionRatio) || self.expect.minCompressionRatio == 0.0)"
+        " && (!has(self.expect.maxCpuSecondsPerGb) || self.expect.maxCpuSecondsPerGb == 0.0))",
+        EXPECT_NEEDS_DURATION,
+        ".expect",
+    ),
+    (
+        "!has(self.expect) || !has(self.expect.minCompressionRatio)"
+        " || self.expect.minCompressionRatio <= 1.0"
+        " || !has(self.compression) || !has(self.compression.codec)"
+        " || self.compression.codec != 'none'",
+        RATIO_WITHOUT_CODEC,
+        ".expect.minCompressionRatio",
+    ),
+)
+
+
+class ExpectSpec(ApiModel):
+    """What a bounded run must reach to pass; checked when it ends (docs/results.md).
+
+    A 0 minimum or CPU maximum is no expectation; `maxLostBatches` always holds."""
+
+    min_throughput_bytes_per_second: float = Field(0, ge=0)
+    """The cluster's raw throughput over the run, at least (bytes/s; 0 = none)."""
+    min_compression_ratio: float = Field(0, ge=0, le=1000)
+    """Raw over wire bytes, at least (0 = none)."""
+    max_lost_batches: int = Field(0, ge=0)
+    """Batches lost in the run, at most (default 0: a run that loses data fails)."""
+    max_cpu_seconds_per_gb: float = Field(0, ge=0)
+    """Process CPU seconds per GB (1e9 bytes) of raw data received, at most (0 = none)."""
+
+    def is_set(self) -> bool:
+        """Any expectation beyond the default `maxLostBatches: 0`."""
+        return self != ExpectSpec()
+
+
+def check_expectations(spec: CompressionClusterSpec) -> None:
+    """The pydantic side of EXPECT_RULES: ValueError with the same messages."""
+    expect = spec.expect
+    bounded = spec.duration != ""
+    if spec.samples > 1 and not bounded:
+        raise ValueError(SAMPLES_NEED_DURATION)
+    ranged = (
+        expect.min_throughput_bytes_per_second,
+        expect.min_compression_ratio,
+        expect.max_cpu_seconds_per_gb,
+    )
+    if not bounded and any(value != 0 for value in ranged):
+        raise ValueError(EXPECT_NEEDS_DURATION)
+    if expect.min_compression_ratio > 1 and spec.compression.codec is Codec.NONE:
+        raise ValueError(RATIO_WITHOUT_CODEC)
+
+
 class CompressionClusterSpec(ApiModel):
     """The desired state of a CompressionCluster."""
 
@@ -587,13 +659,20 @@ class CompressionClusterSpec(ApiModel):
     """Where the volumes are mounted in the worker container."""
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, max_length=16)
     """Secrets (in the cluster's namespace) to pull a private worker image with."""
+    samples: int = Field(1, ge=1, le=MAX_SAMPLES)
+    """A bounded run made this many times back to back, each kept in `status.runs`, and
+    summarized with a 95 % confidence interval (`kubectl w5xde results`)."""
+    expect: ExpectSpec = Field(default_factory=ExpectSpec)
+    """Expectations a bounded run must meet: the `Passed` condition and an Event when it
+    ends, and `kubectl w5xde results --check` exits 3 on a miss."""
 
     # The workload's scale rules need `workers`, so CEL checks them here (WorkloadSpec).
-    model_config = ConfigDict(json_schema_extra=cel_rules(*WORKLOAD_SCALE_RULES))
+    model_config = ConfigDict(json_schema_extra=cel_rules(*WORKLOAD_SCALE_RULES, *EXPECT_RULES))
 
     @model_validator(mode="after")
     def _workload_fits_workers(self) -> CompressionClusterSpec:
         check_workload_scale(self.workload, self.workers)
+        check_expectations(self)
         return self
 
 
