@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
+import local_json  # bench/local_json.py (the script's directory is on sys.path)
 import zstandard
 
 from w5xde.api.v1alpha1 import Profile
@@ -222,7 +223,7 @@ def w5xde_pair(
         check=True,
         env=env,
     )
-    data = json.loads(result.stdout)
+    data = local_json.flat(json.loads(result.stdout))
     return Row(
         name=f"w5xde x{workers} L{level} {_size(batch_bytes)} {log_mode} "
         f"buf={_size(socket_buffer)}"

@@ -440,3 +440,17 @@ def interval_overlap_slower(
     upper = candidate.mean + candidate.ci95
     lower = baseline.mean - baseline.ci95
     return upper < lower * (1 - tolerance)
+
+
+def write_schema(path: str) -> None:
+    """Write the JSON Schema (`make crd` keeps docs/results.schema.json current)."""
+    import json
+
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":  # pragma: no cover - `make crd`
+    import sys
+
+    write_schema(sys.argv[1] if len(sys.argv) > 1 else "docs/results.schema.json")
