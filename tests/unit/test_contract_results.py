@@ -227,7 +227,7 @@ def test_contradictory_expectations_are_refused_with_the_api_servers_message(
 
 
 def test_unknown_expectation_is_refused_naming_it() -> None:
-    with pytest.raises(ValidationError, match="expect.minThroughput"):
+    with pytest.raises(ValidationError, match=r"expect\.minThroughput"):
         CompressionClusterSpec.model_validate({"duration": "10s", "expect": {"minThroughput": 1}})
 
 
