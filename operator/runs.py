@@ -160,15 +160,16 @@ def summarize_run(
         spread=spread,
         throughput=interval_of(run.throughput_samples),
         batches=interval_of(run.batches_per_second_samples),
+        cpu_seconds_per_gb=interval_of(run.cpu_seconds_per_gb_samples, digits=3),
     )
 
 
-def interval_of(samples: SampleStats) -> Interval:
+def interval_of(samples: SampleStats, digits: int = 1) -> Interval:
     return Interval(
-        mean=round(samples.mean, 1),
-        ci95=round(samples.ci95, 1),
-        min=round(samples.min, 1),
-        max=round(samples.max, 1),
+        mean=round(samples.mean, digits),
+        ci95=round(samples.ci95, digits),
+        min=round(samples.min, digits),
+        max=round(samples.max, digits),
         samples=samples.count,
     )
 

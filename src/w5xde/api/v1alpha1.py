@@ -716,6 +716,8 @@ class ConditionType(StrEnum):
     FAILED = "Failed"
     #: Links whose sender reports them `Stalled`, `Unreachable` or `Refused` (with counts).
     LINKS_STALLED = "LinksStalled"
+    #: The last bounded run met `spec.expect` (False names each missed expectation).
+    PASSED = "Passed"
 
 
 class ConditionStatus(StrEnum):
@@ -940,6 +942,20 @@ class RunState(_OmitsNoScales):
     start_totals: Totals = Field(default_factory=Totals)
     throughput_samples: SampleStats = Field(default_factory=SampleStats)
     batches_per_second_samples: SampleStats = Field(default_factory=SampleStats)
+    cpu_seconds_per_gb_samples: SampleStats = Field(default_factory=SampleStats)
+
+
+class ExpectationCheck(ApiModel):
+    """One expectation of `spec.expect` and the run's figure it was held against."""
+
+    expectation: str = Field(max_length=64)
+    expected: float
+    actual: float
+    passed: bool
+
+
+#: How many checks a run carries (one per `spec.expect` key).
+MAX_EXPECTATIONS = 8
 
 
 class RunSummary(_OmitsNoScales):
@@ -968,6 +984,12 @@ class RunSummary(_OmitsNoScales):
     #: Cluster throughput (bytes/s) and batches/s over the run's report intervals.
     throughput: Interval = Field(default_factory=Interval)
     batches: Interval = Field(default_factory=Interval)
+    #: Process CPU seconds per GB of raw data received, over the run's report intervals.
+    cpu_seconds_per_gb: Interval = Field(default_factory=Interval)
+    #: `spec.expect` held against the run's figures when it ended, and the verdict
+    #: (absent for a run that did not complete).
+    expectations: list[ExpectationCheck] = Field(default_factory=list, max_length=MAX_EXPECTATIONS)
+    passed: bool | None = None
 
 
 class ReportingStatus(ApiModel):
@@ -997,6 +1019,10 @@ class CompressionClusterStatus(ApiModel):
     compression_ratio: float = 0
     network_seconds: float = 0
     compression_seconds: float = 0
+    #: Process CPU seconds per GB (1e9 bytes) of raw data received, over the workers'
+    #: last rate windows, and of it the codec's (docs/results.md, "CPU cost").
+    cpu_seconds_per_gb: float = 0
+    compression_cpu_seconds_per_gb: float = 0
     memory_bytes: int = 0
     #: Container restarts of the current worker pods (their `containerStatuses`).
     restart_count: int = 0

@@ -25,7 +25,7 @@ from pydantic.alias_generators import to_camel
 
 from w5xde import __version__
 from w5xde.api.statistics import SampleStats
-from w5xde.api.v1alpha1 import ExpectSpec, LinkState
+from w5xde.api.v1alpha1 import ExpectationCheck, ExpectSpec, LinkState, RunSummary
 
 #: The version of this schema; `schemaVersion` of every result.
 SCHEMA_VERSION: Final = "w5xde.io/results/v1"
@@ -155,13 +155,9 @@ class RunFigures(ResultModel):
     tcp_retransmitted_segments: int = Field(0, ge=0)
 
 
-class Check(ResultModel):
-    """One expectation and the figure it was held against."""
-
-    expectation: str
-    expected: float
-    actual: float
-    passed: bool
+#: One expectation and the figure it was held against (the API's model: `status.runs`
+#: carries the same checks).
+Check = ExpectationCheck
 
 
 class RunResult(ResultModel):
@@ -338,28 +334,48 @@ _EXPECTATIONS: dict[str, tuple[str, bool]] = {
 }
 
 
-def _figure(figures: RunFigures, name: str) -> float:
-    if name == "cpuSecondsPerGb":
-        return figures.cpu.cpu_seconds_per_gb
-    value: float = getattr(figures, {"throughputBytesPerSecond": "throughput_bytes_per_second",
-                                     "compressionRatio": "compression_ratio",
-                                     "lostBatches": "lost_batches"}[name])  # fmt: skip
-    return value
+def figure_values(figures: RunFigures) -> dict[str, float]:
+    """The figures expectations read, by their result names."""
+    return {
+        "throughputBytesPerSecond": figures.throughput_bytes_per_second,
+        "compressionRatio": figures.compression_ratio,
+        "lostBatches": float(figures.lost_batches),
+        "cpuSecondsPerGb": figures.cpu.cpu_seconds_per_gb,
+    }
 
 
-def check(expect: ExpectSpec, figures: RunFigures) -> list[Check]:
+def summary_values(summary: RunSummary) -> dict[str, float]:
+    """The same figures of a finished run in `status.runs` (CPU: its intervals' mean)."""
+    return {
+        "throughputBytesPerSecond": summary.throughput_bytes_per_second,
+        "compressionRatio": summary.compression_ratio,
+        "lostBatches": float(summary.totals.lost_batches),
+        "cpuSecondsPerGb": summary.cpu_seconds_per_gb.mean,
+    }
+
+
+def check(expect: ExpectSpec, figures: RunFigures | Mapping[str, float]) -> list[Check]:
     """Each expectation that is set (a 0 minimum or CPU maximum is unset; `maxLostBatches`
     always holds, default 0) against the run's figure."""
+    values = figure_values(figures) if isinstance(figures, RunFigures) else figures
     wanted = expect.model_dump(by_alias=True)
     checks = []
     for key, (figure, is_minimum) in _EXPECTATIONS.items():
         expected = float(wanted[key])
         if key != "maxLostBatches" and expected <= 0:
             continue
-        actual = _figure(figures, figure)
+        actual = float(values.get(figure, 0.0))
         passed = actual >= expected if is_minimum else actual <= expected
         checks.append(Check(expectation=key, expected=expected, actual=actual, passed=passed))
     return checks
+
+
+def judge(summary: RunSummary, expect: ExpectSpec) -> RunSummary:
+    """A completed run's summary with its checks and verdict (the `Passed` condition)."""
+    checks = check(expect, summary_values(summary))
+    return summary.model_copy(
+        update={"expectations": checks, "passed": all(item.passed for item in checks)}
+    )
 
 
 def verdict(outcome: Outcome, checks: Sequence[Check]) -> bool:
