@@ -233,6 +233,8 @@ class FoldLoop:
         await keys.rotate(kube, cluster, (body.get("metadata") or {}).get("annotations") or {})
         problems = (*observation.problems, *keys.problems(spec.security.operator_issued))
         statefulset, events = await self._repair(cluster, spec, statefulset, observation, problems)
+        if events:  # re-created: its run ConfigMap was cleared with it, write it again
+            memory.deadline_written = False
         states = observation.pods
         fetched = await self._fetch(memory, states, spec)
         # A pod without an address has not started: it will mount the new key anyway.

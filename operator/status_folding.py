@@ -21,6 +21,7 @@ from w5xde.api.v1alpha1 import (
     CompressionClusterSpec,
     CompressionClusterStatus,
     LinksStatus,
+    NotableLinkReason,
     NotableReason,
     NotableWorker,
     Phase,
@@ -270,6 +271,20 @@ def _close(
     return run, figures, results.judge(summary, spec.expect)
 
 
+def _settled(links: LinksStatus) -> LinksStatus:
+    """A finished run's links: its last live figures, without link states that were a
+    problem only while it ran (a finished run has no stalled link)."""
+    problems = {NotableLinkReason(state.value) for state in PROBLEM_LINK_STATES}
+    return links.model_copy(
+        update={
+            "stalled": 0,
+            "unreachable": 0,
+            "refused": 0,
+            "notable": [item for item in links.notable if item.reason not in problems],
+        }
+    )
+
+
 def _situation(
     spec: CompressionClusterSpec,
     status: CompressionClusterStatus,
@@ -357,7 +372,7 @@ def fold_status(
         ready_workers=workers.ready,
         restart_count=sum(pod.restarts for pod in observation.pods),
         **_figures_fields(figures, completed),
-        **({} if completed else {"links": links}),
+        links=_settled(status.links) if completed else links,
         totals=ledger.totals,
         retired_totals=ledger.retired,
         notable_workers=notable_workers(

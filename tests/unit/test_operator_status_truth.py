@@ -179,6 +179,7 @@ def test_a_completed_cluster_with_no_current_problem_is_not_degraded() -> None:
     )
     assert done.completed
     assert _condition(done.status, "Degraded") == ("False", "AsSpecified")
+    assert done.status.links == degraded.links  # no link problem to drop here: kept as is
     # ...and later folds of the completed cluster clear one left from before.
     kept = status.model_copy(update={"phase": "Completed", "conditions": degraded.conditions})
     later = completed_status(spec, kept, observation)
@@ -272,3 +273,26 @@ def test_a_scale_within_a_run_keeps_its_id_start_and_deadline_and_is_recorded() 
     (closed,) = changed.status.runs
     assert closed.outcome == "SpecChanged"
     assert [item.workers for item in closed.scales] == [3]
+
+
+def test_a_finished_run_keeps_its_last_links_without_the_stalled_ones() -> None:
+    spec = _spec(duration="60s")
+    pods = [_pod("d-0"), _pod("d-1")]
+    live = _fold(
+        spec,
+        pods,
+        [_report("d-0", [_link("d-1", LinkState.STALLED, 9)]), _report("d-1", [_link("d-0")])],
+        _running(seconds_ago=55),
+    )
+    assert live.status.links.stalled == 1
+    finished = [_report("d-0", finished=True), _report("d-1", finished=True)]
+    done = _fold(
+        spec, pods, finished, _after(_running(seconds_ago=55), live), now=NOW + timedelta(seconds=6)
+    )
+    assert done.completed
+    assert done.status.links.links == 2  # the last live figures
+    assert done.status.links.stalled == 0
+    assert [item.reason for item in live.status.links.notable][0] == "Stalled"
+    assert "Stalled" not in [item.reason for item in done.status.links.notable]
+    assert len(done.status.links.notable) == len(live.status.links.notable) - 1
+    assert _condition(done.status, "LinksStalled") == ("False", "LinksFlowing")
