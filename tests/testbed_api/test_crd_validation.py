@@ -116,6 +116,37 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     ("unknown-field", {"workerz": 3}, "workerz", "unknown field"),
     (
+        "expect-unknown",
+        {"duration": "10s", "expect": {"minThroughput": 3}},
+        "spec.expect.minThroughput",
+        "unknown field",
+    ),
+    (
+        "expect-negative",
+        {"duration": "10s", "expect": {"maxLostBatches": -1}},
+        "spec.expect.maxLostBatches",
+        "greater than or equal to 0",
+    ),
+    (
+        "expect-unbounded",
+        {"expect": {"minThroughputBytesPerSecond": 1e8}},
+        "spec.expect",
+        "expectations are checked when a run ends",
+    ),
+    (
+        "expect-ratio-without-codec",
+        {"duration": "10s", "compression": {"codec": "none"}, "expect": {"minCompressionRatio": 2}},
+        "spec.expect.minCompressionRatio",
+        "with compression.codec none the ratio is 1",
+    ),  # fmt: skip
+    (
+        "samples-unbounded",
+        {"samples": 3},
+        "spec.samples",
+        "more than one sample needs a bounded run",
+    ),
+    ("samples-too-many", {"duration": "1s", "samples": 21}, "spec.samples", "less than or equal"),
+    (
         "cert-manager-without-issuer",
         {"security": {"certificates": "certManager"}},
         "spec.security.issuerRef",

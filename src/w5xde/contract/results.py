@@ -55,12 +55,14 @@ class Outcome(StrEnum):
 
 
 class Versions(ResultModel):
-    w5xde: str = Field(alias="w5xde")
-    zstandard: str
-    libzstd: str
-    openssl: str
-    python: str
-    kernel: str
+    """What ran (empty where the producer cannot know: a cluster's finished run)."""
+
+    w5xde: str = Field("", alias="w5xde")
+    zstandard: str = ""
+    libzstd: str = ""
+    openssl: str = ""
+    python: str = ""
+    kernel: str = ""
 
 
 class NodeEnvironment(ResultModel):
