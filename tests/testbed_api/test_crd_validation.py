@@ -138,7 +138,7 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         {"duration": "10s", "compression": {"codec": "none"}, "expect": {"minCompressionRatio": 2}},
         "spec.expect.minCompressionRatio",
         "with compression.codec none the ratio is 1",
-    ),  # fmt: skip
+    ),
     (
         "samples-unbounded",
         {"samples": 3},
