@@ -59,8 +59,8 @@ def _digest(spec_json: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-#: Spec fields that do not change what a run measures (how often, and how it is judged).
-_NOT_MEASURED = {"samples", "expect"}
+#: Spec fields that do not change what a run measures (how it is judged).
+_NOT_MEASURED = {"expect"}
 
 
 def _measured(spec: CompressionClusterSpec) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def _measured(spec: CompressionClusterSpec) -> dict[str, Any]:
 
 def spec_digest(spec: CompressionClusterSpec) -> str:
     """12 hex digits of the measured spec: runs compare only when these match (a change
-    of `samples` or `expect` is not a new run)."""
+    of `expect` is not a new run)."""
     return _digest(_measured(spec))
 
 

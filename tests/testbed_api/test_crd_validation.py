@@ -140,13 +140,6 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "with compression.codec none the ratio is 1",
     ),
     (
-        "samples-unbounded",
-        {"samples": 3},
-        "spec.samples",
-        "more than one sample needs a bounded run",
-    ),
-    ("samples-too-many", {"duration": "1s", "samples": 21}, "spec.samples", "less than or equal"),
-    (
         "cert-manager-without-issuer",
         {"security": {"certificates": "certManager"}},
         "spec.security.issuerRef",

@@ -16,7 +16,6 @@ from w5xde.api.statistics import t_quantile_975
 from w5xde.api.v1alpha1 import (
     EXPECT_NEEDS_DURATION,
     RATIO_WITHOUT_CODEC,
-    SAMPLES_NEED_DURATION,
     CompressionClusterSpec,
     ExpectSpec,
 )
@@ -207,7 +206,6 @@ def test_slower_only_when_outside_both_intervals() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"samples": 3}, SAMPLES_NEED_DURATION),
         ({"expect": {"minThroughputBytesPerSecond": 1e8}}, EXPECT_NEEDS_DURATION),
         (
             {
@@ -237,8 +235,9 @@ def test_the_crd_carries_the_expectation_rules_and_bounds() -> None:
     schema = crd.crd_document()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     spec = schema["properties"]["spec"]
     rules = {rule["message"] for rule in spec["x-kubernetes-validations"]}
-    assert {SAMPLES_NEED_DURATION, EXPECT_NEEDS_DURATION, RATIO_WITHOUT_CODEC} <= rules
-    assert spec["properties"]["samples"]["minimum"] == 1
+    assert {EXPECT_NEEDS_DURATION, RATIO_WITHOUT_CODEC} <= rules
+    # Repeated samples are `w5xde local --samples` only (docs/decisions.md).
+    assert "samples" not in spec["properties"]
     expect = spec["properties"]["expect"]["properties"]
     assert expect["maxLostBatches"]["minimum"] == 0
     assert set(expect) == {
@@ -247,11 +246,11 @@ def test_the_crd_carries_the_expectation_rules_and_bounds() -> None:
     }  # fmt: skip
 
 
-def test_samples_and_expect_do_not_change_the_runs_spec_digest() -> None:
+def test_expect_does_not_change_the_runs_spec_digest() -> None:
     from w5xde.operator.runs import spec_digest
 
     plain = CompressionClusterSpec.model_validate({"duration": "10s"})
     judged = CompressionClusterSpec.model_validate(
-        {"duration": "10s", "samples": 3, "expect": {"minCompressionRatio": 2}}
+        {"duration": "10s", "expect": {"minCompressionRatio": 2}}
     )
     assert spec_digest(plain) == spec_digest(judged)

@@ -543,9 +543,8 @@ class SecuritySpec(ApiModel):
         return self
 
 
-#: The most samples (runs back to back) one bounded CompressionCluster makes.
+#: The most samples (runs back to back) `w5xde local --samples` makes.
 MAX_SAMPLES = 20
-SAMPLES_NEED_DURATION = "samples: more than one sample needs a bounded run (set spec.duration)"
 EXPECT_NEEDS_DURATION = (
     "expect: expectations are checked when a run ends; set spec.duration (a bounded run)"
 )
@@ -554,11 +553,6 @@ RATIO_WITHOUT_CODEC = (
     "so a minimum above 1 can never pass"
 )
 EXPECT_RULES: tuple[tuple[str, str, str], ...] = (
-    (
-        "!has(self.samples) || self.samples <= 1 || (has(self.duration) && self.duration != '')",
-        SAMPLES_NEED_DURATION,
-        ".samples",
-    ),
     (
         "!has(self.expect) || (has(self.duration) && self.duration != '')"
         " || ((!has(self.expect.minThroughputBytesPerSecond)"
@@ -602,8 +596,6 @@ def check_expectations(spec: CompressionClusterSpec) -> None:
     """The pydantic side of EXPECT_RULES: ValueError with the same messages."""
     expect = spec.expect
     bounded = spec.duration != ""
-    if spec.samples > 1 and not bounded:
-        raise ValueError(SAMPLES_NEED_DURATION)
     ranged = (
         expect.min_throughput_bytes_per_second,
         expect.min_compression_ratio,
@@ -659,9 +651,6 @@ class CompressionClusterSpec(ApiModel):
     """Where the volumes are mounted in the worker container."""
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, max_length=16)
     """Secrets (in the cluster's namespace) to pull a private worker image with."""
-    samples: int = Field(1, ge=1, le=MAX_SAMPLES)
-    """A bounded run made this many times back to back, each kept in `status.runs`, and
-    summarized with a 95 % confidence interval (`kubectl w5xde results`)."""
     expect: ExpectSpec = Field(default_factory=ExpectSpec)
     """Expectations a bounded run must meet: the `Passed` condition and an Event when it
     ends, and `kubectl w5xde results --check` exits 3 on a miss."""

@@ -277,15 +277,15 @@ def configuration(plan: LocalPlan) -> dict[str, Any]:
         compression=plan.compression,
         network=plan.network,
         security=SecuritySpec(tls=plan.tls),
-        samples=plan.samples,
         expect=plan.expect,
     )
-    return spec.model_dump(mode="json", by_alias=True, include=_LOCAL_SPEC_FIELDS)
+    shown = spec.model_dump(mode="json", by_alias=True, include=_LOCAL_SPEC_FIELDS)
+    return {**shown, "samples": plan.samples}
 
 
 _LOCAL_SPEC_FIELDS = {
     "workers", "duration", "log_mode", "workload", "compression", "network", "security",
-    "samples", "expect",
+    "expect",
 }  # fmt: skip
 
 
