@@ -387,3 +387,20 @@ def test_two_worker_processes_serve_probes_and_metrics_and_stop_on_sigterm() -> 
         assert final["final"] is True
         assert final["report"]["lostBatches"] == 0
         assert final["report"]["batches"] > 0
+
+
+def test_local_json_stream_prints_the_configuration_then_intervals_then_the_result() -> None:
+    from w5xde.contract.results import RESULT_ADAPTER, RunResult
+
+    result = run("local", "--workers", "2", "--duration", "2", "--json-stream")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0]["kind"] == "Configuration"
+    assert lines[0]["configuration"]["workers"] == 2
+    intervals = lines[1:-1]
+    assert intervals
+    assert all(line["kind"] == "Interval" for line in intervals)
+    assert [line["seconds"] for line in intervals] == sorted(line["seconds"] for line in intervals)
+    final = RESULT_ADAPTER.validate_python(lines[-1])
+    assert isinstance(final, RunResult)
+    assert final.run_id == intervals[0]["runId"]

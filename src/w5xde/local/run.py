@@ -47,6 +47,7 @@ from w5xde.api.v1alpha1 import (
     parse_log_mode,
 )
 from w5xde.contract import certificates, results
+from w5xde.contract.figures import fold_reports
 from w5xde.contract.link_figures import link_rows
 from w5xde.contract.report import LinkReport, ReportLine, WorkerReport
 from w5xde.contract.results import Outcome, RunResult, SampleSet
@@ -91,6 +92,12 @@ def add_local_arguments(parser: argparse.ArgumentParser) -> None:
         "--json",
         action="store_true",
         help="print the result as one JSON object on stdout (docs/results.md)",
+    )
+    parser.add_argument(
+        "--json-stream",
+        action="store_true",
+        help="one JSON line per second on stdout: first the configuration, then the live "
+        "figures, last the result (docs/results.md)",
     )
     parser.add_argument(
         "--samples",
@@ -581,6 +588,9 @@ def run_local(args: argparse.Namespace) -> int:
     kept: list[RunResult] = []
     ending = Ending()
     last: list[Child] = []
+    if args.json_stream:
+        print(json.dumps({"kind": "Configuration", "schemaVersion": results.SCHEMA_VERSION,
+                          "configuration": configuration(plan)}), flush=True)  # fmt: skip
     with stop_signals() as stops:
         for _ in range(plan.samples):
             with tempfile.TemporaryDirectory(prefix="w5xde-local-tls-") as directory:
@@ -591,8 +601,8 @@ def run_local(args: argparse.Namespace) -> int:
             if ending.signum:
                 break
     document: RunResult | SampleSet = kept[0] if plan.samples == 1 else results.sample_set(kept)
-    if args.json:
-        print(json.dumps(results.dump(document)))
+    if args.json or args.json_stream:
+        print(json.dumps(results.dump(document)), flush=True)
     else:
         print(format_table(document))
     if args.plot is not None and last:
@@ -646,9 +656,10 @@ def run_once(
     deadline = started + plan.duration + _STOP_GRACE_S
     live = (
         Live(console=Console(stderr=True), refresh_per_second=4, transient=True)
-        if sys.stderr.isatty() and not args.json
+        if sys.stderr.isatty() and not (args.json or args.json_stream)
         else None
     )
+    streamed = started
     try:
         stops.armed = True
         if stops.signum:
@@ -661,6 +672,9 @@ def run_once(
                     deadline = float("inf")
                 if live is not None:
                     live.update(live_view([child.latest for child in children], started))
+                if args.json_stream and time.monotonic() - streamed >= 1.0:
+                    streamed = time.monotonic()
+                    print(interval_line(run_id, children, streamed - started), flush=True)
                 time.sleep(0.25)
     except StopSignalError as stop:
         signum = stop.signum
@@ -683,6 +697,25 @@ def run_once(
         ending=ending,
     )
     return result, ending, children
+
+
+def interval_line(run_id: str, children: list[Child], seconds: float) -> str:
+    """One `--json-stream` line: the workers' rates over their last report window."""
+    figures = fold_reports([child.latest.report for child in children if child.latest])
+    return json.dumps(
+        {
+            "kind": "Interval",
+            "runId": run_id,
+            "seconds": round(seconds, 3),
+            "throughputBytesPerSecond": figures.throughput_bytes_per_second,
+            "wireBytesPerSecond": figures.wire_bytes_per_second,
+            "batchesPerSecond": figures.batches_per_second,
+            "compressionRatio": figures.compression_ratio,
+            "cpuSecondsPerGb": figures.cpu_seconds_per_gb,
+            "rssMaxBytes": figures.memory_bytes,
+            "lostBatches": figures.totals.lost_batches,
+        }
+    )
 
 
 def _reap(children: list[Child]) -> None:
