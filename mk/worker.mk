@@ -45,3 +45,10 @@ $(KWOK_BIN):
 .PHONY: bench-status
 bench-status: install testbed-bin $(KWOK_BIN) ## reporting at 10/100/1000 simulated workers on the real API server; table + bench/status-results.json
 	$(BIN)/python bench/bench_status.py --kwok $(KWOK_BIN) --json bench/status-results.json $(BENCH_STATUS_ARGS)
+
+.PHONY: docs-figures docs-figures-check
+docs-figures: install ## render README's and docs/PERFORMANCE.md's figures from bench/*.json
+	$(BIN)/python bench/render_docs.py
+
+docs-figures-check: install ## fail if those docs differ from what bench/*.json renders
+	$(BIN)/python bench/render_docs.py --check
