@@ -20,6 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -231,13 +232,17 @@ class TestFaults:
             f"{victim} restarted",
         )
         assert int((status.get("restarts") or {}).get("total", status.get("restartCount", 0))) >= 1
-        events = scenario.testbed.kubectl(
-            "get", "events", "-n", scenario.namespace, "-o", "json"
-        ).stdout
-        assert any(
-            item.get("reason") == "WorkerRestarted" and victim in item.get("message", "")
-            for item in json.loads(events)["items"]
-        ), "no WorkerRestarted event"
+
+        def restart_event() -> bool:
+            events = scenario.testbed.kubectl(
+                "get", "events", "-n", scenario.namespace, "-o", "json"
+            ).stdout
+            return any(
+                item.get("reason") == "WorkerRestarted" and victim in item.get("message", "")
+                for item in json.loads(events)["items"]
+            )
+
+        scenario.testbed.wait_for(restart_event, 30, "a WorkerRestarted event")
         # One worker restarting does not flip the whole cluster to Pending.
         assert all(
             s.get("phase") != "Pending" for s in scenario.status.since(time.monotonic() - seconds)
@@ -272,7 +277,10 @@ class TestFaults:
                         for i in s.get("notableWorkers") or []
                         if i["reason"] in ("Stale", "Unreachable")
                     }
-                    and condition(s, "Degraded").get("status") == "True"
+                    and (
+                        condition(s, "Degraded").get("status") == "True"
+                        or condition(s, "LinksStalled").get("status") == "True"
+                    )
                 ),
                 f"the workers on the frozen node {sorted(on_it)}",
             )
@@ -346,7 +354,6 @@ class TestFaults:
             120,
             "the bounded run to start",
         )
-        started = time.monotonic()
         time.sleep(20)
         scenario.testbed.kubectl("scale", "cc", NAME, "-n", scenario.namespace, "--replicas", "2")
         status = scenario.testbed.wait_for(
@@ -354,13 +361,18 @@ class TestFaults:
                 condition(scenario.status.latest(), "Complete").get("status") == "True"
                 and scenario.status.latest()
             ),
-            duration + 60,
+            duration + 90,
             f"the run to complete\n{scenario.operator.log()}",
         )
-        took = time.monotonic() - started
-        assert took < duration + 2 * INTERVAL + 10, (
-            f"completed after {took:.0f} s of a {duration} s run"
-        )
+        # The run kept its one deadline through the scale: it ended within two status
+        # intervals of it, and its figure averages the time traffic was meant to flow.
+        started = datetime.fromisoformat(status["startedAt"])
+        completed = datetime.fromisoformat(status["completedAt"])
+        took = (completed - started).total_seconds()
+        assert duration <= took < duration + 2 * INTERVAL + 5, f"completed {took:.0f} s after start"
+        run = (status.get("runs") or [{}])[-1]
+        assert abs(float(run.get("seconds", 0)) - duration) < INTERVAL, run
+        assert float(run.get("throughputBytesPerSecond", 0)) > 0, run
         assert not problems(status), problems(status)
         assert condition(status, "Degraded").get("status") != "True"
         scenario.assert_clean()
