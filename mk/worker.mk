@@ -22,7 +22,7 @@ worker-test: install worker-tools ## the worker's tests: unit, local end to end,
 	$(BIN)/pytest tests/unit/test_protocol_*.py tests/unit/test_worker_*.py tests/local tests/netns $(PYTEST_ARGS)
 
 bench: install worker-tools ## w5xde against zstd|nc and the codec ceiling; table + $(BENCH_OUT)
-	$(BIN)/python bench/bench_worker.py --json $(BENCH_OUT)
+	$(BIN)/python bench/bench_worker.py --json $(BENCH_OUT) $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE))
 
 KWOK_VERSION := v0.8.0
 # KWOK (sigs.k8s.io/kwok) keeps simulated nodes and pods alive for the reporting benchmark.
