@@ -16,6 +16,7 @@ from w5xde.api.v1alpha1 import (
     MAX_NOTABLE_WORKERS,
     CompressionClusterSpec,
     CompressionClusterStatus,
+    Phase,
     RunState,
     RunSummary,
     Spread,
@@ -1168,7 +1169,7 @@ def test_a_run_that_misses_min_throughput_is_not_passed_naming_it_and_both_figur
             "expect": {"minThroughputBytesPerSecond": 3e8, "minCompressionRatio": 2},
         }
     )
-    status = _started(61).model_copy(update={"phase": "Running"})
+    status = _started(61).model_copy(update={"phase": Phase.RUNNING})
     final = _report(
         "d-0", finished=True, batches=3_000, raw_bytes=300_000_000, wire_bytes=100_000_000
     )
