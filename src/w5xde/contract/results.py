@@ -25,7 +25,7 @@ from pydantic.alias_generators import to_camel
 
 from w5xde import __version__
 from w5xde.api.statistics import SampleStats
-from w5xde.api.v1alpha1 import ExpectationCheck, ExpectSpec, LinkState, RunSummary
+from w5xde.api.v1alpha1 import ExpectationCheck, ExpectSpec, LinkState, RunOutcome, RunSummary
 
 #: The version of this schema; `schemaVersion` of every result.
 SCHEMA_VERSION: Final = "w5xde.io/results/v1"
@@ -391,6 +391,52 @@ def missed_message(checks: Sequence[Check]) -> str:
         f"{item.expected:g}, measured {item.actual:g}"
         for item in checks
         if not item.passed
+    )
+
+
+# -- A cluster's kept run ------------------------------------------------------------
+
+_RUN_OUTCOMES = {
+    RunOutcome.COMPLETED: (Outcome.COMPLETE, ""),
+    RunOutcome.SPEC_CHANGED: (Outcome.INTERRUPTED, "the spec changed, so a new run began"),
+    RunOutcome.FAILED: (Outcome.FAILED, "the run failed"),
+}
+
+
+def from_run_summary(
+    summary: RunSummary, configuration: Mapping[str, Any], versions: Versions
+) -> RunResult:
+    """One kept run of `status.runs` (judged by `judge` when it ended) as a `RunResult`."""
+    outcome, reason = _RUN_OUTCOMES.get(summary.outcome, (Outcome.FAILED, str(summary.outcome)))
+    totals = summary.totals
+    figures = RunFigures(
+        seconds=summary.seconds,
+        workers=summary.workers,
+        throughput_bytes_per_second=summary.throughput_bytes_per_second,
+        wire_bytes_per_second=summary.wire_bytes_per_second,
+        batches=totals.batches,
+        batches_per_second=summary.batches_per_second,
+        compression_ratio=summary.compression_ratio,
+        cpu=CpuCost(cpu_seconds_per_gb=summary.cpu_seconds_per_gb.mean),
+        lost_batches=totals.lost_batches,
+        corrupt_batches=totals.corrupt_batches,
+        resent_batches=totals.resent_batches,
+    )
+    return RunResult(
+        run_id=summary.id,
+        started_at=summary.started_at or "",
+        completed_at=summary.completed_at or "",
+        outcome=outcome,
+        reason=reason,
+        configuration=dict(configuration),
+        versions=versions,
+        environment=Environment(
+            links_sharing_node=summary.links_sharing_node,
+            peers_share_node=summary.links > 0 and summary.links == summary.links_sharing_node,
+        ),
+        figures=figures,
+        expectations=list(summary.expectations),
+        passed=bool(summary.passed) and outcome is Outcome.COMPLETE,
     )
 
 

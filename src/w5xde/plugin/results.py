@@ -17,29 +17,14 @@ from w5xde.api.v1alpha1 import (
     CompressionClusterSpec,
     CompressionClusterStatus,
     Interval,
-    RunOutcome,
     RunSummary,
 )
 from w5xde.contract import results
-from w5xde.contract.results import (
-    CpuCost,
-    Environment,
-    FigureSummary,
-    Outcome,
-    RunFigures,
-    RunResult,
-    Versions,
-)
+from w5xde.contract.results import FigureSummary, RunResult, Versions
 
 #: Exit code of a gate that failed: a missed expectation, a run that did not pass, a
 #: comparison slower beyond both intervals (1 is an error, 2 bad usage).
 EXIT_GATE = 3
-
-_OUTCOMES = {
-    RunOutcome.COMPLETED: (Outcome.COMPLETE, ""),
-    RunOutcome.SPEC_CHANGED: (Outcome.INTERRUPTED, "the spec changed, so a new run began"),
-    RunOutcome.FAILED: (Outcome.FAILED, "the run failed"),
-}
 
 
 def effective_spec(cluster: Mapping[str, Any]) -> dict[str, Any]:
@@ -62,38 +47,8 @@ def _worker_versions(cluster: Mapping[str, Any]) -> Versions:
 
 
 def run_result(cluster: Mapping[str, Any], summary: RunSummary) -> RunResult:
-    """One kept run of `status.runs` as a `RunResult`."""
-    outcome, reason = _OUTCOMES.get(summary.outcome, (Outcome.FAILED, str(summary.outcome)))
-    totals = summary.totals
-    figures = RunFigures(
-        seconds=summary.seconds,
-        workers=summary.workers,
-        throughput_bytes_per_second=summary.throughput_bytes_per_second,
-        wire_bytes_per_second=summary.wire_bytes_per_second,
-        batches=totals.batches,
-        batches_per_second=summary.batches_per_second,
-        compression_ratio=summary.compression_ratio,
-        cpu=CpuCost(cpu_seconds_per_gb=summary.cpu_seconds_per_gb.mean),
-        lost_batches=totals.lost_batches,
-        corrupt_batches=totals.corrupt_batches,
-        resent_batches=totals.resent_batches,
-    )
-    return RunResult(
-        run_id=summary.id,
-        started_at=summary.started_at or "",
-        completed_at=summary.completed_at or "",
-        outcome=outcome,
-        reason=reason,
-        configuration=effective_spec(cluster),
-        versions=_worker_versions(cluster),
-        environment=Environment(
-            links_sharing_node=summary.links_sharing_node,
-            peers_share_node=summary.links > 0 and summary.links == summary.links_sharing_node,
-        ),
-        figures=figures,
-        expectations=list(summary.expectations),
-        passed=bool(summary.passed) and outcome is Outcome.COMPLETE,
-    )
+    """One kept run of `status.runs` as a `RunResult` (`results.from_run_summary`)."""
+    return results.from_run_summary(summary, effective_spec(cluster), _worker_versions(cluster))
 
 
 def results_json(cluster: Mapping[str, Any], summary: RunSummary) -> str:
