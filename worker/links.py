@@ -34,7 +34,7 @@ from typing import Protocol
 from w5xde.contract.figures import percentile
 from w5xde.contract.report import MAX_LINKS_PER_WORKER, LinkReport, PeerLoss
 from w5xde.worker.config import WorkerConfig
-from w5xde.worker.counters import Counters
+from w5xde.worker.counters import SendCounters
 from w5xde.worker.progress import StreamProgress, worst
 from w5xde.worker.tcp_info import TcpLedger
 
@@ -155,7 +155,7 @@ class OutgoingLike(Protocol):
     @property
     def peer(self) -> str: ...
     @property
-    def counters(self) -> Counters: ...
+    def counters(self) -> SendCounters: ...
     @property
     def acks(self) -> AckClock: ...
     @property
@@ -182,7 +182,7 @@ def peer_names(own_name: str, addresses: Sequence[str]) -> dict[str, str]:
 @dataclass(frozen=True, slots=True)
 class _Sample:
     at: float
-    per_peer: dict[str, Counters]
+    per_peer: dict[str, SendCounters]
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +196,8 @@ class LinkFigures:
     stalls: int = 0
 
 
-def _per_peer(streams: Iterable[OutgoingLike]) -> dict[str, Counters]:
-    summed: dict[str, Counters] = {}
+def _per_peer(streams: Iterable[OutgoingLike]) -> dict[str, SendCounters]:
+    summed: dict[str, SendCounters] = {}
     for stream in streams:
         counters = summed.get(stream.peer)
         if counters is None:
@@ -241,7 +241,7 @@ class LinkBook:
         links: list[LinkFigures] = []
         for address, members in by_peer.items():
             current = _per_peer(members)[address]
-            before = base.per_peer.get(address, Counters())
+            before = base.per_peer.get(address, SendCounters())
             rtts: list[float] = []
             for stream in members:
                 rtts.extend(stream.acks.rtt.recent(now))

@@ -31,7 +31,8 @@ from w5xde.contract.report import LinkTuningReport
 from w5xde.worker.links import LinkFigures
 from w5xde.worker.refusals import RefusalLog
 from w5xde.worker.report_endpoint import ReportEndpoint, is_certificate_path, is_report_path
-from w5xde.worker.runtime import Worker, current_rss_bytes
+from w5xde.worker.reporting import cpu_cost, current_rss_bytes, worker_extras
+from w5xde.worker.runtime import Worker
 
 log = logging.getLogger("w5xde.metrics")
 
@@ -50,8 +51,10 @@ class WorkerCollector:
         self._worker = worker
 
     def collect(self) -> Iterator[Metric]:
-        received, sent = self._worker.totals()
-        extras = self._worker.extras()
+        # One reading, as the report takes it: every view shows the same figures.
+        reading = self._worker.reading()
+        received, sent = reading.now.received, reading.now.sent
+        extras = worker_extras(reading)
         counters: list[tuple[str, str, float]] = [
             ("w5xde_received_batches", "Batches received and verified", received.batches),
             ("w5xde_received_raw_bytes", "Raw bytes received and verified", received.raw_bytes),
@@ -80,7 +83,7 @@ class WorkerCollector:
             (
                 "w5xde_rejected_connections",
                 "Incoming data connections refused: failed handshakes, over the caps",
-                extras.rejected_connections,
+                extras.refused_connections,
             ),
             (
                 "w5xde_protocol_errors",
@@ -92,8 +95,8 @@ class WorkerCollector:
             family = CounterMetricFamily(name, text)
             family.add_metric([], value)
             yield family
-        sizes = self._worker.buffer_sizes()
-        cost = self._worker.cpu_cost()
+        sizes = reading.buffer_sizes
+        cost = cpu_cost(reading.rates)
         gauges: list[tuple[str, str, float]] = [
             (
                 "w5xde_cpu_seconds_per_gigabyte",
@@ -106,7 +109,7 @@ class WorkerCollector:
                 cost.compression,
             ),
             ("w5xde_rss_bytes", "Resident set size", current_rss_bytes()),
-            ("w5xde_peers_connected", "Outgoing streams connected", self._worker.peers_connected()),
+            ("w5xde_peers_connected", "Outgoing streams connected", reading.peers_connected),
             ("w5xde_unacked_batches", "Batches in replay windows", extras.unacked_batches),
             (
                 "w5xde_socket_send_buffer_bytes",

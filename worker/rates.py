@@ -11,7 +11,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from w5xde.worker.counters import Counters
+from w5xde.worker.counters import Counters, ReceiveCounters, SendCounters
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,8 +19,8 @@ class Snapshot:
     """Cumulative figures at one moment (monotonic seconds)."""
 
     at: float
-    received: Counters
-    sent: Counters
+    received: ReceiveCounters
+    sent: SendCounters
     #: Process CPU seconds (user + system) at that moment.
     cpu_seconds: float = 0.0
 

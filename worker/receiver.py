@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from w5xde.worker import credits, protocol
 from w5xde.worker.codec import BatchDecompressor, CorruptBatchError
 from w5xde.worker.config import WorkerConfig
-from w5xde.worker.counters import Counters
+from w5xde.worker.counters import ReceiveCounters
 from w5xde.worker.handshake import (
     HANDSHAKE_TIMEOUT_S,
     HandshakeTimeoutError,
@@ -131,14 +131,14 @@ class IncomingRegistry:
     senders: dict[tuple[str, int], SenderState] = field(default_factory=dict)
     sockets: dict[tuple[str, int], socket.socket] = field(default_factory=dict)
     #: Counters of live connections; a connection that ends is folded into `retired`.
-    counters: list[Counters] = field(default_factory=list)
-    retired: Counters = field(default_factory=Counters)
+    counters: list[ReceiveCounters] = field(default_factory=list)
+    retired: ReceiveCounters = field(default_factory=ReceiveCounters)
     refusals: RefusalLog = field(default_factory=lambda: RefusalLog(log, "incoming connections"))
     #: Sequence gaps by sender name (the `lostBatches` of each incoming link).
     lost_by_sender: dict[str, int] = field(default_factory=dict)
 
     @property
-    def rejected_connections(self) -> int:
+    def refused_connections(self) -> int:
         """Connections refused: failed handshakes, and those over the caps."""
         return self.refusals.total
 
@@ -161,7 +161,9 @@ class IncomingRegistry:
             interrupt(previous)
         return state
 
-    def release(self, hello: protocol.Hello, sock: socket.socket, counters: Counters) -> None:
+    def release(
+        self, hello: protocol.Hello, sock: socket.socket, counters: ReceiveCounters
+    ) -> None:
         key = (hello.sender, hello.stream)
         with self.lock:
             if self.sockets.get(key) is sock:
@@ -169,7 +171,7 @@ class IncomingRegistry:
             self.counters.remove(counters)
             self.retired.add(counters)
 
-    def total(self) -> Counters:
+    def total(self) -> ReceiveCounters:
         """Everything received, by live and by ended connections."""
         with self.lock:
             total = self.retired.copy()
@@ -214,7 +216,7 @@ class IncomingConnection:
         self._config = config
         self._identity = identity
         self._registry = registry
-        self.counters = Counters()
+        self.counters = ReceiveCounters()
         self._pool = (
             pool if pool is not None else BufferPool(buffer_bytes(config.network.chunk_bytes))
         )
@@ -540,7 +542,7 @@ class ReceiveLoop:
         ]
         self._connections: set[IncomingConnection] = set()
         self._stopping = threading.Event()
-        self.counters = Counters()
+        self.counters = ReceiveCounters()
         self.idle_timeout = idle_timeout(config)
         with registry.lock:
             registry.counters.append(self.counters)

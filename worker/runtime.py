@@ -13,26 +13,24 @@ import resource
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from w5xde.api.v1alpha1 import Balance, Source
 from w5xde.contract.report import (
     CertificateReport,
     LinkTuningReport,
-    SocketBufferReport,
     WorkerExtras,
     WorkerReport,
 )
-from w5xde.worker import links
+from w5xde.worker import links, reporting
 from w5xde.worker.config import WorkerConfig
-from w5xde.worker.counters import Counters
+from w5xde.worker.counters import ReceiveCounters, SendCounters
 from w5xde.worker.credits import EvenShares
 from w5xde.worker.handshake import Identity
 from w5xde.worker.keyring import KeyRing
 from w5xde.worker.pacing import RateSplit
 from w5xde.worker.producer import CompressionPool, compression_threads, uses_pool
-from w5xde.worker.rates import Rates, RateWindow, Snapshot
+from w5xde.worker.rates import RateWindow, Snapshot
 from w5xde.worker.receiver import IncomingRegistry, ReceiveLoop
 from w5xde.worker.sender import OutgoingStream, ReplayBudget, Unacked
 from w5xde.worker.sockets import BufferSizes, tune
@@ -43,7 +41,6 @@ from w5xde.worker.topology import stream_keys, targets
 log = logging.getLogger("w5xde.worker")
 
 #: networkSeconds / compressionSeconds are reported per this window (the seed's unit).
-SECONDS_WINDOW = 30.0
 #: Rates are over this window unless the config's reporting interval says otherwise.
 DEFAULT_RATE_WINDOW_S = links.DEFAULT_RATE_WINDOW_S
 #: How often the sampler thread snapshots the counters for the rate window.
@@ -92,7 +89,7 @@ class Worker:
         #: The rate limit, re-split among the flowing streams on every change.
         rate = config.workload.rate_limit_bytes_per_second
         self._rate_split = RateSplit(rate) if rate > 0 else None
-        self._retired = Counters()
+        self._retired = SendCounters()
         self._orphans: list[Unacked] = []
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -104,7 +101,8 @@ class Worker:
         self._incarnation = os.urandom(6).hex()
         window = links.rate_window_seconds(config)
         self._rates = RateWindow(
-            window, Snapshot(self._started, Counters(), Counters(), process_cpu_seconds())
+            window,
+            Snapshot(self._started, ReceiveCounters(), SendCounters(), process_cpu_seconds()),
         )
         #: Per-link counters over the same window (each outgoing link's rates).
         self._links = links.LinkBook(window, self._started)
@@ -299,7 +297,7 @@ class Worker:
         """The worker count this worker streams for (follows `resize()`)."""
         return self._workers
 
-    def totals(self) -> tuple[Counters, Counters]:
+    def totals(self) -> tuple[ReceiveCounters, SendCounters]:
         """(received, sent) cumulative counters over every connection this worker has had."""
         received = self._registry.total()
         with self._lock:
@@ -309,27 +307,40 @@ class Worker:
             sent.add(stream.counters)
         return received, sent
 
-    def extras(self) -> WorkerExtras:
-        """Figures beyond the report that tests and `w5xde local` look at."""
-        received, sent = self.totals()
+    def reading(self) -> reporting.Reading:
+        """One reading of everything the report, the extras and the metrics show: the
+        counters once, the rates over the window from that same snapshot."""
+        now = self._snapshot()
         with self._lock:
             streams = list(self._streams.values())
-            unacked = sum(stream.unacked for stream in streams)
-        return WorkerExtras(
-            sent_batches=sent.batches,
-            sent_raw_bytes=sent.raw_bytes,
-            sent_wire_bytes=sent.wire_bytes,
-            duplicate_batches=received.duplicate_batches,
-            rejected_connections=self._registry.rejected_connections,
-            unacked_batches=unacked + len(self._orphans),
+            workers = self._workers
+            unacked = sum(stream.unacked for stream in streams) + len(self._orphans)
+        return reporting.Reading(
+            name=self.config.name,
+            node=self.config.node,
+            incarnation=self._incarnation,
+            generated_at=time.time(),
+            workers=workers,
+            finished=self.finished,
+            now=now,
+            rates=self._rates.rates(now),
+            requested_buffer_bytes=self.config.network.fixed_buffer_bytes,
+            buffer_sizes=self.buffer_sizes(),
+            peers_connected=self.peers_connected(),
             incoming_streams=self._registry.connected,
             outgoing_streams_connected=sum(1 for stream in streams if stream.connected),
-            rss_peak_bytes=peak_rss_bytes(),
-            network_seconds_total=round(received.network_seconds + sent.network_seconds, 4),
-            compression_seconds_total=round(
-                received.compression_seconds + sent.compression_seconds, 4
-            ),
+            unacked_batches=unacked,
+            refused_connections=self._registry.refused_connections,
+            certificate=self._certificate_report(),
+            links=[link.report for link in self.link_figures()],
+            lost_from=links.lost_from(self._lost_by_sender()),
+            key_fingerprint=self.keyring.fingerprint,
+            link_tuning=self.link_tuning(),
         )
+
+    def extras(self) -> WorkerExtras:
+        """Figures beyond the report that tests and `w5xde local` look at."""
+        return reporting.worker_extras(self.reading())
 
     def link_figures(self) -> list[links.LinkFigures]:
         """Each outgoing link (one per peer) now, rates over the report's window."""
@@ -341,59 +352,11 @@ class Worker:
 
     def report(self) -> WorkerReport:
         """Cumulative counters now, rates over the last window; reading moves nothing."""
-        now = self._snapshot()
-        received, sent = now.received, now.sent
-        rates = self._rates.rates(now)
-        seconds = rates.seconds
-        delta_in, delta_out = rates.received, rates.sent
-        sizes = self.buffer_sizes()
-        scale = SECONDS_WINDOW / seconds
-        return WorkerReport(
-            name=self.config.name,
-            node=self.config.node,
-            incarnation=self._incarnation,
-            generated_at=round(time.time(), 3),
-            rate_window_seconds=round(seconds, 3),
-            workers=self._workers,
-            finished=self.finished,
-            throughput_bytes_per_second=round(max(0, delta_in.raw_bytes) / seconds, 1),
-            wire_bytes_per_second=round(max(0, delta_in.wire_bytes) / seconds, 1),
-            batches_per_second=round(max(0, delta_in.batches) / seconds, 2),
-            batches=received.batches,
-            raw_bytes=received.raw_bytes,
-            wire_bytes=received.wire_bytes,
-            lost_batches=received.lost_batches + sent.lost_batches,
-            corrupt_batches=received.corrupt_batches,
-            resent_batches=sent.resent_batches,
-            network_seconds=round(
-                max(0.0, delta_in.network_seconds + delta_out.network_seconds) * scale, 3
-            ),
-            compression_seconds=round(
-                max(0.0, delta_in.compression_seconds + delta_out.compression_seconds) * scale,
-                3,
-            ),
-            cpu_seconds_per_gb=cpu_cost(rates).total,
-            compression_cpu_seconds_per_gb=cpu_cost(rates).compression,
-            cpu_seconds=round(now.cpu_seconds, 3),
-            rss_bytes=current_rss_bytes(),
-            socket_buffer=SocketBufferReport(
-                requested=self.config.network.fixed_buffer_bytes,
-                effective_send=sizes.send if sizes else 0,
-                effective_receive=sizes.receive if sizes else 0,
-            ),
-            peers_connected=self.peers_connected(),
-            certificate=self._certificate_report(),
-            protocol_errors=received.protocol_errors + sent.protocol_errors,
-            refused_connections=self._registry.rejected_connections,
-            links=[link.report for link in self.link_figures()],
-            lost_from=links.lost_from(self._lost_by_sender()),
-            key_fingerprint=self.keyring.fingerprint,
-            link_tuning=self.link_tuning(),
-        )
+        return reporting.worker_report(self.reading())
 
-    def cpu_cost(self) -> CpuCost:
+    def cpu_cost(self) -> reporting.CpuCost:
         """CPU seconds per GB received over the rate window (the metrics' reading)."""
-        return cpu_cost(self._rates.rates(self._snapshot()))
+        return reporting.cpu_cost(self._rates.rates(self._snapshot()))
 
     def _lost_by_sender(self) -> dict[str, int]:
         with self._registry.lock:
@@ -479,42 +442,7 @@ def tls_identity(config: WorkerConfig) -> TlsIdentity | None:
     return TlsIdentity(config.name, Path(tls.ca_file))
 
 
-@dataclass(frozen=True, slots=True)
-class CpuCost:
-    """Process CPU per GB of raw data received, and the compression share of it."""
-
-    total: float
-    compression: float
-
-
-def cpu_cost(rates: Rates) -> CpuCost:
-    received = rates.received.raw_bytes
-    coding = rates.received.compression_seconds + rates.sent.compression_seconds
-    return CpuCost(per_gb(rates.cpu_seconds, received), per_gb(coding, received))
-
-
 def process_cpu_seconds() -> float:
     """User + system CPU of this process so far, every thread (the kernel's count)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def per_gb(seconds: float, raw_bytes: int) -> float:
-    """Seconds per 1e9 raw bytes, rounded to what it means (0 with nothing moved)."""
-    if raw_bytes <= 0:
-        return 0.0
-    return round(max(0.0, seconds) * 1e9 / raw_bytes, 3)
-
-
-def current_rss_bytes() -> int:
-    """Resident set size now (what a pod's memory limit sees)."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return peak_rss_bytes()
-
-
-def peak_rss_bytes() -> int:
-    """Largest resident set size so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from w5xde.api.v1alpha1 import Balance
 from w5xde.worker import credits, links, protocol
 from w5xde.worker.config import WorkerConfig, split_host_port
-from w5xde.worker.counters import Counters
+from w5xde.worker.counters import SendCounters
 from w5xde.worker.handshake import Identity, NotEnrolledError, client_handshake, expected_peer
 from w5xde.worker.pacing import RateLimiter, RateSplit
 from w5xde.worker.producer import CompressionPool, make_producer
@@ -126,7 +126,7 @@ class OutgoingStream(threading.Thread):
         super().__init__(name=f"send-{peer}-{stream}", daemon=True)
         self.peer = peer
         self.stream = stream
-        self.counters = Counters()
+        self.counters = SendCounters()
         #: ACK round trips of this stream (the per-link figures, `links.py`).
         self.acks = links.AckClock(links.rate_window_seconds(config))
         self.buffer_sizes: BufferSizes | None = None
@@ -168,7 +168,11 @@ class OutgoingStream(threading.Thread):
         self._verbose = logging.getLogger("w5xde").isEnabledFor(logging.INFO)
         #: Level (auto), send size and buffer floor adapted to the link (stream_tuning.py).
         self.tuning = StreamTuner(
-            self._producer, config.compression, config.network, config.workload.batch_bytes
+            self._producer,
+            config.compression,
+            config.network,
+            config.workload.batch_bytes,
+            self.counters,
         )
         #: balance: capacity: the receiver's credit (unacked payload bytes allowed).
         self._credit: int | None = (
@@ -402,7 +406,7 @@ class OutgoingStream(threading.Thread):
         assert shares is not None
         assert slot is not None
         # What this stream produced since the last write counts now (not per batch).
-        produced = self.tuning.raw_bytes
+        produced = self.counters.produced_raw_bytes
         slot.produced += produced - self._slot_seen
         self._slot_seen = produced
         shares.advanced()
@@ -414,7 +418,7 @@ class OutgoingStream(threading.Thread):
             shares.wait(0.02)
             waited = time.perf_counter() - started
             self.counters.network_seconds += waited
-            self.tuning.wait_seconds += waited
+            self.counters.wait_seconds += waited
 
     def _produce(self) -> int:
         """Frame one batch (a handed-over one first) into the window and the send queue."""
@@ -435,13 +439,13 @@ class OutgoingStream(threading.Thread):
             flags |= compressed.flags
             raw_length = compressed.raw_length
             payload_length = len(payload)
-            tuning = self.tuning
-            tuning.raw_bytes += raw_length
-            tuning.payload_bytes += payload_length
+            counters = self.counters
+            counters.produced_raw_bytes += raw_length
+            counters.produced_payload_bytes += payload_length
             if codec == CodecId.NONE:
-                tuning.raw_batches += 1
+                counters.raw_batches += 1
             else:
-                tuning.compressed_batches += 1
+                counters.compressed_batches += 1
         header = protocol.pack_header(
             FrameType.DATA,
             CodecId(codec),
@@ -501,7 +505,7 @@ class OutgoingStream(threading.Thread):
             ready = poller.poll(_ACK_WAIT_S * 1000)
             waited = time.perf_counter() - started
             self.counters.network_seconds += waited
-            self.tuning.wait_seconds += waited
+            self.counters.wait_seconds += waited
             if not ready:
                 if self._aborted.is_set():
                     raise StreamStopped

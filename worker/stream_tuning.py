@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from w5xde.api.v1alpha1 import AUTO_BUFFER_CAP_BYTES, CompressionSpec, NetworkSpec
 from w5xde.worker import link_sizing
-from w5xde.worker.counters import Counters
+from w5xde.worker.counters import SendCounters
 from w5xde.worker.level_policy import (
     INTERVAL_S,
     RAW,
@@ -51,6 +51,7 @@ class StreamTuner:
         compression: CompressionSpec,
         network: NetworkSpec,
         batch_bytes: int,
+        counters: SendCounters,
     ) -> None:
         self._producer = producer
         self._network = network
@@ -68,13 +69,9 @@ class StreamTuner:
         if self.policy is not None:
             producer.set_level(self.level)
             producer.sampler = self._prober
-        #: Counted by the stream per produced batch (plain attributes: no call per batch).
-        self.raw_bytes = 0
-        self.payload_bytes = 0
-        self.raw_batches = 0
-        self.compressed_batches = 0
-        #: Seconds spent waiting for ACKs, credit or siblings (not in sendmsg).
-        self.wait_seconds = 0.0
+        #: The stream's counters: the one owner of every figure the tuner reads (produced
+        #: bytes, raw and compressed batches, seconds waited); the tuner keeps none.
+        self._counters = counters
         #: Bytes gathered before one sendmsg (link_sizing.send_bytes).
         self.send_bytes = link_sizing.send_bytes(None, batch_bytes)
         self.buffer_floor = 0
@@ -82,20 +79,20 @@ class StreamTuner:
         self._last = (time.monotonic(), 0, 0, 0, 0.0, 0.0, 0)
         self._last_wait = 0.0
 
-    def connected(self, sock: socket.socket, counters: Counters) -> None:
+    def connected(self, sock: socket.socket, counters: SendCounters) -> None:
         """A new connection: measure from here (its send queue starts empty)."""
         self.buffer_floor = 0
         self._last = (
             time.monotonic(),
             counters.wire_bytes,
-            self.raw_bytes,
-            self.payload_bytes,
+            counters.produced_raw_bytes,
+            counters.produced_payload_bytes,
             counters.compression_seconds,
             counters.network_seconds,
             link_sizing.unsent_bytes(sock),
         )
 
-    def tick(self, sock: socket.socket, counters: Counters) -> None:
+    def tick(self, sock: socket.socket, counters: SendCounters) -> None:
         """One interval's measurements: maybe a new level, send size and buffer floor."""
         now = time.monotonic()
         self.next_tick = now + INTERVAL_S
@@ -104,8 +101,8 @@ class StreamTuner:
         self._last = (
             now,
             counters.wire_bytes,
-            self.raw_bytes,
-            self.payload_bytes,
+            counters.produced_raw_bytes,
+            counters.produced_payload_bytes,
             counters.compression_seconds,
             counters.network_seconds,
             queue,
@@ -115,14 +112,15 @@ class StreamTuner:
             return
         drained = max(0, counters.wire_bytes - wire0 - (queue - queue0))
         network_seconds = counters.network_seconds - network0
-        wait_seconds, self._last_wait = self.wait_seconds - self._last_wait, self.wait_seconds
+        waited = counters.wait_seconds
+        wait_seconds, self._last_wait = waited - self._last_wait, waited
         # The kernel reports twice the buffer it grants; about half of that holds payload.
         usable = max(1, sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2)
         sample = Sample(
             now=now,
             seconds=seconds,
-            raw_bytes=self.raw_bytes - raw0,
-            wire_bytes=self.payload_bytes - payload0,
+            raw_bytes=counters.produced_raw_bytes - raw0,
+            wire_bytes=counters.produced_payload_bytes - payload0,
             compress_seconds=counters.compression_seconds - compress0,
             network_seconds=network_seconds,
             drained_bytes=drained,
@@ -160,8 +158,8 @@ class StreamTuner:
         return LinkFigures(
             level=self.level,
             auto=self.policy is not None,
-            raw_batches=self.raw_batches,
-            compressed_batches=self.compressed_batches,
+            raw_batches=self._counters.raw_batches,
+            compressed_batches=self._counters.compressed_batches,
             level_switches=self.policy.switches if self.policy else 0,
             send_bytes=self.send_bytes,
             buffer_floor=self.buffer_floor,

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from w5xde.contract.figures import percentile
 from w5xde.local.run import free_ports
 from w5xde.worker.config import WorkerConfig
-from w5xde.worker.counters import Counters
+from w5xde.worker.counters import SendCounters
 from w5xde.worker.links import (
     BUCKET_CAPACITY,
     BUCKETS,
@@ -99,7 +99,7 @@ def test_losses_by_sender_keep_only_nonzero_largest_first() -> None:
 class _Stream:
     def __init__(self, peer: str) -> None:
         self.peer = peer
-        self.counters = Counters()
+        self.counters = SendCounters()
         self.acks = AckClock(2.0)
         self.connected = True
         self.progress = StreamProgress()

@@ -51,7 +51,7 @@ def test_the_window_keeps_bounded_memory() -> None:
 
 
 def test_cpu_cost_is_process_cpu_per_gb_received() -> None:
-    from w5xde.worker.runtime import cpu_cost
+    from w5xde.worker.reporting import cpu_cost
 
     received = Counters(raw_bytes=2_000_000_000, compression_seconds=0.6)
     sent = Counters(raw_bytes=2_000_000_000, compression_seconds=0.4)

@@ -121,7 +121,7 @@ def test_a_refused_handshake_is_counted_and_the_loop_goes_on(
     errors: list[BaseException] = []
     send_stream(port, 1, errors)
     assert not errors
-    assert registry.rejected_connections == 1
+    assert registry.refused_connections == 1
     assert registry.total().batches == FRAMES
     assert receive.alive
 
@@ -265,7 +265,7 @@ def test_silent_connections_beyond_the_cap_are_refused_at_once_and_the_rest_cut_
             closed_at.append(time.monotonic() - began)
         # Every silent connection is gone by the deadline (plus scheduling slack), none later.
         assert max(closed_at) < 0.5 + 1.5
-        assert registry.rejected_connections == len(flood)
+        assert registry.refused_connections == len(flood)
         errors: list[BaseException] = []
         send_stream(port, 3, errors)
         assert not errors

@@ -178,7 +178,8 @@ class WorkerExtras(ReportModel):
     sent_raw_bytes: int = 0
     sent_wire_bytes: int = 0
     duplicate_batches: int = 0
-    rejected_connections: int = 0
+    #: As the report's `refusedConnections` (one name per figure).
+    refused_connections: int = 0
     unacked_batches: int = 0
     incoming_streams: int = 0
     outgoing_streams_connected: int = 0

@@ -109,7 +109,7 @@ class WorkerResult(ResultModel):
     corrupt_batches: int = Field(0, ge=0)
     resent_batches: int = Field(0, ge=0)
     duplicate_batches: int = Field(0, ge=0)
-    rejected_connections: int = Field(0, ge=0)
+    refused_connections: int = Field(0, ge=0)
     socket_buffer_requested_bytes: int = Field(0, ge=0)
     socket_buffer_effective_send_bytes: int = Field(0, ge=0)
     socket_buffer_effective_receive_bytes: int = Field(0, ge=0)

@@ -49,7 +49,7 @@ def worker_result(
         corrupt_batches=report.corrupt_batches,
         resent_batches=report.resent_batches,
         duplicate_batches=extras.duplicate_batches,
-        rejected_connections=extras.rejected_connections,
+        refused_connections=extras.refused_connections,
         socket_buffer_requested_bytes=buffer.requested,
         socket_buffer_effective_send_bytes=buffer.effective_send,
         socket_buffer_effective_receive_bytes=buffer.effective_receive,
