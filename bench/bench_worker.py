@@ -502,6 +502,8 @@ def main() -> int:
     add(w5xde_pair(seconds=args.duration, batch_bytes=64 * 1024, level=1, socket_buffer=0))
     add(w5xde_pair(seconds=args.duration, batch_bytes=SEED_BATCH, level=1, log_mode="verbose"))
     add(w5xde_pair(seconds=args.duration, batch_bytes=64 * 1024, level=3, threads=2))
+    # `make run`'s defaults (4 workers, level 3, TLS on): README's row for it.
+    add(w5xde_pair(seconds=args.duration, batch_bytes=64 * 1024, level=3, workers=4))
     add(iperf3_loopback(min(args.duration, 3.0)))
     checked = targets(rows)
     scale = None if args.no_scale else scale_section(args.duration, baseline_src)

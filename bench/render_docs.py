@@ -43,14 +43,28 @@ def _load(root: Path, name: str) -> dict[str, Any]:
     return {"rows": data} if isinstance(data, list) else dict(data)
 
 
-def _row(bench: Mapping[str, Any], **match: Any) -> dict[str, Any]:
-    """The first w5xde row of one thread with these fields."""
+def _row(bench: Mapping[str, Any], workers: int = 2, **match: Any) -> dict[str, Any]:
+    """The first w5xde row of one thread and `workers` workers with these fields."""
     for row in bench["rows"]:
-        single = row["kind"] == "w5xde" and row["extra"].get("threads", 1) == 1
-        if single and all(row.get(key) == value for key, value in match.items()):
+        extra = row["extra"]
+        shape = (row["kind"], extra.get("threads", 1), extra.get("workers", 2))
+        if shape == ("w5xde", 1, workers) and all(row.get(k) == v for k, v in match.items()):
             found: dict[str, Any] = row
             return found
-    raise KeyError(f"bench/results.json has no w5xde row with {match}")
+    raise KeyError(f"bench/results.json has no {workers}-worker w5xde row with {match}")
+
+
+def _make_run_row(bench: Mapping[str, Any]) -> list[str]:
+    """README's `make run` row, once `make bench` measured it (4 workers, level 3)."""
+    try:
+        row = _row(bench, workers=4, batch_bytes=64 * 1024, level=3, log_mode="silent")
+    except KeyError:
+        return []
+    return [
+        f"| `make run`'s defaults (4 workers, level 3, TLS on; {bench['duration_per_run_s']:.0f} s "
+        f"in `make bench`) | {row['raw_mb_s']:,.0f} MB/s raw, ratio {row['ratio']:.2f}, "
+        f"{row['lost']} lost, {row['rss_mb_max']:.0f} MB per worker | |"
+    ]
 
 
 def _range(values: list[float], digits: int = 0, unit: str = "") -> str:
@@ -87,6 +101,7 @@ def readme_measured(bench: Mapping[str, Any], status: Mapping[str, Any]) -> str:
         f"({factor:.2f}x `zstd -1 \\| nc` in the same run) | 2.07 MB/s per cluster |",
         f"| 2 workers, 3.6 KB batches, TLS on | {_range(batches)} batches/s | 570 batches/s |",
         f"| RSS per worker at the defaults (TLS on) | {_range(rss, unit=' MB')} | 770 MB |",
+        *_make_run_row(bench),
         f"| reporting at 1,000 workers (`make bench-status`, real API server) | {folded} "
         f"each {scale['interval_s']:.0f} s, {writes:.0f} status write per interval, "
         f"{scale['api_errors']} errors, {scale['cr_status_bytes'] / 1000:.1f} KB status, "
