@@ -404,10 +404,15 @@ def issue_identities(names: list[str], directory: Path) -> dict[str, dict[str, s
 
 
 def start_children(
-    plan: LocalPlan, tls_directory: Path | None, cluster_id: str, children: list[Child]
-) -> None:
+    plan: LocalPlan,
+    tls_directory: Path | None = None,
+    cluster_id: str = "",
+    children: list[Child] | None = None,
+) -> list[Child]:
     """Start the workers, appending each to `children` as it starts (so a signal that
-    arrives half-way still finds every started worker to stop)."""
+    arrives half-way still finds every started worker to stop); returns that list."""
+    children = [] if children is None else children
+    cluster_id = cluster_id or f"local-{secrets.token_hex(4)}"
     key = secrets.token_hex(32)
     configs = worker_configs(plan, cluster_id)
     if tls_directory is not None:
@@ -440,6 +445,7 @@ def start_children(
             target=child.follow, name=f"follow-{child.name}", daemon=True
         )
         child.reader.start()
+    return children
 
 
 @dataclass(frozen=True)
