@@ -43,7 +43,9 @@ KEY = "bench-links-key-0123456789"
 PORT = 7070
 LINKS_MBIT = (100, 400, 2000, 0)
 #: `auto-autobuf`: level auto with socketBufferBytes: auto (kernel autotuning, floored).
-POLICIES = ("none", "1", "3", "6", "auto", "auto-autobuf")
+#: A `-frame` suffix runs the policy with `compression.context: frame` (the others: stream,
+#: the default since issue 21).
+POLICIES = ("none", "1", "1-frame", "3", "6", "9", "auto", "auto-frame", "auto-autobuf")
 QUARTER_FAST_MBIT = 400
 PIPELINE_POOL_BYTES = 32 * 1024 * 1024
 
@@ -218,11 +220,12 @@ def w5xde_row(
 ) -> Row:
     """A sends to B (one direction; B sends nowhere) at `policy`."""
     a, b = f"{PairBed.ADDRESS[PairBed.A]}:{PORT}", f"{PairBed.ADDRESS[PairBed.B]}:{PORT}"
-    level = policy.removesuffix("-autobuf")
+    context = "frame" if policy.endswith("-frame") else "stream"
+    level = policy.removesuffix("-autobuf").removesuffix("-frame")
     compression: dict[str, Any] = (
         {"codec": "none"}
         if level == "none"
-        else {"level": level if level == "auto" else int(level)}
+        else {"level": level if level == "auto" else int(level), "context": context}
     )
     extra: dict[str, Any] = {"compression": compression}
     if policy.endswith("-autobuf"):
@@ -261,7 +264,7 @@ def w5xde_row(
         ratio=raw / wire if wire else 0.0,
         cpu_s_per_gb=(cpu1 - cpu0) / (raw / 1e9) if raw else 0.0,
         lost_batches=lost,
-        extra={"link": next(iter(links.values()), {})},
+        extra={"link": next(iter(links.values()), {}), "context": context},
     )
 
 
@@ -453,7 +456,7 @@ def check_targets(rows: list[Row], balance: list[dict[str, Any]]) -> dict[str, A
     out: dict[str, Any] = {"links": []}
     for mbit in sorted({row.link_mbit for row in rows}):
         of = {row.policy: row for row in rows if row.link_mbit == mbit}
-        fixed = [of[name] for name in ("none", "1", "3", "6") if name in of]
+        fixed = [of[name] for name in ("none", "1", "3", "6", "9") if name in of]
         if "auto" not in of or not fixed:
             continue
         best = max(fixed, key=lambda row: row.raw_mb_per_s)
@@ -469,6 +472,11 @@ def check_targets(rows: list[Row], balance: list[dict[str, Any]]) -> dict[str, A
             if adapt and adapt.raw_mb_per_s
             else None,
         }
+        if "1" in of and "1-frame" in of and of["1-frame"].ratio:
+            entry["stream_over_frame_ratio_l1"] = round(of["1"].ratio / of["1-frame"].ratio, 3)
+            entry["stream_over_frame_raw_l1"] = round(
+                of["1"].raw_mb_per_s / max(1e-9, of["1-frame"].raw_mb_per_s), 3
+            )
         over_best = round(auto / best.raw_mb_per_s, 3) if best.raw_mb_per_s else 0
         over_adapt = entry["auto_over_zstd_adapt_nc"]
         entry["met"] = over_best >= 0.95 and (

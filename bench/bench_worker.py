@@ -192,6 +192,8 @@ def w5xde_pair(
     threads: int = 1,
     baseline_src: str | None = None,
     tls: bool = True,
+    context: str | None = None,
+    source: str = "synthetic:mixed",
 ) -> Row:
     """`w5xde local` with the given knobs; its --json output becomes one row.
 
@@ -209,11 +211,13 @@ def w5xde_pair(
         "--log-mode", log_mode,
         "--socket-buffer", str(socket_buffer),
         "--threads", str(threads),
-        "--source", "synthetic:mixed",
+        "--source", source,
         "--json",
     ]  # fmt: skip
     if not tls:  # (a baseline from before TLS has no such option, and no TLS)
         command.append("--no-tls")
+    if context is not None:  # (a baseline from before issue 21 has only frames)
+        command += ["--context", context]
     result = subprocess.run(
         command,
         stdout=subprocess.PIPE,
@@ -229,6 +233,7 @@ def w5xde_pair(
         f"buf={_size(socket_buffer)}"
         + (f" threads={threads}" if threads != 1 else "")
         + ("" if tls else " tls=off")
+        + (f" context={context}" if context is not None else "")
         + (" [baseline]" if baseline_src is not None else ""),
         kind="w5xde" if baseline_src is None else "w5xde-baseline",
         batch_bytes=batch_bytes,
@@ -250,6 +255,8 @@ def w5xde_pair(
             "workers": workers,
             "threads": threads,
             "tls": tls,
+            "context": context or ("frame" if baseline_src is not None else "stream"),
+            "source": source,
         },
     )
 
@@ -446,11 +453,16 @@ def main() -> int:
     pipelines, pairs, old_pairs, plain_pairs = [], [], [], []
     new_small: list[Row] = []
     old_small: list[Row] = []
+    small_pairs, small_plain_pairs = [], []
     for _ in range(max(1, args.repeat)):
         pipelines.append(zstd_nc_pipeline(pool, args.duration, level=1))
         pairs.append(w5xde_pair(seconds=args.duration, batch_bytes=64 * 1024, level=1))
         plain_pairs.append(
             w5xde_pair(seconds=args.duration, batch_bytes=64 * 1024, level=1, tls=False)
+        )
+        small_pairs.append(w5xde_pair(seconds=args.duration, batch_bytes=SEED_BATCH, level=1))
+        small_plain_pairs.append(
+            w5xde_pair(seconds=args.duration, batch_bytes=SEED_BATCH, level=1, tls=False)
         )
         if baseline_src is not None:
             old_pairs.append(
@@ -489,6 +501,19 @@ def main() -> int:
         if old_pairs
         else []
     )
+    small_on, small_off = median_row(small_pairs), median_row(small_plain_pairs)
+    add(small_on)
+    add(small_off)
+    tls_cost["small_batches"] = {
+        "batch_bytes": SEED_BATCH,
+        "tls_on_batches_per_s": round(small_on.batches_per_s),
+        "tls_off_batches_per_s": round(small_off.batches_per_s),
+        "tls_on_over_off": round(small_on.raw_mb_s / small_off.raw_mb_s, 3),
+        "runs_tls_on": small_on.extra["runs_raw_mb_s"],
+        "runs_tls_off": small_off.extra["runs_raw_mb_s"],
+        "target": 0.8,
+    }
+    tls_cost["small_batches"]["met"] = tls_cost["small_batches"]["tls_on_over_off"] >= 0.8
     old_pair = median_row(old_pairs) if old_pairs else None
     add(old_pair)
     for batch in (SEED_BATCH, 64 * 1024, MIB):

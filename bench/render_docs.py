@@ -44,11 +44,12 @@ def _load(root: Path, name: str) -> dict[str, Any]:
 
 
 def _row(bench: Mapping[str, Any], workers: int = 2, **match: Any) -> dict[str, Any]:
-    """The first w5xde row of one thread and `workers` workers with these fields."""
+    """The first w5xde row with TLS on, one thread and `workers` workers with these fields."""
     for row in bench["rows"]:
         extra = row["extra"]
-        shape = (row["kind"], extra.get("threads", 1), extra.get("workers", 2))
-        if shape == ("w5xde", 1, workers) and all(row.get(k) == v for k, v in match.items()):
+        shape = (row["kind"], extra.get("threads", 1), extra.get("workers", 2), extra.get("tls"))
+        defaults = ("w5xde", 1, workers, True)
+        if shape == defaults and all(row.get(k) == v for k, v in match.items()):
             found: dict[str, Any] = row
             return found
     raise KeyError(f"bench/results.json has no {workers}-worker w5xde row with {match}")

@@ -69,6 +69,9 @@ class ClusterMemory:
     #: `deadline_written` is False until this loop wrote it once.
     deadline: float | None = None
     deadline_written: bool = False
+    #: Each pod's restart count at the previous fold (None before the first: a restart
+    #: while no operator watched is named in `notableWorkers`, not posted again).
+    restarts: dict[str, int] | None = None
 
     def deadline_changed(self, deadline: float | None) -> bool:
         return not self.deadline_written or deadline != self.deadline

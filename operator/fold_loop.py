@@ -258,7 +258,15 @@ class FoldLoop:
             fatal=observation.fatal,
             fetched=tuple(fetched),
         )
-        fold = fold_status(spec, status, observation, memory.ledger, memory.last_heard)
+        fold = fold_status(
+            spec,
+            status,
+            observation,
+            memory.ledger,
+            memory.last_heard,
+            restarts_before=memory.restarts if memory.restarts is not None else {},
+        )
+        memory.restarts = {pod.name: pod.restarts for pod in states}
         await self._write(cluster, status, memory, fold.status)
         memory.ledger = fold.ledger
         self.folds += 1

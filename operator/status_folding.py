@@ -167,6 +167,20 @@ def _workers(
     )
 
 
+def _newly_restarted(
+    pods: Sequence[PodState],
+    status: CompressionClusterStatus,
+    restarts_before: Mapping[str, int] | None,
+) -> list[PodState]:
+    """The pods that restarted since the previous fold: their restart count moved; or,
+    without the counts, their last container ended after the previous fold (the
+    kubelet's `finishedAt` is whole seconds, so one second of slack)."""
+    if restarts_before is not None:
+        return [pod for pod in pods if pod.restarts > restarts_before.get(pod.name, pod.restarts)]
+    previous = parse_time(status.reporting.folded_at)
+    return _restarted_since(pods, previous - timedelta(seconds=1) if previous else None)
+
+
 def _restarted_since(pods: Sequence[PodState], moment: datetime | None) -> list[PodState]:
     if moment is None:
         return []
@@ -321,22 +335,19 @@ def fold_status(
     observation: Observation,
     ledger: Ledger,
     last_heard: Mapping[str, float],
+    *,
+    restarts_before: Mapping[str, int] | None = None,
 ) -> Fold:
-    """The status patch for one look at the cluster; `last_heard` maps each pod to when
-    its report last arrived (or when the operator first saw the pod)."""
+    """The status for one look at the cluster.  `last_heard`: when each pod's report last
+    came (or the pod was first seen); `restarts_before`: see `_newly_restarted`."""
     now = observation.now
     interval = float(spec.status_interval_seconds)
     workers = _workers(spec, observation, last_heard)
     published_before = ledger.totals
     ledger = ledger.advance(workers.reports, workers.pods.keys())
 
-    previous_run = status.run
     run, kept = current_run(spec, status, observation, published_before)
-    was_running = (
-        run.id == previous_run.id
-        and previous_run.started_at is not None
-        and status.phase in _RUNNING_PHASES
-    )
+    was_running = _was_running(status, run)
     figures = fold_reports(workers.reports)
     rows = link_rows(workers.reports, {name: pod.node for name, pod in workers.pods.items()})
     links = links_status(rows)
@@ -346,8 +357,8 @@ def fold_status(
         run, figures, closed = _close(spec, run, ledger.totals, status.spread, now)
         kept.append(closed)
 
-    recently = max(STALE_AFTER_INTERVALS * interval, RESTART_NOTABLE_SECONDS)
-    restarted = _restarted_since(observation.pods, now - timedelta(seconds=recently))
+    recently = now - timedelta(seconds=max(3 * interval, RESTART_NOTABLE_SECONDS))
+    restarted = _restarted_since(observation.pods, recently)
     situation = _situation(
         spec,
         status,
@@ -391,16 +402,19 @@ def fold_status(
         situation,
         merged,
         newly_stale=_newly_stale(status, workers.stale, last_heard, interval),
-        restarted=_restarted_since(observation.pods, parse_time(status.reporting.folded_at)),
+        restarted=_newly_restarted(observation.pods, status, restarts_before),
     )
     if completed:
         events = (*events, *passed_events(kept[-1]))
-    return Fold(
-        status=folded,
-        ledger=ledger,
-        events=events,
-        completed=completed,
-        stale_workers=tuple(workers.stale),
+    return Fold(folded, ledger, events, completed=completed, stale_workers=tuple(workers.stale))
+
+
+def _was_running(status: CompressionClusterStatus, run: RunState) -> bool:
+    """The run of this fold had all its workers up before it (a worker going is then not
+    a restart of the cluster)."""
+    before = status.run
+    return (
+        run.id == before.id and before.started_at is not None and (status.phase in _RUNNING_PHASES)
     )
 
 
@@ -529,7 +543,11 @@ def notable_workers(
             )
     room = MAX_NOTABLE_WORKERS - len(listed)
     if room > 0 and len(reports) > 1:
-        slowest = sorted(reports, key=lambda r: (r.throughput_bytes_per_second, r.name))
+        named = {item.name for item in listed}  # each worker once, by its first reason
+        slowest = sorted(
+            (report for report in reports if report.name not in named),
+            key=lambda r: (r.throughput_bytes_per_second, r.name),
+        )
         for report in slowest[: min(room, SLOWEST_LISTED)]:
             listed.append(
                 NotableWorker(

@@ -25,6 +25,9 @@ def add_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _run_worker(args: argparse.Namespace) -> int:
+    from w5xde.worker.openssl_config import prefer_aes128
+
+    prefer_aes128()  # OpenSSL reads its configuration once per process
     from w5xde.worker.process import run_worker_process
 
     return run_worker_process(config_file=args.config, report_interval=args.report_interval)

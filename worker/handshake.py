@@ -136,14 +136,24 @@ def client_handshake(
     resume_from: int,
     peer: str | None = None,
     attempt: int = 0,
+    context: protocol.Context = protocol.Context.FRAME,
 ) -> socket.socket:
     """Introduce a sender stream; returns the (TLS) socket once both sides are proven.
 
     `peer` is the worker name the sender means to reach; with TLS the receiver's
-    certificate must carry it.
+    certificate must carry it.  `context` is the sender's `compression.context` (a
+    `frame` sender introduces itself as v2, so v2 receivers accept it).
     """
+    version = protocol.hello_version(context)
     hello = Hello(
-        me.cluster_id, me.name, stream, session, os.urandom(NONCE_BYTES), resume_from=resume_from
+        me.cluster_id,
+        me.name,
+        stream,
+        session,
+        os.urandom(NONCE_BYTES),
+        resume_from=resume_from,
+        version=version,
+        context=context,
     ).encode()
     deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
     try:
@@ -154,9 +164,14 @@ def client_handshake(
         sock.sendall(hello)
         welcome_bytes = recv_exact(sock, WELCOME_BYTES, deadline)
         welcome = protocol.decode_welcome(welcome_bytes)
+        if welcome.status == HandshakeStatus.WRONG_CONTEXT:
+            raise ProtocolError(
+                "peer refused the handshake: WRONG_CONTEXT (its compression.context is not "
+                f"this worker's {context.field!r})"
+            )
         if welcome.status != HandshakeStatus.OK:
             raise ProtocolError(f"peer refused the handshake: {welcome.status.name}")
-        if welcome.version != protocol.VERSION:
+        if welcome.version != version:
             raise ProtocolError(f"peer speaks protocol version {welcome.version}")
         _time_left(sock, deadline)
         sock.sendall(protocol.proof(me.own_key(attempt), CLIENT_ROLE, hello, welcome_bytes))
@@ -193,12 +208,18 @@ class Accepted:
 
 
 def server_handshake(
-    sock: socket.socket, me: Identity, *, deadline: float | None = None
+    sock: socket.socket,
+    me: Identity,
+    *,
+    deadline: float | None = None,
+    context: protocol.Context = protocol.Context.FRAME,
 ) -> Accepted:
     """Check an incoming stream's certificate, introduction and key, all by `deadline`.
 
     With TLS the Hello must name the sender its certificate names, so the returned
-    Hello's sender is the certificate's.
+    Hello's sender is the certificate's.  A sender whose `compression.context` is not
+    `context` is refused (a v2 sender means `frame`; it is told WRONG_VERSION, the
+    status it knows).
     """
     if deadline is None:
         deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
@@ -210,18 +231,32 @@ def server_handshake(
         if hello_bytes[:4] != protocol.MAGIC:
             raise ProtocolError("bad magic: not a w5xde peer")
         hello_bytes += recv_exact(sock, hello_bytes[-1] + 1, deadline)
-        hello_bytes += recv_exact(sock, hello_bytes[-1], deadline)
+        version = int.from_bytes(hello_bytes[4:6], "little")
+        tail = protocol.hello_tail_bytes(version)
+        hello_bytes += recv_exact(sock, hello_bytes[-1] + tail, deadline)
         hello = protocol.decode_hello(hello_bytes)
         status = HandshakeStatus.OK
-        if hello.version != protocol.VERSION:
+        if hello.version not in protocol.VERSIONS:
             status = HandshakeStatus.WRONG_VERSION
         elif hello.cluster_id != me.cluster_id:
             status = HandshakeStatus.WRONG_CLUSTER
         elif certified is not None and hello.sender != certified:
             status = HandshakeStatus.WRONG_IDENTITY
-        welcome_bytes = Welcome(status, os.urandom(NONCE_BYTES)).encode()
+        elif hello.context != context:
+            status = HandshakeStatus.WRONG_CONTEXT
+        answered = status
+        if status == HandshakeStatus.WRONG_CONTEXT and hello.version == protocol.FRAME_ONLY_VERSION:
+            answered = HandshakeStatus.WRONG_VERSION  # a v2 peer knows no WRONG_CONTEXT
+        welcome_version = hello.version if hello.version in protocol.VERSIONS else protocol.VERSION
+        welcome_bytes = Welcome(answered, os.urandom(NONCE_BYTES), welcome_version).encode()
         _time_left(sock, deadline)
         sock.sendall(welcome_bytes)
+        if status == HandshakeStatus.WRONG_CONTEXT:
+            raise ProtocolError(
+                f"refused {hello.sender!r}: WRONG_CONTEXT (compression.context: the sender's is "
+                f"{hello.context.field!r} (protocol v{hello.version}), this worker's "
+                f"{context.field!r})"
+            )
         if status != HandshakeStatus.OK:
             raise ProtocolError(
                 f"refused {hello.sender!r}: {status.name} (version {hello.version}, "

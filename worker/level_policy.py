@@ -31,10 +31,15 @@ from dataclasses import dataclass, field
 
 import zstandard
 
+from w5xde.worker.protocol import STREAM_WINDOW_LOG
+
 #: No compression (zstd's own level 0 would mean its default).
 RAW = 0
-#: The levels `auto` chooses from: raw, the fast level, the default, a strong one.
-LADDER: tuple[int, ...] = (RAW, 1, 3, 6)
+#: The levels `auto` chooses from: raw, the fast level, the default, and the strong ones a
+#: slow link can afford (a level is only chosen when its predicted CPU rate keeps up with
+#: the link: on a fast link the strong ones never win).  Probing 9 and 12 costs about
+#: 1 % of a core (128 KiB each per 0.5 s, docs/decisions.md).
+LADDER: tuple[int, ...] = (RAW, 1, 3, 6, 9, 12)
 START_LEVEL = 1
 #: How often the stream samples (and probes).
 INTERVAL_S = 0.5
@@ -194,6 +199,10 @@ class LevelPolicy:
                 self.ratio_bias = (1 - ALPHA) * self.ratio_bias + ALPHA * seen
             elif current.ratio == 0:
                 current.update(sample.raw_bytes / sample.wire_bytes, live_speed)
+        if self.level == RAW:
+            # No compressed ratio is measured while raw: the probes alone speak, so an
+            # old bias (other data) must not make a level look better than it is.
+            self.ratio_bias = (1 - ALPHA) * self.ratio_bias + ALPHA * 1.0
         link_bound = held_back(sample)
         self._learn_link(sample, link_bound)
         self._rates = [*self._rates[-(VERIFY_SAMPLES - 1) :], (rate, self._data_ratio())]
@@ -377,8 +386,12 @@ class Prober:
         *,
         probe_bytes: int = PROBE_BYTES,
         clock: Callable[[], float] = time.perf_counter,
+        stream: bool = False,
     ) -> None:
         self.ladder = ladder
+        #: `context: stream`: each level's probe keeps its history across the sampled
+        #: slices and flushes per slice, as the stream does, so it predicts stream ratios.
+        self.stream = stream
         self.due = True
         self._probe_bytes = probe_bytes
         self._clock = clock
@@ -388,8 +401,12 @@ class Prober:
         self._random = random.Random(0x5EED)  # noqa: S311 - sampling, not secrets
         self._contexts = {
             level: zstandard.ZstdCompressor(
-                level=level, write_checksum=True, write_content_size=True
+                compression_params=zstandard.ZstdCompressionParameters.from_level(
+                    level, window_log=STREAM_WINDOW_LOG, write_checksum=0, write_content_size=0
+                )
             )
+            if stream
+            else zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
             for level in ladder
             if level != RAW
         }
@@ -421,6 +438,10 @@ class Prober:
                 for batch in batches:
                     zlib.crc32(batch)
                 out = raw
+            elif self.stream:
+                frame = self._contexts[level].compressobj()
+                flush = zstandard.COMPRESSOBJ_FLUSH_BLOCK
+                out = sum(len(frame.compress(batch)) + len(frame.flush(flush)) for batch in batches)
             else:
                 compress = self._contexts[level].compress
                 # A batch that does not shrink goes raw: count it at its raw size.

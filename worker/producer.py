@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from w5xde.api.v1alpha1 import CompressionSpec, Source, WorkloadSpec
+from w5xde.api.v1alpha1 import CompressionContext, CompressionSpec, Source, WorkloadSpec
 from w5xde.worker.codec import BatchCompressor
 from w5xde.worker.protocol import CodecId
 from w5xde.worker.sources import BatchSource
@@ -37,6 +37,9 @@ class Compressed:
     seconds: float
     codec: int = CodecId.ZSTD
     flags: int = 0
+    #: Under `context: stream`, the raw batch (owned): what the replay window keeps,
+    #: since a payload compressed in one connection's context means nothing in the next.
+    batch: bytes | memoryview | None = None
 
 
 class Sampler(Protocol):
@@ -56,6 +59,10 @@ class BatchProducer(Protocol):
 
     def set_level(self, level: int) -> None: ...
 
+    def new_connection(self, *, tls: bool) -> None: ...
+
+    def recompress(self, batch: bytes | memoryview) -> Compressed: ...
+
     def close(self) -> None: ...
 
 
@@ -65,26 +72,44 @@ def _own_payload(payload: bytes | memoryview, codec_id: int) -> bytes | memoryvi
 
 
 class SerialProducer:
-    """Compress in the stream's own thread."""
+    """Compress in the stream's own thread (always so under `context: stream`)."""
 
     def __init__(self, source: BatchSource, compression: CompressionSpec) -> None:
         self._source = source
-        self._compressor = BatchCompressor(compression)
+        self._compressor = BatchCompressor(
+            compression, stream=compression.context == CompressionContext.STREAM
+        )
         self.codec_id = self._compressor.codec_id
         self.sampler: Sampler | None = None
+        self._stream = self._compressor.stream
+        #: A stable source's batches may be kept as they are (no copy per batch).
+        self._copy = not getattr(source, "stable_batches", False)
 
     def set_level(self, level: int) -> None:
         self._compressor.set_level(level)
+
+    def new_connection(self, *, tls: bool) -> None:
+        """A fresh connection: stream payloads start a new zstd frame."""
+        self._compressor.new_connection(tls=tls)
 
     def next(self) -> Compressed:
         batch = self._source.next_batch()
         sampler = self.sampler
         if sampler is not None and sampler.due:
             sampler.offer(batch)
+        if self._stream:
+            return self.recompress(bytes(batch) if self._copy else batch)
         started = time.perf_counter()
         payload, crc, codec, flags = self._compressor.compress_frame(batch)
         seconds = time.perf_counter() - started
         return Compressed(_own_payload(payload, codec), crc, len(batch), seconds, codec, flags)
+
+    def recompress(self, batch: bytes | memoryview) -> Compressed:
+        """Stream: an owned batch into the current connection's context (new or replayed)."""
+        started = time.perf_counter()
+        payload, crc, codec, flags = self._compressor.compress_frame(batch)
+        seconds = time.perf_counter() - started
+        return Compressed(payload, crc, len(batch), seconds, codec, flags, batch)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -167,6 +192,12 @@ class ParallelProducer:
     def set_level(self, level: int) -> None:
         self._level = level
 
+    def new_connection(self, *, tls: bool) -> None:
+        """Frame context only: nothing depends on the connection."""
+
+    def recompress(self, batch: bytes | memoryview) -> Compressed:
+        raise NotImplementedError("the parallel producer compresses frames, never a stream")
+
     def next(self) -> Compressed:
         if not self._ready:
             while len(self._in_flight) < self._depth:
@@ -198,9 +229,16 @@ def compression_threads(compression: CompressionSpec) -> int:
 
 
 def uses_pool(workload: WorkloadSpec, compression: CompressionSpec) -> bool:
-    """Whether streams compress on a pool of threads (small batches, `threads` > 1)."""
+    """Whether streams compress on a pool of threads (small batches, `threads` > 1, frame).
+
+    Under `context: stream` one connection's batches form one zstd frame, compressed in
+    order by the stream's own thread: parallelism comes from the streams (and zstd's
+    own threads for batches of 1 MiB and more).
+    """
     return (
-        compression_threads(compression) > 1 and workload.batch_bytes < ZSTD_INTERNAL_THREADS_FROM
+        compression.context == CompressionContext.FRAME
+        and compression_threads(compression) > 1
+        and workload.batch_bytes < ZSTD_INTERNAL_THREADS_FROM
     )
 
 
@@ -223,4 +261,7 @@ def make_producer(
             copy=workload.source == Source.FILE,
             pool=pool,
         )
+    if workload.batch_bytes < ZSTD_INTERNAL_THREADS_FROM and compression.threads != 1:
+        # zstd's own threads only pay from about 1 MiB per flush (stream, small batches).
+        compression = compression.model_copy(update={"threads": 1})
     return SerialProducer(source, compression)

@@ -1,4 +1,4 @@
-"""Wire protocol v2: the handshake messages and the framing (see docs/protocol.md).
+"""Wire protocol v3: the handshake messages and the framing (see docs/protocol.md).
 
 Pure encoding and decoding with hard bounds, no sockets: the stream code feeds
 bytes in and gets frames or a `ProtocolError` out, which is what the fuzz tests pin.
@@ -16,7 +16,17 @@ MAGIC = b"W5XD"
 #: 2: runs inside mutual TLS (unless turned off), the receiver takes the sender's name
 #: from its certificate, and ACKs for unsent sequences or frames beyond the replay
 #: window close the connection.  The framing is that of 1.
-VERSION = 2
+#: 3: the Hello carries the compression context; under `stream` a connection's zstd
+#: frames share one compressor's history (docs/protocol.md, "Stream context").  A
+#: sender configured `frame` still introduces itself as 2, so v2 peers keep working.
+VERSION = 3
+#: The version of a Hello without the context byte (it means `frame`).
+FRAME_ONLY_VERSION = 2
+VERSIONS = frozenset((FRAME_ONLY_VERSION, VERSION))
+#: Under `stream` the compressor's window is at most 2**STREAM_WINDOW_LOG bytes (128 KiB),
+#: which bounds what a receiver keeps per connection; a larger window is refused.
+#: Measured: 128 KiB keeps 95-99 % of a 1 MiB window's ratio gain (docs/decisions.md).
+STREAM_WINDOW_LOG = 17
 
 #: A batch is at most 64 MiB (the API bound); a frame may add zstd's worst-case growth.
 MAX_RAW_BYTES = 64 * 1024 * 1024
@@ -247,6 +257,25 @@ class HandshakeStatus(IntEnum):
     WRONG_CLUSTER = 2
     #: The Hello names another sender than the TLS certificate does.
     WRONG_IDENTITY = 3
+    #: The sender's `compression.context` is not the receiver's (v3).
+    WRONG_CONTEXT = 4
+
+
+class Context(IntEnum):
+    """`compression.context` on the wire (the last byte of a v3 Hello)."""
+
+    FRAME = 0
+    STREAM = 1
+
+    @property
+    def field(self) -> str:
+        """The API value, as a refusal names it."""
+        return self.name.lower()
+
+
+def hello_version(context: Context) -> int:
+    """The version a sender introduces itself with: 2 for `frame`, so v2 peers accept it."""
+    return VERSION if context == Context.STREAM else FRAME_ONLY_VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +289,8 @@ class Hello:
     nonce: bytes
     resume_from: int = 0
     version: int = VERSION
+    #: v3 only (a v2 Hello means FRAME).
+    context: Context = Context.STREAM
 
     def encode(self) -> bytes:
         if len(self.nonce) != NONCE_BYTES:
@@ -277,8 +308,14 @@ class Hello:
                 cluster,
                 bytes((len(sender),)),
                 sender,
+                bytes((self.context,)) if self.version >= VERSION else b"",
             )
         )
+
+
+def hello_tail_bytes(version: int) -> int:
+    """Bytes a Hello of `version` carries after the sender name (v3: the context)."""
+    return 1 if version >= VERSION else 0
 
 
 def decode_hello(data: bytes) -> Hello:
@@ -296,14 +333,24 @@ def decode_hello(data: bytes) -> Hello:
         raise ProtocolError("hello truncated")
     sender_length = data[position]
     sender = data[position + 1 : position + 1 + sender_length]
-    if len(sender) != sender_length or position + 1 + sender_length != len(data):
+    end = position + 1 + sender_length
+    tail = hello_tail_bytes(version)
+    if len(sender) != sender_length or end + tail != len(data):
         raise ProtocolError("hello length fields do not match its size")
+    context = Context.FRAME
+    if tail:
+        if data[end] not in _CONTEXTS:
+            raise ProtocolError(f"unknown compression context {data[end]}")
+        context = Context(data[end])
     try:
         return Hello(
-            cluster.decode(), sender.decode(), stream, session, nonce, resume_from, version
+            cluster.decode(), sender.decode(), stream, session, nonce, resume_from, version, context
         )
     except UnicodeDecodeError:
         raise ProtocolError("hello names are not UTF-8") from None
+
+
+_CONTEXTS = frozenset(int(context) for context in Context)
 
 
 @dataclass(frozen=True, slots=True)

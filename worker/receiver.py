@@ -36,7 +36,12 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from w5xde.worker import credits, protocol
-from w5xde.worker.codec import BatchDecompressor, CorruptBatchError
+from w5xde.worker.codec import (
+    BatchDecompressor,
+    CorruptBatchError,
+    StreamDecompressor,
+    wire_context,
+)
 from w5xde.worker.config import WorkerConfig
 from w5xde.worker.counters import ReceiveCounters
 from w5xde.worker.handshake import (
@@ -220,7 +225,9 @@ class IncomingConnection:
         self._pool = (
             pool if pool is not None else BufferPool(buffer_bytes(config.network.chunk_bytes))
         )
-        self._decompressor = decompressor if decompressor is not None else BatchDecompressor()
+        self._decompressor: BatchDecompressor | StreamDecompressor = (
+            decompressor if decompressor is not None else BatchDecompressor()
+        )
         self._verbose = logging.getLogger("w5xde").isEnabledFor(logging.INFO)
         self._hello: protocol.Hello | None = None
         self._state: SenderState | None = None
@@ -236,6 +243,8 @@ class IncomingConnection:
         self.events = selectors.EVENT_READ
         self.closed = False
         self._tls = False
+        #: `context: stream`: duplicates are decoded too (the history needs them).
+        self._stream_context = False
 
     @property
     def sender(self) -> str:
@@ -246,7 +255,12 @@ class IncomingConnection:
     def handshake(self) -> bool:
         """Check the peer's certificate, introduction and key; on failure the socket closes."""
         try:
-            accepted = server_handshake(self.sock, self._identity, deadline=self.deadline)
+            accepted = server_handshake(
+                self.sock,
+                self._identity,
+                deadline=self.deadline,
+                context=wire_context(self._config.compression),
+            )
         except (OSError, ProtocolError) as error:
             timeout = isinstance(error, HandshakeTimeoutError)
             reason = "handshake timeout" if timeout else "handshake failed"
@@ -257,6 +271,10 @@ class IncomingConnection:
         self.sock = accepted.sock
         self._tls = isinstance(self.sock, TlsChannel)
         hello = accepted.hello
+        if hello.context == protocol.Context.STREAM:
+            # This connection's own decoder: its frames refer back to each other.
+            self._decompressor = StreamDecompressor(verify_crc=not self._tls)
+            self._stream_context = True
         with self._registry.lock:
             self._registry.counters.append(self.counters)
         self._state = self._registry.claim(hello, self.sock, self)
@@ -437,6 +455,20 @@ class IncomingConnection:
                 sequence = header.sequence
                 if sequence < state.expected:
                     counters.duplicate_batches += 1
+                    if self._stream_context:  # decoded, never counted: the context needs it
+                        began = perf()
+                        try:
+                            decompress(
+                                header.codec,
+                                view[start + HEADER_BYTES : frame_end],
+                                header.raw_length,
+                                header.crc32,
+                            )
+                        except CorruptBatchError:
+                            counters.corrupt_batches += 1
+                            raise
+                        finally:
+                            counters.compression_seconds += perf() - began
                 else:
                     if sequence - state.expected > REPLAY_WINDOW_FRAMES:
                         raise ProtocolError(

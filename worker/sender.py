@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from w5xde.api.v1alpha1 import Balance
 from w5xde.worker import credits, links, protocol
+from w5xde.worker.codec import wire_context
 from w5xde.worker.config import WorkerConfig, split_host_port
 from w5xde.worker.counters import SendCounters
 from w5xde.worker.handshake import Identity, NotEnrolledError, client_handshake, expected_peer
@@ -68,8 +69,17 @@ class Unacked:
 
     sequence: int
     header: bytes
+    #: What the window keeps: the payload sent, or (`raw`) the batch itself.
     payload: bytes | memoryview
     raw_length: int
+    #: `context: stream`: `payload` is the raw batch, recompressed into each new
+    #: connection's context on a replay (a stream payload decodes only in its own).
+    raw: bool = False
+    #: What it counts against the replay budget (set by the stream; see `_produce`).
+    counted: int = -1
+
+    def budget_bytes(self) -> int:
+        return self.counted if self.counted >= 0 else len(self.payload)
 
 
 class ReplayBudget:
@@ -310,6 +320,7 @@ class OutgoingStream(threading.Thread):
                 resume_from=resume,
                 peer=expected_peer(host),
                 attempt=self._refused,
+                context=wire_context(self._config.compression),
             )
         except BaseException as error:
             if isinstance(error, ProtocolError):
@@ -324,17 +335,12 @@ class OutgoingStream(threading.Thread):
             # non-blocking ACK reads (MSG_DONTWAIT) wait for it too.
             seconds = int(SOCKET_TIMEOUT_S)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, 0))
+        self._producer.new_connection(tls=isinstance(sock, TlsChannel))
         return sock
 
     def _stream(self, sock: socket.socket) -> None:
         self.acks.forget()
-        if self._window:
-            self.counters.resent_batches += len(self._window)
-            for frame in self._window:
-                self._queue(frame.header, frame.payload)
-                if len(self._pending) >= MAX_IOV:
-                    self._flush(sock)
-            self._flush(sock)
+        self._replay(sock)
         poller = select.poll()
         poller.register(sock, select.POLLIN)
         split = self._rate_split
@@ -420,16 +426,55 @@ class OutgoingStream(threading.Thread):
             self.counters.network_seconds += waited
             self.counters.wait_seconds += waited
 
+    def _replay(self, sock: socket.socket) -> None:
+        """Send the whole window again on a new connection, in order, same sequences.
+
+        Under `context: stream` each kept batch is recompressed into this connection's
+        fresh context (the peer's decoder is new); its duplicates are decoded there too.
+        """
+        if not self._window:
+            return
+        self.counters.resent_batches += len(self._window)
+        for frame in self._window:
+            if frame.raw:
+                compressed = self._producer.recompress(frame.payload)
+                self.counters.compression_seconds += compressed.seconds
+                header = protocol.pack_header(
+                    FrameType.DATA,
+                    CodecId(compressed.codec),
+                    sequence=frame.sequence,
+                    raw_length=frame.raw_length,
+                    payload_length=len(compressed.payload),
+                    crc32=compressed.crc32,
+                    flags=self._data_flags | compressed.flags,
+                )
+                self._queue(header, compressed.payload)
+            else:
+                self._queue(frame.header, frame.payload)
+            if len(self._pending) >= MAX_IOV or self._pending_bytes >= self.tuning.send_bytes:
+                self._flush(sock)
+        self._flush(sock)
+
     def _produce(self) -> int:
         """Frame one batch (a handed-over one first) into the window and the send queue."""
         sequence = self._next_sequence
         flags = self._data_flags
-        if self.handover:
+        #: Under stream, the raw batch the window keeps instead of the payload.
+        kept: bytes | memoryview | None = None
+        if self.handover and not self.handover[0].raw:
             old = self.handover.popleft()
             fields: tuple[int, ...] = HEADER.unpack(old.header)
             codec, raw_length, payload_length, crc = fields[1], fields[4], fields[5], fields[6]
             flags |= fields[2] & protocol.FLAG_RAW_FALLBACK
             payload = old.payload
+            self.counters.resent_batches += 1
+        elif self.handover:  # stream: into this connection's context
+            kept = self.handover.popleft().payload
+            compressed = self._producer.recompress(kept)
+            self.counters.compression_seconds += compressed.seconds
+            payload, crc = compressed.payload, compressed.crc32
+            codec, raw_length, payload_length = compressed.codec, len(kept), len(payload)
+            flags |= compressed.flags
             self.counters.resent_batches += 1
         else:
             compressed = self._producer.next()
@@ -439,6 +484,7 @@ class OutgoingStream(threading.Thread):
             flags |= compressed.flags
             raw_length = compressed.raw_length
             payload_length = len(payload)
+            kept = compressed.batch
             counters = self.counters
             counters.produced_raw_bytes += raw_length
             counters.produced_payload_bytes += payload_length
@@ -456,8 +502,17 @@ class OutgoingStream(threading.Thread):
             flags=flags,
         )
         self._next_sequence = sequence + 1
-        self._window.append(Unacked(sequence, header, payload, raw_length))
-        self._window_bytes += payload_length
+        if kept is None:
+            self._window.append(Unacked(sequence, header, payload, raw_length))
+            self._window_bytes += payload_length
+        else:
+            # The budget bounds what the window holds: a copied batch counts its raw bytes;
+            # a view of a stable source (the synthetic pool) holds nothing of its own, so
+            # it counts the payload it sent, and the window admits as many frames in
+            # flight as under `frame` (a raw count would halve them at ratio 2).
+            counted = payload_length if isinstance(kept, memoryview) else len(kept)
+            self._window.append(Unacked(sequence, header, kept, raw_length, True, counted))
+            self._window_bytes += counted
         self._queue(header, payload)
         if self._verbose:
             log.info(
@@ -557,7 +612,7 @@ class OutgoingStream(threading.Thread):
         advanced = False
         while window and window[0].sequence <= sequence:
             frame = window.popleft()
-            self._window_bytes -= len(frame.payload)
+            self._window_bytes -= frame.budget_bytes()
             counters.batches += 1
             counters.raw_bytes += frame.raw_length
             advanced = True

@@ -13,7 +13,12 @@ import socket
 import time
 from dataclasses import dataclass
 
-from w5xde.api.v1alpha1 import AUTO_BUFFER_CAP_BYTES, CompressionSpec, NetworkSpec
+from w5xde.api.v1alpha1 import (
+    AUTO_BUFFER_CAP_BYTES,
+    CompressionContext,
+    CompressionSpec,
+    NetworkSpec,
+)
 from w5xde.worker import link_sizing
 from w5xde.worker.counters import SendCounters
 from w5xde.worker.level_policy import (
@@ -60,7 +65,9 @@ class StreamTuner:
         self.level = self.policy.level if self.policy else compression.fixed_level
         if compression.codec.value == "none":
             self.level = RAW
-        self._prober = Prober() if self.policy else None
+        self._prober = (
+            Prober(stream=compression.context == CompressionContext.STREAM) if self.policy else None
+        )
         self._parallel = float(
             min(compression_threads(compression), os.cpu_count() or 1)
             if getattr(producer, "threads", 1) > 1

@@ -160,7 +160,10 @@ def partial(
     socks = []
     for stream in range(count):
         sock = socket.create_connection((host, int(port)), timeout=5)
-        sock = client_handshake(sock, me, stream=100 + stream, session=stream + 1, resume_from=0)
+        sock = client_handshake(
+            sock, me, stream=100 + stream, session=stream + 1, resume_from=0,
+            context=protocol.Context.STREAM,
+        )  # fmt: skip
         header = protocol.pack_header(
             protocol.FrameType.DATA,
             protocol.CodecId.NONE,

@@ -9,6 +9,8 @@ from typing import TypeVar
 from w5xde.worker.config import WorkerConfig
 
 KEY = b"test-key-0123456789abcdef"
+#: For tests that hand-write zstd frames: every batch a frame of its own (protocol v2).
+FRAME_CONTEXT = {"level": 1, "context": "frame"}
 T = TypeVar("T")
 
 

@@ -122,8 +122,8 @@ def test_one_worker_restarting_keeps_the_phase_and_is_named() -> None:
     assert after.restart_count == 1
     assert _condition(after, "Progressing") == ("True", "WorkersLost")
     assert "d-1" in next(c for c in after.conditions if c.type == "Progressing").message
-    (restarted,) = [item for item in after.notable_workers if item.reason == "Restarted"]
-    assert restarted.name == "d-1"
+    (restarted,) = [item for item in after.notable_workers if item.name == "d-1"]
+    assert restarted.reason == "Restarted"  # named once, not also among the slowest
     assert "exit 137" in restarted.message
     assert [event.reason for event in fold.events] == [Reason.WORKER_RESTARTED]
     # The next fold does not post the restart again.
@@ -296,3 +296,31 @@ def test_a_finished_run_keeps_its_last_links_without_the_stalled_ones() -> None:
     assert "Stalled" not in [item.reason for item in done.status.links.notable]
     assert len(done.status.links.notable) == len(live.status.links.notable) - 1
     assert _condition(done.status, "LinksStalled") == ("False", "LinksFlowing")
+
+
+def test_a_restart_is_one_event_when_its_count_moves() -> None:
+    """The loop passes each pod's count at the previous fold: the kubelet's `finishedAt`
+    is whole seconds, so a time comparison alone would miss restarts at short intervals."""
+    spec = _spec(statusIntervalSeconds=1)
+    restarted_at = float(int(NOW.timestamp()) - 1)  # before the previous fold, truncated
+    pods = [_pod("d-0"), _pod("d-1", restarts=1, last_restart_at=restarted_at, last_exit="x")]
+    status = _running().model_copy(
+        update={"reporting": ReportingStatus(folded_at=isoformat(NOW - timedelta(seconds=0.5)))}
+    )
+    observation = Observation(
+        now=NOW,
+        generation=2,
+        applied_generation=2,
+        statefulset=ROLLED,
+        pods=tuple(pods),
+        fetched=(_report("d-0"), _report("d-1")),
+    )
+    heard = {pod.name: NOW.timestamp() for pod in pods}
+
+    def events(before: dict[str, int]) -> list[str]:
+        fold = fold_status(spec, status, observation, Ledger(), heard, restarts_before=before)
+        return [event.reason for event in fold.events]
+
+    assert events({"d-0": 0, "d-1": 0}) == [Reason.WORKER_RESTARTED]
+    assert events({"d-0": 0, "d-1": 1}) == []  # already posted
+    assert events({}) == []  # the first fold after a start: counts unknown, nothing posted

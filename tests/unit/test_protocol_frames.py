@@ -186,7 +186,9 @@ def test_damaged_hellos_are_refused_with_a_reason() -> None:
     with pytest.raises(ProtocolError, match="too short"):
         protocol.decode_hello(valid[: protocol.HELLO_FIXED_BYTES + 1])
     with pytest.raises(ProtocolError, match="UTF-8"):
-        protocol.decode_hello(valid[:-1] + b"\xff")
+        protocol.decode_hello(valid[:-2] + b"\xff" + valid[-1:])
+    with pytest.raises(ProtocolError, match="compression context"):
+        protocol.decode_hello(valid[:-1] + b"\x07")
     welcome = _valid_welcome()
     with pytest.raises(ProtocolError, match="wrong size"):
         protocol.decode_welcome(welcome + b"x")
@@ -286,7 +288,9 @@ def test_hello_names_up_to_253_bytes() -> None:
 
 
 def test_a_hello_with_empty_names_is_the_shortest() -> None:
-    hello = protocol.Hello("", "", 1, 2, b"n" * 16)
+    # v3 ends with the compression context; a v2 Hello (frame) has none.
+    assert len(protocol.Hello("", "", 1, 2, b"n" * 16).encode()) == protocol.HELLO_FIXED_BYTES + 3
+    hello = protocol.Hello("", "", 1, 2, b"n" * 16, version=2, context=protocol.Context.FRAME)
     encoded = hello.encode()
     assert len(encoded) == protocol.HELLO_FIXED_BYTES + 2
     assert protocol.decode_hello(encoded) == hello
@@ -301,7 +305,8 @@ def test_a_hello_with_empty_names_is_the_shortest() -> None:
         (lambda valid: b"HTTP" + valid[4:], "bad magic: not a w5xde peer"),
         (lambda valid: valid + b"x", "hello length fields do not match its size"),
         (lambda valid: valid[:-1], "hello length fields do not match its size"),
-        (lambda valid: valid[:-1] + b"\xff", "hello names are not UTF-8"),
+        (lambda valid: valid[:-2] + b"\xff" + valid[-1:], "hello names are not UTF-8"),
+        (lambda valid: valid[:-1] + b"\x02", "unknown compression context 2"),
         # A cluster length that runs past the end leaves no byte for the sender's length.
         (
             lambda valid: valid[: protocol.HELLO_FIXED_BYTES] + b"\xff" + b"x" * 20,

@@ -72,7 +72,9 @@ def test_a_server_without_the_key_is_not_trusted_by_the_client() -> None:
     def impostor() -> None:
         # No asserts here: what the impostor saw is checked in the test's own thread.
         seen.append(protocol.decode_hello(server.recv(4096)))
-        welcome = protocol.Welcome(protocol.HandshakeStatus.OK, os.urandom(16)).encode()
+        welcome = protocol.Welcome(
+            protocol.HandshakeStatus.OK, os.urandom(16), seen[-1].version
+        ).encode()
         server.sendall(welcome)
         server.recv(32)
         server.sendall(os.urandom(32))

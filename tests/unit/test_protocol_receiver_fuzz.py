@@ -28,7 +28,13 @@ from w5xde.worker.protocol import HEADER_BYTES, CodecId, FrameDecoder, FrameType
 from w5xde.worker.receiver import IncomingConnection, IncomingRegistry
 
 KEY = b"fuzz-key-0123456789abcdef"
-CONFIG = WorkerConfig(name="fuzz-0", cluster_id="fuzz", network={"chunkBytes": 4096})
+# The frames here are `frame` context; tests/unit/test_worker_stream_context.py fuzzes `stream`.
+CONFIG = WorkerConfig(
+    name="fuzz-0",
+    cluster_id="fuzz",
+    network={"chunkBytes": 4096},
+    compression={"context": "frame"},
+)
 
 
 def valid_frame(sequence: int, repeat: int = 40) -> bytes:
@@ -322,6 +328,7 @@ def test_frames_bigger_than_the_buffer_grow_it_and_arrive() -> None:
         cluster_id="fuzz",
         network={"chunkBytes": 4096},
         workload={"batchBytes": max(sizes)},
+        compression={"context": "frame"},
     )
     total = serve(b"".join(frames), config=big).total()
     assert total.batches == 3
@@ -461,7 +468,7 @@ def test_a_frame_larger_than_the_cluster_s_batch_bytes_closes_the_stream_unbuffe
     """The frame limit is the cluster's batchBytes, not the protocol's 64 MiB."""
     small = WorkerConfig(
         name="fuzz-0", cluster_id="fuzz", network={"chunkBytes": 4096},
-        workload={"batchBytes": 16384},
+        workload={"batchBytes": 16384}, compression={"context": "frame"},
     )  # fmt: skip
     header = protocol.pack_header(
         FrameType.DATA, CodecId.NONE, sequence=0, raw_length=16385, payload_length=16385

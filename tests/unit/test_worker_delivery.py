@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from unit.loopback import KEY, wait_for, worker_config
+from unit.loopback import FRAME_CONTEXT, KEY, wait_for, worker_config
 from w5xde.api.v1alpha1 import CompressionSpec
 from w5xde.contract.report import WorkerReport
 from w5xde.local.run import free_ports
@@ -110,7 +110,7 @@ def _send_and_wait_ack(worker_port: int, session: int, frames: list[bytes], last
 def test_a_replayed_window_is_acknowledged_but_duplicates_are_dropped(
     workers: Callable[..., list[Worker]],
 ) -> None:
-    (receiver,) = workers(1)
+    (receiver,) = workers(1, compression=FRAME_CONTEXT)
     port = receiver.config.listen_port()
     session = int.from_bytes(os.urandom(8), "little")
     _send_and_wait_ack(port, session, _frames(0, 10), last=9)
@@ -125,7 +125,7 @@ def test_a_replayed_window_is_acknowledged_but_duplicates_are_dropped(
 
 
 def test_a_gap_in_sequences_is_counted_lost(workers: Callable[..., list[Worker]]) -> None:
-    (receiver,) = workers(1)
+    (receiver,) = workers(1, compression=FRAME_CONTEXT)
     frames = _frames(0, 6)
     _send_and_wait_ack(receiver.config.listen_port(), 99, frames[:2] + frames[4:], last=5)
     assert receiver.report().lost_batches == 2
@@ -218,7 +218,7 @@ def test_streams_per_peer_open_parallel_connections(workers: Callable[..., list[
 def test_a_protocol_violation_closes_only_that_connection(
     workers: Callable[..., list[Worker]],
 ) -> None:
-    (receiver,) = workers(1)
+    (receiver,) = workers(1, compression=FRAME_CONTEXT)
     port = receiver.config.listen_port()
     sock = socket.create_connection(("127.0.0.1", port))
     client_handshake(sock, Identity("unit", "rogue", KEY), stream=0, session=5, resume_from=0)
@@ -234,7 +234,7 @@ def test_a_protocol_violation_closes_only_that_connection(
 def test_a_corrupt_batch_is_counted_and_not_acknowledged(
     workers: Callable[..., list[Worker]],
 ) -> None:
-    (receiver,) = workers(1)
+    (receiver,) = workers(1, compression=FRAME_CONTEXT)
     port = receiver.config.listen_port()
     frame = bytearray(_frames(0, 1)[0])
     frame[-3] ^= 0xFF

@@ -26,7 +26,7 @@ from w5xde.worker.level_policy import (
     held_back,
 )
 from w5xde.worker.protocol import FLAG_RAW_FALLBACK, CodecId
-from w5xde.worker.sources import synthetic_pool
+from w5xde.worker.sources import PoolSource, synthetic_pool
 
 MB = 1_000_000
 #: Ratio and single-thread speed (raw MB per CPU second) per level, roughly the mixed pool.
@@ -195,11 +195,40 @@ def test_the_prober_measures_its_batches_at_every_level() -> None:
     assert 1 <= offered <= 1 + PROBE_SKIP
     found = {probe.level: probe for probe in prober.run()}
     assert prober.due
-    assert set(found) == {RAW, 1, 3, 6}
+    assert set(found) == {RAW, 1, 3, 6, 9, 12}
     assert found[RAW].out == found[RAW].raw
     assert found[6].out < found[1].out < found[RAW].out
     assert all(probe.seconds == 1.0 for probe in found.values())
     assert prober.run() == []
+
+
+def test_stream_probes_predict_the_stream_s_ratio_not_a_frame_s() -> None:
+    """Under `context: stream` each level's probe keeps its history across the sampled
+    slices: on data that repeats across batches (JSON logs, 3.6 KB batches) it sees what
+    the stream gains, which independent frames cannot."""
+    logs = synthetic_pool(Profile.JSON_LOGS, 512 * 1024)
+    source = PoolSource(logs, 3600)
+    made = {}
+    for stream in (False, True):
+        prober = Prober(probe_bytes=64 * 1024, stream=stream)
+        rng = iter(range(10**6))
+        while prober.due:
+            next(rng)
+            prober.offer(source.next_batch())
+        made[stream] = {probe.level: probe.raw / probe.out for probe in prober.run()}
+    assert made[True][1] > 1.1 * made[False][1]
+    assert made[True][RAW] == made[False][RAW] == 1.0
+
+
+def test_while_raw_an_old_ratio_bias_fades_so_raw_is_not_left_for_nothing() -> None:
+    """Text compressed better in the stream than its probes said (bias > 1); then random
+    data comes and auto goes raw.  While raw nothing measures a compressed ratio, so
+    the bias must fade, or level 1 would look 10 % better than raw on random data."""
+    policy = LevelPolicy(level=RAW)
+    policy.ratio_bias = 1.3
+    for step in range(6):
+        policy.observe(Sample(step * 0.5, 0.5, MB, MB, 0.0, 0.4, drained_bytes=MB))
+    assert policy.ratio_bias < 1.03
 
 
 def test_a_batch_that_does_not_shrink_goes_raw_flagged() -> None:

@@ -28,7 +28,7 @@ def test_parallel_results_come_back_in_order(batch_bytes: int) -> None:
     producer = make_producer(
         PoolSource(pool, batch_bytes),
         WorkloadSpec(batch_bytes=batch_bytes),
-        CompressionSpec(level=1, threads=3),
+        CompressionSpec(level=1, threads=3, context="frame"),
     )
     assert isinstance(producer, ParallelProducer)
     assert producer.threads == 3
@@ -59,7 +59,9 @@ def test_parallel_results_come_back_in_order(batch_bytes: int) -> None:
 def test_threads_zero_means_one_compression_thread_per_cpu() -> None:
     pool = synthetic_pool(Profile.MIXED, 256 * 1024)
     producer = make_producer(
-        PoolSource(pool, 4096), WorkloadSpec(batch_bytes=4096), CompressionSpec(threads=0)
+        PoolSource(pool, 4096),
+        WorkloadSpec(batch_bytes=4096),
+        CompressionSpec(threads=0, context="frame"),
     )
     try:
         cpus = os.cpu_count() or 1
@@ -77,7 +79,9 @@ def test_file_batches_are_copied_before_they_go_to_another_thread(tmp_path: Path
     (tmp_path / "f").write_bytes(data)
     workload = WorkloadSpec(source="file", path=str(tmp_path), batch_bytes=1000)
     producer = make_producer(
-        FileSource(str(tmp_path), 1000), workload, CompressionSpec(codec="none", threads=2)
+        FileSource(str(tmp_path), 1000),
+        workload,
+        CompressionSpec(codec="none", threads=2, context="frame"),
     )
     try:
         stream = b"".join(bytes(producer.next().payload) for _ in range(150))
@@ -94,7 +98,9 @@ def test_one_thread_or_big_batches_compress_in_the_stream_thread() -> None:
     )
     big = WorkloadSpec(batch_bytes=2 * 1024 * 1024)
     pool = synthetic_pool(Profile.MIXED, 4 * 1024 * 1024)
-    producer = make_producer(PoolSource(pool, big.batch_bytes), big, CompressionSpec(threads=2))
+    producer = make_producer(
+        PoolSource(pool, big.batch_bytes), big, CompressionSpec(threads=2, context="frame")
+    )
     assert isinstance(producer, SerialProducer)
     # A big batch is split by zstd's own workers: its frame is zstd's multi-threaded one.
     batch = bytes(PoolSource(pool, big.batch_bytes).next_batch())
@@ -107,7 +113,7 @@ def test_one_thread_or_big_batches_compress_in_the_stream_thread() -> None:
 def test_streams_share_one_compression_pool_and_each_keeps_its_order() -> None:
     """A worker's streams compress on its `threads` threads, not `threads` each."""
     pool_data = synthetic_pool(Profile.MIXED, 1024 * 1024)
-    compression = CompressionSpec(level=1, threads=2)
+    compression = CompressionSpec(level=1, threads=2, context="frame")
     workload = WorkloadSpec(batch_bytes=3600)
     shared = CompressionPool(compression, 2)
     before = {thread.name for thread in threading.enumerate()}
@@ -139,3 +145,24 @@ def _raw(compressed: Compressed, decompressor: zstandard.ZstdDecompressor) -> by
     if compressed.codec == CodecId.NONE:
         return bytes(compressed.payload)
     return bytes(decompressor.decompress(compressed.payload))
+
+
+def test_under_stream_a_file_batch_is_copied_and_a_pool_batch_is_kept_as_a_view(
+    tmp_path: Path,
+) -> None:
+    """The replay window keeps the raw batch under stream: a file source reuses its
+    buffer, so its batches are copied (and count their raw bytes against the budget);
+    the synthetic pool never changes, so its batches stay views (no copy)."""
+    (tmp_path / "data").write_bytes(bytes(range(256)) * 64)
+    spec = CompressionSpec(level=1, context="stream")
+    from_file = make_producer(FileSource(str(tmp_path), 4096), WorkloadSpec(batch_bytes=4096), spec)
+    first = from_file.next()
+    second = from_file.next()
+    assert isinstance(first.batch, bytes)
+    assert first.batch == (bytes(range(256)) * 16)
+    assert second.batch is not first.batch
+    pool = synthetic_pool(Profile.MIXED, 256 * 1024)
+    from_pool = make_producer(PoolSource(pool, 4096), WorkloadSpec(batch_bytes=4096), spec)
+    kept = from_pool.next().batch
+    assert isinstance(kept, memoryview)
+    assert kept.obj is not None

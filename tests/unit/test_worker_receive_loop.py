@@ -24,7 +24,13 @@ from w5xde.worker.receiver import (
 )
 
 KEY = b"loop-key-0123456789abcdef"
-CONFIG = WorkerConfig(name="loop-0", cluster_id="loop", network={"chunkBytes": 16384})
+# Hand-written frames below are `frame` context (each zstd frame on its own).
+CONFIG = WorkerConfig(
+    name="loop-0",
+    cluster_id="loop",
+    network={"chunkBytes": 16384},
+    compression={"context": "frame"},
+)
 FRAMES = 40
 
 

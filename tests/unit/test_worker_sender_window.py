@@ -93,9 +93,9 @@ class Peer:
         self.listener.settimeout(30)
         self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
 
-    def accept(self) -> Receiver:
+    def accept(self, context: protocol.Context = protocol.Context.FRAME) -> Receiver:
         sock, _ = self.listener.accept()
-        hello = server_handshake(sock, Identity("unit", "rx-0", KEY)).hello
+        hello = server_handshake(sock, Identity("unit", "rx-0", KEY), context=context).hello
         return Receiver(sock, hello)
 
 
@@ -112,14 +112,14 @@ def start_stream(
 ) -> Iterator[Callable[..., tuple[OutgoingStream, CountingSource]]]:
     streams: list[OutgoingStream] = []
 
-    def start(codec: str = "zstd") -> tuple[OutgoingStream, CountingSource]:
+    def start(codec: str = "zstd", context: str = "frame") -> tuple[OutgoingStream, CountingSource]:
         config = WorkerConfig.model_validate(
             {
                 "name": "tx-0",
                 "clusterId": "unit",
                 "peers": [peer.address],
                 "workload": {"batchBytes": BATCH},
-                "compression": {"level": 1, "codec": codec},
+                "compression": {"level": 1, "codec": codec, "context": context},
             }
         )
         source = CountingSource()
@@ -407,3 +407,78 @@ def test_verbose_mode_logs_each_batch(
         f"batch {n} to {peer.address}: {BATCH} -> {frames[n].header.payload_length} bytes"
         for n in range(3)
     ]
+
+
+def _decode_stream(frames: list[protocol.Frame]) -> list[bytes]:
+    """One connection's `stream` payloads, decoded in order by one zstd decoder."""
+    decoder = zstandard.ZstdDecompressor().decompressobj()
+    return [decoder.decompress(frame.payload) for frame in frames]
+
+
+def test_stream_frames_share_one_history_and_decode_in_order(
+    peer: Peer, start_stream: Callable[..., tuple[OutgoingStream, CountingSource]]
+) -> None:
+    start_stream(context="stream")
+    receiver = peer.accept(protocol.Context.STREAM)
+    assert receiver.hello.version == protocol.VERSION
+    assert receiver.hello.context == protocol.Context.STREAM
+    frames = receiver.read_until(20)
+    assert _decode_stream(frames) == [expected_batch(n) for n in range(len(frames))]
+    # One zstd frame for the connection: only the first payload starts one; none of
+    # the later ones decodes on its own.
+    magic = b"\x28\xb5\x2f\xfd"
+    assert frames[0].payload.startswith(magic)
+    assert not any(frame.payload.startswith(magic) for frame in frames[1:])
+    with pytest.raises(zstandard.ZstdError):
+        zstandard.ZstdDecompressor().decompressobj().decompress(frames[5].payload)
+    # Without TLS each payload carries its CRC32 (no zstd checksum within a frame).
+    assert all(frame.header.crc32 == zlib.crc32(frame.payload) for frame in frames)
+
+
+def test_a_stream_reconnect_recompresses_the_window_into_the_new_context(
+    peer: Peer, start_stream: Callable[..., tuple[OutgoingStream, CountingSource]]
+) -> None:
+    stream, _ = start_stream(context="stream")
+    first = peer.accept(protocol.Context.STREAM)
+    seen = first.read_until(12)
+    first.ack(4)
+    wait_for(lambda: stream.counters.batches == 5, "five batches acknowledged")
+    first.sock.close()
+    second = peer.accept(protocol.Context.STREAM)
+    assert second.hello.resume_from == 5
+    replayed = wait_for(lambda: stream.counters.resent_batches, "the replay counted")
+    assert replayed >= len(seen) - 5
+    frames = second.read_until(replayed + 3)
+    assert [frame.header.sequence for frame in frames] == list(range(5, 5 + len(frames)))
+    # The replay starts a fresh zstd frame: it decodes with a new decoder, and to the
+    # same batches (the first connection's payloads would not: they need its history).
+    assert _decode_stream(frames) == [expected_batch(5 + n) for n in range(len(frames))]
+    assert frames[0].payload != seen[5].payload
+    second.ack(frames[-1].header.sequence)
+    wait_for(lambda: stream.counters.batches == 5 + len(frames), "the replay acknowledged")
+
+
+def test_a_stream_window_keeps_raw_batches_and_a_new_stream_recompresses_them(
+    peer: Peer, start_stream: Callable[..., tuple[OutgoingStream, CountingSource]]
+) -> None:
+    stream, _ = start_stream(context="stream")
+    receiver = peer.accept(protocol.Context.STREAM)
+    receiver.read_until(8)
+    receiver.ack(2)
+    wait_for(lambda: stream.counters.batches == 3, "three batches acknowledged")
+    # The window holds views of the pool (nothing of its own), so the budget counts the
+    # payloads sent, as under frame: less than the raw batches.
+    assert 0 < stream.unacked_bytes < stream.unacked * BATCH
+    stream.abort()
+    stream.join(10)
+    frames = stream.take_unacked()
+    assert all(frame.raw for frame in frames)
+    assert [bytes(frame.payload) for frame in frames[:3]] == [expected_batch(n) for n in (3, 4, 5)]
+    receiver.sock.close()
+    other, _ = start_stream(context="stream")
+    other.handover.extend(frames[:3])
+    taker = peer.accept(protocol.Context.STREAM)
+    decoded = _decode_stream(taker.read_until(6))
+    # Handed-over batches go first, in this connection's context and sequences.
+    assert decoded[:3] == [expected_batch(n) for n in (3, 4, 5)]
+    assert other.counters.resent_batches == 3

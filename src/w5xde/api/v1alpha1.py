@@ -122,6 +122,16 @@ class Codec(StrEnum):
     NONE = "none"
 
 
+class CompressionContext(StrEnum):
+    """What a zstd frame may refer back to (docs/protocol.md, "Stream context")."""
+
+    #: One compressor per connection keeps its history and flushes per frame; the
+    #: receiver decompresses the connection's frames in order.
+    STREAM = "stream"
+    #: Every batch compressed on its own (protocol v2's frames; old peers speak only this).
+    FRAME = "frame"
+
+
 class Balance(StrEnum):
     """How a worker splits its batches among its peers (docs/tuning.md)."""
 
@@ -314,6 +324,9 @@ class CompressionSpec(ApiModel):
     """zstd level -7..22, or auto (each stream picks its level, none included)."""
     threads: int = Field(1, ge=0, le=64)
     """Compression threads per worker; 0 uses one per CPU."""
+    context: CompressionContext = CompressionContext.STREAM
+    """stream: each connection's compressor keeps its history (better ratio, protocol v3);
+    frame: every batch on its own (what protocol v2 peers speak)."""
 
     @property
     def auto_level(self) -> bool:

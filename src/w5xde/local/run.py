@@ -54,6 +54,7 @@ from w5xde.contract.results import Outcome, RunResult, SampleSet
 from w5xde.contract.worker_config import TlsConfig, WorkerConfig, WorkerSettings
 from w5xde.local.summary import link_result, local_result, worker_result
 from w5xde.local.view import format_table, live_view
+from w5xde.worker import openssl_config
 
 EXIT_USAGE = 2
 MAX_LOCAL_WORKERS = 64
@@ -74,6 +75,11 @@ def add_local_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", default="3", help="zstd level -7..22 or auto (default 3)")
     parser.add_argument("--threads", type=int, default=1, help="compression threads per worker")
     parser.add_argument("--codec", default="zstd", help="zstd | none")
+    parser.add_argument(
+        "--context",
+        default="stream",
+        help="stream (each connection keeps its compression history) | frame",
+    )
     parser.add_argument(
         "--source", default="synthetic:mixed", help="synthetic:PROFILE or file:PATH"
     )
@@ -162,6 +168,7 @@ _OPTION_OF_FIELD = {
     "level": "--level",
     "threads": "--threads",
     "codec": "--codec",
+    "context": "--context",
     "profile": "--source",
     "topology": "--topology",
     "streams_per_peer": "--streams-per-peer",
@@ -209,7 +216,9 @@ def plan_from_args(args: argparse.Namespace) -> LocalPlan:
             rate_limit_bytes_per_second=args.rate_limit,
             balance=args.balance,
         )
-        compression = CompressionSpec(codec=args.codec, level=args.level, threads=args.threads)
+        compression = CompressionSpec(
+            codec=args.codec, level=args.level, threads=args.threads, context=args.context
+        )
         network = NetworkSpec(socket_buffer_bytes=args.socket_buffer, chunk_bytes=args.chunk_bytes)
     except ValidationError as error:
         item = error.errors()[0]
@@ -423,7 +432,12 @@ def start_children(
         ]
     for config in configs:
         rendered = config.model_dump_json(by_alias=True, exclude_none=True)
-        env = dict(os.environ, W5XDE_CONFIG=rendered, W5XDE_CLUSTER_KEY=key)
+        env = dict(
+            os.environ,
+            W5XDE_CONFIG=rendered,
+            W5XDE_CLUSTER_KEY=key,
+            **openssl_config.child_environment(),
+        )
         process = subprocess.Popen(
             [
                 sys.executable,
