@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import local_json  # bench/local_json.py (the script's directory is on sys.path)
+
 #: (topology, workers): the issue's targets and the figures of its table.
 CONFIGURATIONS: list[tuple[str, int]] = [
     ("ring", 8),
@@ -131,7 +133,7 @@ def measure(
     out, _ = process.communicate(timeout=seconds + 120)
     done.set()
     sampler.join()
-    data = json.loads(out)
+    data = local_json.flat(json.loads(out))
     nodes = data.get("nodes", [])
     return ScaleRow(
         code=code,

@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
+import local_json  # bench/local_json.py (the script's directory is on sys.path)
 import zstandard
 
 from w5xde.api.v1alpha1 import Profile
@@ -226,7 +227,7 @@ def w5xde_pair(
         check=True,
         env=env,
     )
-    data = json.loads(result.stdout)
+    data = local_json.flat(json.loads(result.stdout))
     return Row(
         name=f"w5xde x{workers} L{level} {_size(batch_bytes)} {log_mode} "
         f"buf={_size(socket_buffer)}"
@@ -268,6 +269,69 @@ def median_row(runs: list[Row]) -> Row:
     if len(runs) > 1:
         chosen.name += f" (median of {len(runs)})"
     return chosen
+
+
+#: Old-vs-new figures (`BENCH_BASELINE`): name, how to read it off a row, higher is better.
+BASELINE_FIGURES: tuple[tuple[str, str, bool], ...] = (
+    ("pair L1 64 KiB raw MB/s", "pair:raw_mb_s", True),
+    ("3.6 KB L3 batches/s", "small:batches_per_s", True),
+    ("pair RSS MB per worker", "pair:rss_mb_max", False),
+)
+
+
+def verdicts(new: dict[str, list[Row]], old: dict[str, list[Row]]) -> list[dict[str, Any]]:
+    """Per figure: old and new runs (alternating in one session), each mean ± 95 % CI
+    (Student's t), and a verdict that calls a change only outside both intervals."""
+    from w5xde.contract.results import FigureSummary, interval_overlap_slower
+    from w5xde.contract.statistics import SampleStats
+
+    def summary(values: list[float]) -> FigureSummary:
+        stats = SampleStats()
+        for value in values:
+            stats = stats.add(value)
+        return FigureSummary(
+            mean=round(stats.mean, 1), ci95=round(stats.ci95, 1), samples=stats.count
+        )
+
+    out = []
+    for name, key, higher_is_better in BASELINE_FIGURES:
+        side, attribute = key.split(":")
+        new_values = [float(getattr(row, attribute)) for row in new[side]]
+        old_values = [float(getattr(row, attribute)) for row in old[side]]
+        if not new_values or not old_values:
+            continue
+        a, b = summary(old_values), summary(new_values)
+        worse = (
+            interval_overlap_slower(a, b, 0.0)
+            if higher_is_better
+            else interval_overlap_slower(b, a, 0.0)
+        )
+        better = (
+            interval_overlap_slower(b, a, 0.0)
+            if higher_is_better
+            else interval_overlap_slower(a, b, 0.0)
+        )
+        verdict = "worse" if worse else "better" if better else "no clear difference"
+        out.append(
+            {
+                "figure": name,
+                "old": a.model_dump(by_alias=True),
+                "new": b.model_dump(by_alias=True),
+                "verdict": verdict,
+            }
+        )
+    return out
+
+
+def format_verdicts(items: list[dict[str, Any]], ref: str) -> str:
+    lines = [f"old ({ref}) vs new, alternating in this run (mean ± 95 % CI):"]
+    for item in items:
+        old, new = item["old"], item["new"]
+        lines.append(
+            f"  {item['figure']:<26} old {old['mean']:>10,.1f} ± {old['ci95']:<8,.1f}"
+            f" new {new['mean']:>10,.1f} ± {new['ci95']:<8,.1f} -> {item['verdict']}"
+        )
+    return "\n".join(lines)
 
 
 def _size(value: int) -> str:
@@ -387,6 +451,8 @@ def main() -> int:
 
     # The headline comparison alternates its two sides so background load hits both alike.
     pipelines, pairs, old_pairs, plain_pairs = [], [], [], []
+    new_small: list[Row] = []
+    old_small: list[Row] = []
     small_pairs, small_plain_pairs = [], []
     for _ in range(max(1, args.repeat)):
         pipelines.append(zstd_nc_pipeline(pool, args.duration, level=1))
@@ -407,6 +473,15 @@ def main() -> int:
                     baseline_src=baseline_src,
                 )
             )
+            new_small.append(w5xde_pair(seconds=args.duration, batch_bytes=SEED_BATCH, level=3))
+            old_small.append(
+                w5xde_pair(
+                    seconds=args.duration,
+                    batch_bytes=SEED_BATCH,
+                    level=3,
+                    baseline_src=baseline_src,
+                )
+            )
     add(median_row(pipelines))
     new_pair = median_row(pairs)
     add(new_pair)
@@ -421,6 +496,11 @@ def main() -> int:
         "target": 0.9,
     }
     tls_cost["met"] = tls_cost["tls_on_over_off"] >= tls_cost["target"]
+    judged = (
+        verdicts({"pair": pairs, "small": new_small}, {"pair": old_pairs, "small": old_small})
+        if old_pairs
+        else []
+    )
     small_on, small_off = median_row(small_pairs), median_row(small_plain_pairs)
     add(small_on)
     add(small_off)
@@ -447,6 +527,8 @@ def main() -> int:
     add(w5xde_pair(seconds=args.duration, batch_bytes=64 * 1024, level=1, socket_buffer=0))
     add(w5xde_pair(seconds=args.duration, batch_bytes=SEED_BATCH, level=1, log_mode="verbose"))
     add(w5xde_pair(seconds=args.duration, batch_bytes=64 * 1024, level=3, threads=2))
+    # `make run`'s defaults (4 workers, level 3, TLS on): README's row for it.
+    add(w5xde_pair(seconds=args.duration, batch_bytes=64 * 1024, level=3, workers=4))
     add(iperf3_loopback(min(args.duration, 3.0)))
     checked = targets(rows)
     scale = None if args.no_scale else scale_section(args.duration, baseline_src)
@@ -464,8 +546,10 @@ def main() -> int:
             "new_over_baseline": round(new_pair.raw_mb_s / old_pair.raw_mb_s, 3),
             "runs_new": new_pair.extra["runs_raw_mb_s"],
             "runs_baseline": old_pair.extra["runs_raw_mb_s"],
+            "verdicts": judged,
         }
         print(json.dumps({"baseline": comparison}, indent=2))
+        print(format_verdicts(judged, args.baseline))
     result = {
         "machine": {
             "cpus": os.cpu_count(),

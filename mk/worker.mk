@@ -22,7 +22,7 @@ worker-test: install worker-tools ## the worker's tests: unit, local end to end,
 	$(BIN)/pytest tests/unit/test_protocol_*.py tests/unit/test_worker_*.py tests/local tests/netns $(PYTEST_ARGS)
 
 bench: install worker-tools ## w5xde against zstd|nc and the codec ceiling; table + $(BENCH_OUT)
-	$(BIN)/python bench/bench_worker.py --json $(BENCH_OUT)
+	$(BIN)/python bench/bench_worker.py --json $(BENCH_OUT) $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE))
 
 KWOK_VERSION := v0.8.0
 # KWOK (sigs.k8s.io/kwok) keeps simulated nodes and pods alive for the reporting benchmark.
@@ -45,3 +45,10 @@ $(KWOK_BIN):
 .PHONY: bench-status
 bench-status: install testbed-bin $(KWOK_BIN) ## reporting at 10/100/1000 simulated workers on the real API server; table + bench/status-results.json
 	$(BIN)/python bench/bench_status.py --kwok $(KWOK_BIN) --json bench/status-results.json $(BENCH_STATUS_ARGS)
+
+.PHONY: docs-figures docs-figures-check
+docs-figures: install ## render README's and docs/PERFORMANCE.md's figures from bench/*.json
+	$(BIN)/python bench/render_docs.py
+
+docs-figures-check: install ## fail if those docs differ from what bench/*.json renders
+	$(BIN)/python bench/render_docs.py --check

@@ -59,14 +59,23 @@ def _digest(spec_json: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+#: Spec fields that do not change what a run measures (how it is judged).
+_NOT_MEASURED = {"expect"}
+
+
+def _measured(spec: CompressionClusterSpec) -> dict[str, Any]:
+    return spec.model_dump(mode="json", by_alias=True, exclude=_NOT_MEASURED)
+
+
 def spec_digest(spec: CompressionClusterSpec) -> str:
-    """12 hex digits of the spec: runs compare only when these match."""
-    return _digest(spec.model_dump(mode="json", by_alias=True))
+    """12 hex digits of the measured spec: runs compare only when these match (a change
+    of `expect` is not a new run)."""
+    return _digest(_measured(spec))
 
 
 def only_rescaled(spec: CompressionClusterSpec, digest: str) -> bool:
     """Whether `spec` differs from the spec of `digest` in its worker count alone."""
-    shape = spec.model_dump(mode="json", by_alias=True)
+    shape = _measured(spec)
     counts = range(1, MAX_WORKERS + 1)
     return any(_digest({**shape, "workers": count}) == digest for count in counts)
 
@@ -151,15 +160,16 @@ def summarize_run(
         spread=spread,
         throughput=interval_of(run.throughput_samples),
         batches=interval_of(run.batches_per_second_samples),
+        cpu_seconds_per_gb=interval_of(run.cpu_seconds_per_gb_samples, digits=3),
     )
 
 
-def interval_of(samples: SampleStats) -> Interval:
+def interval_of(samples: SampleStats, digits: int = 1) -> Interval:
     return Interval(
-        mean=round(samples.mean, 1),
-        ci95=round(samples.ci95, 1),
-        min=round(samples.min, 1),
-        max=round(samples.max, 1),
+        mean=round(samples.mean, digits),
+        ci95=round(samples.ci95, digits),
+        min=round(samples.min, digits),
+        max=round(samples.max, digits),
         samples=samples.count,
     )
 

@@ -35,6 +35,7 @@ from w5xde.api.v1alpha1 import (
     parse_status,
     status_patch,
 )
+from w5xde.contract import results
 from w5xde.contract.figures import (
     ClusterFigures,
     fold_reports,
@@ -45,6 +46,7 @@ from w5xde.contract.figures import (
 from w5xde.contract.link_figures import LinkRow, link_rows, links_status
 from w5xde.contract.report import WorkerReport
 from w5xde.operator.conditions import merge_conditions
+from w5xde.operator.expectations import passed_conditions, passed_events
 from w5xde.operator.ledger import Ledger
 from w5xde.operator.observation import (
     Event,
@@ -224,6 +226,14 @@ def _advance_run(
                 ),
             }
         )
+        if figures.cpu_seconds_per_gb > 0:  # an interval in which data arrived
+            run = run.model_copy(
+                update={
+                    "cpu_seconds_per_gb_samples": run.cpu_seconds_per_gb_samples.add(
+                        figures.cpu_seconds_per_gb
+                    )
+                }
+            )
     return run
 
 
@@ -271,7 +281,8 @@ def _close(
     seconds = parse_duration(spec.duration) or 1.0
     figures = run_averages(minus_floored(totals, run.start_totals), seconds)
     run = run.model_copy(update={"completed_at": isoformat(now)})
-    return run, figures, summarize_run(run, RunOutcome.COMPLETED, figures, spread, seconds)
+    summary = summarize_run(run, RunOutcome.COMPLETED, figures, spread, seconds)
+    return run, figures, results.judge(summary, spec.expect)
 
 
 def _settled(links: LinksStatus) -> LinksStatus:
@@ -360,7 +371,12 @@ def fold_status(
         was_running=was_running,
     )
     phase = phase_of(situation)
-    merged = merge_conditions(status.conditions, conditions_of(situation, phase), isoformat(now))
+    generation = observation.applied_generation
+    merged = merge_conditions(
+        status.conditions,
+        [*conditions_of(situation, phase), *passed_conditions(run, kept, generation)],
+        isoformat(now),
+    )
     folded = CompressionClusterStatus(
         phase=phase,
         ready=f"{workers.ready}/{spec.workers}",
@@ -388,6 +404,8 @@ def fold_status(
         newly_stale=_newly_stale(status, workers.stale, last_heard, interval),
         restarted=_newly_restarted(observation.pods, status, restarts_before),
     )
+    if completed:
+        events = (*events, *passed_events(kept[-1]))
     return Fold(folded, ledger, events, completed=completed, stale_workers=tuple(workers.stale))
 
 
@@ -422,7 +440,10 @@ def completed_status(
     )
     merged = merge_conditions(
         status.conditions,
-        conditions_of(situation, Phase.COMPLETED),
+        [
+            *conditions_of(situation, Phase.COMPLETED),
+            *passed_conditions(status.run, status.runs, observation.applied_generation),
+        ],
         isoformat(observation.now),
     )
     return CompressionClusterStatus(
@@ -473,6 +494,8 @@ def _figures_fields(figures: ClusterFigures, completed: bool) -> dict[str, Any]:
         fields.update(
             network_seconds=figures.network_seconds,
             compression_seconds=figures.compression_seconds,
+            cpu_seconds_per_gb=figures.cpu_seconds_per_gb,
+            compression_cpu_seconds_per_gb=figures.compression_cpu_seconds_per_gb,
             memory_bytes=figures.memory_bytes,
             spread=figures.spread,
         )

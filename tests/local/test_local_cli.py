@@ -17,21 +17,21 @@ import pytest
 
 W5XDE = [sys.executable, "-m", "w5xde"]
 RESULT_KEYS = {
-    "links",
+    "schemaVersion",
+    "kind",
+    "runId",
+    "startedAt",
+    "completedAt",
+    "outcome",
+    "reason",
+    "configuration",
+    "versions",
+    "environment",
+    "figures",
     "workers",
-    "duration_s",
-    "throughput_bytes_per_s",
-    "wire_bytes_per_s",
-    "batches",
-    "batches_per_s",
-    "compression_ratio",
-    "network_seconds_per_worker",
-    "compression_seconds_per_worker",
-    "rss_bytes_max",
-    "lost_batches",
-    "corrupt_batches",
-    "resent_batches",
-    "nodes",
+    "links",
+    "expectations",
+    "passed",
 }
 
 
@@ -97,16 +97,21 @@ def test_local_json_prints_exactly_one_object_with_the_seed_figures() -> None:
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert set(data) == RESULT_KEYS
-    assert data["workers"] == 3
-    assert len(data["nodes"]) == 3
-    assert data["batches"] > 100
-    assert data["throughput_bytes_per_s"] > 0
-    assert 1.5 < data["compression_ratio"] < 3.0
-    assert data["lost_batches"] == data["corrupt_batches"] == 0
-    assert 0 < data["rss_bytes_max"] < 200_000_000
-    for node in data["nodes"]:
+    assert data["outcome"] == "Complete"
+    assert data["passed"] is True
+    figures = data["figures"]
+    assert figures["workers"] == 3
+    assert len(data["workers"]) == 3
+    assert figures["batches"] > 100
+    assert figures["throughputBytesPerSecond"] > 0
+    assert 1.5 < figures["compressionRatio"] < 3.0
+    assert figures["lostBatches"] == figures["corruptBatches"] == 0
+    assert 0 < figures["rssMaxBytes"] < 200_000_000
+    assert figures["cpu"]["cpuSecondsPerGb"] > 0
+    assert data["configuration"]["workload"]["batchBytes"] == 8192
+    for node in data["workers"]:
         assert node["batches"] > 0
-        assert node["exit_code"] == 0
+        assert node["exitCode"] == 0
 
 
 def test_local_table_with_a_file_source_and_verbose_logs(tmp_path: Path) -> None:
@@ -139,14 +144,14 @@ def test_local_silent_mode_logs_nothing_per_batch() -> None:
     not even the WARNING-level start lines that normal mode shows (next test)."""
     result = run("local", "--workers", "2", "--duration", "1", "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["batches"] > 0
+    assert json.loads(result.stdout)["figures"]["batches"] > 0
     assert result.stderr == ""
 
 
 def test_local_normal_mode_logs_warnings_but_nothing_per_batch() -> None:
     result = run("local", "--workers", "2", "--duration", "1", "--json", "--log-mode", "normal")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["batches"] > 0
+    assert json.loads(result.stdout)["figures"]["batches"] > 0
     for name in ("local-0", "local-1"):
         assert f"WARNING w5xde.worker: worker {name} " in result.stderr, result.stderr
     assert "verified" not in result.stderr
@@ -157,6 +162,15 @@ def test_local_normal_mode_logs_warnings_but_nothing_per_batch() -> None:
     ("args", "message"),
     [
         (["--workers", "0"], "--workers"),
+        (["--workers", "1"], "a ring of one sends nowhere"),
+        (["--duration", "inf"], "--duration: must be a finite"),
+        (["--duration", "nan"], "--duration"),
+        (["--samples", "0"], "--samples"),
+        (["--expect", "minThroughput=3"], "--expect: unknown expectation 'minThroughput'"),
+        (["--expect", "maxLostBatches=-1"], "--expect maxLostBatches"),
+        (["--expect", "minCompressionRatio"], "--expect minCompressionRatio: needs a number"),
+        (["--codec", "none", "--expect", "minCompressionRatio=2"], "codec none"),
+        (["--plot", "/does/not/exist/run.png"], "--plot: directory '/does/not/exist'"),
         (["--duration", "-1"], "--duration"),
         (["--level", "30"], "--level"),
         (["--batch-bytes", "10"], "--batch-bytes"),
@@ -199,10 +213,108 @@ def test_local_stops_cleanly_on_ctrl_c_and_still_prints() -> None:
     assert "Traceback" not in stderr
     assert process.returncode == 130
     data = json.loads(stdout)
-    assert data["batches"] > 0
-    assert data["duration_s"] < 30
-    assert data["lost_batches"] == 0
-    assert all(node["exit_code"] == 0 for node in data["nodes"])
+    assert data["outcome"] == "Interrupted"
+    assert data["reason"] == "stopped by SIGINT"
+    assert data["passed"] is False
+    assert data["figures"]["batches"] > 0
+    assert data["figures"]["seconds"] < 30
+    assert data["figures"]["lostBatches"] == 0
+    assert all(node["exitCode"] == 0 for node in data["workers"])
+
+
+def _descendants(pid: int) -> set[int]:
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = set().union(*(children_of(item) for item in frontier)) - found
+        found |= frontier
+    return found
+
+
+def _workers_of_session(run_id: str) -> list[int]:
+    """Worker processes whose config names this run (its cluster id), wherever they are
+    parented now (an orphan is reparented to PID 1 or a subreaper)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if run_id.encode() in environ.read_bytes():
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_local_sigterm_stops_the_workers_and_prints_an_interrupted_result() -> None:
+    """`timeout 5 w5xde local ...` sends SIGTERM: the workers stop (none left behind), the
+    partial result is printed marked Interrupted, and the exit code is 143."""
+    process = subprocess.Popen(
+        [*W5XDE, "local", "--workers", "2", "--duration", "60", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(
+            lambda: (
+                len(tcp_received(process.pid)) == 2
+                and all(received >= 1 << 20 for received in tcp_received(process.pid).values())
+            ),
+            "both local workers to receive data",
+        )
+        workers = _descendants(process.pid)
+        assert len(workers) >= 2
+    finally:
+        process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=40)
+    assert "Traceback" not in stderr
+    assert process.returncode == 143
+    data = json.loads(stdout)
+    assert data["outcome"] == "Interrupted"
+    assert data["reason"] == "stopped by SIGTERM"
+    assert data["figures"]["batches"] > 0
+    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    assert alive == [], f"orphaned workers: {alive}"
+    assert _workers_of_session(data["runId"]) == []
+
+
+def test_local_expect_exits_3_naming_the_missed_expectation() -> None:
+    result = run(
+        "local", "--workers", "2", "--duration", "1",
+        "--expect", "minThroughputBytesPerSecond=1e12", "--expect", "maxLostBatches=0",
+        "--json",
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "missed minThroughputBytesPerSecond" in result.stderr
+    assert "maxLostBatches" not in result.stderr  # it held
+    data = json.loads(result.stdout)
+    assert data["outcome"] == "Complete"
+    assert data["passed"] is False
+    checks = {item["expectation"]: item for item in data["expectations"]}
+    assert checks["minThroughputBytesPerSecond"]["passed"] is False
+    assert checks["minThroughputBytesPerSecond"]["expected"] == 1e12
+    assert checks["maxLostBatches"]["passed"] is True
+    # An expectation that holds exits 0.
+    held = run("local", "--workers", "2", "--duration", "1", "--expect", "minCompressionRatio=1.2")
+    assert held.returncode == 0, held.stderr
+    assert "minCompressionRatio" in held.stdout
+
+
+def test_local_three_samples_keep_three_results_and_a_confidence_interval() -> None:
+    from w5xde.contract.results import RESULT_ADAPTER, SampleSet
+
+    result = run(
+        "local", "--workers", "2", "--duration", "1", "--samples", "3", "--json", timeout=120
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    document = RESULT_ADAPTER.validate_json(result.stdout)
+    assert isinstance(document, SampleSet)
+    assert [sample.outcome for sample in document.samples] == ["Complete"] * 3
+    assert len({sample.run_id for sample in document.samples}) == 3
+    throughput = document.summary["throughputBytesPerSecond"]
+    assert throughput.samples == 3
+    values = [sample.figures.throughput_bytes_per_second for sample in document.samples]
+    assert throughput.min == min(values)
+    assert abs(throughput.mean - sum(values) / 3) < 1
+    assert throughput.ci95 > 0
 
 
 def test_worker_with_bad_config_exits_2_naming_the_field() -> None:
@@ -275,3 +387,20 @@ def test_two_worker_processes_serve_probes_and_metrics_and_stop_on_sigterm() -> 
         assert final["final"] is True
         assert final["report"]["lostBatches"] == 0
         assert final["report"]["batches"] > 0
+
+
+def test_local_json_stream_prints_the_configuration_then_intervals_then_the_result() -> None:
+    from w5xde.contract.results import RESULT_ADAPTER, RunResult
+
+    result = run("local", "--workers", "2", "--duration", "2", "--json-stream")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0]["kind"] == "Configuration"
+    assert lines[0]["configuration"]["workers"] == 2
+    intervals = lines[1:-1]
+    assert intervals
+    assert all(line["kind"] == "Interval" for line in intervals)
+    assert [line["seconds"] for line in intervals] == sorted(line["seconds"] for line in intervals)
+    final = RESULT_ADAPTER.validate_python(lines[-1])
+    assert isinstance(final, RunResult)
+    assert final.run_id == intervals[0]["runId"]

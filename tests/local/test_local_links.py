@@ -23,19 +23,22 @@ def test_local_reports_every_link_with_a_round_trip_and_bytes_that_add_up() -> N
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     links = data["links"]
-    pairs = {(link["from"], link["to"]) for link in links}
+    pairs = {(link["sender"], link["receiver"]) for link in links}
     names = {f"local-{index}" for index in range(3)}
     assert pairs == {(a, b) for a in names for b in names if a != b}
     for link in links:
-        assert 0 < link["rtt_p50_s"] <= link["rtt_p99_s"] < 5.0, link
-        assert math.isfinite(link["rtt_p99_s"])
-        assert link["raw_bytes_per_s"] > 0
-        assert link["lost_batches"] == 0
+        assert 0 < link["rttP50Seconds"] <= link["rttP99Seconds"] < 5.0, link
+        assert math.isfinite(link["rttP99Seconds"])
+        assert link["rawBytesPerSecond"] > 0
+        assert link["lostBatches"] == 0
         # Every local worker runs on this machine.
-        assert link["shared_node"] is True
+        assert link["sharedNode"] is True
+        # The kernel's view of the sender's sockets while they were open.
+        assert link["tcpSrttSeconds"] > 0
+        assert link["tcpCwndBytes"] > 0
     # What the links delivered (acknowledged) is what the workers received and verified.
-    delivered = sum(link["raw_bytes"] for link in links)
-    received = sum(node["raw_bytes"] for node in data["nodes"])
+    delivered = sum(link["rawBytes"] for link in links)
+    received = sum(node["rawBytes"] for node in data["workers"])
     # (All workers drain before they close: at most a few ACKs go unread.)
     assert 0 < delivered <= received <= delivered * 1.01
 
@@ -44,7 +47,8 @@ def test_local_table_prints_a_row_per_link() -> None:
     result = _local()
     assert result.returncode == 0, result.stderr
     header = next(line for line in result.stdout.splitlines() if "RTT p99 ms" in line)
-    rows = result.stdout.split(header)[1].strip().splitlines()
+    # (The expectations table follows the links table after a blank line.)
+    rows = result.stdout.split(header)[1].strip().split("\n\n")[0].splitlines()
     assert len(rows) == 6
     for row in rows:
         cells = row.split()

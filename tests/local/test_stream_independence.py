@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from w5xde.api.v1alpha1 import LinkState
-from w5xde.worker import local
+from w5xde.local import run as local
 
 #: The per-worker rate limit: 4 workers x 20 MB/s, small enough for the 2-core machine.
 RATE = 20_000_000

@@ -116,6 +116,30 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     ("unknown-field", {"workerz": 3}, "workerz", "unknown field"),
     (
+        "expect-unknown",
+        {"duration": "10s", "expect": {"minThroughput": 3}},
+        "spec.expect.minThroughput",
+        "unknown field",
+    ),
+    (
+        "expect-negative",
+        {"duration": "10s", "expect": {"maxLostBatches": -1}},
+        "spec.expect.maxLostBatches",
+        "greater than or equal to 0",
+    ),
+    (
+        "expect-unbounded",
+        {"expect": {"minThroughputBytesPerSecond": 1e8}},
+        "spec.expect",
+        "expectations are checked when a run ends",
+    ),
+    (
+        "expect-ratio-without-codec",
+        {"duration": "10s", "compression": {"codec": "none"}, "expect": {"minCompressionRatio": 2}},
+        "spec.expect.minCompressionRatio",
+        "with compression.codec none the ratio is 1",
+    ),
+    (
         "cert-manager-without-issuer",
         {"security": {"certificates": "certManager"}},
         "spec.security.issuerRef",

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -19,6 +20,9 @@ from .conftest import OperatorProcess, apply_cluster, get_json
 pytestmark = pytest.mark.testbed
 
 PLUGIN = str(Path(sys.executable).with_name("kubectl-w5xde"))
+RESULTS_SCHEMA = json.loads(
+    (Path(__file__).resolve().parents[2] / "docs" / "results.schema.json").read_text()
+)
 QUIET = {"rateLimitBytesPerSecond": 2_000_000, "batchBytes": 16384}
 
 
@@ -84,13 +88,55 @@ def test_two_bounded_runs_keep_their_own_figures_and_the_plugin_reads_them(
     as_json = json.loads(
         plugin(testbed, config, "-n", namespace, "results", "twice", "--run", "run-1").stdout
     )
-    assert as_json == run_1
+    # The kept summary through the one results schema (docs/results.md).
+    jsonschema.validate(as_json, RESULTS_SCHEMA)
+    assert as_json["runId"] == "run-1"
+    assert as_json["outcome"] == "Complete"
+    assert as_json["startedAt"] == run_1["startedAt"]
+    assert as_json["figures"]["throughputBytesPerSecond"] == run_1["throughputBytesPerSecond"]
+    assert as_json["figures"]["batches"] == run_1["totals"]["batches"]
+    assert as_json["configuration"]["workers"] == 2
+    assert as_json["passed"] is run_1["passed"] is True
     compared = plugin(testbed, config, "-n", namespace, "compare", "twice", "run-1", "run-2")
     assert compared.returncode == 0, compared.stderr
     assert compared.stdout.startswith("note: run-1 and run-2 measured different specs")
     listed = plugin(testbed, config, "-n", namespace, "runs", "twice")
     assert "run-1" in listed.stdout
     assert "run-2" in listed.stdout
+
+
+def test_a_run_that_misses_min_throughput_is_not_passed_and_results_check_exits_3(
+    testbed: Any, namespace: str, operator: OperatorProcess
+) -> None:
+    spec = {
+        "workers": 2,
+        "duration": "5s",
+        "statusIntervalSeconds": 1,
+        "workload": QUIET,
+        # The rate limit keeps the run near 4 MB/s: a minimum of 1 TB/s is missed.
+        "expect": {"minThroughputBytesPerSecond": 1e12, "minCompressionRatio": 1.1},
+    }
+    apply_cluster(testbed, namespace, "gated", spec)
+    testbed.kubectl(
+        "wait", "-n", namespace, "--for=condition=Passed=False", "--timeout=120s", "cc/gated"
+    )
+    status = _status(testbed, namespace, "gated")
+    passed = next(item for item in status["conditions"] if item["type"] == "Passed")
+    assert passed["reason"] == "ExpectationMissed"
+    assert passed["message"].startswith("run-1: missed minThroughputBytesPerSecond: expected >=")
+    assert "minCompressionRatio" not in passed["message"]  # that one held
+    (run,) = status["runs"]
+    assert run["passed"] is False
+    events = get_json(
+        testbed, "-n", namespace, "events", "--field-selector", "involvedObject.name=gated"
+    )["items"]
+    missed = [item for item in events if item["reason"] == "ExpectationMissed"]
+    assert missed, events
+    assert missed[0]["type"] == "Warning"
+    checked = plugin(testbed, testbed.kubeconfig, "-n", namespace, "results", "gated", "--check")
+    assert checked.returncode == 3, checked.stderr
+    assert "missed minThroughputBytesPerSecond" in checked.stderr
+    assert json.loads(checked.stdout)["passed"] is False
 
 
 def test_plugin_status_pulls_workers_and_fails_cleanly(

@@ -16,6 +16,7 @@ from w5xde.api.v1alpha1 import (
     MAX_NOTABLE_WORKERS,
     CompressionClusterSpec,
     CompressionClusterStatus,
+    Phase,
     RunState,
     RunSummary,
     Spread,
@@ -36,6 +37,7 @@ from w5xde.operator.observation import (
 )
 from w5xde.operator.status_folding import (
     Fold,
+    completed_status,
     fold_status,
     isoformat,
     parse_status,
@@ -449,7 +451,7 @@ def test_bounded_run_completes_once_every_worker_sent_its_final_report() -> None
     complete = _conditions(fold.patch)["Complete"]
     assert (complete["status"], complete["reason"]) == ("True", "RunFinished")
     assert complete["observedGeneration"] == 2
-    assert [event.reason for event in fold.events] == ["Completed"]
+    assert [event.reason for event in fold.events] == ["Completed", "ExpectationsMet"]
     (summary,) = fold.patch["runs"]
     assert (summary["id"], summary["outcome"]) == ("run-1", "Completed")
     assert summary["throughputBytesPerSecond"] == 10e6
@@ -699,11 +701,16 @@ def test_completed_run_posts_its_event_and_closes_its_conditions() -> None:
     )
     status = _started(61).model_copy(update={"phase": "Running"})
     fold = _fold(spec, _observe(_ready("d-0"), [_report("d-0", finished=True)]), status)
-    assert fold.events == (Event("Normal", "Completed", "the bounded run is over; figures kept"),)
+    passed = "run-1: every expectation held (maxLostBatches)"
+    assert fold.events == (
+        Event("Normal", "Completed", "the bounded run is over; figures kept"),
+        Event("Normal", "ExpectationsMet", passed),
+    )
     assert _states(fold.patch) == {
         "Ready": ("False", "Completed", "the run is over"),
         "Progressing": ("False", "Completed", "the run is over"),
         "Complete": ("True", "RunFinished", "the bounded run is over"),
+        "Passed": ("True", "ExpectationsMet", passed),
         **AS_SPECIFIED,
     }
 
@@ -866,6 +873,7 @@ def test_a_fresh_cluster_starts_run_1_with_its_first_samples() -> None:
         "startTotals": zero,
         "throughputSamples": {"count": 1, "mean": 60e6, "m2": 0.0, "min": 60e6, "max": 60e6},
         "batchesPerSecondSamples": {"count": 1, "mean": 7.5, "m2": 0.0, "min": 7.5, "max": 7.5},
+        "cpuSecondsPerGbSamples": {"count": 0, "mean": 0.0, "m2": 0.0, "min": 0.0, "max": 0.0},
     }
     assert fold.patch["runs"] == []
 
@@ -943,6 +951,10 @@ def test_a_spec_change_closes_the_run_with_its_own_figures_in_full() -> None:
         # mean 100.1467, ci95 0.2879 (t(2) = 4.303), rounded to a tenth
         "throughput": {"mean": 100.1, "ci95": 0.3, "min": 100.0, "max": 100.3, "samples": 3},
         "batches": {"mean": 10.3, "ci95": 2.8, "min": 10.1, "max": 10.5, "samples": 2},
+        "cpuSecondsPerGb": {"mean": 0.0, "ci95": 0.0, "min": 0.0, "max": 0.0, "samples": 0},
+        # A run closed by a spec change is not judged.
+        "expectations": [],
+        "passed": None,
     }  # fmt: skip
     fresh = changed.patch["run"]
     assert (fresh["id"], fresh["generation"], fresh["specDigest"]) == (
@@ -1020,6 +1032,11 @@ def test_a_completed_run_summary_and_patch_in_full() -> None:
         "spread": {"minBytesPerSecond": 5e6, "p50BytesPerSecond": 0, "maxBytesPerSecond": 5e6},
         "throughput": {"mean": 5e6, "ci95": 12706000.0, "min": 4e6, "max": 6e6, "samples": 2},
         "batches": {"mean": 50.0, "ci95": 127.1, "min": 40.0, "max": 60.0, "samples": 2},
+        "cpuSecondsPerGb": {"mean": 0.0, "ci95": 0.0, "min": 0.0, "max": 0.0, "samples": 0},
+        "expectations": [
+            {"expectation": "maxLostBatches", "expected": 0.0, "actual": 0.0, "passed": True},
+        ],
+        "passed": True,
     }  # fmt: skip
 
 
@@ -1141,3 +1158,52 @@ def test_spec_digest_is_12_hex_digits_stable_and_tells_specs_apart() -> None:
     assert re.fullmatch(r"[0-9a-f]{12}", digest)
     assert spec_digest(CompressionClusterSpec.model_validate({"workers": 2})) == digest
     assert spec_digest(CompressionClusterSpec.model_validate({"workers": 3})) != digest
+
+
+def test_a_run_that_misses_min_throughput_is_not_passed_naming_it_and_both_figures() -> None:
+    spec = CompressionClusterSpec.model_validate(
+        {
+            "workers": 1,
+            "duration": "60s",
+            "statusIntervalSeconds": 5,
+            "expect": {"minThroughputBytesPerSecond": 3e8, "minCompressionRatio": 2},
+        }
+    )
+    status = _started(61).model_copy(update={"phase": Phase.RUNNING})
+    final = _report(
+        "d-0", finished=True, batches=3_000, raw_bytes=300_000_000, wire_bytes=100_000_000
+    )
+    fold = _fold(spec, _observe(_ready("d-0"), [final]), status)
+    assert fold.completed
+    passed = _conditions(fold.patch)["Passed"]
+    assert (passed["status"], passed["reason"]) == ("False", "ExpectationMissed")
+    # 300 MB over 60 s is 5 MB/s: the minimum and the figure are both named.
+    assert passed["message"] == (
+        "run-1: missed minThroughputBytesPerSecond: expected >= 3e+08, measured 5e+06"
+    )
+    (summary,) = fold.patch["runs"]
+    assert summary["passed"] is False
+    assert [(item["expectation"], item["passed"]) for item in summary["expectations"]] == [
+        ("minThroughputBytesPerSecond", False),
+        ("minCompressionRatio", True),
+        ("maxLostBatches", True),
+    ]
+    (event,) = [item for item in fold.events if item.reason == "ExpectationMissed"]
+    assert event.type == "Warning"
+    assert "minThroughputBytesPerSecond" in event.message
+    # The verdict stays while that run is the cluster's run (later folds re-judge nothing).
+    later = completed_status(spec, _apply(status, fold.patch), _observe(_ready("d-0"), []))
+    kept = {item.type: item for item in later.conditions}
+    assert kept["Passed"].status == "False"
+    assert kept["Passed"].message == passed["message"]
+
+
+def test_cpu_per_gb_is_the_workers_weighted_by_what_they_received() -> None:
+    spec = CompressionClusterSpec.model_validate({"workers": 2})
+    fetched = [
+        _report("d-0", throughput_bytes_per_second=30e6, cpu_seconds_per_gb=10.0),
+        _report("d-1", throughput_bytes_per_second=10e6, cpu_seconds_per_gb=2.0),
+    ]
+    fold = _fold(spec, _observe(_ready("d-0", "d-1"), fetched))
+    assert fold.patch["cpuSecondsPerGb"] == 8.0  # (10 * 30 + 2 * 10) / 40
+    assert fold.patch["run"]["cpuSecondsPerGbSamples"]["mean"] == 8.0

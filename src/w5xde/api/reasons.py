@@ -45,6 +45,9 @@ class Reason(StrEnum):
     RUN_FINISHED = "RunFinished"
     RUN_IN_PROGRESS = "RunInProgress"
     UNBOUNDED = "Unbounded"
+    # Passed (and its Event when a run ends).
+    EXPECTATIONS_MET = "ExpectationsMet"
+    EXPECTATION_MISSED = "ExpectationMissed"
     # Events only.
     CREATED = "Created"
     SCALED = "Scaled"

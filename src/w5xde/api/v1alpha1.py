@@ -556,6 +556,70 @@ class SecuritySpec(ApiModel):
         return self
 
 
+#: The most samples (runs back to back) `w5xde local --samples` makes.
+MAX_SAMPLES = 20
+EXPECT_NEEDS_DURATION = (
+    "expect: expectations are checked when a run ends; set spec.duration (a bounded run)"
+)
+RATIO_WITHOUT_CODEC = (
+    "expect.minCompressionRatio: with compression.codec none the ratio is 1, "
+    "so a minimum above 1 can never pass"
+)
+EXPECT_RULES: tuple[tuple[str, str, str], ...] = (
+    (
+        "!has(self.expect) || (has(self.duration) && self.duration != '')"
+        " || ((!has(self.expect.minThroughputBytesPerSecond)"
+        " || self.expect.minThroughputBytesPerSecond == 0.0)"
+        " && (!has(self.expect.minCompressionRatio) || self.expect.minCompressionRatio == 0.0)"
+        " && (!has(self.expect.maxCpuSecondsPerGb) || self.expect.maxCpuSecondsPerGb == 0.0))",
+        EXPECT_NEEDS_DURATION,
+        ".expect",
+    ),
+    (
+        "!has(self.expect) || !has(self.expect.minCompressionRatio)"
+        " || self.expect.minCompressionRatio <= 1.0"
+        " || !has(self.compression) || !has(self.compression.codec)"
+        " || self.compression.codec != 'none'",
+        RATIO_WITHOUT_CODEC,
+        ".expect.minCompressionRatio",
+    ),
+)
+
+
+class ExpectSpec(ApiModel):
+    """What a bounded run must reach to pass; checked when it ends (docs/results.md).
+
+    A 0 minimum or CPU maximum is no expectation; `maxLostBatches` always holds."""
+
+    min_throughput_bytes_per_second: float = Field(0, ge=0)
+    """The cluster's raw throughput over the run, at least (bytes/s; 0 = none)."""
+    min_compression_ratio: float = Field(0, ge=0, le=1000)
+    """Raw over wire bytes, at least (0 = none)."""
+    max_lost_batches: int = Field(0, ge=0)
+    """Batches lost in the run, at most (default 0: a run that loses data fails)."""
+    max_cpu_seconds_per_gb: float = Field(0, ge=0)
+    """Process CPU seconds per GB (1e9 bytes) of raw data received, at most (0 = none)."""
+
+    def is_set(self) -> bool:
+        """Any expectation beyond the default `maxLostBatches: 0`."""
+        return self != ExpectSpec()
+
+
+def check_expectations(spec: CompressionClusterSpec) -> None:
+    """The pydantic side of EXPECT_RULES: ValueError with the same messages."""
+    expect = spec.expect
+    bounded = spec.duration != ""
+    ranged = (
+        expect.min_throughput_bytes_per_second,
+        expect.min_compression_ratio,
+        expect.max_cpu_seconds_per_gb,
+    )
+    if not bounded and any(value != 0 for value in ranged):
+        raise ValueError(EXPECT_NEEDS_DURATION)
+    if expect.min_compression_ratio > 1 and spec.compression.codec is Codec.NONE:
+        raise ValueError(RATIO_WITHOUT_CODEC)
+
+
 class CompressionClusterSpec(ApiModel):
     """The desired state of a CompressionCluster."""
 
@@ -600,13 +664,17 @@ class CompressionClusterSpec(ApiModel):
     """Where the volumes are mounted in the worker container."""
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, max_length=16)
     """Secrets (in the cluster's namespace) to pull a private worker image with."""
+    expect: ExpectSpec = Field(default_factory=ExpectSpec)
+    """Expectations a bounded run must meet: the `Passed` condition and an Event when it
+    ends, and `kubectl w5xde results --check` exits 3 on a miss."""
 
     # The workload's scale rules need `workers`, so CEL checks them here (WorkloadSpec).
-    model_config = ConfigDict(json_schema_extra=cel_rules(*WORKLOAD_SCALE_RULES))
+    model_config = ConfigDict(json_schema_extra=cel_rules(*WORKLOAD_SCALE_RULES, *EXPECT_RULES))
 
     @model_validator(mode="after")
     def _workload_fits_workers(self) -> CompressionClusterSpec:
         check_workload_scale(self.workload, self.workers)
+        check_expectations(self)
         return self
 
 
@@ -650,6 +718,8 @@ class ConditionType(StrEnum):
     FAILED = "Failed"
     #: Links whose sender reports them `Stalled`, `Unreachable` or `Refused` (with counts).
     LINKS_STALLED = "LinksStalled"
+    #: The last bounded run met `spec.expect` (False names each missed expectation).
+    PASSED = "Passed"
 
 
 class ConditionStatus(StrEnum):
@@ -874,6 +944,20 @@ class RunState(_OmitsNoScales):
     start_totals: Totals = Field(default_factory=Totals)
     throughput_samples: SampleStats = Field(default_factory=SampleStats)
     batches_per_second_samples: SampleStats = Field(default_factory=SampleStats)
+    cpu_seconds_per_gb_samples: SampleStats = Field(default_factory=SampleStats)
+
+
+class ExpectationCheck(ApiModel):
+    """One expectation of `spec.expect` and the run's figure it was held against."""
+
+    expectation: str = Field(max_length=64)
+    expected: float
+    actual: float
+    passed: bool
+
+
+#: How many checks a run carries (one per `spec.expect` key).
+MAX_EXPECTATIONS = 8
 
 
 class RunSummary(_OmitsNoScales):
@@ -902,6 +986,12 @@ class RunSummary(_OmitsNoScales):
     #: Cluster throughput (bytes/s) and batches/s over the run's report intervals.
     throughput: Interval = Field(default_factory=Interval)
     batches: Interval = Field(default_factory=Interval)
+    #: Process CPU seconds per GB of raw data received, over the run's report intervals.
+    cpu_seconds_per_gb: Interval = Field(default_factory=Interval)
+    #: `spec.expect` held against the run's figures when it ended, and the verdict
+    #: (absent for a run that did not complete).
+    expectations: list[ExpectationCheck] = Field(default_factory=list, max_length=MAX_EXPECTATIONS)
+    passed: bool | None = None
 
 
 class ReportingStatus(ApiModel):
@@ -931,6 +1021,10 @@ class CompressionClusterStatus(ApiModel):
     compression_ratio: float = 0
     network_seconds: float = 0
     compression_seconds: float = 0
+    #: Process CPU seconds per GB (1e9 bytes) of raw data received, over the workers'
+    #: last rate windows, and of it the codec's (docs/results.md, "CPU cost").
+    cpu_seconds_per_gb: float = 0
+    compression_cpu_seconds_per_gb: float = 0
     memory_bytes: int = 0
     #: Container restarts of the current worker pods (their `containerStatuses`).
     restart_count: int = 0

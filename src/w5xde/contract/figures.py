@@ -24,6 +24,10 @@ class ClusterFigures:
     compression_ratio: float = 0.0
     network_seconds: float = 0.0
     compression_seconds: float = 0.0
+    #: Process CPU per GB received over the workers' rate windows (each worker's figure
+    #: weighted by what it received), and of it the codec's.
+    cpu_seconds_per_gb: float = 0.0
+    compression_cpu_seconds_per_gb: float = 0.0
     memory_bytes: int = 0
     spread: Spread = field(default_factory=Spread)
     totals: Totals = field(default_factory=Totals)
@@ -101,10 +105,24 @@ def fold_reports(reports: Sequence[WorkerReport]) -> ClusterFigures:
         compression_ratio=compression_ratio(throughput, wire),
         network_seconds=round(sum(report.network_seconds for report in reports) / count, 2),
         compression_seconds=round(sum(report.compression_seconds for report in reports) / count, 2),
+        cpu_seconds_per_gb=_weighted(reports, lambda report: report.cpu_seconds_per_gb),
+        compression_cpu_seconds_per_gb=_weighted(
+            reports, lambda report: report.compression_cpu_seconds_per_gb
+        ),
         memory_bytes=max(report.rss_bytes for report in reports),
         spread=spread_of(report.throughput_bytes_per_second for report in reports),
         totals=totals_of(reports),
     )
+
+
+def _weighted(reports: Sequence[WorkerReport], value: Callable[[WorkerReport], float]) -> float:
+    """`value` per GB received, weighted by each worker's received rate: the cluster's
+    CPU seconds per second over its GB per second (3 decimals; 0 when nothing arrived)."""
+    received = sum(report.throughput_bytes_per_second for report in reports)
+    if received <= 0:
+        return 0.0
+    weighted = sum(value(report) * report.throughput_bytes_per_second for report in reports)
+    return round(weighted / received, 3)
 
 
 def run_averages(totals: Totals, seconds: float) -> ClusterFigures:

@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Any
 
+from w5xde.plugin import results as plugin_results
 from w5xde.plugin import views
 from w5xde.plugin.source import ClusterSource, PluginError
 
@@ -28,16 +29,34 @@ def parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     status.add_argument("--interval", type=float, default=2.0, help="--watch refresh seconds")
+    status.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="json: with --watch one JSON line per interval, the first the configuration",
+    )
     runs = commands.add_parser("runs", help="the kept runs with their confidence intervals")
     runs.add_argument("name")
     results = commands.add_parser("results", help="a run's results as JSON or CSV")
     results.add_argument("name")
     results.add_argument("-o", "--output", choices=("json", "csv"), default="json")
     results.add_argument("--run", help="run id (default: the last finished run)")
+    results.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 3 unless the run passed its spec.expect (docs/results.md)",
+    )
     compare = commands.add_parser("compare", help="two runs side by side, with their intervals")
     compare.add_argument("name")
     compare.add_argument("run_a")
     compare.add_argument("run_b")
+    compare.add_argument(
+        "--fail-if-slower",
+        metavar="PERCENT",
+        help="exit 3 when run_b is slower than run_a by more than PERCENT (e.g. 5%%) "
+        "beyond both 95%% intervals",
+    )
     return root
 
 
@@ -50,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "status":
         if args.interval <= 0:
             raise PluginError("--interval must be positive", EXIT_USAGE)
+        if args.output == "json":
+            return _status_json(source, args)
         if args.watch:
             from rich.live import Live
 
@@ -62,7 +83,15 @@ def run(args: argparse.Namespace) -> int:
                     return 0
         console.print(_status(source, args))
         return 0
-    status = views.typed(source.cluster(args.name).get("status") or {})
+    if args.command == "compare" and args.fail_if_slower is not None:
+        try:
+            tolerance: float | None = plugin_results.parse_fraction(args.fail_if_slower)
+        except ValueError as error:
+            raise PluginError(str(error), EXIT_USAGE) from None
+    else:
+        tolerance = None
+    cluster = source.cluster(args.name)
+    status = views.typed(cluster.get("status") or {})
     if not status.runs:
         raise PluginError(f"{source.namespace}/{args.name} has no finished runs yet")
     if args.command == "runs":
@@ -74,7 +103,11 @@ def run(args: argparse.Namespace) -> int:
         if args.output == "csv":
             sys.stdout.write(views.results_csv(status, chosen.id))
         else:
-            sys.stdout.write(views.results_json(chosen) + "\n")
+            sys.stdout.write(plugin_results.results_json(cluster, chosen) + "\n")
+        missed = plugin_results.check_message(chosen) if args.check else None
+        if missed is not None:
+            print(f"kubectl w5xde: {missed}", file=sys.stderr)
+            return plugin_results.EXIT_GATE
     elif args.command == "compare":
         first, second = views.find_run(status, args.run_a), views.find_run(status, args.run_b)
         for wanted, found in ((args.run_a, first), (args.run_b, second)):
@@ -84,7 +117,29 @@ def run(args: argparse.Namespace) -> int:
         assert second is not None
         for line in views.compare_lines(first, second):
             print(line)
+        slower = (
+            plugin_results.slower_message(first, second, tolerance)
+            if tolerance is not None
+            else None
+        )
+        if slower is not None:
+            print(f"kubectl w5xde: {slower}", file=sys.stderr)
+            return plugin_results.EXIT_GATE
     return 0
+
+
+def _status_json(source: ClusterSource, args: argparse.Namespace) -> int:
+    """`status -o json`: the configuration line, then one line per interval (once
+    without --watch), flushed as it comes."""
+    cluster = source.cluster(args.name)
+    print(plugin_results.configuration_line(args.name, cluster), flush=True)
+    while True:
+        status = views.typed(cluster.get("status") or {})
+        print(plugin_results.interval_line(args.name, status), flush=True)
+        if not args.watch:
+            return 0
+        time.sleep(args.interval)
+        cluster = source.cluster(args.name)
 
 
 def _status(source: ClusterSource, args: argparse.Namespace) -> Any:

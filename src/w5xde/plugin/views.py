@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,7 +36,7 @@ CSV_COLUMNS = (
     "throughputMean", "throughputCi95",
     "throughputMin", "throughputMax", "throughputSamples", "wireBytesPerSecond",
     "batchesPerSecond", "compressionRatio", "batches", "rawBytes", "wireBytes",
-    "lostBatches", "corruptBatches", "resentBatches",
+    "lostBatches", "corruptBatches", "resentBatches", "cpuSecondsPerGb", "passed",
 )  # fmt: skip
 
 
@@ -68,7 +67,9 @@ def run_row(run: RunSummary) -> dict[str, Any]:
         "wireBytesPerSecond": run.wire_bytes_per_second,
         "batchesPerSecond": run.batches_per_second,
         "compressionRatio": run.compression_ratio,
-        **{key: totals[key] for key in CSV_COLUMNS[-6:]},
+        **{key: totals[key] for key in CSV_COLUMNS[-8:-2]},
+        "cpuSecondsPerGb": run.cpu_seconds_per_gb.mean,
+        "passed": "" if run.passed is None else str(run.passed).lower(),
     }
 
 
@@ -94,12 +95,6 @@ def results_csv(status: StatusLike, run_id: str | None) -> str:
     return out.getvalue()
 
 
-def results_json(run: RunLike) -> str:
-    return json.dumps(
-        typed_run(run).model_dump(mode="json", by_alias=True), indent=2, sort_keys=True
-    )
-
-
 def summary_table(name: str, status: StatusLike) -> Table:
     found = typed(status)
     table = Table(title=f"CompressionCluster {name}", show_header=False, box=None)
@@ -113,6 +108,8 @@ def summary_table(name: str, status: StatusLike) -> Table:
                        f"{mb(found.wire_bytes_per_second)} MB/s on the wire"),
         ("batches/s", f"{found.batches_per_second:,.1f}"),
         ("ratio", f"{found.compression_ratio}x"),
+        ("CPU", f"{found.cpu_seconds_per_gb:,.2f} s per GB received "
+                f"({found.compression_cpu_seconds_per_gb:,.2f} in the codec)"),
         ("spread", f"min {mb(spread.min_bytes_per_second)}  p50 "
                    f"{mb(spread.p50_bytes_per_second)}  max "
                    f"{mb(spread.max_bytes_per_second)} MB/s per worker"),
@@ -132,6 +129,8 @@ def summary_table(name: str, status: StatusLike) -> Table:
     for item in found.conditions:
         if item.status == "True" and item.type in ("Degraded", "LinksStalled", "Failed"):
             table.add_row(item.type, f"{item.reason}: {item.message}")
+        if item.type == "Passed":
+            table.add_row("passed", f"{item.status.lower()}: {item.message}")
     return table
 
 
@@ -171,7 +170,7 @@ def links_line(links: LinksStatus | Mapping[str, Any]) -> str:
 
 
 LINK_COLUMNS = ("from", "to", "raw MB/s", "wire MB/s", "batches/s", "lost", "resent",
-                "RTT p50 ms", "RTT p99 ms", "shared node")  # fmt: skip
+                "RTT p50 ms", "RTT p99 ms", "retrans", "srtt ms", "shared node")  # fmt: skip
 
 
 def _link_cells(
@@ -180,7 +179,7 @@ def _link_cells(
     return [
         sender, receiver, mb(figures["raw"]), mb(figures["wire"]), f"{figures['batches']:,.0f}",
         str(figures["lost"]), str(figures["resent"]), ms(figures["p50"]), ms(figures["p99"]),
-        f"yes ({node})" if shared else "no",
+        str(figures["retrans"]), ms(figures["srtt"]), f"yes ({node})" if shared else "no",
     ]  # fmt: skip
 
 
@@ -195,7 +194,8 @@ def notable_links_table(status: StatusLike) -> Table:
             "raw": item.raw_bytes_per_second, "wire": item.wire_bytes_per_second,
             "batches": item.batches_per_second, "lost": item.lost_batches,
             "resent": item.resent_batches, "p50": item.rtt_p50_seconds,
-            "p99": item.rtt_p99_seconds,
+            "p99": item.rtt_p99_seconds, "retrans": item.tcp_retransmitted_segments,
+            "srtt": item.tcp_srtt_seconds,
         }  # fmt: skip
         cells = _link_cells(item.sender, item.receiver, figures, item.shared_node, item.sender_node)
         why = str(item.reason)
@@ -216,6 +216,7 @@ def links_table(rows: list[LinkRow]) -> Table:
             "raw": row.raw_bytes_per_second, "wire": row.wire_bytes_per_second,
             "batches": row.batches_per_second, "lost": row.lost_batches,
             "resent": row.resent_batches, "p50": row.rtt_p50_seconds, "p99": row.rtt_p99_seconds,
+            "retrans": row.tcp_retransmitted_segments, "srtt": row.tcp_srtt_seconds,
         }  # fmt: skip
         state = "" if row.state is LinkState.FLOWING else f"{row.state} {row.state_seconds:.0f} s"
         table.add_row(
@@ -246,17 +247,18 @@ def runs_table(status: StatusLike) -> Table:
 def workers_table(reports: Mapping[str, WorkerReport | str]) -> Table:
     table = Table(title="workers (pulled now)")
     for column in ("worker", "node", "MB/s", "wire MB/s", "batches/s", "batches", "lost",
-                   "resent", "RSS MB", "peers", "error"):  # fmt: skip
+                   "resent", "CPU s/GB", "RSS MB", "peers", "error"):  # fmt: skip
         table.add_column(column, justify="right", no_wrap=column == "worker")
     for name, report in sorted(reports.items()):
         if isinstance(report, str):
-            table.add_row(name, *[""] * 9, report)
+            table.add_row(name, *[""] * 10, report)
             continue
         table.add_row(
             name, report.node, mb(report.throughput_bytes_per_second),
             mb(report.wire_bytes_per_second), f"{report.batches_per_second:,.0f}",
             f"{report.batches:,}", str(report.lost_batches), str(report.resent_batches),
-            mb(report.rss_bytes), str(report.peers_connected), "",
+            f"{report.cpu_seconds_per_gb:,.2f}", mb(report.rss_bytes),
+            str(report.peers_connected), "",
         )  # fmt: skip
     return table
 
