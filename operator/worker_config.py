@@ -9,7 +9,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from w5xde.api.v1alpha1 import CertificateIssuer, CompressionClusterSpec, parse_duration
+from w5xde.api.v1alpha1 import (
+    CertificateIssuer,
+    CompressionClusterSpec,
+    NetworkPath,
+    parse_duration,
+)
 from w5xde.contract.endpoints import (
     CERT_MANAGER_DIRECTORY,
     METRICS_PORT,
@@ -19,8 +24,12 @@ from w5xde.contract.endpoints import (
 from w5xde.operator.resources.metadata import ClusterRef
 
 
-def peer_pattern(cluster: ClusterRef, port: int) -> str:
-    """Every worker's stable DNS name through the headless Service."""
+def peer_pattern(cluster: ClusterRef, port: int, path: NetworkPath = NetworkPath.POD) -> str:
+    """Every worker's stable DNS name: through the headless Service (the pod's IP), or,
+    with `network.path: service`, its own ClusterIP Service (kube-proxy in the path)."""
+    if path is NetworkPath.SERVICE:
+        # `ClusterRef.worker_service(index)`, with the index left to the worker.
+        return f"{cluster.name}-{{index}}.{cluster.namespace}.svc.cluster.local:{port}"
     return (
         f"{cluster.name}-{{index}}.{cluster.service}.{cluster.namespace}.svc.cluster.local:{port}"
     )
@@ -35,7 +44,7 @@ def render_worker_config(
         "clusterId": cluster.cluster_id,
         "listenHost": "0.0.0.0",
         "metricsPort": METRICS_PORT,
-        "peerPattern": peer_pattern(cluster, spec.network.port),
+        "peerPattern": peer_pattern(cluster, spec.network.port, spec.network.path),
         "workers": workers,
         "logMode": spec.log_mode.value,
         "durationSeconds": parse_duration(spec.duration),

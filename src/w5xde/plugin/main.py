@@ -54,6 +54,9 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("name")
     compare.add_argument("run_a")
     compare.add_argument("run_b")
+    from w5xde.plugin import run as run_module
+
+    run_module.add_command(commands)
     return root
 
 
@@ -68,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
         for line in listing.operator_lines(source.operators()):
             print(line)
         return 0
+    if args.command == "run":
+        from w5xde.plugin import run as run_module
+
+        return run_module.run_command(
+            args, lambda: ClusterSource(args.kubeconfig, args.context, args.namespace)
+        )
     source = ClusterSource(args.kubeconfig, args.context, args.namespace)
     if args.command == "status":
         if args.interval <= 0:

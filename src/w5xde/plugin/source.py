@@ -82,6 +82,41 @@ class ClusterSource:
             raise PluginError(f"cannot reach the API server: {error}") from None
         return dict(found)
 
+    def create_cluster(self, body: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """Create (or, with dry_run, have the API server validate) a CompressionCluster."""
+        from kubernetes.client.exceptions import ApiException
+
+        name = f"compressioncluster {self.namespace}/{body['metadata']['name']}"
+        try:
+            created: Any = self._custom.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, body, dry_run="All" if dry_run else None
+            )
+        except ApiException as error:
+            if error.status == 409:
+                raise PluginError(
+                    f"{name} already exists: delete it (kubectl delete cc) or choose another NAME"
+                ) from None
+            if error.status == 422:
+                raise PluginError(f"the API server refused {name}: {_message(error)}") from None
+            if error.status == 404:
+                raise PluginError(
+                    "the CompressionCluster CRD is not installed (helm install w5xde"
+                    " charts/w5xde, README.md)"
+                ) from None
+            raise _api_error(error, name, verb="create") from None
+        return dict(created)
+
+    def delete_cluster(self, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self._custom.delete_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise _api_error(error, f"compressioncluster {self.namespace}/{name}") from None
+
     def clusters(self, all_namespaces: bool) -> list[dict[str, Any]]:
         """Every CompressionCluster of the namespace (or of all namespaces), by name."""
         from kubernetes.client.exceptions import ApiException
@@ -180,14 +215,21 @@ class ClusterSource:
         return reports
 
 
-def _api_error(error: Any, what: str) -> PluginError:
+def _message(error: Any) -> str:
+    """The API server's own message (a Status body), else its HTTP reason."""
+    try:
+        message = str(json.loads(error.body).get("message", ""))
+    except (TypeError, ValueError, AttributeError):
+        message = ""
+    return message or str(getattr(error, "reason", "") or "")
+
+
+def _api_error(error: Any, what: str, verb: str = "read") -> PluginError:
     status = getattr(error, "status", 0)
     if status == 404:
         return PluginError(f"{what} not found")
-    if status in (401, 403):
-        try:
-            reason = json.loads(error.body).get("message", "")
-        except (TypeError, ValueError):
-            reason = ""
-        return PluginError(f"not allowed to read {what}: {reason or 'forbidden'}")
+    if status == 401:
+        return PluginError(kube_errors.describe(error, kube_errors.api_server()) or "unauthorized")
+    if status == 403:
+        return PluginError(f"not allowed to {verb} {what}: {_message(error) or 'forbidden'}")
     return PluginError(f"cannot read {what}: HTTP {status} {getattr(error, 'reason', '')}")
