@@ -57,6 +57,13 @@ def parser() -> argparse.ArgumentParser:
     from w5xde.plugin import run as run_module
 
     run_module.add_command(commands)
+    report = add_command(
+        commands, "report", help="a support bundle (.tar.gz): objects, events, logs, reports"
+    )
+    report.add_argument("name")
+    report.add_argument(
+        "-f", "--file", help="where to write it (default: w5xde-report-NS-NAME-TIME.tar.gz)"
+    )
     return root
 
 
@@ -78,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
             args, lambda: ClusterSource(args.kubeconfig, args.context, args.namespace)
         )
     source = ClusterSource(args.kubeconfig, args.context, args.namespace)
+    if args.command == "report":
+        from w5xde.plugin import report_bundle
+
+        print(report_bundle.report_command(source, args.name, args.file))
+        return 0
     if args.command == "status":
         if args.interval <= 0:
             raise PluginError("--interval must be positive", EXIT_USAGE)
