@@ -46,7 +46,7 @@ def test_a_secret_value_anywhere_stops_the_bundle() -> None:
     bundle = Bundle(root="r")
     report_bundle.redact_secret(_secret(), bundle.secret_values)
     bundle.add("logs/workers/demo-0-worker.log", b"starting\nkey=" + KEY + b"\n")
-    with pytest.raises(SecretLeakError, match="r/logs/workers/demo-0-worker.log contains"):
+    with pytest.raises(SecretLeakError, match=r"r/logs/workers/demo-0-worker\.log contains"):
         report_bundle.write_archive(bundle)
 
 
