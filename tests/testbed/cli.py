@@ -13,7 +13,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from testbed import controlplane
 from testbed.paths import ADMIN_KUBECONFIG, BIN_DIR
 
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
