@@ -213,3 +213,14 @@ def test_the_operators_absence_is_a_warning_and_its_version_a_line() -> None:
         "operator: 0.1.0 (w5xde/w5xde, image img, 1/1 ready)"
     ]
     assert listing.operator_lines([])[0].startswith("operator: not installed")
+
+
+def test_only_an_unreconciled_cluster_asks_about_the_operator() -> None:
+    fresh = {"metadata": {"generation": 1}}
+    assert listing.unreconciled(fresh)
+    assert listing.unreconciled(
+        {"metadata": {"generation": 2}, "status": {"observedGeneration": 1}}
+    )
+    assert not listing.unreconciled(
+        {"metadata": {"generation": 2}, "status": {"observedGeneration": 2}}
+    )

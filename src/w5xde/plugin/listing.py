@@ -109,6 +109,13 @@ def operator_lines(operators: Sequence[OperatorDeployment] | None) -> list[str]:
     ]
 
 
+def unreconciled(cluster: Mapping[str, Any]) -> bool:
+    """No operator has acted on the cluster's current spec: no status, or an older one."""
+    generation = (cluster.get("metadata") or {}).get("generation")
+    observed = (cluster.get("status") or {}).get("observedGeneration")
+    return observed is None or (generation is not None and observed != generation)
+
+
 def operator_warning(operators: Sequence[OperatorDeployment] | None) -> str | None:
     """A warning for `status` when no operator replica is ready: nothing will reconcile
     the clusters, so a Pending phase or stale figures are the operator's absence, not

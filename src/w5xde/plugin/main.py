@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         if args.output in ("json", "yaml"):
             sys.stdout.write(listing.dump(source.cluster(args.name), args.output))
             return 0
-        _warn_without_operator(source)
+        _warn_without_operator(source, [source.cluster(args.name)])
         if args.watch:
             from rich.live import Live
 
@@ -153,12 +153,17 @@ def _list(source: ClusterSource, args: argparse.Namespace, console: Any) -> int:
             items, all_namespaces=args.all_namespaces, wide=args.output == "wide"
         )
         console.print(table)
-    _warn_without_operator(source)
+    _warn_without_operator(source, items)
     return 0
 
 
-def _warn_without_operator(source: ClusterSource) -> None:
-    """On stderr, so `-o json` and pipes stay clean."""
+def _warn_without_operator(source: ClusterSource, clusters: list[dict[str, Any]]) -> None:
+    """When a cluster is not reconciled (its status is behind its spec) and no operator
+    Deployment is ready, say why on stderr (so `-o json` and pipes stay clean).  An
+    operator running elsewhere (a process, another cluster) keeps the status current,
+    so it never triggers this."""
+    if not any(listing.unreconciled(item) for item in clusters):
+        return
     try:
         warning = listing.operator_warning(source.operators())
     except Exception:  # noqa: BLE001 - a hint only: never fail `status` for it
