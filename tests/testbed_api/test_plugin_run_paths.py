@@ -193,3 +193,72 @@ def test_report_bundle_has_the_parts_and_no_secret_data(
         for value in values:
             assert value not in content, f"{path} holds Secret data"
     assert b"dataKeys" in members["objects/secret-bundled-key.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "field", "rule"),
+    [
+        (
+            ["--placement", "preferred", "--set", "network.hostNetwork=true"],
+            "spec.network.hostNetwork",
+            "at most one may run per node",
+        ),
+        (
+            ["--placement", "crossNode", "--set", "network.hostNetwork=true",
+             "--set", 'network.sysctls={"net.ipv4.tcp_sack": "1"}'],
+            "spec.network.sysctls",
+            "cannot set net.* sysctls",
+        ),
+        (["--set", "placementNodes=[\"a\"]"], "spec.placementNodes", "exactly when placement"),
+    ],
+)  # fmt: skip
+def test_the_api_server_refuses_unsafe_paths_naming_the_field(
+    testbed: Any, namespace: str, crd: str, flags: list[str], field: str, rule: str
+) -> None:
+    """The CEL rules themselves (the plugin's own check would stop these first, so the
+    manifest goes to the server with kubectl)."""
+    manifest = plugin(testbed, "run", "unsafe", *flags, "--dry-run=client", "-o", "json")
+    # The plugin refuses it with the same words, before any request...
+    assert manifest.returncode == 2
+    assert rule in manifest.stderr
+    body = {
+        "apiVersion": "w5xde.io/v1alpha1",
+        "kind": "CompressionCluster",
+        "metadata": {"name": "unsafe"},
+        "spec": _spec_of(flags),
+    }
+    import json
+
+    refused = testbed.kubectl(
+        "create", "--dry-run=server", "-n", namespace, "-f", "-", input=json.dumps(body),
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert any(field in line and rule in line for line in refused.stderr.splitlines()), (
+        refused.stderr
+    )
+
+
+def _spec_of(flags: list[str]) -> dict[str, Any]:
+    from w5xde.plugin import run
+    from w5xde.plugin.main import parser
+
+    return run.build_spec(parser().parse_args(["run", "x", *flags]))
+
+
+def test_the_network_path_cannot_change(testbed: Any, namespace: str, crd: str) -> None:
+    import json
+
+    body = {
+        "apiVersion": "w5xde.io/v1alpha1",
+        "kind": "CompressionCluster",
+        "metadata": {"name": "fixed", "namespace": namespace},
+        "spec": {"network": {"path": "service"}},
+    }
+    testbed.kubectl("create", "-f", "-", input=json.dumps(body))
+    changed = testbed.kubectl(
+        "patch", "cc", "fixed", "-n", namespace, "--type=merge",
+        "-p", '{"spec": {"network": {"path": "pod"}}}', check=False,
+    )  # fmt: skip
+    assert changed.returncode != 0
+    assert "network.path cannot change" in changed.stderr
