@@ -23,6 +23,9 @@ from w5xde.contract.endpoints import (
 )
 from w5xde.operator.resources.metadata import ClusterRef
 
+#: `spec.network` fields the operator applies to the pod, not the worker process.
+POD_LEVEL_NETWORK_FIELDS: set[str] = {"path", "host_network"}
+
 
 def peer_pattern(cluster: ClusterRef, port: int, path: NetworkPath = NetworkPath.POD) -> str:
     """Every worker's stable DNS name: through the headless Service (the pod's IP), or,
@@ -51,7 +54,11 @@ def render_worker_config(
         "reporting": {"intervalSeconds": spec.status_interval_seconds},
         "workload": spec.workload.model_dump(mode="json", by_alias=True),
         "compression": spec.compression.model_dump(mode="json", by_alias=True),
-        "network": spec.network.model_dump(mode="json", by_alias=True),
+        # Pod-level choices the worker never reads (the peer pattern already says the
+        # path): left out, so a worker image older than them still parses its config.
+        "network": spec.network.model_dump(
+            mode="json", by_alias=True, exclude=POD_LEVEL_NETWORK_FIELDS
+        ),
         **({"tls": tls_config(spec)} if spec.security.tls else {}),
     }
 

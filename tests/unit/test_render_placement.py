@@ -168,3 +168,17 @@ def test_the_operator_owns_a_service_per_worker_and_removes_them_on_scale_down()
     )
     assert _services(pod_path) == ["demo"]
     assert not [item for item in pod_path.absent if item[0] == "Service"]
+
+
+def test_the_worker_config_carries_no_pod_level_network_fields() -> None:
+    """An older worker image refuses unknown fields: the path and hostNetwork are the
+    operator's business (the peer pattern already encodes the path)."""
+    from w5xde.operator.worker_config import render_worker_config
+
+    spec = CompressionClusterSpec.model_validate(
+        {"placement": "crossNode", "network": {"path": "service", "hostNetwork": True}}
+    )
+    network = render_worker_config(CLUSTER, spec, 2)["network"]
+    assert "path" not in network
+    assert "hostNetwork" not in network
+    assert network["port"] == 7070
