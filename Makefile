@@ -35,6 +35,7 @@ run: install ## run the embedded default: 4 local workers for 30 s
 lint: install ## ruff format check + ruff lint
 	$(BIN)/ruff format --check src worker operator tests
 	$(BIN)/ruff check src worker operator tests
+	$(BIN)/python -P -m w5xde.plugin.krew check
 
 format: install ## apply ruff formatting and safe fixes
 	$(BIN)/ruff format src worker operator tests

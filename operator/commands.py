@@ -219,7 +219,23 @@ def run_operator_command(args: argparse.Namespace) -> int:
         report_concurrency=args.report_concurrency,
         network_policy=network_policy,
     )
-    return run_operator(options)
+    import logging
+
+    from w5xde import kube_errors
+
+    if log_mode is not LogMode.VERBOSE:
+        # The kubernetes client's retry warnings would precede the one line below.
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    try:
+        return run_operator(options)
+    except Exception as error:
+        # Start-up failures a user fixes (no kubeconfig, server unreachable, TLS, expired
+        # credentials) are one line; anything else is a bug and keeps its traceback.
+        message = kube_errors.describe(error, kube_errors.api_server(), kube_errors.OPERATOR_HINTS)
+        if message is None:
+            raise
+        print(f"w5xde operator: {message}", file=sys.stderr)
+        return 1
 
 
 #: Kubernetes' own syntax for label values, the name part of label keys, and namespaces.

@@ -175,9 +175,11 @@ class Kube:
         """
         readers: dict[str, Callable[..., Any]] = {
             "NetworkPolicy": self.networking.read_namespaced_network_policy,
+            "Service": self.core.read_namespaced_service,
         }
         deleters: dict[str, Callable[..., Any]] = {
             "NetworkPolicy": self.networking.delete_namespaced_network_policy,
+            "Service": self.core.delete_namespaced_service,
         }
         try:
             found = _json(readers[kind](name, namespace, _preload_content=False))

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from w5xde.api.v1alpha1 import CompressionClusterSpec
+from w5xde.api.v1alpha1 import CompressionClusterSpec, NetworkPath
 from w5xde.operator.observation import Problem, Reason
 from w5xde.operator.resources.metadata import (
     TEMPLATE_HASH_ANNOTATION,
@@ -20,7 +20,7 @@ from w5xde.operator.resources.metadata import (
 from w5xde.operator.resources.network_policy import NetworkPolicyOptions, render_network_policy
 from w5xde.operator.resources.run_config import render_run_config
 from w5xde.operator.resources.secret import render_secret
-from w5xde.operator.resources.service import render_service
+from w5xde.operator.resources.service import render_service, render_worker_service
 from w5xde.operator.resources.service_account import render_service_account
 from w5xde.operator.resources.statefulset import pod_template_hash, render_statefulset
 from w5xde.operator.sysctl_policy import SysctlPlan, plan_sysctls
@@ -121,6 +121,12 @@ def desired_state(
         render_service(cluster, spec),
     ]
     absent: list[tuple[str, str]] = []
+    if spec.network.path is NetworkPath.SERVICE:
+        # One ClusterIP Service per worker; a scale-down removes the ones beyond it
+        # (the path itself is immutable, so no switch leaves a set behind).
+        objects += [render_worker_service(cluster, spec, index) for index in range(spec.workers)]
+        running = _replicas(existing_statefulset) or 0
+        absent += [("Service", cluster.worker_service(i)) for i in range(spec.workers, running)]
     if context.network_policy is not None:
         # Before the StatefulSet: no worker ever starts unprotected.
         objects.append(render_network_policy(cluster, spec, context.network_policy))

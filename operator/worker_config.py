@@ -10,13 +10,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from w5xde.api.v1alpha1 import CompressionClusterSpec
+from w5xde.api.v1alpha1 import CompressionClusterSpec, NetworkPath
 from w5xde.contract.worker_config import WorkerSettings, settings_for_cluster
 from w5xde.operator.resources.metadata import ClusterRef
 
+#: Pod-level network choices the worker never reads (the peer pattern already says the
+#: path): left out of its config, so a worker image older than them still parses it.
+POD_LEVEL_NETWORK_FIELDS: set[str] = {"path", "host_network"}
 
-def peer_pattern(cluster: ClusterRef, port: int) -> str:
-    """Every worker's stable DNS name through the headless Service."""
+
+def peer_pattern(cluster: ClusterRef, port: int, path: NetworkPath = NetworkPath.POD) -> str:
+    """Every worker's stable DNS name: through the headless Service (the pod's IP), or,
+    with `network.path: service`, its own ClusterIP Service (kube-proxy in the path)."""
+    if path is NetworkPath.SERVICE:
+        # `ClusterRef.worker_service(index)`, with the index left to the worker.
+        return f"{cluster.name}-{{index}}.{cluster.namespace}.svc.cluster.local:{port}"
     return (
         f"{cluster.name}-{{index}}.{cluster.service}.{cluster.namespace}.svc.cluster.local:{port}"
     )
@@ -30,7 +38,7 @@ def worker_settings(
     return settings_for_cluster(
         spec,
         cluster_id=cluster.cluster_id,
-        peer_pattern=peer_pattern(cluster, spec.network.port),
+        peer_pattern=peer_pattern(cluster, spec.network.port, spec.network.path),
         workers=workers,
     )
 
@@ -40,7 +48,10 @@ def render_worker_config(
 ) -> dict[str, Any]:
     """The settings as the JSON data the pod template carries."""
     return worker_settings(cluster, spec, workers).model_dump(
-        mode="json", by_alias=True, exclude_none=True
+        mode="json",
+        by_alias=True,
+        exclude_none=True,
+        exclude={"network": POD_LEVEL_NETWORK_FIELDS},
     )
 
 

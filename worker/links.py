@@ -254,6 +254,14 @@ class LinkBook:
             )
             report = LinkReport(
                 peer=names.get(address, address),
+                peer_address=next(
+                    (
+                        stream_address
+                        for stream in members
+                        if (stream_address := getattr(stream, "remote_address", ""))
+                    ),
+                    "",
+                ),
                 streams=len(members),
                 streams_connected=sum(1 for stream in members if stream.connected),
                 raw_bytes_per_second=round(_rate(current.raw_bytes, before.raw_bytes, seconds), 1),

@@ -140,6 +140,8 @@ class OutgoingStream(threading.Thread):
         #: ACK round trips of this stream (the per-link figures, `links.py`).
         self.acks = links.AckClock(links.rate_window_seconds(config))
         self.buffer_sizes: BufferSizes | None = None
+        #: The address the last connect reached (`LinkReport.peer_address`).
+        self.remote_address = ""
         #: Frames given to this stream by a stream that went away; re-framed and counted resent.
         self.handover: deque[Unacked] = deque()
         self._config = config
@@ -312,6 +314,9 @@ class OutgoingStream(threading.Thread):
             self.buffer_sizes = tune(sock, self._config.network)
             sock.settimeout(CONNECT_TIMEOUT_S)
             sock.connect(address)
+            # What the peer's name resolved to: a pod IP, or a Service's ClusterIP.
+            reached = sock.getpeername()
+            self.remote_address = f"{reached[0]}:{reached[1]}"
             resume = self._window[0].sequence if self._window else self._next_sequence
             sock = client_handshake(
                 sock,

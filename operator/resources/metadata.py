@@ -73,6 +73,11 @@ class ClusterRef:
     def network_policy(self) -> str:
         return self.name
 
+    def worker_service(self, index: int) -> str:
+        """Worker INDEX's own ClusterIP Service (`network.path: service`): named as the pod,
+        because a peer's expected name is the first label of the address it dials."""
+        return f"{self.name}-{index}"
+
     @property
     def cluster_id(self) -> str:
         return f"{self.namespace}/{self.name}"

@@ -12,7 +12,12 @@ import hashlib
 import json
 from typing import Any
 
-from w5xde.api.v1alpha1 import CertificateIssuer, CompressionClusterSpec, Placement
+from w5xde.api.v1alpha1 import (
+    ONE_WORKER_PER_NODE,
+    CertificateIssuer,
+    CompressionClusterSpec,
+    Placement,
+)
 from w5xde.contract.endpoints import (
     CERT_MANAGER_DIRECTORY,
     ENV_CLUSTER_KEY_FILE,
@@ -43,6 +48,7 @@ from w5xde.operator.sysctl_policy import SysctlPlan
 from w5xde.operator.worker_config import worker_config_json
 
 CONTAINER_NAME = "worker"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
 #: The nonroot user of distroless-style images; the worker image uses it too.
 RUN_AS_USER = 65532
 TMP_VOLUME = "tmp"
@@ -126,7 +132,9 @@ def _pod_template(
         "fsGroup": RUN_AS_USER,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    if sysctls.sysctls:
+    # On the host network a pod's net.* sysctls would be the node's: the kubelet refuses
+    # them, so none are rendered (the API refuses spec.network.sysctls there).
+    if sysctls.sysctls and not spec.network.host_network:
         pod_security["sysctls"] = sysctls.pod_sysctls()
     pod_spec: dict[str, Any] = {
         "serviceAccountName": cluster.worker_account,
@@ -157,6 +165,19 @@ def _pod_template(
     affinity = _affinity(cluster, spec)
     if affinity:
         pod_spec["affinity"] = affinity
+    if spec.placement is Placement.SPREAD:
+        pod_spec["topologySpreadConstraints"] = [
+            {
+                "maxSkew": 1,
+                "topologyKey": spec.placement_topology_key,
+                "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": selector_labels(cluster)},
+            }
+        ]
+    if spec.network.host_network:
+        # Peers are still found by their cluster DNS names.
+        pod_spec["hostNetwork"] = True
+        pod_spec["dnsPolicy"] = "ClusterFirstWithHostNet"
     return {
         "metadata": {"labels": common_labels(cluster), "annotations": annotations},
         "spec": pod_spec,
@@ -268,29 +289,32 @@ def _tls_mounts(spec: CompressionClusterSpec) -> list[dict[str, Any]]:
 
 
 def _affinity(cluster: ClusterRef, spec: CompressionClusterSpec) -> dict[str, Any]:
-    """The user's affinity, plus a spread over nodes: required with `placement: required`
-    (which overrides the user's pod anti-affinity), else preferred unless they chose
-    their own."""
+    """The user's affinity plus the placement's (docs/api.md): the placement's terms
+    replace the user's of the same kind; `preferred` only adds a soft spread when the
+    user gave no pod anti-affinity of their own."""
     affinity = dict(spec.affinity)
-    if spec.placement is Placement.REQUIRED:
-        affinity["podAntiAffinity"] = {
-            "requiredDuringSchedulingIgnoredDuringExecution": [
-                {
-                    "labelSelector": {"matchLabels": selector_labels(cluster)},
-                    "topologyKey": "kubernetes.io/hostname",
+    per_node = {
+        "labelSelector": {"matchLabels": selector_labels(cluster)},
+        "topologyKey": HOSTNAME_LABEL,
+    }
+    if spec.placement in ONE_WORKER_PER_NODE:
+        affinity["podAntiAffinity"] = {"requiredDuringSchedulingIgnoredDuringExecution": [per_node]}
+        if spec.placement is Placement.NODES:
+            term = {"key": HOSTNAME_LABEL, "operator": "In", "values": list(spec.placement_nodes)}
+            affinity["nodeAffinity"] = {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [term]}]
                 }
-            ]
-        }
+            }
+    elif spec.placement is Placement.SAME_NODE:
+        # The first pod matches its own term, so the scheduler places it anywhere; every
+        # other pod then goes where it is.
+        affinity["podAffinity"] = {"requiredDuringSchedulingIgnoredDuringExecution": [per_node]}
+        affinity.pop("podAntiAffinity", None)
     elif spec.spread_across_nodes and "podAntiAffinity" not in affinity:
         affinity["podAntiAffinity"] = {
             "preferredDuringSchedulingIgnoredDuringExecution": [
-                {
-                    "weight": 100,
-                    "podAffinityTerm": {
-                        "labelSelector": {"matchLabels": selector_labels(cluster)},
-                        "topologyKey": "kubernetes.io/hostname",
-                    },
-                }
+                {"weight": 100, "podAffinityTerm": per_node}
             ]
         }
     return affinity

@@ -39,7 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; each subcommand returns its exit code from `args.handler`."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        # The subcommand's usage, not the top level's: `w5xde local --wrkers 2` should
+        # show `local`'s options.
+        commands = next(
+            action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+        )
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
     handler = args.handler
     try:
         code: int = handler(args)

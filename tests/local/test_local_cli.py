@@ -191,6 +191,37 @@ def test_local_bad_arguments_exit_2_naming_the_option(args: list[str], message: 
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--chunk-bytes", "8388608", "--socket-buffer", "65536"],
+            "w5xde local: --chunk-bytes: must not be larger than --socket-buffer when a buffer"
+            " is set",
+        ),
+        (["--level", "23"], "w5xde local: --level: must be an integer -7..22 or 'auto' (got 23)"),
+    ],
+)
+def test_local_errors_name_the_option_once_without_pydantic_words(
+    args: list[str], line: str
+) -> None:
+    """Issue 24: no `?` for the option, no `Value error,`, the field not named twice."""
+    result = run("local", *args, "--duration", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip() == line
+
+
+def test_local_typo_shows_locals_usage_and_help_shows_defaults_and_every_topology() -> None:
+    typo = run("local", "--wrkers", "2")
+    assert typo.returncode == 2
+    assert typo.stderr.startswith("usage: w5xde local ")
+    assert "unrecognized arguments: --wrkers 2" in typo.stderr
+    shown = run("local", "--help").stdout
+    assert "ring | all-to-all | pairs | mesh (default ring)" in shown
+    assert "64..64 MiB (default 65536)" in " ".join(shown.split())
+    assert "zstd | none (default zstd)" in shown
+
+
 def test_local_stops_cleanly_on_ctrl_c_and_still_prints() -> None:
     process = subprocess.Popen(
         [*W5XDE, "local", "--workers", "2", "--duration", "60", "--json"],

@@ -128,6 +128,7 @@ def test_cel_rules_carry_messages_and_field_paths() -> None:
         ".chunkBytes",
         ".sysctls",
         ".socketBufferBytes",
+        ".path",
     }
     (level_rule,) = spec["compression"]["x-kubernetes-validations"]
     assert level_rule["fieldPath"] == ".level"

@@ -113,8 +113,33 @@ class Topology(StrEnum):
 
 
 class Placement(StrEnum):
+    """Where the workers run, so their links take the path being measured (docs/api.md)."""
+
+    #: Spread over nodes when the scheduler can (soft anti-affinity): the default.
     PREFERRED = "preferred"
+    #: At most one worker per node (hard anti-affinity): every link crosses the network.
     REQUIRED = "required"
+    #: The same as `required`, named for what it measures.
+    CROSS_NODE = "crossNode"
+    #: Every worker on one node (hard pod affinity): every link is node-local.
+    SAME_NODE = "sameNode"
+    #: One worker on each node of `placementNodes` (node affinity + hard anti-affinity).
+    NODES = "nodes"
+    #: Spread evenly over the values of the node label `placementTopologyKey` (zones).
+    SPREAD = "spread"
+
+
+#: The placements that put at most one worker on a node.
+ONE_WORKER_PER_NODE = frozenset({Placement.REQUIRED, Placement.CROSS_NODE, Placement.NODES})
+
+
+class NetworkPath(StrEnum):
+    """How a worker reaches its peers."""
+
+    #: Pod to pod, by the pod's IP (the headless Service's DNS names).
+    POD = "pod"
+    #: Through a ClusterIP Service per worker: kube-proxy's translation is in the path.
+    SERVICE = "service"
 
 
 class Codec(StrEnum):
@@ -358,6 +383,18 @@ SYSCTL_NODE_WIDE = (
     "network.sysctls: net.core.* is node-wide and cannot be set from a pod;"
     " use network.nodeTuning with the chart's node-tuning DaemonSet"
 )
+HOST_NETWORK_NO_SYSCTLS = (
+    "network.sysctls: a worker on the host network shares the node's network namespace,"
+    " so it cannot set net.* sysctls (they would change the node's)"
+)
+PATH_IMMUTABLE = (
+    "network.path cannot change on a running cluster (its Services and peers depend on it):"
+    " delete the cluster or create another"
+)
+HOST_NETWORK_NEEDS_ONE_PER_NODE = (
+    "network.hostNetwork: workers on the host network bind the node's ports, so at most one"
+    " may run per node: use placement crossNode (or required, or nodes)"
+)
 _NAMESPACED_CEL = " || ".join(f"k.startsWith('{prefix}')" for prefix in NAMESPACED_SYSCTL_PREFIXES)
 
 
@@ -391,6 +428,17 @@ class NetworkSpec(ApiModel):
                 SYSCTL_NODE_WIDE,
                 ".sysctls",
             ),
+            (
+                "!has(self.hostNetwork) || !self.hostNetwork || !has(self.sysctls)"
+                " || size(self.sysctls) == 0",
+                HOST_NETWORK_NO_SYSCTLS,
+                ".sysctls",
+            ),
+            (
+                "!has(oldSelf.path) || !has(self.path) || self.path == oldSelf.path",
+                PATH_IMMUTABLE,
+                ".path",
+            ),
         )
     )
 
@@ -414,6 +462,15 @@ class NetworkSpec(ApiModel):
     """Run only on nodes the chart's node-tuning DaemonSet has tuned.
 
     Those carry the label w5xde.io/node-tuned=true."""
+    path: NetworkPath = NetworkPath.POD
+    """pod: workers dial each other's pod IPs; service: each dials the peer's own ClusterIP
+    Service (named as the pod, NAME-INDEX), so kube-proxy's translation is in every link.
+
+    Immutable."""
+    host_network: bool = False
+    """Workers use the node's network namespace (no pod network in the path). Needs a
+    namespace whose PodSecurity level allows host namespaces (privileged), one worker per
+    node (placement crossNode, required or nodes), and no sysctls (they would be the node's)."""
 
     @field_validator("sysctls")
     @classmethod
@@ -434,6 +491,8 @@ class NetworkSpec(ApiModel):
         fixed = self.fixed_buffer_bytes
         if fixed and self.chunk_bytes > fixed:
             raise ValueError(CHUNK_WITHIN_BUFFER)
+        if self.host_network and self.sysctls:
+            raise ValueError(HOST_NETWORK_NO_SYSCTLS)
         return self
 
     @property
@@ -586,6 +645,28 @@ EXPECT_RULES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+MAX_PLACEMENT_NODES = 100
+NODES_NEED_LIST = "placementNodes: give the node names exactly when placement is 'nodes'"
+_CEL_PLACEMENT = "(has(self.placement) ? self.placement : 'preferred')"
+#: Placement rules across fields (mirrored by `check_placement`).
+PLACEMENT_RULES: tuple[tuple[str, str, str], ...] = (
+    (
+        f"({_CEL_PLACEMENT} == 'nodes')"
+        " == (has(self.placementNodes) && size(self.placementNodes) > 0)",
+        NODES_NEED_LIST,
+        ".placementNodes",
+    ),
+    (
+        "!has(self.network) || !has(self.network.hostNetwork) || !self.network.hostNetwork"
+        f" || {_CEL_PLACEMENT} in ["
+        + ", ".join(f"'{item.value}'" for item in sorted(ONE_WORKER_PER_NODE))
+        + "]",
+        HOST_NETWORK_NEEDS_ONE_PER_NODE,
+        ".network.hostNetwork",
+    ),
+)
+
+
 class ExpectSpec(ApiModel):
     """What a bounded run must reach to pass; checked when it ends (docs/results.md).
 
@@ -620,6 +701,14 @@ def check_expectations(spec: CompressionClusterSpec) -> None:
         raise ValueError(RATIO_WITHOUT_CODEC)
 
 
+def check_placement(spec: CompressionClusterSpec) -> None:
+    """The pydantic side of PLACEMENT_RULES: ValueError with the same messages."""
+    if (spec.placement is Placement.NODES) != bool(spec.placement_nodes):
+        raise ValueError(NODES_NEED_LIST)
+    if spec.network.host_network and spec.placement not in ONE_WORKER_PER_NODE:
+        raise ValueError(HOST_NETWORK_NEEDS_ONE_PER_NODE)
+
+
 class CompressionClusterSpec(ApiModel):
     """The desired state of a CompressionCluster."""
 
@@ -644,8 +733,17 @@ class CompressionClusterSpec(ApiModel):
     spread_across_nodes: bool = True
     """Prefer one worker per node (preferred pod anti-affinity)."""
     placement: Placement = Placement.PREFERRED
-    """`required`: at most one worker per node (hard anti-affinity), so no link is
-    loopback; workers beyond the node count stay Pending and the cluster Degraded."""
+    """preferred | required | crossNode | sameNode | nodes | spread. `crossNode` (or
+    `required`): at most one worker per node, so no link is loopback; `sameNode`: all on
+    one node, every link node-local; `nodes`: one worker on each of `placementNodes`;
+    `spread`: evenly over `placementTopologyKey`. Workers the scheduler cannot place stay
+    Pending and the cluster Degraded with the scheduler's words."""
+    placement_nodes: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list, max_length=MAX_PLACEMENT_NODES
+    )
+    """Node names for `placement: nodes` (e.g. a node pair: [a, b])."""
+    placement_topology_key: str = Field("topology.kubernetes.io/zone", min_length=1, max_length=316)
+    """The node label `placement: spread` spreads over."""
     status_interval_seconds: int = Field(10, ge=1, le=3600)
     """How often the operator pulls each worker's report and folds the status."""
     resources: dict[str, Any] = Field(default_factory=dict)
@@ -669,12 +767,15 @@ class CompressionClusterSpec(ApiModel):
     ends, and `kubectl w5xde results --check` exits 3 on a miss."""
 
     # The workload's scale rules need `workers`, so CEL checks them here (WorkloadSpec).
-    model_config = ConfigDict(json_schema_extra=cel_rules(*WORKLOAD_SCALE_RULES, *EXPECT_RULES))
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(*WORKLOAD_SCALE_RULES, *EXPECT_RULES, *PLACEMENT_RULES)
+    )
 
     @model_validator(mode="after")
     def _workload_fits_workers(self) -> CompressionClusterSpec:
         check_workload_scale(self.workload, self.workers)
         check_expectations(self)
+        check_placement(self)
         return self
 
 

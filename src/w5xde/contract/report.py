@@ -54,6 +54,10 @@ class LinkReport(ReportModel):
     """
 
     peer: str
+    #: The IP and port the sender's streams connected to, as resolved: the peer pod's IP
+    #: on the pod path, its Service's ClusterIP on `network.path: service` ("" before the
+    #: first connect).  Says which path the link took.
+    peer_address: str = Field("", max_length=64)
     streams: int = Field(0, ge=0)
     streams_connected: int = Field(0, ge=0)
     raw_bytes_per_second: float = Field(0, ge=0)

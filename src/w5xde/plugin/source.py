@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from urllib3.exceptions import HTTPError
 
+from w5xde import kube_errors
 from w5xde.api.v1alpha1 import GROUP, PLURAL, VERSION
 from w5xde.contract import auth
 from w5xde.contract.endpoints import METRICS_PORT, REPORT_PATH
@@ -29,17 +32,39 @@ class Target:
     name: str
 
 
+#: The labels the chart puts on the operator's Deployment (charts/w5xde/_helpers.tpl).
+OPERATOR_SELECTOR = "app.kubernetes.io/part-of=w5xde,app.kubernetes.io/component=operator"
+
+
+@dataclass(frozen=True)
+class OperatorDeployment:
+    namespace: str
+    name: str
+    version: str
+    image: str
+    desired: int
+    ready: int
+
+
 class ClusterSource:
     """Reads one namespace's CompressionClusters with the user's kubeconfig."""
 
     def __init__(self, kubeconfig: str | None, context: str | None, namespace: str | None) -> None:
         from kubernetes import client, config
 
+        if kubeconfig is not None and not Path(kubeconfig).is_file():
+            raise PluginError(f"kubeconfig {kubeconfig} does not exist: check --kubeconfig")
+        listed = [item for item in os.environ.get("KUBECONFIG", "").split(os.pathsep) if item]
+        if kubeconfig is None and listed and not any(Path(item).is_file() for item in listed):
+            raise PluginError(f"$KUBECONFIG names {', '.join(listed)}: no such file")
         try:
             config.load_kube_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
-            _, active = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+            contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
         except (config.ConfigException, FileNotFoundError, OSError) as error:
-            raise PluginError(f"cannot load a kubeconfig: {error}") from None
+            message = kube_errors.describe(error) or f"cannot load a kubeconfig: {error}"
+            raise PluginError(message) from None
+        if context is not None:
+            active = next((item for item in contexts or [] if item.get("name") == context), active)
         chosen = namespace or ((active or {}).get("context") or {}).get("namespace") or "default"
         self.namespace: str = chosen
         self._api = client.ApiClient()
@@ -58,6 +83,98 @@ class ClusterSource:
         except (OSError, HTTPError) as error:
             raise PluginError(f"cannot reach the API server: {_short(error)}") from None
         return dict(found)
+
+    def create_cluster(self, body: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """Create (or, with dry_run, have the API server validate) a CompressionCluster."""
+        from kubernetes.client.exceptions import ApiException
+
+        name = f"compressioncluster {self.namespace}/{body['metadata']['name']}"
+        try:
+            created: Any = self._custom.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, body, dry_run="All" if dry_run else None
+            )
+        except ApiException as error:
+            if error.status == 409:
+                raise PluginError(
+                    f"{name} already exists: delete it (kubectl delete cc) or choose another NAME"
+                ) from None
+            if error.status == 422:
+                raise PluginError(f"the API server refused {name}: {_message(error)}") from None
+            if error.status == 404:
+                raise PluginError(
+                    "the CompressionCluster CRD is not installed (helm install w5xde"
+                    " charts/w5xde, README.md)"
+                ) from None
+            raise _api_error(error, name, verb="create") from None
+        return dict(created)
+
+    def delete_cluster(self, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self._custom.delete_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise _api_error(error, f"compressioncluster {self.namespace}/{name}") from None
+
+    def clusters(self, all_namespaces: bool) -> list[dict[str, Any]]:
+        """Every CompressionCluster of the namespace (or of all namespaces), by name."""
+        from kubernetes.client.exceptions import ApiException
+
+        where = "all namespaces" if all_namespaces else f"namespace {self.namespace}"
+        try:
+            if all_namespaces:
+                found: Any = self._custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+            else:
+                found = self._custom.list_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL
+                )
+        except ApiException as error:
+            raise _api_error(error, f"compressionclusters in {where}") from None
+        items: list[dict[str, Any]] = list(found.get("items") or [])
+        return sorted(
+            items,
+            key=lambda item: (item["metadata"].get("namespace", ""), item["metadata"]["name"]),
+        )
+
+    def operators(self) -> list[OperatorDeployment] | None:
+        """The operator Deployments the chart installed (anywhere); None when not allowed
+        to list Deployments, so the caller can say it does not know."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        apps = client.AppsV1Api(self._api)
+        try:
+            listed = apps.list_deployment_for_all_namespaces(
+                label_selector=OPERATOR_SELECTOR, _request_timeout=10
+            )
+        except ApiException as error:
+            if error.status not in (401, 403):
+                raise
+            try:
+                listed = apps.list_namespaced_deployment(
+                    self.namespace, label_selector=OPERATOR_SELECTOR, _request_timeout=10
+                )
+            except ApiException:
+                return None
+        found = []
+        items: list[Any] = list(listed.items or [])
+        for item in items:
+            labels = item.metadata.labels or {}
+            containers = item.spec.template.spec.containers or []
+            found.append(
+                OperatorDeployment(
+                    namespace=item.metadata.namespace,
+                    name=item.metadata.name,
+                    version=labels.get("app.kubernetes.io/version", ""),
+                    image=containers[0].image if containers else "",
+                    desired=item.spec.replicas if item.spec.replicas is not None else 1,
+                    ready=(item.status.ready_replicas or 0) if item.status else 0,
+                )
+            )
+        return found
 
     def worker_reports(self, name: str, pods: list[str]) -> dict[str, WorkerReport | str]:
         """Each worker's report through the pod proxy, signed as the operator signs."""
@@ -113,14 +230,21 @@ def _short(error: BaseException) -> str:
     return text[:80]
 
 
-def _api_error(error: Any, what: str) -> PluginError:
+def _message(error: Any) -> str:
+    """The API server's own message (a Status body), else its HTTP reason."""
+    try:
+        message = str(json.loads(error.body).get("message", ""))
+    except (TypeError, ValueError, AttributeError):
+        message = ""
+    return message or str(getattr(error, "reason", "") or "")
+
+
+def _api_error(error: Any, what: str, verb: str = "read") -> PluginError:
     status = getattr(error, "status", 0)
     if status == 404:
         return PluginError(f"{what} not found")
-    if status in (401, 403):
-        try:
-            reason = json.loads(error.body).get("message", "")
-        except (TypeError, ValueError):
-            reason = ""
-        return PluginError(f"not allowed to read {what}: {reason or 'forbidden'}")
+    if status == 401:
+        return PluginError(kube_errors.describe(error, kube_errors.api_server()) or "unauthorized")
+    if status == 403:
+        return PluginError(f"not allowed to {verb} {what}: {_message(error) or 'forbidden'}")
     return PluginError(f"cannot read {what}: HTTP {status} {getattr(error, 'reason', '')}")
