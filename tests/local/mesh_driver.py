@@ -24,7 +24,7 @@ def line(worker: Worker, *, final: bool) -> str:
         {
             "final": final,
             "received": received.batches,
-            "lost": received.lost_batches + sent.lost_batches,
+            "lost": received.lost_batches,
             "corrupt": received.corrupt_batches,
             "duplicates": received.duplicate_batches,
             "sentAcknowledged": sent.batches,

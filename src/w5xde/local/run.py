@@ -71,10 +71,20 @@ def add_local_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds of traffic, finite (default 30; Ctrl-C or SIGTERM ends a run early "
         "with the result marked Interrupted)",
     )
-    parser.add_argument("--batch-bytes", type=int, default=65536, help="bytes per batch")
+    parser.add_argument(
+        "--batch-bytes",
+        type=int,
+        default=65536,
+        help="raw bytes per batch, 64..64 MiB (default 65536)",
+    )
     parser.add_argument("--level", default="3", help="zstd level -7..22 or auto (default 3)")
-    parser.add_argument("--threads", type=int, default=1, help="compression threads per worker")
-    parser.add_argument("--codec", default="zstd", help="zstd | none")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="compression threads per worker, 0..64 (0: one per CPU; default 1)",
+    )
+    parser.add_argument("--codec", default="zstd", help="zstd | none (default zstd)")
     parser.add_argument(
         "--context",
         default="stream",
@@ -83,16 +93,26 @@ def add_local_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source", default="synthetic:mixed", help="synthetic:PROFILE or file:PATH"
     )
-    parser.add_argument("--topology", default="ring", help="ring | all-to-all | pairs")
-    parser.add_argument("--streams-per-peer", type=int, default=1)
+    parser.add_argument(
+        "--topology", default="ring", help="ring | all-to-all | pairs | mesh (default ring)"
+    )
+    parser.add_argument(
+        "--streams-per-peer", type=int, default=1, help="TCP streams per peer, 1..64 (default 1)"
+    )
     parser.add_argument("--log-mode", default="silent", help="silent|normal|verbose or 1|2|3")
     parser.add_argument(
         "--socket-buffer",
         default=str(4 * 1024 * 1024),
-        help="bytes, 0 = autotuning, auto = autotuning with a floor and a cap",
+        help="bytes 0..256 MiB, 0 = autotuning, auto = autotuning with a floor and a cap"
+        " (default 4194304)",
     )
-    parser.add_argument("--balance", default="even", help="even | capacity")
-    parser.add_argument("--chunk-bytes", type=int, default=65536, help="recv_into chunk")
+    parser.add_argument("--balance", default="even", help="even | capacity (default even)")
+    parser.add_argument(
+        "--chunk-bytes",
+        type=int,
+        default=65536,
+        help="recv_into chunk, 4 KiB..16 MiB, at most --socket-buffer (default 65536)",
+    )
     parser.add_argument("--rate-limit", type=int, default=0, help="bytes/s per worker, 0 = none")
     parser.add_argument(
         "--json",
@@ -179,6 +199,33 @@ _OPTION_OF_FIELD = {
 }
 
 
+#: The API's field paths as they open its rule messages (`network.chunkBytes must ...`).
+_OPTION_OF_PATH = {
+    "compression.level": "--level",
+    "network.chunkBytes": "--chunk-bytes",
+    "network.socketBufferBytes": "--socket-buffer",
+    "workload.topology": "--topology",
+    "workload.streamsPerPeer": "--streams-per-peer",
+    "workload.path": "--source",
+}
+
+
+def usage_message(error: ValidationError) -> str:
+    """pydantic's first error as `--option: rule`: the option, never pydantic's wording
+    ("Value error, ") nor its path, and the field not named twice."""
+    item = error.errors()[0]
+    message = str(item["msg"]).removeprefix("Value error, ")
+    option = _OPTION_OF_FIELD.get(str(item["loc"][-1])) if item["loc"] else None
+    for path, named in _OPTION_OF_PATH.items():
+        if message.startswith(path):
+            option = option or named
+            message = message[len(path) :].lstrip(": ")
+            break
+    for path, named in _OPTION_OF_PATH.items():
+        message = message.replace(path, named)
+    return f"{option or '--' + str(item['loc'][-1] if item['loc'] else 'options')}: {message}"
+
+
 def plan_from_args(args: argparse.Namespace) -> LocalPlan:
     """Validate the options with the API models so the rules are the CR's rules."""
     if not 2 <= args.workers <= MAX_LOCAL_WORKERS:
@@ -221,9 +268,7 @@ def plan_from_args(args: argparse.Namespace) -> LocalPlan:
         )
         network = NetworkSpec(socket_buffer_bytes=args.socket_buffer, chunk_bytes=args.chunk_bytes)
     except ValidationError as error:
-        item = error.errors()[0]
-        name = str(item["loc"][-1]) if item["loc"] else "?"
-        raise UsageError(f"{_OPTION_OF_FIELD.get(name, name)}: {item['msg']}") from None
+        raise UsageError(usage_message(error)) from None
     except ValueError:
         profiles = ", ".join(profile.value for profile in Profile)
         raise UsageError(f"--source: the synthetic profile must be one of {profiles}") from None
