@@ -3,6 +3,7 @@ through the one results schema, with their exit codes, without a cluster."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -139,7 +140,12 @@ def test_compare_fails_only_when_slower_outside_both_intervals(
 def test_status_json_prints_the_configuration_then_an_interval(
     plugin: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert plugin(_cluster(), "status", "demo", "-o", "json") == 0
+    # `status -o json --watch` streams these lines (without --watch, `-o json` prints the
+    # object, as kubectl does); one round of the stream, without its endless watch:
+    del plugin
+    _Source.cluster_object = _cluster()
+    args = argparse.Namespace(name="demo", watch=False, interval=1.0)
+    assert plugin_main._status_json(_Source(), args) == 0  # type: ignore[arg-type]
     first, second = (json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert first["kind"] == "Configuration"
     assert first["configuration"]["workers"] == 2

@@ -81,7 +81,10 @@ class ClusterSource:
         except ApiException as error:
             raise _api_error(error, f"compressioncluster {self.namespace}/{name}") from None
         except (OSError, HTTPError) as error:
-            raise PluginError(f"cannot reach the API server: {_short(error)}") from None
+            described = kube_errors.describe(error, kube_errors.api_server())
+            raise PluginError(
+                described or f"cannot reach the API server: {_short(error)}"
+            ) from None
         return dict(found)
 
     def create_cluster(self, body: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
