@@ -102,12 +102,12 @@ class WorkerCollector:
         cost = cpu_cost(reading.rates)
         gauges: list[tuple[str, str, float]] = [
             (
-                "w5xde_cpu_seconds_per_gigabyte",
+                "w5xde_cpu_per_gigabyte_seconds",
                 "Process CPU seconds per GB of raw data received, over the rate window",
                 cost.total,
             ),
             (
-                "w5xde_compression_cpu_seconds_per_gigabyte",
+                "w5xde_compression_cpu_per_gigabyte_seconds",
                 "Of that, seconds in compression and decompression",
                 cost.compression,
             ),
