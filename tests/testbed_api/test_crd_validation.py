@@ -33,7 +33,12 @@ def test_server_fills_in_the_model_defaults(testbed: Any, namespace: str, crd: s
     assert stored["logMode"] == "silent"
     assert stored["workload"]["batchBytes"] == 65536
     assert stored["workload"]["topology"] == "ring"
-    assert stored["compression"] == {"codec": "zstd", "level": 3, "threads": 1}
+    assert stored["compression"] == {
+        "codec": "zstd",
+        "context": "stream",
+        "level": 3,
+        "threads": 1,
+    }
     assert stored["network"]["socketBufferBytes"] == 4 * 1024 * 1024
     assert stored["network"]["tcpQuickAck"] is True
     assert stored["statusIntervalSeconds"] == 10
