@@ -286,9 +286,11 @@ class TestFaults:
             )
             time.sleep(INTERVAL)
             during = scenario.status.latest()
-            # The survivors' links to each other still carry traffic.
-            spread = (during.get("links") or {}).get("spread") or {}
-            assert float(spread.get("maxBytesPerSecond", 0)) > 0, during.get("links")
+            # The survivors' links to each other still carry traffic (when two or more
+            # survive: a preferred spread may have put three workers on one node).
+            if WORKERS - len(on_it) >= 2:
+                spread = (during.get("links") or {}).get("spread") or {}
+                assert float(spread.get("maxBytesPerSecond", 0)) > 0, during.get("links")
         scenario.wait_healthy(180, "after the node thawed")
         scenario.assert_clean()
 
