@@ -253,4 +253,6 @@ def test_status_shows_every_link_of_an_all_to_all_cluster_with_its_round_trip(
         p50, p99 = float(row[7].replace(",", "")), float(row[8].replace(",", ""))
         assert 0 < p50 <= p99 < 5000, row
         assert float(row[2]) > 0, row  # raw MB/s
-        assert row[9] == ("yes" if (row[0], row[1]) in shared else "no"), row
+        assert int(row[9].replace(",", "")) >= 0, row  # TCP retransmits (TCP_INFO)
+        assert float(row[10].replace(",", "")) > 0, row  # the kernel's srtt, ms
+        assert row[11] == ("yes" if (row[0], row[1]) in shared else "no"), row
