@@ -250,8 +250,8 @@ def test_a_peer_with_the_wrong_key_delivers_nothing(bed: Bed, running: list[Work
     # Several refusals on each side: the senders kept retrying, and every try was refused.
     wait_for(
         lambda: (
-            honest.extras().get("rejectedConnections", 0) >= 3
-            and intruder.extras().get("rejectedConnections", 0) >= 3
+            honest.extras().get("refusedConnections", 0) >= 3
+            and intruder.extras().get("refusedConnections", 0) >= 3
         ),
         timeout=30,
         what="three handshakes refused on each side",
@@ -260,7 +260,7 @@ def test_a_peer_with_the_wrong_key_delivers_nothing(bed: Bed, running: list[Work
         assert final["report"]["batches"] == 0
         assert final["report"]["rawBytes"] == 0
         assert final["report"]["peersConnected"] == 0
-        assert final["extras"]["rejectedConnections"] >= 3
+        assert final["extras"]["refusedConnections"] >= 3
         assert final["extras"]["sentBatches"] == 0
         # Refused for the key, by the proof, and said so in the log (logMode normal).
         assert "does not hold the cluster key" in "".join(worker.stderr), worker.stderr[-5:]
