@@ -391,7 +391,12 @@ class TestFaults:
         started = datetime.fromisoformat(status["startedAt"])
         completed = datetime.fromisoformat(status["completedAt"])
         took = (completed - started).total_seconds()
-        assert duration <= took < duration + 2 * INTERVAL + 5, f"completed {took:.0f} s after start"
+        # The operator waits up to three intervals for the workers' final reports after
+        # the deadline (operator/runs.py: STALE_AFTER_INTERVALS) before it completes the
+        # run without them; the run's own figure still covers only `duration` (below).
+        assert duration <= took < duration + 3 * INTERVAL + 15, (
+            f"completed {took:.0f} s after start"
+        )
         run = (status.get("runs") or [{}])[-1]
         assert abs(float(run.get("seconds", 0)) - duration) < INTERVAL, run
         assert float(run.get("throughputBytesPerSecond", 0)) > 0, run
