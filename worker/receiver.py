@@ -530,9 +530,7 @@ class IncomingConnection:
         state = self._state
         assert state is not None
         counters = self.counters
-        decompress = self._decompressor.decompress
         parse_header = protocol.parse_header
-        perf = time.perf_counter
         delivered = False
         closing = False
         limits = self._limits
@@ -549,19 +547,7 @@ class IncomingConnection:
                 if sequence < state.expected:
                     counters.duplicate_batches += 1
                     if self._stream_context:  # decoded, never counted: the context needs it
-                        began = perf()
-                        try:
-                            decompress(
-                                header.codec,
-                                view[start + HEADER_BYTES : frame_end],
-                                header.raw_length,
-                                header.crc32,
-                            )
-                        except CorruptBatchError:
-                            counters.corrupt_batches += 1
-                            raise
-                        finally:
-                            counters.compression_seconds += perf() - began
+                        self._verify(header, view[start + HEADER_BYTES : frame_end])
                 else:
                     if sequence - state.expected > REPLAY_WINDOW_FRAMES:
                         raise ProtocolError(
@@ -571,19 +557,7 @@ class IncomingConnection:
                     if sequence > state.expected:
                         counters.lost_batches += sequence - state.expected
                         self._registry.note_lost(self.sender, sequence - state.expected)
-                    began = perf()
-                    try:
-                        decompress(
-                            header.codec,
-                            view[start + HEADER_BYTES : frame_end],
-                            header.raw_length,
-                            header.crc32,
-                        )
-                    except CorruptBatchError:
-                        counters.corrupt_batches += 1
-                        raise
-                    finally:
-                        counters.compression_seconds += perf() - began
+                    self._verify(header, view[start + HEADER_BYTES : frame_end])
                     state.expected = sequence + 1
                     if header.flags & protocol.FLAG_WANTS_CREDIT and self._credit < 0:
                         self._credit = self._grant()
@@ -606,6 +580,18 @@ class IncomingConnection:
         if delivered and state.expected > 0:
             self._ack_next = state.expected - 1
         return start, closing
+
+    def _verify(self, header: protocol.FrameHeader, payload: memoryview) -> None:
+        """Decompress and check one payload, timed; a corrupt one is counted and raised."""
+        counters = self.counters
+        began = time.perf_counter()
+        try:
+            self._decompressor.decompress(header.codec, payload, header.raw_length, header.crc32)
+        except CorruptBatchError:
+            counters.corrupt_batches += 1
+            raise
+        finally:
+            counters.compression_seconds += time.perf_counter() - began
 
     def _grant(self) -> int:
         network = self._config.network
