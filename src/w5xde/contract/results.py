@@ -20,12 +20,18 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-from pydantic.alias_generators import to_camel
+from pydantic import Field, TypeAdapter
 
 from w5xde import __version__
 from w5xde.api.statistics import SampleStats
-from w5xde.api.v1alpha1 import ExpectationCheck, ExpectSpec, LinkState, RunOutcome, RunSummary
+from w5xde.api.v1alpha1 import (
+    ApiModel,
+    ExpectationCheck,
+    ExpectSpec,
+    LinkState,
+    RunOutcome,
+    RunSummary,
+)
 
 #: The version of this schema; `schemaVersion` of every result.
 SCHEMA_VERSION: Final = "w5xde.io/results/v1"
@@ -33,16 +39,9 @@ SCHEMA_VERSION: Final = "w5xde.io/results/v1"
 GB = 1e9
 
 
-class ResultModel(BaseModel):
-    """camelCase keys, frozen; unknown keys refused when a result is read back."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-        use_attribute_docstrings=True,
-    )
+class ResultModel(ApiModel):
+    """camelCase keys, frozen; unknown keys refused when a result is read back (the
+    API's own model conventions, so a result's configuration reads like the CR)."""
 
 
 class Outcome(StrEnum):
