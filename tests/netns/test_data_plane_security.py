@@ -11,6 +11,7 @@ import json
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,9 @@ def test_a_member_holding_partial_frames_is_cut_and_cannot_grow_the_receiver(
     running.extend(workers)
     target = workers[1]
     wait_for(lambda: target.report().get("batches", 0) > 20, what="the pair to stream")
+    # What the receiver holds for its real peer (its own senders' windows and zstd contexts
+    # vary with the machine's load): the attack is measured as growth over that.
+    streaming_rss = max(_rss_over(target, seconds=2.0))
     member = identities["member-9"]
     files = (member["certificateFile"], member["keyFile"], member["caFile"])
     # A frame over the cluster's batchBytes (64 MiB was the old global limit): cut at once.
@@ -185,10 +189,21 @@ def test_a_member_holding_partial_frames_is_cut_and_cannot_grow_the_receiver(
     assert all(seconds is not None and seconds < 10.0 + 3.0 for seconds in stalled["closed"])
     # Every cut is counted (the report lines trail the cuts by up to 0.2 s).
     wait_for(lambda: target.report().get("protocolErrors", 0) >= 8, timeout=5, what="8 cuts")
-    assert target.report()["rssBytes"] < batch * 4 + 80 * 1024 * 1024
+    # Held frames were released: the four half-frames (4 x batch) at most, plus allocator slack.
+    grown = target.report()["rssBytes"] - streaming_rss
+    assert grown < batch * 4 + 24 * 1024 * 1024, (grown, streaming_rss)
     finals = stop_all(workers)
     assert all(final["report"]["lostBatches"] == 0 for final in finals)
     assert all(final["report"]["corruptBatches"] == 0 for final in finals)
+
+
+def _rss_over(worker: WorkerProcess, *, seconds: float) -> list[int]:
+    samples = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        samples.append(int(worker.report()["rssBytes"]))
+        time.sleep(0.2)
+    return samples
 
 
 PIDS_CGROUP = Path("/sys/fs/cgroup/pids")

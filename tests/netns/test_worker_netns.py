@@ -212,13 +212,22 @@ def test_lossy_delayed_links_still_deliver_everything(
     try:
         for namespace in (first, second):
             _impair(namespace, loss_percent=loss, delay_ms=delay)
+        before = [_retransmitted_segments(namespace) for namespace in (first, second)]
         peers = peers_of([first, second])
         for index, namespace in enumerate((first, second)):
             running.append(start_worker(namespace, name=f"loss-{index}", peers=peers, key=key))
+        # Enough traffic that the data direction has certainly lost segments (2 % of the
+        # GSO packets of a few MB can be none; pure ACKs lost are never retransmitted).
         wait_for(
-            lambda: all(w.report().get("batches", 0) > batches for w in running),
+            lambda: (
+                all(w.report().get("batches", 0) > batches for w in running)
+                and all(
+                    _retransmitted_segments(namespace) - already >= 20
+                    for namespace, already in zip((first, second), before, strict=True)
+                )
+            ),
             timeout=90,
-            what="data through the lossy link",
+            what="data through the lossy link, with retransmissions",
         )
         finals = stop_all(running)
         # The loss was real: TCP had to retransmit inside the namespaces.
