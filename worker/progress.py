@@ -62,6 +62,8 @@ class StreamProgress:
         self._clock = clock
         now = clock()
         self.connected = False
+        #: Whether the stream has ever completed a handshake (readiness: see Worker.ready).
+        self.ever_connected = False
         #: Since when frames wait for an ACK that does not come (None: none outstanding,
         #: or the last ACK came after they were sent).
         self._waiting_since: float | None = None
@@ -87,6 +89,7 @@ class StreamProgress:
     def now_connected(self) -> None:
         now = self._clock()
         self.connected = True
+        self.ever_connected = True
         self._failing_since = None
         self._refused = False
         self._waiting_since = None

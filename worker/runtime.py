@@ -258,12 +258,19 @@ class Worker:
     # --- state -----------------------------------------------------------------------
 
     def ready(self) -> bool:
-        """Listening, and at least one outgoing stream connected (or nothing to connect to)."""
+        """Listening, and some outgoing stream has connected at least once (or there is
+        nothing to connect to).
+
+        Once joined, a worker stays ready when its peers go away: readiness that followed
+        the peers would mark the healthy side of a frozen pair not ready too (READY 0/2
+        for one frozen worker) and cascade through a rollout; lost peers are what the
+        links' states (`Stalled`, `Unreachable`, `Refused`) report.
+        """
         if self._listener is None or self._receive_loop is None or self._broken_parts():
             return False
         with self._lock:
             streams = list(self._streams.values())
-        return not streams or any(stream.connected for stream in streams)
+        return not streams or any(stream.ever_connected for stream in streams)
 
     def replay_bytes(self) -> int:
         """Payload bytes held for replay by all outgoing streams (bounded by the budget)."""

@@ -223,6 +223,10 @@ class OutgoingStream(threading.Thread):
         return self.progress.connected
 
     @property
+    def ever_connected(self) -> bool:
+        return self.progress.ever_connected
+
+    @property
     def unacked(self) -> int:
         return len(self._window)
 

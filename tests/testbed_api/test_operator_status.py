@@ -212,7 +212,9 @@ def test_bounded_run_completes_keeps_figures_and_scales_to_zero(
         testbed,
         namespace,
         "short",
-        {"workers": 2, "duration": "4s", "statusIntervalSeconds": 1, "workload": QUIET},
+        # Long enough that a fold sees it running on a loaded machine (a 4 s run could be
+        # over before the first fold with both pods ready, so it never was Running).
+        {"workers": 2, "duration": "10s", "statusIntervalSeconds": 1, "workload": QUIET},
     )
 
     def completed() -> dict[str, Any] | None:

@@ -186,6 +186,18 @@ def test_metrics_and_probes(workers: Callable[..., list[Worker]]) -> None:
         server.stop()
 
 
+def test_a_worker_stays_ready_when_its_only_peer_goes_away(
+    workers: Callable[..., list[Worker]],
+) -> None:
+    """Readiness follows the worker, not its peers: the survivor of a pair is not
+    reported unready because the other one died (the link's state says that)."""
+    first, second = workers(2)
+    wait_for(lambda: first.ready() and second.ready())
+    second.stop(grace_seconds=0.2)
+    wait_for(lambda: first.report().peers_connected == 0)
+    assert first.ready()
+
+
 def test_the_rate_limit_caps_what_a_worker_sends(
     workers: Callable[..., list[Worker]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
