@@ -251,9 +251,25 @@ class TestFaults:
         scenario.assert_clean()
 
     def test_step_2_pod_delete_recovers_without_loss(self, scenario: Scenario) -> None:
+        victim = f"{NAME}-2"
+        (old,) = [p["metadata"]["uid"] for p in scenario.pods() if p["metadata"]["name"] == victim]
         before = time.monotonic()
-        scenario.testbed.kubectl(
-            "delete", "pod", f"{NAME}-2", "-n", scenario.namespace, "--wait=false"
+        scenario.testbed.kubectl("delete", "pod", victim, "-n", scenario.namespace, "--wait=false")
+        # The replacement (a new pod, a new IP, a new key to enroll) is ready, so enrolled
+        # and joined, before health is judged: the status of the moment of the delete
+        # reads healthy too.
+        scenario.testbed.wait_for(
+            lambda: any(
+                p["metadata"]["name"] == victim
+                and p["metadata"]["uid"] != old
+                and any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in p.get("status", {}).get("conditions") or []
+                )
+                for p in scenario.pods()
+            ),
+            120,
+            f"{victim} replaced by a new pod that enrolled and joined",
         )
         scenario.wait_healthy(150, "after a pod delete")
         assert all(s.get("phase") != "Pending" for s in scenario.status.since(before))
@@ -365,7 +381,7 @@ class TestFaults:
         scenario.assert_clean()
 
     def test_step_7_bounded_run_scaled_mid_run_keeps_its_deadline(self, scenario: Scenario) -> None:
-        duration = 60
+        duration = 40
         spec = {**SPEC, "duration": f"{duration}s"}
         apply_cluster(scenario.testbed, scenario.namespace, NAME, spec)
         scenario.testbed.wait_for(
@@ -376,7 +392,7 @@ class TestFaults:
             120,
             "the bounded run to start",
         )
-        time.sleep(20)
+        time.sleep(15)
         scenario.testbed.kubectl("scale", "cc", NAME, "-n", scenario.namespace, "--replicas", "2")
         status = scenario.testbed.wait_for(
             lambda: (
