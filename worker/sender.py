@@ -24,7 +24,13 @@ from w5xde.worker import credits, links, protocol
 from w5xde.worker.codec import wire_context
 from w5xde.worker.config import WorkerConfig, split_host_port
 from w5xde.worker.counters import SendCounters
-from w5xde.worker.handshake import Identity, NotEnrolledError, client_handshake, expected_peer
+from w5xde.worker.handshake import (
+    HandshakeTimeoutError,
+    Identity,
+    NotEnrolledError,
+    client_handshake,
+    expected_peer,
+)
 from w5xde.worker.pacing import RateLimiter, RateSplit
 from w5xde.worker.producer import CompressionPool, make_producer
 from w5xde.worker.progress import RECONNECT_AFTER_S, StreamProgress, stall_after_seconds
@@ -252,7 +258,14 @@ class OutgoingStream(threading.Thread):
             try:
                 sock = self._connect()
             except (OSError, ProtocolError) as error:
-                self.progress.connect_failed(error, refused=isinstance(error, ProtocolError))
+                # A peer that never finishes the handshake (frozen, or its accept path
+                # gone while its kernel still takes connections) is not reached; a peer
+                # that answers and says no (wrong key, identity, context) refused.
+                self.progress.connect_failed(
+                    error,
+                    refused=isinstance(error, ProtocolError)
+                    and not isinstance(error, HandshakeTimeoutError),
+                )
                 # Peers start at different times: only a peer that stays away is worth a warning.
                 log.log(
                     logging.INFO

@@ -371,3 +371,49 @@ def test_workers_with_tls_identities_deliver_over_mutual_tls(
     # What each acknowledged as a sender is what the other verified.
     assert sent[0].sent_batches == received[1].batches
     assert sent[1].sent_batches == received[0].batches
+
+
+def test_a_peer_that_never_answers_the_handshake_is_unreachable_not_refused(
+    workers: Callable[..., list[Worker]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen peer's kernel still completes the TCP connect; the handshake then times
+    out. That peer was not reached: `Unreachable`. A peer that answers and says no (a
+    wrong cluster key) is `Refused`."""
+    from w5xde.api.v1alpha1 import LinkState
+    from w5xde.worker import handshake, progress
+
+    monkeypatch.setattr(progress, "STALL_AFTER_S", 1.0)
+    monkeypatch.setattr(handshake, "HANDSHAKE_TIMEOUT_S", 0.5)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # connects complete in the kernel; nothing ever answers
+    try:
+        port = silent.getsockname()[1]
+        worker = Worker(worker_config(0, [free_ports(1)[0], port]), KEY)
+        worker.start()
+        try:
+            (link,) = wait_for(
+                lambda: [
+                    link for link in worker.report().links if link.state is not LinkState.CONNECTING
+                ],
+                timeout=15,
+            )
+            assert link.state is LinkState.UNREACHABLE, link
+            assert "handshake" in link.state_message
+        finally:
+            worker.stop(grace_seconds=0.2)
+    finally:
+        silent.close()
+    first, _ = workers(2)
+    refused = Worker(worker_config(1, [first.config.listen_port(), free_ports(1)[0]]), b"\xff" * 32)
+    refused.start()
+    try:
+        (link,) = wait_for(
+            lambda: [
+                link for link in refused.report().links if link.state is not LinkState.CONNECTING
+            ],
+            timeout=15,
+        )
+        assert link.state is LinkState.REFUSED, link
+    finally:
+        refused.stop(grace_seconds=0.2)
