@@ -422,7 +422,11 @@ class Worker:
         by_peer: dict[str, list[OutgoingStream]] = {}
         for stream in streams:
             by_peer.setdefault(stream.peer, []).append(stream)
-        total = sum(stream.counters.raw_bytes for stream in streams)
+        # One reading per stream: the stream threads keep counting while this runs, and a
+        # share from a later reading over an earlier total came out above 1 (a 24-worker
+        # run's report failed validation and the worker exited at start).
+        sent_by_stream = {id(stream): stream.counters.raw_bytes for stream in streams}
+        total = sum(sent_by_stream.values())
         # Keyed by the peer's worker name, as the report's `links` and the metrics are.
         names = links.peer_names(self.config.name, self.config.peer_list(self._workers))
         tuning = {}
@@ -430,7 +434,7 @@ class Worker:
             figures = [stream.tuning.figures() for stream in group]
             raw = sum(item.raw_batches for item in figures)
             compressed = sum(item.compressed_batches for item in figures)
-            sent = sum(stream.counters.raw_bytes for stream in group)
+            sent = sum(sent_by_stream[id(stream)] for stream in group)
             tuning[names.get(peer, peer)] = LinkTuningReport(
                 level=figures[0].level,
                 auto=figures[0].auto,

@@ -110,3 +110,46 @@ def test_each_peer_s_share_level_and_raw_share_are_reported(
         "w5xde_link_sent_raw_bytes_total",
     ):
         assert f'{name}{{peer="{peer}"}}' in text, name
+
+
+class _CountingWhileRead:
+    """A stream whose thread sends between any two reads of its counter (what a busy
+    stream does to a report built while it runs)."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self._sent = 0
+        from w5xde.worker.stream_tuning import LinkFigures
+
+        figures = LinkFigures(
+            level=1,
+            auto=False,
+            raw_batches=0,
+            compressed_batches=1,
+            level_switches=0,
+            send_bytes=0,
+            buffer_floor=0,
+        )
+        self.tuning = type("Tuning", (), {"figures": staticmethod(lambda: figures)})()
+        self.counters = self
+
+    @property
+    def raw_bytes(self) -> int:
+        self._sent += 65536
+        return self._sent
+
+
+def test_link_shares_come_from_one_reading_of_streams_that_keep_sending() -> None:
+    """A share from a later reading over an earlier total came out above 1, failed the
+    report's validation, and a 24-worker local run lost a worker at start."""
+    from unit.loopback import worker_config
+    from w5xde.local.run import free_ports
+
+    ports = free_ports(3)
+    worker = Worker(worker_config(0, ports), KEY)
+    peers = [f"127.0.0.1:{port}" for port in ports[1:]]
+    worker._streams = {(peer, 0): _CountingWhileRead(peer) for peer in peers}  # type: ignore[assignment]
+    tuning = worker.link_tuning()
+    assert len(tuning) == 2
+    assert all(0 < link.share <= 1 for link in tuning.values())
+    assert sum(link.share for link in tuning.values()) == pytest.approx(1.0, abs=1e-3)
