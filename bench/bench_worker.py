@@ -290,7 +290,11 @@ def verdicts(new: dict[str, list[Row]], old: dict[str, list[Row]]) -> list[dict[
         for value in values:
             stats = stats.add(value)
         return FigureSummary(
-            mean=round(stats.mean, 1), ci95=round(stats.ci95, 1), samples=stats.count
+            mean=round(stats.mean, 1),
+            ci95=round(stats.ci95, 1),
+            min=round(min(values), 1),
+            max=round(max(values), 1),
+            samples=stats.count,
         )
 
     out = []

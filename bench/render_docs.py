@@ -174,10 +174,65 @@ def performance_targets(bench: Mapping[str, Any], _status: Mapping[str, Any]) ->
                 "| <= 80 MB RSS per worker at default settings (seed: 770 MB) "
                 f"| **{rss['value']:.1f} MB** peak (64 KiB, level 3) "
                 f"| {met(rss['value'] <= rss['target'])} |",
+                "| <= 64 MB RSS per worker at default settings (issue 21) "
+                f"| **{rss['value']:.1f} MB** peak (64 KiB, level 3) "
+                f"| {met(rss['value'] <= 64)} |",
+                *_tls_targets(bench.get("tls")),
             ]
         )
         + "\n"
     )
+
+
+def _tls_targets(tls: Mapping[str, Any] | None) -> list[str]:
+    """Issue 21's TLS cost targets: TLS on over off, medians of alternating runs."""
+    if not tls:
+        return []
+    small = tls["small_batches"]
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    return [
+        f"| TLS on / off >= {tls['target']:.2f} at 64 KiB, level 1 "
+        f"| {tls['tls_on_raw_mb_s']:.1f} / {tls['tls_off_raw_mb_s']:.1f} MB/s = "
+        f"**{tls['tls_on_over_off']:.3f}** | {met(tls['met'])} |",
+        f"| TLS on / off >= {small['target']:.2f} at 3.6 KB, level 1 "
+        f"| {small['tls_on_batches_per_s']:,} / {small['tls_off_batches_per_s']:,} batches/s = "
+        f"**{small['tls_on_over_off']:.3f}** | {met(small['met'])} |",
+    ]
+
+
+def performance_baseline(bench: Mapping[str, Any], _status: Mapping[str, Any]) -> str:
+    """Old and new side by side, alternating in the one run that made results.json."""
+    baseline = bench.get("baseline")
+    if not baseline:
+        return "No baseline in this run (`make bench BENCH_BASELINE=<ref>` adds one).\n"
+    ref = baseline["ref"]
+    lines = [
+        f"| figure (mean ± 95 % CI, min–max of the runs) | old ({ref}) | new | verdict |",
+        "|---|---:|---:|---|",
+    ]
+
+    def side(figure: Mapping[str, Any]) -> str:
+        return (
+            f"{figure['mean']:,.1f} ± {figure['ci95']:,.1f} "
+            f"({figure['min']:,.1f}{EN_DASH}{figure['max']:,.1f}, n={figure['samples']})"
+        )
+
+    for verdict in baseline.get("verdicts", []):
+        lines.append(
+            f"| {verdict['figure']} | {side(verdict['old'])} | {side(verdict['new'])} "
+            f"| {verdict['verdict']} |"
+        )
+    for row in (bench.get("scale") or {}).get("rows", []):
+        figures = f"{row['raw_mb_s']:.1f} MB/s, {row['rss_mb_max']:.1f} MB, {row['threads_max']}"
+        old_cell, new_cell = (figures, "") if row["code"] == "old" else ("", figures)
+        lines.append(
+            f"| {row['workers']} workers {row['topology']}: raw MB/s, peak RSS and threads "
+            f"per worker | {old_cell} | {new_cell} | one run each |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def performance_status(_bench: Mapping[str, Any], status: Mapping[str, Any]) -> str:
@@ -198,6 +253,7 @@ def performance_status(_bench: Mapping[str, Any], status: Mapping[str, Any]) -> 
 
 
 RENDERERS: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], str]] = {
+    "performance-baseline": performance_baseline,
     "readme-measured": readme_measured,
     "performance-rows": performance_rows,
     "performance-targets": performance_targets,
