@@ -112,7 +112,7 @@ class SerialProducer:
         return Compressed(payload, crc, len(batch), seconds, codec, flags, batch)
 
     def close(self) -> None:
-        """Nothing to release."""
+        self._source.close()
 
 
 class CompressionPool:
@@ -214,6 +214,7 @@ class ParallelProducer:
         return self._ready.popleft()
 
     def close(self) -> None:
+        self._source.close()
         if self._owns_pool:
             self._pool.shutdown()
         else:

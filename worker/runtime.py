@@ -74,7 +74,7 @@ class Worker:
             else None
         )
         if config.workload.source == Source.FILE:
-            open_source(config.workload, None)  # fails early, naming workload.path
+            open_source(config.workload, None).close()  # fails early, naming workload.path
         self._registry = IncomingRegistry()
         self._streams: dict[tuple[str, int], OutgoingStream] = {}
         #: One replay budget for all outgoing streams, re-shared whenever they change.

@@ -40,6 +40,9 @@ class BatchSource(Protocol):
 
     def next_batch(self) -> memoryview: ...
 
+    def close(self) -> None:
+        """Release what the source holds open (a file source's handle)."""
+
 
 def _text(rng: random.Random, size: int) -> bytes:
     words = rng.choices(_WORDS, k=size // 5 + 16)
@@ -176,6 +179,9 @@ class PoolSource:
         self._offset = (offset + self._batch + _STRIDE_PRIME) % self._span
         return self._view[offset : offset + self._batch]
 
+    def close(self) -> None:
+        """Nothing to release: the pool is shared and lives as long as the worker."""
+
 
 class FileSource:
     """A file, or every regular file under a directory, read batch by batch, forever."""
@@ -210,6 +216,9 @@ class FileSource:
             self._handle.close()
             self._handle = self._open_next()
         return self._view
+
+    def close(self) -> None:
+        self._handle.close()
 
 
 def _regular_files(path: Path) -> Iterator[Path]:

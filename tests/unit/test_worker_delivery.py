@@ -417,3 +417,27 @@ def test_a_peer_that_never_answers_the_handshake_is_unreachable_not_refused(
         assert link.state is LinkState.REFUSED, link
     finally:
         refused.stop(grace_seconds=0.2)
+
+
+def test_a_file_source_worker_leaves_no_file_open_after_it_stops(
+    tmp_path: Path, workers: Callable[..., list[Worker]]
+) -> None:
+    """Every stream's file is closed when the stream ends (they stayed open until the
+    garbage collector found them), and the start-up check of `workload.path` keeps none."""
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(1 << 20))
+
+    def handles() -> int:
+        return sum(
+            1
+            for fd in Path("/proc/self/fd").iterdir()
+            if os.path.realpath(fd) == str(data)
+            if fd.exists()
+        )
+
+    first, second = workers(2, workload={"source": "file", "path": str(data)})
+    wait_for(lambda: first.report().batches > 10 and second.report().batches > 10)
+    assert handles() == 2  # one per stream: the start-up check's is closed
+    first.stop(grace_seconds=0.2)
+    second.stop(grace_seconds=0.2)
+    assert handles() == 0
