@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from unit.loopback import FRAME_CONTEXT, KEY, wait_for, worker_config
-from w5xde.api.v1alpha1 import CompressionSpec
-from w5xde.contract.report import WorkerReport
+from w5xde.api.v1alpha1 import CompressionSpec, LinkState
+from w5xde.contract.report import LinkReport, WorkerReport
 from w5xde.local.run import free_ports
 from w5xde.worker import pacing, protocol
 from w5xde.worker.codec import BatchCompressor
@@ -373,50 +373,42 @@ def test_workers_with_tls_identities_deliver_over_mutual_tls(
     assert sent[1].sent_batches == received[0].batches
 
 
+def _first_settled_link(worker: Worker) -> LinkReport:
+    """The worker's one link, once it is past `Connecting` (started, then stopped)."""
+    worker.start()
+    try:
+        (link,) = wait_for(
+            lambda: [
+                link for link in worker.report().links if link.state is not LinkState.CONNECTING
+            ],
+            timeout=15,
+        )
+        return link
+    finally:
+        worker.stop(grace_seconds=0.2)
+
+
 def test_a_peer_that_never_answers_the_handshake_is_unreachable_not_refused(
     workers: Callable[..., list[Worker]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A frozen peer's kernel still completes the TCP connect; the handshake then times
     out. That peer was not reached: `Unreachable`. A peer that answers and says no (a
     wrong cluster key) is `Refused`."""
-    from w5xde.api.v1alpha1 import LinkState
     from w5xde.worker import handshake, progress
 
     monkeypatch.setattr(progress, "STALL_AFTER_S", 1.0)
     monkeypatch.setattr(handshake, "HANDSHAKE_TIMEOUT_S", 0.5)
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)  # connects complete in the kernel; nothing ever answers
-    try:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # connects complete in the kernel; nothing ever answers
         port = silent.getsockname()[1]
-        worker = Worker(worker_config(0, [free_ports(1)[0], port]), KEY)
-        worker.start()
-        try:
-            (link,) = wait_for(
-                lambda: [
-                    link for link in worker.report().links if link.state is not LinkState.CONNECTING
-                ],
-                timeout=15,
-            )
-            assert link.state is LinkState.UNREACHABLE, link
-            assert "handshake" in link.state_message
-        finally:
-            worker.stop(grace_seconds=0.2)
-    finally:
-        silent.close()
+        link = _first_settled_link(Worker(worker_config(0, [free_ports(1)[0], port]), KEY))
+    assert link.state is LinkState.UNREACHABLE, link
+    assert "handshake" in link.state_message
     first, _ = workers(2)
-    refused = Worker(worker_config(1, [first.config.listen_port(), free_ports(1)[0]]), b"\xff" * 32)
-    refused.start()
-    try:
-        (link,) = wait_for(
-            lambda: [
-                link for link in refused.report().links if link.state is not LinkState.CONNECTING
-            ],
-            timeout=15,
-        )
-        assert link.state is LinkState.REFUSED, link
-    finally:
-        refused.stop(grace_seconds=0.2)
+    config = worker_config(1, [first.config.listen_port(), free_ports(1)[0]])
+    link = _first_settled_link(Worker(config, b"\xff" * 32))
+    assert link.state is LinkState.REFUSED, link
 
 
 def test_a_file_source_worker_leaves_no_file_open_after_it_stops(
