@@ -32,7 +32,7 @@ from w5xde.worker.pacing import RateSplit
 from w5xde.worker.producer import CompressionPool, compression_threads, uses_pool
 from w5xde.worker.rates import RateWindow, Snapshot
 from w5xde.worker.receiver import IncomingRegistry, ReceiveLoop
-from w5xde.worker.sender import OutgoingStream, ReplayBudget, Unacked
+from w5xde.worker.sender import DRAIN_TIMEOUT_S, OutgoingStream, ReplayBudget, Unacked
 from w5xde.worker.sockets import BufferSizes, tune
 from w5xde.worker.sources import BatchSource, PoolSource, open_source, synthetic_pool
 from w5xde.worker.tls import TlsIdentity
@@ -45,6 +45,8 @@ log = logging.getLogger("w5xde.worker")
 DEFAULT_RATE_WINDOW_S = links.DEFAULT_RATE_WINDOW_S
 #: How often the sampler thread snapshots the counters for the rate window.
 SAMPLE_EVERY_S = 0.5
+#: How long past the drain's own bound a stopping worker waits for a stream to end.
+STOP_SLACK_S = 2.0
 #: Well above the connections a reconnecting flood keeps queued (see http_serving).
 _LISTEN_BACKLOG = 1024
 #: A worker whose accept path or a stream thread died fails liveness after this long.
@@ -159,6 +161,19 @@ class Worker:
             streams = list(self._streams.values())
         for stream in streams:
             stream.drain()
+        # A stream blocked in a send to a peer that takes nothing (frozen, or stopping
+        # itself) would hold the stop for the socket's timeout (30 s): past the drain's own
+        # bound it is cut, so a SIGTERM ends the worker in seconds, not at the kubelet's
+        # SIGKILL. What it had not delivered stays unacknowledged in the final report.
+        drained_by = time.monotonic() + DRAIN_TIMEOUT_S + STOP_SLACK_S
+        for stream in streams:
+            stream.join(max(0.0, drained_by - time.monotonic()))
+        for stream in streams:
+            if stream.is_alive():
+                log.warning(
+                    "stream to %s (%d) did not drain in time; cut", stream.peer, stream.stream
+                )
+                stream.abort()
         for stream in streams:
             stream.join()
         deadline = time.monotonic() + grace_seconds

@@ -280,10 +280,16 @@ def test_silent_worker_goes_stale_and_recovers(
     )
 
     def reported() -> bool:
-        reporting = _status(testbed, namespace, "quiet").get("reporting", {})
-        return reporting.get("workersReporting") == 2
+        status = _status(testbed, namespace, "quiet")
+        # Streaming, not only reporting: a worker reports before it is enrolled and has
+        # joined, and freezing its only peer then keeps it unready for good (READY 0/2).
+        return (
+            status.get("reporting", {}).get("workersReporting") == 2
+            and status.get("ready") == "2/2"
+            and float(status.get("throughputBytesPerSecond") or 0) > 0
+        )
 
-    testbed.wait_for(reported, 120, f"reports from both workers\n{operator.log()}")
+    testbed.wait_for(reported, 120, f"both workers reporting and streaming\n{operator.log()}")
     pid = testbed.container_pid(namespace, "quiet-1")
     os.kill(pid, signal.SIGSTOP)  # its report endpoint hangs: the fold must go on
     try:
