@@ -292,8 +292,8 @@ def verdicts(new: dict[str, list[Row]], old: dict[str, list[Row]]) -> list[dict[
         return FigureSummary(
             mean=round(stats.mean, 1),
             ci95=round(stats.ci95, 1),
-            min=round(min(values), 1),
-            max=round(max(values), 1),
+            min=round(stats.min, 1),
+            max=round(stats.max, 1),
             samples=stats.count,
         )
 

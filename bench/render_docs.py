@@ -148,6 +148,10 @@ def performance_rows(bench: Mapping[str, Any], _status: Mapping[str, Any]) -> st
     return "\n".join(lines) + "\n"
 
 
+def _met(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
 def performance_targets(bench: Mapping[str, Any], _status: Mapping[str, Any]) -> str:
     targets = bench["targets"]
     pair, small, rss = (
@@ -156,9 +160,6 @@ def performance_targets(bench: Mapping[str, Any], _status: Mapping[str, Any]) ->
         targets["rss_mb_per_worker_default"],
     )
 
-    def met(ok: bool) -> str:
-        return "met" if ok else "**not met**"
-
     return (
         "\n".join(
             [
@@ -166,17 +167,17 @@ def performance_targets(bench: Mapping[str, Any], _status: Mapping[str, Any]) ->
                 "|---|---|---|",
                 "| 2 workers, 64 KiB, level 1, mixed: >= 1.3x the raw MB/s of `zstd -1 \\| nc` "
                 f"| {pair['w5xde_raw_mb_s']:.1f} vs {pair['zstd_nc_raw_mb_s']:.1f} MB/s = "
-                f"**{pair['factor']:.2f}x** | {met(pair['factor'] >= pair['target'])} |",
+                f"**{pair['factor']:.2f}x** | {_met(pair['factor'] >= pair['target'])} |",
                 "| 3.6 KB batches: >= 20,000 batches/s from a 2-worker local run "
                 "(seed: 570/s) "
                 f"| **{small['value']:,}/s** at level 3 "
-                f"| {met(small['value'] >= small['target'])} |",
+                f"| {_met(small['value'] >= small['target'])} |",
                 "| <= 80 MB RSS per worker at default settings (seed: 770 MB) "
                 f"| **{rss['value']:.1f} MB** peak (64 KiB, level 3) "
-                f"| {met(rss['value'] <= rss['target'])} |",
+                f"| {_met(rss['value'] <= rss['target'])} |",
                 "| <= 64 MB RSS per worker at default settings (issue 21) "
                 f"| **{rss['value']:.1f} MB** peak (64 KiB, level 3) "
-                f"| {met(rss['value'] <= 64)} |",
+                f"| {_met(rss['value'] <= 64)} |",
                 *_tls_targets(bench.get("tls")),
             ]
         )
@@ -190,16 +191,13 @@ def _tls_targets(tls: Mapping[str, Any] | None) -> list[str]:
         return []
     small = tls["small_batches"]
 
-    def met(ok: bool) -> str:
-        return "met" if ok else "**not met**"
-
     return [
         f"| TLS on / off >= {tls['target']:.2f} at 64 KiB, level 1 "
         f"| {tls['tls_on_raw_mb_s']:.1f} / {tls['tls_off_raw_mb_s']:.1f} MB/s = "
-        f"**{tls['tls_on_over_off']:.3f}** | {met(tls['met'])} |",
+        f"**{tls['tls_on_over_off']:.3f}** | {_met(tls['met'])} |",
         f"| TLS on / off >= {small['target']:.2f} at 3.6 KB, level 1 "
         f"| {small['tls_on_batches_per_s']:,} / {small['tls_off_batches_per_s']:,} batches/s = "
-        f"**{small['tls_on_over_off']:.3f}** | {met(small['met'])} |",
+        f"**{small['tls_on_over_off']:.3f}** | {_met(small['met'])} |",
     ]
 
 
