@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from w5xde.worker.config import (
 from w5xde.worker.keyring import KeyRing
 from w5xde.worker.logs import configure_logging
 from w5xde.worker.runtime import Worker
+from w5xde.worker.stop_request import StopRequest
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -50,6 +51,8 @@ def run_worker_process(*, config_file: str | None, report_interval: float) -> in
         print(f"w5xde worker: {error}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(config.log_mode)
+    # Before the first thread starts, so every thread inherits the blocked signals.
+    stop = StopRequest()
     key_file = os.environ.get(ENV_CLUSTER_KEY_FILE)
     from_file = key_file and not os.environ.get(ENV_CLUSTER_KEY)
     keyring = KeyRing.from_file(Path(key_file)) if from_file and key_file else KeyRing(key)
@@ -58,13 +61,9 @@ def run_worker_process(*, config_file: str | None, report_interval: float) -> in
     except (ValueError, OSError) as error:
         print(f"w5xde worker: {error}", file=sys.stderr)
         return EXIT_USAGE
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    # A worker that will not stop or has gone quiet shows where every thread is, on
+    # stderr, without being stopped: `kill -USR1 PID` (docs/worker.md).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         worker.start()
     except OSError as error:

@@ -119,7 +119,20 @@ class WorkerProcess:
         """SIGTERM, wait, and return the final report line."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # Where each thread is (the worker dumps its stacks on SIGUSR1), then gone.
+            self.process.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
+            self.process.kill()
+            self.process.wait(10)
+            for reader in self.readers:
+                reader.join(5)
+            raise AssertionError(
+                f"{self.name} did not stop within {timeout} s of SIGTERM; stderr:\n"
+                + "".join(self.stderr[-200:])
+            ) from None
         # The readers end at the pipes' EOF, once every line the worker printed is in.
         for reader in self.readers:
             reader.join(timeout)
