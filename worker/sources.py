@@ -44,20 +44,19 @@ class BatchSource(Protocol):
         """Release what the source holds open (a file source's handle)."""
 
 
-def _text(rng: random.Random, size: int) -> bytes:
-    words = rng.choices(_WORDS, k=size // 5 + 16)
-    out = bytearray()
-    for start in range(0, len(words), 14):
-        out += " ".join(words[start : start + 14]).capitalize().encode() + b". "
-        if len(out) >= size:
-            break
-    return bytes(memoryview(out)[:size])
+#: The pool is filled in pieces of this size (in `mixed`, consecutive pieces alternate
+#: between the kinds of data).
+_PIECE = 16 * 1024
 
 
-def _json_logs(rng: random.Random, size: int) -> bytes:
-    out = bytearray()
+def _text(rng: random.Random) -> Iterator[bytes]:
+    while True:
+        yield " ".join(rng.choices(_WORDS, k=14)).capitalize().encode() + b". "
+
+
+def _json_logs(rng: random.Random) -> Iterator[bytes]:
     second = 1_767_225_600
-    while len(out) < size:
+    while True:
         second += rng.randrange(3)
         line = {
             "ts": f"2026-01-01T{(second // 3600) % 24:02d}:{(second // 60) % 60:02d}:"
@@ -70,66 +69,84 @@ def _json_logs(rng: random.Random, size: int) -> bytes:
             "request_id": f"{rng.getrandbits(64):016x}",
             "msg": " ".join(rng.choices(_WORDS, k=rng.randrange(3, 9))),
         }
-        out += json.dumps(line, separators=(",", ":")).encode() + b"\n"
-    return bytes(memoryview(out)[:size])
+        yield json.dumps(line, separators=(",", ":")).encode() + b"\n"
 
 
-def _tensors_f32(rng: random.Random, size: int) -> bytes:
+_EXPONENTS = bytes((0x3C, 0x3D, 0x3E, 0xBC, 0xBD, 0xBE, 0x3F, 0xBF) * 32)
+
+
+def _tensors_f32(rng: random.Random) -> Iterator[bytes]:
     """Little-endian float32 values near +-1 (weights-like): random mantissas, few exponents."""
-    size -= size % 4
-    data = bytearray(rng.randbytes(size))
-    exponents = bytes((0x3C, 0x3D, 0x3E, 0xBC, 0xBD, 0xBE, 0x3F, 0xBF) * 32)
-    data[3::4] = data[3::4].translate(exponents)
-    return bytes(data)
+    while True:
+        data = bytearray(rng.randbytes(_PIECE))
+        data[3::4] = data[3::4].translate(_EXPONENTS)
+        yield bytes(data)
 
 
-def _random(rng: random.Random, size: int) -> bytes:
-    return rng.randbytes(size)
+def _random(rng: random.Random) -> Iterator[bytes]:
+    while True:
+        yield rng.randbytes(_PIECE)
 
 
-def _mixed(rng: random.Random, size: int) -> bytes:
-    """Interleaved 16 KiB pieces of text, JSON logs, tensors and a little random data."""
-    piece = 16 * 1024
-    parts = {
-        "text": _text(rng, size // 3 + piece),
-        "json": _json_logs(rng, size // 3 + piece),
-        "tensors": _tensors_f32(rng, size // 4 + piece),
-        "random": _random(rng, size // 12 + piece),
-    }
-    order = ("text", "json", "tensors", "text", "json", "tensors", "json", "text", "random")
-    cursors = dict.fromkeys(parts, 0)
-    # Filled in place (no growing buffer, no slice copies): the pool's peak memory is
-    # part of every worker's peak RSS.
-    out = bytearray(size + len(order) * piece)
+class _Pieces:
+    """Cuts a stream of variable-sized chunks into exact pieces."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._held = bytearray()
+
+    def take(self, size: int) -> bytes:
+        while len(self._held) < size:
+            self._held += next(self._chunks)
+        piece = bytes(self._held[:size])
+        del self._held[:size]
+        return piece
+
+
+def _fill(size: int, order: list[_Pieces]) -> bytearray:
+    """`size` bytes, written in place piece by piece, cycling through `order`.
+
+    The pool's bytes are the only large allocation: generating a whole part of each
+    kind first and copying them together once made a worker's start peak 8 MB above
+    its steady RSS, and that start was its peak RSS (docs/PERFORMANCE.md, Memory).
+    """
+    out = bytearray(size)
     filled = 0
     while filled < size:
-        for name in order:
-            source = parts[name]
-            start = cursors[name] % max(1, len(source) - piece)
-            chunk = memoryview(source)[start : start + piece]
-            out[filled : filled + len(chunk)] = chunk
-            filled += len(chunk)
-            cursors[name] = start + piece
-    parts.clear()
-    return bytes(memoryview(out)[:size])
+        for pieces in order:
+            take = min(_PIECE, size - filled)
+            out[filled : filled + take] = pieces.take(take)
+            filled += take
+            if filled == size:
+                break
+    return out
 
 
-_GENERATORS = {
+_KINDS = {
     Profile.TEXT: _text,
     Profile.JSON_LOGS: _json_logs,
     Profile.TENSORS_F32: _tensors_f32,
     Profile.RANDOM: _random,
-    Profile.MIXED: _mixed,
 }
+#: `mixed`: interleaved 16 KiB pieces of text, JSON logs, tensors and a little random data.
+_MIXED_ORDER = (
+    Profile.TEXT, Profile.JSON_LOGS, Profile.TENSORS_F32,
+    Profile.TEXT, Profile.JSON_LOGS, Profile.TENSORS_F32,
+    Profile.JSON_LOGS, Profile.TEXT, Profile.RANDOM,
+)  # fmt: skip
 
 
-def synthetic_pool(profile: Profile, size: int = POOL_BYTES, seed: int = 5) -> bytes:
+def synthetic_pool(profile: Profile, size: int = POOL_BYTES, seed: int = 5) -> bytearray:
     """`size` bytes of the profile's data; the same seed gives the same bytes.
 
-    Generating 4 MiB leaves about 7 MB of freed temporaries in the C heap, which glibc
-    keeps unless asked (measured: a worker's RSS 56 -> 50 MB after the trim).
+    Never written after it is made: every stream slices it (read-only views).
     """
-    pool = _GENERATORS[profile](random.Random(seed), size)  # noqa: S311 (test data, not secrets)
+    rng = random.Random(seed)  # noqa: S311 (test data, not secrets)
+    if profile == Profile.MIXED:
+        kinds = {kind: _Pieces(make(rng)) for kind, make in _KINDS.items()}
+        pool = _fill(size, [kinds[kind] for kind in _MIXED_ORDER])
+    else:
+        pool = _fill(size, [_Pieces(_KINDS[profile](rng))])
     release_free_heap()
     return pool
 
@@ -150,7 +167,7 @@ class PoolSource:
     #: window may keep them without a copy.
     stable_batches = True
 
-    def __init__(self, pool: bytes, batch_bytes: int, start: int = 0) -> None:
+    def __init__(self, pool: bytes | bytearray, batch_bytes: int, start: int = 0) -> None:
         if len(pool) < batch_bytes:
             pool = pool * (batch_bytes // max(1, len(pool)) + 1)
         # Batches start only where a whole one fits, so a slice never wraps around and
@@ -228,7 +245,9 @@ def _regular_files(path: Path) -> Iterator[Path]:
         yield from sorted(item for item in path.rglob("*") if item.is_file())
 
 
-def open_source(workload: WorkloadSpec, pool: bytes | None, start: int = 0) -> BatchSource:
+def open_source(
+    workload: WorkloadSpec, pool: bytes | bytearray | None, start: int = 0
+) -> BatchSource:
     """The batch source for one stream (each stream starts at its own offset)."""
     if workload.source == Source.FILE:
         return FileSource(workload.path, workload.batch_bytes)

@@ -19,6 +19,7 @@ import pytest
 
 from w5xde.api.v1alpha1 import LinkState
 from w5xde.local import run as local
+from w5xde.local.arguments import add_local_arguments
 
 #: The per-worker rate limit: 4 workers x 20 MB/s, small enough for the 2-core machine.
 RATE = 20_000_000
@@ -27,7 +28,7 @@ WORKERS = 4
 
 def _start(tmp_path: Path, *extra: str) -> list[local.Child]:
     parser = argparse.ArgumentParser()
-    local.add_local_arguments(parser)
+    add_local_arguments(parser)
     args = parser.parse_args(
         ["--workers", str(WORKERS), "--topology", "all-to-all", "--duration", "300",
          "--rate-limit", str(RATE), *extra]

@@ -14,7 +14,8 @@ from w5xde.api.v1alpha1 import (
     CompressionSpec,
     NetworkSpec,
 )
-from w5xde.local.run import UsageError, add_local_arguments, plan_from_args
+from w5xde.local.arguments import add_local_arguments
+from w5xde.local.run import UsageError, plan_from_args
 from w5xde.operator.resources.metadata import ClusterRef
 from w5xde.operator.sysctl_policy import TCP_RMEM, TCP_WMEM, plan_sysctls
 from w5xde.operator.worker_config import worker_config_json

@@ -9,7 +9,7 @@ from typing import Any
 
 def add_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Register `w5xde local`."""
-    from w5xde.local.run import add_local_arguments
+    from w5xde.local.arguments import add_local_arguments
 
     local = subparsers.add_parser(
         "local",
