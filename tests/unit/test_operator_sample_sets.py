@@ -106,7 +106,8 @@ def test_the_next_sample_has_a_new_id_and_a_fresh_baseline_and_waits_for_workers
     following = next_sample(run, [], totals)
     assert (following.id, following.sample, following.samples) == ("run-5", 2, 3)
     assert following.start_totals == totals
-    assert following.started_at is None and following.awaiting_fresh_workers
+    assert following.started_at is None
+    assert following.awaiting_fresh_workers
     assert next_run_id(["run-9", "run-10", "other-99"]) == "run-11"
     assert fresh_workers_ready(following, ["d-0"]).awaiting_fresh_workers
     ready = fresh_workers_ready(following, [])
@@ -142,7 +143,8 @@ def test_a_completed_sample_begins_the_next_instead_of_completing() -> None:
     assert patch["samples"]["completed"] == 1
     assert patch["samples"]["summary"]["throughputBytesPerSecond"]["mean"] == 10e6
     reasons = [event.reason for event in fold.events]
-    assert "SampleCompleted" in reasons and "Completed" not in reasons
+    assert "SampleCompleted" in reasons
+    assert "Completed" not in reasons
     assert keeps_no_workers(
         CompressionClusterStatus.model_validate({**patch, "observedGeneration": 2}), 2
     )
