@@ -57,13 +57,6 @@ from w5xde.operator.observation import (
     PodState,
     Problem,
 )
-from w5xde.operator.sample_sets import (
-    fresh_workers_ready,
-    next_sample,
-    record_sample,
-    samples_left,
-    starting_set,
-)
 from w5xde.operator.runs import (
     COMPLETION_GRACE_SECONDS,
     STALE_AFTER_INTERVALS,
@@ -75,6 +68,13 @@ from w5xde.operator.runs import (
     run_is_over,
     spec_digest,
     summarize_run,
+)
+from w5xde.operator.sample_sets import (
+    fresh_workers_ready,
+    next_sample,
+    record_sample,
+    samples_left,
+    starting_set,
 )
 from w5xde.operator.status_conditions import (
     RUN_PROBLEMS,
@@ -411,7 +411,9 @@ def fold_status(
         observation,
         workers,
         restarted=restarted,
-        links_problem=None if settled or run.awaiting_fresh_workers else _links_problem(rows, links),
+        links_problem=None
+        if settled or run.awaiting_fresh_workers
+        else _links_problem(rows, links),
         completed=completed,
         completing=not completed and run_ended(spec, run, now),
         was_running=was_running,
