@@ -69,6 +69,14 @@ def is_completed(status: CompressionClusterStatus, generation: int) -> bool:
     return status.phase is Phase.COMPLETED and status.observed_generation >= generation
 
 
+def keeps_no_workers(status: CompressionClusterStatus, generation: int) -> bool:
+    """No worker pods now: the run is over, or a sample set waits for the previous
+    sample's workers to go before it starts the next sample's (the fold loop scales
+    them up again)."""
+    applied = status.observed_generation >= generation
+    return is_completed(status, generation) or (applied and status.run.awaiting_fresh_workers)
+
+
 @dataclass(frozen=True)
 class Owned:
     desired: Desired

@@ -10,10 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from w5xde.api.reasons import EventType, Reason
-from w5xde.api.v1alpha1 import Condition, ConditionType, RunState, RunSummary
+from w5xde.api.v1alpha1 import (
+    Condition,
+    ConditionType,
+    RunState,
+    RunSummary,
+    SampleSetStatus,
+)
 from w5xde.contract import results
 from w5xde.operator.conditions import condition
 from w5xde.operator.observation import Event
+from w5xde.operator.sample_sets import set_message
 
 
 def _verdict(run: RunState, kept: Sequence[RunSummary]) -> RunSummary | None:
@@ -34,9 +41,16 @@ def message(summary: RunSummary) -> str:
 
 
 def passed_conditions(
-    run: RunState, kept: Sequence[RunSummary], generation: int
+    run: RunState,
+    kept: Sequence[RunSummary],
+    generation: int,
+    sample_set: SampleSetStatus | None = None,
 ) -> list[Condition]:
-    """`Passed` for the current run once it has a verdict; none before (or unbounded)."""
+    """`Passed` for the current run once it has a verdict; none before (or unbounded).
+    A sample set is judged whole, once its last sample is: passed when every sample
+    passed (each sample's own checks stay on its `status.runs` entry)."""
+    if run.samples > 1:
+        return _set_conditions(sample_set, generation)
     summary = _verdict(run, kept)
     if summary is None:
         return []
@@ -44,6 +58,14 @@ def passed_conditions(
     return [
         condition(ConditionType.PASSED, bool(summary.passed), reason, message(summary), generation)
     ]
+
+
+def _set_conditions(sample_set: SampleSetStatus | None, generation: int) -> list[Condition]:
+    if sample_set is None or sample_set.passed is None:
+        return []
+    reason = Reason.EXPECTATIONS_MET if sample_set.passed else Reason.EXPECTATION_MISSED
+    message = f"sample set {sample_set.id}: {set_message(sample_set)}"
+    return [condition(ConditionType.PASSED, sample_set.passed, reason, message, generation)]
 
 
 def passed_events(summary: RunSummary) -> list[Event]:

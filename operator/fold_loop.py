@@ -58,6 +58,7 @@ from w5xde.operator.report_client import ReportClient, report_timeout
 from w5xde.operator.resources.metadata import ClusterRef, selector_labels
 from w5xde.operator.resources.run_config import render_run_config
 from w5xde.operator.runs import run_deadline
+from w5xde.operator.sample_sets import wants_fresh_workers
 from w5xde.operator.status_folding import completed_status, fold_status
 
 __all__ = ["ClusterMemory", "FoldLoop", "changes", "cluster_summary"]
@@ -273,9 +274,27 @@ class FoldLoop:
         metrics.FOLDS.inc()
         await self._post_events(body, [*events, *fold.events])
         await self._publish_deadline(cluster, memory, spec, fold.status.run)
-        if fold.completed:
+        await self._workers_for_run(cluster, spec, statefulset, fold.status.run, fold.completed)
+
+    async def _workers_for_run(
+        self,
+        cluster: ClusterRef,
+        spec: CompressionClusterSpec,
+        statefulset: dict[str, Any] | None,
+        run: RunState,
+        completed: bool,
+    ) -> None:
+        """A completed run, or a sample set between samples, keeps zero workers; the next
+        sample gets fresh ones once the previous sample's pods are gone."""
+        if completed:
             await asyncio.to_thread(
                 ensure_owned, self.runtime, cluster, spec, statefulset, completed=True
+            )
+        elif run.awaiting_fresh_workers:
+            await self._stop(cluster, spec, statefulset)
+        elif statefulset is not None and wants_fresh_workers(run, _replicas(statefulset)):
+            await asyncio.to_thread(
+                ensure_owned, self.runtime, cluster, spec, statefulset, completed=False
             )
 
     async def _publish_deadline(
@@ -399,6 +418,10 @@ class FoldLoop:
             await asyncio.to_thread(
                 ensure_owned, self.runtime, cluster, spec, statefulset, completed=True
             )
+
+
+def _replicas(statefulset: Mapping[str, Any]) -> int:
+    return int((statefulset.get("spec") or {}).get("replicas", 0))
 
 
 def _refused(problems: Iterable[Any]) -> bool:

@@ -36,6 +36,7 @@ from w5xde.operator.apply import (
     Runtime,
     ensure_owned,
     is_completed,
+    keeps_no_workers,
     post_events,
     remove_absent,
     remove_retired_worker_rbac,
@@ -165,8 +166,9 @@ def reconcile(
     except ValidationError as error:
         return _invalid_spec(cluster, status, error)
     completed = is_completed(status, cluster.generation)
+    no_workers = keeps_no_workers(status, cluster.generation)
     existing = runtime.kube.read_statefulset(cluster.namespace, cluster.statefulset)
-    owned = ensure_owned(runtime, cluster, spec, existing, completed=completed)
+    owned = ensure_owned(runtime, cluster, spec, existing, completed=no_workers)
     desired, foreign_key = owned.desired, owned.problem
     remove_retired_worker_rbac(runtime.kube, cluster)
     remove_absent(runtime.kube, cluster, desired)

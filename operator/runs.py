@@ -33,6 +33,7 @@ from w5xde.api.v1alpha1 import (
 from w5xde.contract.figures import ClusterFigures, minus_floored, run_averages
 from w5xde.contract.report import WorkerReport
 from w5xde.operator.observation import Observation, PodState
+from w5xde.operator.sample_sets import first_sample, next_run_id
 
 #: A worker is stale after this many report intervals without a report.
 STALE_AFTER_INTERVALS = 3
@@ -59,8 +60,9 @@ def _digest(spec_json: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-#: Spec fields that do not change what a run measures (how it is judged).
-_NOT_MEASURED = {"expect"}
+#: Spec fields that do not change what a run measures (how it is judged, how often it
+#: is repeated).
+_NOT_MEASURED = {"expect", "samples"}
 
 
 def _measured(spec: CompressionClusterSpec) -> dict[str, Any]:
@@ -91,12 +93,7 @@ def run_deadline(spec: CompressionClusterSpec, run: RunState) -> datetime | None
 
 
 def _next_run_id(status: CompressionClusterStatus) -> str:
-    numbers = [0]
-    for run_id in [status.run.id, *(item.id for item in status.runs)]:
-        prefix, _, number = run_id.rpartition("-")
-        if prefix == "run" and number.isdigit():
-            numbers.append(int(number))
-    return f"run-{max(numbers) + 1}"
+    return next_run_id([status.run.id, *(item.id for item in status.runs)])
 
 
 def current_run(
@@ -114,6 +111,8 @@ def current_run(
     in_progress = bool(run.id and run.started_at and run.completed_at is None)
     if in_progress and only_rescaled(spec, run.spec_digest):
         update: dict[str, Any] = {"generation": observation.applied_generation}
+        if spec.samples > 1 or run.samples > 1:  # `samples` is not measured: the set goes on
+            update.update(samples=max(spec.samples, run.sample))
         if spec_digest(spec) != run.spec_digest:
             scale = RunScale(at=isoformat(observation.now), workers=spec.workers)
             update["spec_digest"] = spec_digest(spec)
@@ -130,6 +129,7 @@ def current_run(
         generation=observation.applied_generation,
         spec_digest=spec_digest(spec),
         start_totals=published,
+        **first_sample(spec),
         # Written as [] only to clear the previous run's scales from the stored status.
         **({"scales": []} if run.scales else {}),
     )
@@ -161,6 +161,8 @@ def summarize_run(
         throughput=interval_of(run.throughput_samples),
         batches=interval_of(run.batches_per_second_samples),
         cpu_seconds_per_gb=interval_of(run.cpu_seconds_per_gb_samples, digits=3),
+        sample=run.sample,
+        samples=run.samples,
     )
 
 

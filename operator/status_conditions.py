@@ -52,6 +52,8 @@ class Situation:
     links_problem: Problem | None = None
     #: `LinksStalled` is written once it was ever set (then False while links flow).
     links_condition: bool = False
+    #: Between two samples of a set: what `Progressing` says (empty otherwise).
+    next_sample: str = ""
 
     @property
     def all_ready(self) -> bool:
@@ -71,6 +73,8 @@ def phase_of(situation: Situation) -> Phase:
         return Phase.COMPLETING
     if situation.problems:
         return Phase.DEGRADED
+    if situation.next_sample:  # the next sample has not started: its workers are coming
+        return Phase.PENDING
     if situation.all_ready or (situation.was_running and situation.ready_workers > 0):
         return Phase.RUNNING
     return Phase.PENDING
@@ -83,6 +87,8 @@ def progress_of(situation: Situation) -> Progress:
         return Progress(False, Reason.COMPLETED, "the run is over")
     if observation.applied_generation < observation.generation or statefulset is None:
         return Progress(True, Reason.APPLYING, "applying the spec")
+    if situation.next_sample:
+        return Progress(True, Reason.NEXT_SAMPLE, situation.next_sample)
     if not statefulset.rolled_out:
         return Progress(True, Reason.ROLLING_OUT, "replacing worker pods")
     if situation.completing:

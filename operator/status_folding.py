@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from w5xde.api.reasons import Reason
+from w5xde.api.reasons import EventType, Reason
 from w5xde.api.v1alpha1 import (
     MAX_KEPT_RUNS,
     MAX_NOTABLE_WORKERS,
@@ -29,6 +29,7 @@ from w5xde.api.v1alpha1 import (
     RunOutcome,
     RunState,
     RunSummary,
+    SampleSetStatus,
     Spread,
     Totals,
     parse_duration,
@@ -67,6 +68,13 @@ from w5xde.operator.runs import (
     run_is_over,
     spec_digest,
     summarize_run,
+)
+from w5xde.operator.sample_sets import (
+    fresh_workers_ready,
+    next_sample,
+    record_sample,
+    samples_left,
+    starting_set,
 )
 from w5xde.operator.status_conditions import (
     RUN_PROBLEMS,
@@ -197,7 +205,10 @@ def _advance_run(
     links: LinksStatus,
     now: datetime,
 ) -> RunState:
-    """The run with this fold's start, high-water marks and samples."""
+    """The run with this fold's start, high-water marks and samples (none while the
+    previous sample's workers are still going: they are not this run's)."""
+    if run.awaiting_fresh_workers:
+        return run
     started_at = run.started_at
     if started_at is None and workers.ready > 0:
         started_at = isoformat(now)
@@ -310,9 +321,12 @@ def _situation(
     completed: bool,
     completing: bool,
     was_running: bool,
+    next_sample_message: str = "",
+    awaiting_fresh_workers: bool = False,
 ) -> Situation:
     problems = _problems(observation, workers.stale, links_problem)
-    if completed:  # the run's workers are done: only what follows from the spec stays
+    if completed or awaiting_fresh_workers:
+        # The run's workers are done: only what follows from the spec stays.
         problems = [problem for problem in problems if problem.reason not in RUN_PROBLEMS]
     lost = {*workers.stale, *(pod.name for pod in restarted if not pod.ready)} & set(workers.pods)
     return Situation(
@@ -326,7 +340,30 @@ def _situation(
         lost=tuple(sorted(lost)),
         links_problem=links_problem,
         links_condition=had_links_condition(status),
+        next_sample=next_sample_message,
     )
+
+
+def _current_set(status: CompressionClusterStatus, run: RunState) -> SampleSetStatus | None:
+    """The sample set this run belongs to (None when the run is no set)."""
+    if run.samples <= 1:
+        return None
+    if run.sample > 1 and status.samples is not None:
+        return status.samples
+    return starting_set(run)
+
+
+def _between_samples(run: RunState) -> str:
+    """What `Progressing` says while a further sample waits for its workers ("" when
+    the run is a first sample, or has started)."""
+    if run.sample <= 1 or run.started_at is not None:
+        return ""
+    if run.awaiting_fresh_workers:
+        return (
+            f"sample {run.sample - 1} of {run.samples} completed: waiting for its workers"
+            f" to go before sample {run.sample} ({run.id})"
+        )
+    return f"starting sample {run.sample} of {run.samples} ({run.id}) with fresh workers"
 
 
 def fold_status(
@@ -347,15 +384,24 @@ def fold_status(
     ledger = ledger.advance(workers.reports, workers.pods.keys())
 
     run, kept = current_run(spec, status, observation, published_before)
+    run = fresh_workers_ready(run, workers.pods)
     was_running = _was_running(status, run)
     figures = fold_reports(workers.reports)
     rows = link_rows(workers.reports, {name: pod.node for name, pod in workers.pods.items()})
     links = links_status(rows)
     run = _advance_run(spec, run, workers, figures=figures, links=links, now=now)
     completed = run_is_over(spec, run, now, workers.reports, workers.pods)
+    sample_set = _current_set(status, run)
+    sample_done: RunSummary | None = None  # a sample completed and another follows
     if completed:
         run, figures, closed = _close(spec, run, ledger.totals, status.spread, now)
         kept.append(closed)
+        if run.samples > 1:
+            sample_set = record_sample(sample_set, run, closed)
+        if samples_left(run):
+            sample_done, completed = closed, False
+            run = next_sample(run, kept, ledger.totals)
+    settled = completed or sample_done is not None
 
     recently = now - timedelta(seconds=max(3 * interval, RESTART_NOTABLE_SECONDS))
     restarted = _restarted_since(observation.pods, recently)
@@ -365,16 +411,23 @@ def fold_status(
         observation,
         workers,
         restarted=restarted,
-        links_problem=None if completed else _links_problem(rows, links),
+        links_problem=None
+        if settled or run.awaiting_fresh_workers
+        else _links_problem(rows, links),
         completed=completed,
         completing=not completed and run_ended(spec, run, now),
         was_running=was_running,
+        next_sample_message=_between_samples(run),
+        awaiting_fresh_workers=run.awaiting_fresh_workers,
     )
     phase = phase_of(situation)
     generation = observation.applied_generation
     merged = merge_conditions(
         status.conditions,
-        [*conditions_of(situation, phase), *passed_conditions(run, kept, generation)],
+        [
+            *conditions_of(situation, phase),
+            *passed_conditions(run, kept, generation, sample_set),
+        ],
         isoformat(now),
     )
     folded = CompressionClusterStatus(
@@ -382,8 +435,8 @@ def fold_status(
         ready=f"{workers.ready}/{spec.workers}",
         ready_workers=workers.ready,
         restart_count=sum(pod.restarts for pod in observation.pods),
-        **_figures_fields(figures, completed),
-        links=_settled(status.links) if completed else links,
+        **_figures_fields(figures, settled),
+        links=_settled(status.links) if settled else links,
         totals=ledger.totals,
         retired_totals=ledger.retired,
         notable_workers=notable_workers(
@@ -392,6 +445,7 @@ def fold_status(
         reporting=_reporting(now, workers),
         run=run,
         runs=kept[-MAX_KEPT_RUNS:],
+        samples=sample_set,
         conditions=merged,
         started_at=run.started_at,
         completed_at=isoformat(now) if completed else None,
@@ -404,9 +458,21 @@ def fold_status(
         newly_stale=_newly_stale(status, workers.stale, last_heard, interval),
         restarted=_newly_restarted(observation.pods, status, restarts_before),
     )
-    if completed:
+    if settled:
         events = (*events, *passed_events(kept[-1]))
+    if sample_done is not None:
+        events = (*events, _sample_event(sample_done, run))
     return Fold(folded, ledger, events, completed=completed, stale_workers=tuple(workers.stale))
+
+
+def _sample_event(done: RunSummary, following: RunState) -> Event:
+    return Event(
+        EventType.NORMAL,
+        Reason.SAMPLE_COMPLETED,
+        f"{done.id}: sample {done.sample} of {done.samples} completed at"
+        f" {format_throughput(done.throughput_bytes_per_second)}; sample {following.sample}"
+        f" ({following.id}) starts with fresh workers",
+    )
 
 
 def _was_running(status: CompressionClusterStatus, run: RunState) -> bool:
@@ -442,7 +508,9 @@ def completed_status(
         status.conditions,
         [
             *conditions_of(situation, Phase.COMPLETED),
-            *passed_conditions(status.run, status.runs, observation.applied_generation),
+            *passed_conditions(
+                status.run, status.runs, observation.applied_generation, status.samples
+            ),
         ],
         isoformat(observation.now),
     )

@@ -145,6 +145,18 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "with compression.codec none the ratio is 1",
     ),
     (
+        "samples-unbounded",
+        {"samples": 3},
+        "spec.samples",
+        "more than one sample repeats a bounded run",
+    ),
+    (
+        "samples-too-many",
+        {"duration": "10s", "samples": 21},
+        "spec.samples",
+        "less than or equal to 20",
+    ),
+    (
         "cert-manager-without-issuer",
         {"security": {"certificates": "certManager"}},
         "spec.security.issuerRef",

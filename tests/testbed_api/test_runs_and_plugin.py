@@ -256,3 +256,50 @@ def test_status_shows_every_link_of_an_all_to_all_cluster_with_its_round_trip(
         assert int(row[9].replace(",", "")) >= 0, row  # TCP retransmits (TCP_INFO)
         assert float(row[10].replace(",", "")) > 0, row  # the kernel's srtt, ms
         assert row[11] == ("yes" if (row[0], row[1]) in shared else "no"), row
+
+
+def test_samples_repeat_a_bounded_run_with_fresh_workers_and_summarise_the_set(
+    testbed: Any, namespace: str, operator: OperatorProcess
+) -> None:
+    spec = {
+        "workers": 2,
+        "duration": "6s",
+        "samples": 2,
+        "statusIntervalSeconds": 1,
+        "workload": QUIET,
+    }
+    apply_cluster(testbed, namespace, "sampled", spec)
+    phases_after_first: set[str] = set()
+
+    def set_done() -> dict[str, Any] | None:
+        status = _status(testbed, namespace, "sampled")
+        if len(status.get("runs", [])) == 1:
+            phases_after_first.add(str(status.get("phase")))
+        return status if status.get("phase") == "Completed" else None
+
+    status = testbed.wait_for(set_done, 180, f"both samples completed\n{operator.log()}")
+    first, second = status["runs"]
+    assert first["id"] != second["id"]
+    assert [run["outcome"] for run in (first, second)] == ["Completed", "Completed"]
+    assert [(run["sample"], run["samples"]) for run in (first, second)] == [(1, 2), (2, 2)]
+    assert second["totals"]["batches"] > 0  # the second sample's own counters, fresh workers
+    assert first["totals"]["batches"] + second["totals"]["batches"] == status["totals"]["batches"]
+    assert "Completed" not in phases_after_first  # only the last sample completes the set
+    sample_set = status["samples"]
+    assert (sample_set["samples"], sample_set["completed"]) == (2, 2)
+    assert sample_set["runIds"] == [first["id"], second["id"]]
+    assert sample_set["passed"] is True
+    throughput = sample_set["summary"]["throughputBytesPerSecond"]
+    assert throughput["samples"] == 2
+    assert throughput["min"] <= throughput["mean"] <= throughput["max"]
+    passed = next(item for item in status["conditions"] if item["type"] == "Passed")
+    assert passed["status"] == "True"
+
+    shown = plugin(testbed, testbed.kubeconfig, "-n", namespace, "results", "sampled", "--check")
+    assert shown.returncode == 0, shown.stderr
+    document = json.loads(shown.stdout)
+    jsonschema.validate(document, RESULTS_SCHEMA)
+    assert document["kind"] == "SampleSet"
+    assert [sample["runId"] for sample in document["samples"]] == sample_set["runIds"]
+    assert document["summary"]["throughputBytesPerSecond"]["mean"] == throughput["mean"]
+    assert document["passed"] is True

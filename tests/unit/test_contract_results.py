@@ -15,7 +15,9 @@ from pydantic import ValidationError
 from w5xde.api.statistics import t_quantile_975
 from w5xde.api.v1alpha1 import (
     EXPECT_NEEDS_DURATION,
+    MAX_SAMPLES,
     RATIO_WITHOUT_CODEC,
+    SAMPLES_NEED_DURATION,
     CompressionClusterSpec,
     ExpectSpec,
 )
@@ -235,9 +237,9 @@ def test_the_crd_carries_the_expectation_rules_and_bounds() -> None:
     schema = crd.crd_document()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     spec = schema["properties"]["spec"]
     rules = {rule["message"] for rule in spec["x-kubernetes-validations"]}
-    assert {EXPECT_NEEDS_DURATION, RATIO_WITHOUT_CODEC} <= rules
-    # Repeated samples are `w5xde local --samples` only (docs/decisions.md).
-    assert "samples" not in spec["properties"]
+    assert {EXPECT_NEEDS_DURATION, RATIO_WITHOUT_CODEC, SAMPLES_NEED_DURATION} <= rules
+    samples = spec["properties"]["samples"]
+    assert (samples["default"], samples["minimum"], samples["maximum"]) == (1, 1, MAX_SAMPLES)
     expect = spec["properties"]["expect"]["properties"]
     assert expect["maxLostBatches"]["minimum"] == 0
     assert set(expect) == {

@@ -40,6 +40,7 @@ class Reason(StrEnum):
     APPLYING = "Applying"
     ROLLING_OUT = "RollingOut"
     STARTING = "Starting"
+    NEXT_SAMPLE = "NextSample"  # a sample of `spec.samples` done: fresh workers for the next
     STABLE = "Stable"
     AS_SPECIFIED = "AsSpecified"
     RUN_FINISHED = "RunFinished"
@@ -56,3 +57,4 @@ class Reason(StrEnum):
     REPAIRED = "Repaired"
     DEGRADED = "Degraded"
     WORKER_RESTARTED = "WorkerRestarted"
+    SAMPLE_COMPLETED = "SampleCompleted"

@@ -646,6 +646,17 @@ EXPECT_RULES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+SAMPLES_NEED_DURATION = "samples: more than one sample repeats a bounded run; set spec.duration"
+#: `samples` > 1 needs a bounded run (mirrored by `check_samples`).
+SAMPLES_RULES: tuple[tuple[str, str, str], ...] = (
+    (
+        "!has(self.samples) || self.samples <= 1 || (has(self.duration) && self.duration != '')",
+        SAMPLES_NEED_DURATION,
+        ".samples",
+    ),
+)
+
+
 MAX_PLACEMENT_NODES = 100
 NODES_NEED_LIST = "placementNodes: give the node names exactly when placement is 'nodes'"
 _CEL_PLACEMENT = "(has(self.placement) ? self.placement : 'preferred')"
@@ -702,6 +713,12 @@ def check_expectations(spec: CompressionClusterSpec) -> None:
         raise ValueError(RATIO_WITHOUT_CODEC)
 
 
+def check_samples(spec: CompressionClusterSpec) -> None:
+    """The pydantic side of SAMPLES_RULES: ValueError with the same message."""
+    if spec.samples > 1 and spec.duration == "":
+        raise ValueError(SAMPLES_NEED_DURATION)
+
+
 def check_placement(spec: CompressionClusterSpec) -> None:
     """The pydantic side of PLACEMENT_RULES: ValueError with the same messages."""
     if (spec.placement is Placement.NODES) != bool(spec.placement_nodes):
@@ -721,6 +738,10 @@ class CompressionClusterSpec(ApiModel):
     """silent (errors) | normal (warnings) | verbose (info); "1" | "2" | "3" are aliases."""
     duration: str = Field("", pattern=r"^$|^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
     """Empty runs until deleted; "30s", "10m" is a bounded run that ends in phase Completed."""
+    samples: int = Field(1, ge=1, le=MAX_SAMPLES)
+    """How many times a bounded run is made back to back, each with fresh workers and its
+    own run id; `status.samples` summarises them (mean, 95 % CI). More than 1 needs
+    `duration`."""
     image: str = ""
     """Worker image; empty uses the one the operator was installed with."""
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
@@ -769,13 +790,16 @@ class CompressionClusterSpec(ApiModel):
 
     # The workload's scale rules need `workers`, so CEL checks them here (WorkloadSpec).
     model_config = ConfigDict(
-        json_schema_extra=cel_rules(*WORKLOAD_SCALE_RULES, *EXPECT_RULES, *PLACEMENT_RULES)
+        json_schema_extra=cel_rules(
+            *WORKLOAD_SCALE_RULES, *EXPECT_RULES, *SAMPLES_RULES, *PLACEMENT_RULES
+        )
     )
 
     @model_validator(mode="after")
     def _workload_fits_workers(self) -> CompressionClusterSpec:
         check_workload_scale(self.workload, self.workers)
         check_expectations(self)
+        check_samples(self)
         check_placement(self)
         return self
 
@@ -1013,7 +1037,8 @@ class RunScale(ApiModel):
 
 class _OmitsNoScales(ApiModel):
     """Leaves `scales` out of a dump while a run has none (and was not cleared on purpose),
-    so a run that never scaled reads as it did before scales were recorded."""
+    so a run that never scaled reads as it did before scales were recorded; likewise the
+    sample fields of a run that is no sample set."""
 
     scales: list[RunScale] = Field(default_factory=list, max_length=MAX_RUN_SCALES)
 
@@ -1022,6 +1047,10 @@ class _OmitsNoScales(ApiModel):
         data = handler(self)
         if isinstance(data, dict) and not self.scales and "scales" not in self.model_fields_set:
             data.pop("scales", None)
+        if isinstance(data, dict) and getattr(self, "samples", 1) == 1:
+            # A run that is no sample set reads as before sets existed.
+            for key in ("sample", "samples", "awaitingFreshWorkers", "awaiting_fresh_workers"):
+                data.pop(key, None)
         return data
 
 
@@ -1047,6 +1076,13 @@ class RunState(_OmitsNoScales):
     throughput_samples: SampleStats = Field(default_factory=SampleStats)
     batches_per_second_samples: SampleStats = Field(default_factory=SampleStats)
     cpu_seconds_per_gb_samples: SampleStats = Field(default_factory=SampleStats)
+    #: Which sample of `spec.samples` this run is (1-based), and of how many.
+    sample: int = Field(1, ge=1)
+    samples: int = Field(1, ge=1)
+    #: A further sample waits for the previous sample's workers to go (a worker whose
+    #: bounded run ended only serves its final report): the operator keeps the
+    #: StatefulSet at zero until no worker pod is left, then starts fresh ones.
+    awaiting_fresh_workers: bool = False
 
 
 class ExpectationCheck(ApiModel):
@@ -1094,6 +1130,51 @@ class RunSummary(_OmitsNoScales):
     #: (absent for a run that did not complete).
     expectations: list[ExpectationCheck] = Field(default_factory=list, max_length=MAX_EXPECTATIONS)
     passed: bool | None = None
+    #: Which sample of its sample set the run was, and of how many.
+    sample: int = Field(1, ge=1)
+    samples: int = Field(1, ge=1)
+
+
+class SampleFigureStats(ApiModel):
+    """Running statistics (Welford) of each figure over a sample set's Complete samples:
+    what the next sample adds to, so a set of any length survives an operator restart.
+    The names are the figures' result keys (`contract.results.sample_values`)."""
+
+    throughput_bytes_per_second: SampleStats = Field(default_factory=SampleStats)
+    wire_bytes_per_second: SampleStats = Field(default_factory=SampleStats)
+    batches_per_second: SampleStats = Field(default_factory=SampleStats)
+    compression_ratio: SampleStats = Field(default_factory=SampleStats)
+    cpu_seconds_per_gb: SampleStats = Field(default_factory=SampleStats)
+    lost_batches: SampleStats = Field(default_factory=SampleStats)
+
+
+class SampleFigureSummary(ApiModel):
+    """Each figure over the Complete samples: mean, 95 % CI half-width (Student's t), min,
+    max and how many samples (`contract.results.figure_summaries`, as `w5xde local`)."""
+
+    throughput_bytes_per_second: Interval = Field(default_factory=Interval)
+    wire_bytes_per_second: Interval = Field(default_factory=Interval)
+    batches_per_second: Interval = Field(default_factory=Interval)
+    compression_ratio: Interval = Field(default_factory=Interval)
+    cpu_seconds_per_gb: Interval = Field(default_factory=Interval)
+    lost_batches: Interval = Field(default_factory=Interval)
+
+
+class SampleSetStatus(ApiModel):
+    """The sample set of `spec.samples` > 1: how far it is, its verdict and its summary."""
+
+    #: The run id of the set's first sample.
+    id: str = ""
+    #: Samples wanted (`spec.samples`) and completed so far.
+    samples: int = Field(1, ge=1)
+    completed: int = Field(0, ge=0)
+    #: The completed samples' run ids, and those that missed `spec.expect`.
+    run_ids: list[str] = Field(default_factory=list, max_length=MAX_SAMPLES)
+    missed: list[str] = Field(default_factory=list, max_length=MAX_SAMPLES)
+    #: True when every sample passed; set once the last sample is judged.
+    passed: bool | None = None
+    summary: SampleFigureSummary = Field(default_factory=SampleFigureSummary)
+    stats: SampleFigureStats = Field(default_factory=SampleFigureStats)
 
 
 class ReportingStatus(ApiModel):
@@ -1145,6 +1226,8 @@ class CompressionClusterStatus(ApiModel):
     links: LinksStatus = Field(default_factory=LinksStatus)
     run: RunState = Field(default_factory=RunState)
     runs: list[RunSummary] = Field(default_factory=list, max_length=MAX_KEPT_RUNS)
+    #: The sample set when `spec.samples` > 1 (absent otherwise).
+    samples: SampleSetStatus | None = None
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},

@@ -455,27 +455,62 @@ def _summary_values(result: RunResult) -> Mapping[str, float]:
     }
 
 
-def summarize_samples(samples: Sequence[RunResult]) -> dict[str, FigureSummary]:
-    """Mean and 95 % CI per figure over the Complete samples."""
-    kept = [sample for sample in samples if sample.outcome is Outcome.COMPLETE]
-    stats: dict[str, SampleStats] = {}
-    for sample in kept:
-        for name, value in _summary_values(sample).items():
-            stats[name] = stats.get(name, SampleStats()).add(value)
-    digits = {"compressionRatio": 3, "cpuSecondsPerGb": 3}
+def sample_values(summary: RunSummary) -> dict[str, float]:
+    """The figures a cluster's sample set summarises, of one kept run (`status.runs`):
+    the `summarize_samples` keys a cluster run has (no RSS: its workers are gone)."""
+    return {
+        "throughputBytesPerSecond": summary.throughput_bytes_per_second,
+        "wireBytesPerSecond": summary.wire_bytes_per_second,
+        "batchesPerSecond": summary.batches_per_second,
+        "compressionRatio": summary.compression_ratio,
+        "cpuSecondsPerGb": summary.cpu_seconds_per_gb.mean,
+        "lostBatches": float(summary.totals.lost_batches),
+    }
+
+
+def add_sample(
+    stats: Mapping[str, SampleStats], values: Mapping[str, float]
+) -> dict[str, SampleStats]:
+    """`stats` with one more Complete sample's figures."""
+    added = dict(stats)
+    for name, value in values.items():
+        added[name] = added.get(name, SampleStats()).add(value)
+    return added
+
+
+#: Figures summarised with more digits than the default 0.1.
+_SUMMARY_DIGITS = {"compressionRatio": 3, "cpuSecondsPerGb": 3}
+
+
+def figure_summaries(stats: Mapping[str, SampleStats]) -> dict[str, FigureSummary]:
+    """Mean, 95 % CI half-width (Student's t), min and max of each figure: the one
+    summary of a sample set, for `w5xde local --samples` and `status.samples` alike."""
     return {
         name: FigureSummary(
-            mean=round(item.mean, digits.get(name, 1)),
-            ci95=round(item.ci95, digits.get(name, 1)),
-            min=round(item.min, digits.get(name, 1)),
-            max=round(item.max, digits.get(name, 1)),
+            mean=round(item.mean, _SUMMARY_DIGITS.get(name, 1)),
+            ci95=round(item.ci95, _SUMMARY_DIGITS.get(name, 1)),
+            min=round(item.min, _SUMMARY_DIGITS.get(name, 1)),
+            max=round(item.max, _SUMMARY_DIGITS.get(name, 1)),
             samples=item.count,
         )
         for name, item in stats.items()
     }
 
 
-def sample_set(samples: Sequence[RunResult]) -> SampleSet:
+def summarize_samples(samples: Sequence[RunResult]) -> dict[str, FigureSummary]:
+    """Mean and 95 % CI per figure over the Complete samples."""
+    stats: dict[str, SampleStats] = {}
+    for sample in samples:
+        if sample.outcome is Outcome.COMPLETE:
+            stats = add_sample(stats, _summary_values(sample))
+    return figure_summaries(stats)
+
+
+def sample_set(
+    samples: Sequence[RunResult], summary: Mapping[str, FigureSummary] | None = None
+) -> SampleSet:
+    """The set of `samples`; `summary` when it is known beyond the samples at hand (a
+    cluster keeps its set's statistics in `status.samples`, its last 10 runs only)."""
     outcomes = {sample.outcome for sample in samples}
     outcome = (
         Outcome.COMPLETE
@@ -488,7 +523,7 @@ def sample_set(samples: Sequence[RunResult]) -> SampleSet:
         outcome=outcome,
         passed=bool(samples) and all(sample.passed for sample in samples),
         samples=list(samples),
-        summary=summarize_samples(samples),
+        summary=dict(summary) if summary is not None else summarize_samples(samples),
     )
 
 

@@ -142,11 +142,19 @@ def run(args: argparse.Namespace) -> int:
         chosen = views.find_run(status, args.run)
         if chosen is None:
             raise PluginError(f"no run {args.run!r} in {source.namespace}/{args.name}")
+        sample_set = plugin_results.finished_set(status) if args.run is None else None
         if args.output == "csv":
             sys.stdout.write(views.results_csv(status, chosen.id))
+        elif sample_set is not None:  # the whole set, as `w5xde local --samples` prints it
+            sys.stdout.write(plugin_results.sample_set_json(cluster, status) + "\n")
         else:
             sys.stdout.write(plugin_results.results_json(cluster, chosen) + "\n")
-        missed = plugin_results.check_message(chosen) if args.check else None
+        if not args.check:
+            missed = None
+        elif sample_set is not None:
+            missed = plugin_results.set_check_message(sample_set)
+        else:
+            missed = plugin_results.check_message(chosen)
         if missed is not None:
             print(f"kubectl w5xde: {missed}", file=sys.stderr)
             return plugin_results.EXIT_GATE

@@ -18,9 +18,10 @@ from w5xde.api.v1alpha1 import (
     CompressionClusterStatus,
     Interval,
     RunSummary,
+    SampleSetStatus,
 )
 from w5xde.contract import results
-from w5xde.contract.results import FigureSummary, RunResult, Versions
+from w5xde.contract.results import FigureSummary, RunResult, SampleSet, Versions
 
 #: Exit code of a gate that failed: a missed expectation, a run that did not pass, a
 #: comparison slower beyond both intervals (1 is an error, 2 bad usage).
@@ -53,6 +54,42 @@ def run_result(cluster: Mapping[str, Any], summary: RunSummary) -> RunResult:
 
 def results_json(cluster: Mapping[str, Any], summary: RunSummary) -> str:
     return json.dumps(results.dump(run_result(cluster, summary)), indent=2)
+
+
+def finished_set(status: CompressionClusterStatus) -> SampleSetStatus | None:
+    """The cluster's sample set once its last sample is judged (`spec.samples` > 1)."""
+    found = status.samples
+    if found is None or found.passed is None or not status.runs:
+        return None
+    return found if status.runs[-1].id in found.run_ids else None
+
+
+def sample_set_result(cluster: Mapping[str, Any], status: CompressionClusterStatus) -> SampleSet:
+    """The finished sample set as `w5xde local --samples` prints it (`results.sample_set`):
+    its samples still kept in `status.runs` (the last 10), the summary and verdict of all
+    of them from `status.samples`."""
+    found = finished_set(status)
+    if found is None:
+        raise ValueError("the cluster has no finished sample set")
+    samples = [run_result(cluster, item) for item in status.runs if item.id in found.run_ids]
+    summary = {
+        name: FigureSummary.model_validate(interval)
+        for name, interval in found.summary.model_dump(by_alias=True).items()
+        if interval["samples"]
+    }
+    document = results.sample_set(samples, summary)
+    return document.model_copy(update={"passed": bool(found.passed)})
+
+
+def sample_set_json(cluster: Mapping[str, Any], status: CompressionClusterStatus) -> str:
+    return json.dumps(results.dump(sample_set_result(cluster, status)), indent=2)
+
+
+def set_check_message(found: SampleSetStatus) -> str | None:
+    """Why `--check` fails for a sample set (None when every sample passed)."""
+    if found.passed:
+        return None
+    return f"sample set {found.id}: {', '.join(found.missed)} missed spec.expect"
 
 
 def check_message(summary: RunSummary) -> str | None:

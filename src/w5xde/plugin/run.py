@@ -32,10 +32,12 @@ from w5xde.api.v1alpha1 import (
     Source,
     Topology,
     parse_duration,
+    parse_status,
 )
 from w5xde.plugin import kubectl_flags
 from w5xde.plugin.kubectl_flags import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from w5xde.plugin.source import PluginError
+from w5xde.plugin.views import samples_line
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ def _node_list(text: str) -> list[str]:
 RUN_FLAGS: tuple[RunFlag, ...] = (
     RunFlag("--workers", "workers", "worker pods, 1..1000 (default 4)", int),
     RunFlag("--duration", "duration", "bounded run, e.g. 30s, 10m (needed by --wait)"),
+    RunFlag(
+        "--samples", "samples", "repeat the bounded run, 1..20, fresh workers each (default 1)", int
+    ),
     RunFlag("--image", "image", "worker image (default: the operator's)"),
     RunFlag("--source", "workload.source", "batch source", choices=_names(Source)),
     RunFlag("--profile", "workload.profile", "synthetic data kind", choices=_names(Profile)),
@@ -150,7 +155,8 @@ def add_command(commands: argparse._SubParsersAction[Any]) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="--wait gives up after this (default: the duration + 300 s)",
+        help="--wait gives up after this (default: the duration times --samples + 300 s,"
+        " plus 60 s per further sample)",
     )
     run.add_argument("--rm", action="store_true", help="with --wait: delete the cluster after")
 
@@ -290,6 +296,8 @@ def result_lines(cluster: Mapping[str, Any]) -> list[str]:
     links = int(run.get("links", 0))
     sharing = int(run.get("linksSharingNode", 0))
     network = spec.get("network") or {}
+    sample_set = parse_status(status).samples
+    set_lines = [f"  {samples_line(sample_set)}"] if sample_set is not None else []
     return [
         f"{name} {run.get('id', '')}: {run.get('outcome', '')} after {run.get('seconds', 0)} s,"
         f" {run.get('workers', 0)} workers on {run.get('nodes', 0)} nodes",
@@ -303,6 +311,7 @@ def result_lines(cluster: Mapping[str, Any]) -> list[str]:
         f"  links {links}: {links - sharing} cross-node, {sharing} same-node;"
         f" placement {spec.get('placement', 'preferred')}, path {network.get('path', 'pod')}"
         f"{', host network' if network.get('hostNetwork') else ''}",
+        *set_lines,
     ]
 
 
@@ -328,7 +337,12 @@ def run_command(args: argparse.Namespace, connect: Callable[[], Any]) -> int:
             _print_object(created, args.output)
         return EXIT_OK
     assert seconds is not None
-    timeout = args.timeout if args.timeout is not None else seconds + 300
+    samples = int(spec.get("samples", 1))
+    # Each sample waits for its own workers: the default allows 300 s over the samples'
+    # own lengths, and 60 s more per further sample for its fresh workers to come up.
+    timeout = (
+        args.timeout if args.timeout is not None else samples * seconds + 300 + 60 * (samples - 1)
+    )
     try:
         final = follow(source, args.name, timeout)
         if args.output == "json":

@@ -21,6 +21,7 @@ from w5xde.api.v1alpha1 import (
     LinksStatus,
     LinkState,
     RunSummary,
+    SampleSetStatus,
     parse_status,
 )
 from w5xde.contract.link_figures import LinkRow, link_rows
@@ -124,6 +125,8 @@ def summary_table(name: str, status: StatusLike) -> Table:
                       f"{reporting.workers_failing} failing, folded "
                       f"{reporting.folded_at or '-'}"),
     ]  # fmt: skip
+    if found.samples is not None:
+        rows.append(("samples", samples_line(found.samples)))
     for field, value in rows:
         table.add_row(field, value)
     for item in found.conditions:
@@ -132,6 +135,17 @@ def summary_table(name: str, status: StatusLike) -> Table:
         if item.type == "Passed":
             table.add_row("passed", f"{item.status.lower()}: {item.message}")
     return table
+
+
+def samples_line(sample_set: SampleSetStatus) -> str:
+    """`2 of 3 samples (run-1 run-2): 12.0 ± 3.1 MB/s, min 10.0, max 14.0; passed`."""
+    throughput = sample_set.summary.throughput_bytes_per_second
+    verdict = {None: "in progress", True: "passed", False: f"missed: {' '.join(sample_set.missed)}"}
+    return (
+        f"{sample_set.completed} of {sample_set.samples} samples ({' '.join(sample_set.run_ids)}):"
+        f" {mb(throughput.mean)} ± {mb(throughput.ci95)} MB/s, min {mb(throughput.min)},"
+        f" max {mb(throughput.max)}; {verdict[sample_set.passed]}"
+    )
 
 
 def notable_table(status: StatusLike) -> Table:
