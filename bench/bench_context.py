@@ -26,7 +26,9 @@ from w5xde.worker.protocol import STREAM_WINDOW_LOG
 from w5xde.worker.sources import PoolSource, synthetic_pool
 
 
-def measure(pool: bytes, batch: int, level: int, window_log: int | None, total: int) -> Any:
+def measure(
+    pool: bytes | bytearray, batch: int, level: int, window_log: int | None, total: int
+) -> Any:
     """(ratio, compress MB/s, decompress MB/s); window_log None = independent frames."""
     source = PoolSource(pool, batch)
     if window_log is None:

@@ -56,7 +56,7 @@ class Row:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def codec_ceiling(pool: bytes, batch_bytes: int, level: int, seconds: float) -> Row:
+def codec_ceiling(pool: bytes | bytearray, batch_bytes: int, level: int, seconds: float) -> Row:
     """One core compressing then verifying+decompressing, no sockets: the upper bound per core."""
     compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
     decompressor = zstandard.ZstdDecompressor()
@@ -95,7 +95,7 @@ def _free_port() -> int:
         return port
 
 
-def zstd_nc_pipeline(pool: bytes, seconds: float, level: int = 1) -> Row:
+def zstd_nc_pipeline(pool: bytes | bytearray, seconds: float, level: int = 1) -> Row:
     """`cat pool... | zstd -1 | nc` -> `nc -l | zstd -d` on loopback, measured after a warm-up.
 
     Every stage is a direct child (so all are reaped); the feed is `cat` over the pool
