@@ -152,6 +152,7 @@ def summarize_run(
         nodes=run.nodes,
         links=run.links,
         links_sharing_node=run.links_sharing_node,
+        versions=run.versions,
         throughput_bytes_per_second=figures.throughput_bytes_per_second,
         wire_bytes_per_second=figures.wire_bytes_per_second,
         batches_per_second=figures.batches_per_second,

@@ -30,6 +30,7 @@ from w5xde.api.v1alpha1 import (
     RunState,
     RunSummary,
     SampleSetStatus,
+    SoftwareVersions,
     Spread,
     Totals,
     parse_duration,
@@ -220,6 +221,7 @@ def _advance_run(
             "nodes": max(run.nodes, len({report.node for report in reports if report.node})),
             "links": max(run.links, links.links),
             "links_sharing_node": max(run.links_sharing_node, links.sharing_node),
+            "versions": run.versions or _reported_versions(reports),
         }
     )
     if (
@@ -246,6 +248,14 @@ def _advance_run(
                 }
             )
     return run
+
+
+def _reported_versions(reports: Sequence[WorkerReport]) -> SoftwareVersions | None:
+    """The versions the first reporting worker ran (one image per cluster)."""
+    for report in reports:
+        if report.versions is not None:
+            return SoftwareVersions.model_validate(report.versions.model_dump())
+    return None
 
 
 def _links_problem(rows: Sequence[LinkRow], links: LinksStatus) -> Problem | None:

@@ -21,6 +21,7 @@ from w5xde.contract.report import (
     WorkerExtras,
     WorkerReport,
 )
+from w5xde.contract.versions import running_versions
 from w5xde.worker.rates import Rates, Snapshot
 from w5xde.worker.sockets import BufferSizes
 
@@ -92,6 +93,7 @@ def worker_report(reading: Reading) -> WorkerReport:
         rate_window_seconds=round(seconds, 3),
         workers=reading.workers,
         finished=reading.finished,
+        versions=running_versions(),
         throughput_bytes_per_second=round(max(0, delta_in.raw_bytes) / seconds, 1),
         wire_bytes_per_second=round(max(0, delta_in.wire_bytes) / seconds, 1),
         batches_per_second=round(max(0, delta_in.batches) / seconds, 2),

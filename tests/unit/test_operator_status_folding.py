@@ -19,6 +19,7 @@ from w5xde.api.v1alpha1 import (
     Phase,
     RunState,
     RunSummary,
+    SoftwareVersions,
     Spread,
     Totals,
 )
@@ -456,6 +457,8 @@ def test_bounded_run_completes_once_every_worker_sent_its_final_report() -> None
     assert (summary["id"], summary["outcome"]) == ("run-1", "Completed")
     assert summary["throughputBytesPerSecond"] == 10e6
     assert summary["totals"]["batches"] == 6000
+    # No worker reported its versions here: the run keeps none rather than invent them.
+    assert summary.get("versions") is None
 
     early = _started(30)
     running = _fold(
@@ -874,6 +877,11 @@ def test_a_fresh_cluster_starts_run_1_with_its_first_samples() -> None:
         "throughputSamples": {"count": 1, "mean": 60e6, "m2": 0.0, "min": 60e6, "max": 60e6},
         "batchesPerSecondSamples": {"count": 1, "mean": 7.5, "m2": 0.0, "min": 7.5, "max": 7.5},
         "cpuSecondsPerGbSamples": {"count": 0, "mean": 0.0, "m2": 0.0, "min": 0.0, "max": 0.0},
+        # Null in the merge patch: deletes what an earlier run (or set) stored there.
+        "versions": None,
+        "sample": None,
+        "samples": None,
+        "awaitingFreshWorkers": None,
     }
     assert fold.patch["runs"] == []
 
@@ -1207,3 +1215,24 @@ def test_cpu_per_gb_is_the_workers_weighted_by_what_they_received() -> None:
     fold = _fold(spec, _observe(_ready("d-0", "d-1"), fetched))
     assert fold.patch["cpuSecondsPerGb"] == 8.0  # (10 * 30 + 2 * 10) / 40
     assert fold.patch["run"]["cpuSecondsPerGbSamples"]["mean"] == 8.0
+
+
+def test_a_run_keeps_the_versions_its_workers_report() -> None:
+    """A finished run's workers are gone when it is read: what they ran stays with it."""
+    spec = CompressionClusterSpec.model_validate(
+        {"workers": 1, "duration": "60s", "statusIntervalSeconds": 5}
+    )
+    ran = {"w5xde": "0.1.0", "zstandard": "0.25.0", "libzstd": "1.5.7",
+           "openssl": "OpenSSL 3.0.17", "python": "3.11.7", "kernel": "6.1.0",
+           "future": "kept out, not refused"}  # fmt: skip
+    figures = {"raw_bytes": 600_000_000, "wire_bytes": 200_000_000, "batches": 6000}
+    report = _report("d-0", finished=True, **figures)
+    report = Fetched(
+        "d-0",
+        report=report.report.model_copy(update={"versions": SoftwareVersions.model_validate(ran)}),
+    )
+    fold = _fold(spec, _observe(_ready("d-0"), [report]), _started(61))
+    (summary,) = fold.patch["runs"]
+    assert summary["versions"]["libzstd"] == "1.5.7"
+    assert summary["versions"]["openssl"] == "OpenSSL 3.0.17"
+    assert "future" not in summary["versions"]

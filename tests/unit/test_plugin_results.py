@@ -99,6 +99,18 @@ def test_results_json_is_a_run_result_of_the_schema(
     assert document["passed"] is True
 
 
+def test_results_carry_the_versions_the_run_s_workers_reported(
+    plugin: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran = {"w5xde": "0.1.1", "zstandard": "0.25.0", "libzstd": "1.5.7",
+           "openssl": "OpenSSL 3.0.17", "python": "3.11.7", "kernel": "6.1.0"}  # fmt: skip
+    code = plugin(_cluster(_run("run-1", 2e8, 5e6, versions=ran)), "results", "demo", "-o", "json")
+    assert code == 0
+    document = json.loads(capsys.readouterr().out)
+    jsonschema.validate(document, SCHEMA)
+    assert document["versions"] == ran  # not the image tag (0.1.0)
+
+
 def test_results_check_exits_3_naming_the_missed_expectation(
     plugin: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -1028,6 +1028,21 @@ MAX_KEPT_RUNS = 10
 MAX_RUN_SCALES = 16
 
 
+class SoftwareVersions(ApiModel):
+    """What a run's workers ran, as the first worker to report it says (the workers are
+    gone when a finished run is read, so the run keeps it)."""
+
+    # A worker newer than the operator may report more; the rest is still kept.
+    model_config = ConfigDict(extra="ignore")
+
+    w5xde: str = Field("", alias="w5xde", max_length=64)
+    zstandard: str = Field("", max_length=64)
+    libzstd: str = Field("", max_length=64)
+    openssl: str = Field("", max_length=128)
+    python: str = Field("", max_length=64)
+    kernel: str = Field("", max_length=128)
+
+
 class RunScale(ApiModel):
     """A scale within a run: from when the new worker count applied (docs/operator.md)."""
 
@@ -1038,24 +1053,52 @@ class RunScale(ApiModel):
 class _OmitsNoScales(ApiModel):
     """Leaves `scales` out of a dump while a run has none (and was not cleared on purpose),
     so a run that never scaled reads as it did before scales were recorded; likewise the
-    sample fields of a run that is no sample set."""
+    sample fields of a run that is no sample set, and versions no worker reported.
+
+    `status.run` is written with a JSON merge patch, where a key left out keeps its
+    stored value: there those fields are written as null, which deletes them, so a new
+    run never inherits the previous run's versions or sample state.
+    """
+
+    #: Written inside a merge patch (`status.run`), not as part of a replaced list.
+    _merge_patched: ClassVar[bool] = False
 
     scales: list[RunScale] = Field(default_factory=list, max_length=MAX_RUN_SCALES)
 
     @model_serializer(mode="wrap")
     def _omit_no_scales(self, handler: SerializerFunctionWrapHandler) -> Any:
         data = handler(self)
-        if isinstance(data, dict) and not self.scales and "scales" not in self.model_fields_set:
+        if not isinstance(data, dict):
+            return data
+        if not self.scales and "scales" not in self.model_fields_set:
             data.pop("scales", None)
-        if isinstance(data, dict) and getattr(self, "samples", 1) == 1:
+        absent = []
+        if data.get("versions", "") is None:
+            absent.append("versions")  # no worker reported them (or a run kept before)
+        if getattr(self, "samples", 1) == 1:
             # A run that is no sample set reads as before sets existed.
-            for key in ("sample", "samples", "awaitingFreshWorkers", "awaiting_fresh_workers"):
+            absent += [key for key in ("sample", "samples", "awaitingFreshWorkers",
+                                       "awaiting_fresh_workers") if key in data]  # fmt: skip
+        for key in absent:
+            if self._merge_patched:
+                data[key] = None
+            else:
                 data.pop(key, None)
         return data
 
 
 class RunState(_OmitsNoScales):
     """The run in progress: what it is measured against, and its samples so far."""
+
+    _merge_patched: ClassVar[bool] = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_are_absent(cls, data: Any) -> Any:
+        """The nulls this model writes to delete a stored key read as absent."""
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
 
     id: str = ""
     generation: int = 0
@@ -1073,6 +1116,8 @@ class RunState(_OmitsNoScales):
     links_sharing_node: int = 0
     #: `totals` when the run began: the run's own counters are `totals` minus these.
     start_totals: Totals = Field(default_factory=Totals)
+    #: The software versions the run's workers report (None until one did).
+    versions: SoftwareVersions | None = None
     throughput_samples: SampleStats = Field(default_factory=SampleStats)
     batches_per_second_samples: SampleStats = Field(default_factory=SampleStats)
     cpu_seconds_per_gb_samples: SampleStats = Field(default_factory=SampleStats)
@@ -1115,6 +1160,8 @@ class RunSummary(_OmitsNoScales):
     #: figures are loopback figures, not the network's).
     links: int = 0
     links_sharing_node: int = 0
+    #: The software versions the run's workers reported (None: none did).
+    versions: SoftwareVersions | None = None
     throughput_bytes_per_second: float = 0
     wire_bytes_per_second: float = 0
     batches_per_second: float = 0

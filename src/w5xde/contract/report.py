@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from w5xde.api.v1alpha1 import LinkState
+from w5xde.api.v1alpha1 import LinkState, SoftwareVersions
 
 
 class ReportModel(BaseModel):
@@ -136,6 +136,8 @@ class WorkerReport(ReportModel):
     workers: int = Field(0, ge=0)
     #: A bounded run is over for this worker: it sends nothing more, the figures are final.
     finished: bool = False
+    #: What the worker runs (w5xde, zstandard and libzstd, OpenSSL, Python, kernel).
+    versions: SoftwareVersions | None = None
     throughput_bytes_per_second: float = Field(0, ge=0)
     wire_bytes_per_second: float = Field(0, ge=0)
     batches_per_second: float = Field(0, ge=0)

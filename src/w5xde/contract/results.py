@@ -15,14 +15,12 @@ import math
 import os
 import platform
 import socket
-import ssl
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, TypeAdapter
 
-from w5xde import __version__
 from w5xde.api.statistics import SampleStats
 from w5xde.api.v1alpha1 import (
     ApiModel,
@@ -32,6 +30,7 @@ from w5xde.api.v1alpha1 import (
     RunOutcome,
     RunSummary,
 )
+from w5xde.contract.versions import running_versions
 
 #: The version of this schema; `schemaVersion` of every result.
 SCHEMA_VERSION: Final = "w5xde.io/results/v1"
@@ -233,21 +232,7 @@ def dump(result: RunResult | SampleSet) -> dict[str, Any]:
 
 def versions() -> Versions:
     """This process's versions (the worker image has the same in a cluster)."""
-    try:
-        import zstandard
-
-        zstd_version = str(zstandard.__version__)
-        libzstd = ".".join(str(part) for part in zstandard.ZSTD_VERSION)
-    except ImportError:  # pragma: no cover - a dependency
-        zstd_version = libzstd = ""
-    return Versions(
-        w5xde=__version__,
-        zstandard=zstd_version,
-        libzstd=libzstd,
-        openssl=ssl.OPENSSL_VERSION,
-        python=platform.python_version(),
-        kernel=platform.release(),
-    )
+    return Versions.model_validate(running_versions().model_dump(by_alias=True))
 
 
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:

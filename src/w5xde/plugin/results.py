@@ -39,9 +39,11 @@ def effective_spec(cluster: Mapping[str, Any]) -> dict[str, Any]:
     return spec.model_dump(mode="json", by_alias=True)
 
 
-def _worker_versions(cluster: Mapping[str, Any]) -> Versions:
-    """What the cluster says of its versions: the worker image's tag as w5xde (the rest
-    is only known inside the workers, and a finished run's workers are gone)."""
+def _worker_versions(cluster: Mapping[str, Any], summary: RunSummary) -> Versions:
+    """What the run's workers reported they ran; for a run kept before workers reported
+    it, the worker image's tag as w5xde (the workers are gone when the run is read)."""
+    if summary.versions is not None:
+        return Versions.model_validate(summary.versions.model_dump(by_alias=True))
     image = str((cluster.get("spec") or {}).get("image") or "")
     tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
     return Versions(w5xde=tag)
@@ -49,7 +51,9 @@ def _worker_versions(cluster: Mapping[str, Any]) -> Versions:
 
 def run_result(cluster: Mapping[str, Any], summary: RunSummary) -> RunResult:
     """One kept run of `status.runs` as a `RunResult` (`results.from_run_summary`)."""
-    return results.from_run_summary(summary, effective_spec(cluster), _worker_versions(cluster))
+    return results.from_run_summary(
+        summary, effective_spec(cluster), _worker_versions(cluster, summary)
+    )
 
 
 def results_json(cluster: Mapping[str, Any], summary: RunSummary) -> str:
