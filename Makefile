@@ -12,7 +12,8 @@ BIN := $(VENV)/bin
 W5XDE_CACHE ?= $(HOME)/.cache/w5xde
 export W5XDE_CACHE
 
-PYTEST_ARGS ?=
+# The slowest tests are listed after every run: the test budget is watched where it is spent.
+PYTEST_ARGS ?= --durations=25
 
 .PHONY: help install run test lint format typecheck unit bench clean
 

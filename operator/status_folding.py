@@ -574,6 +574,7 @@ def _figures_fields(figures: ClusterFigures, completed: bool) -> dict[str, Any]:
             compression_seconds=figures.compression_seconds,
             cpu_seconds_per_gb=figures.cpu_seconds_per_gb,
             compression_cpu_seconds_per_gb=figures.compression_cpu_seconds_per_gb,
+            tls_cpu_seconds_per_gb=figures.tls_cpu_seconds_per_gb,
             memory_bytes=figures.memory_bytes,
             spread=figures.spread,
         )

@@ -23,6 +23,9 @@ class Counters:
     wire_bytes: int = 0
     network_seconds: float = 0.0
     compression_seconds: float = 0.0
+    #: Encrypting or decrypting and the copies through OpenSSL's memory BIOs (TLS only;
+    #: part of `network_seconds`).
+    tls_seconds: float = 0.0
     #: Connections closed because the peer broke the protocol (after the handshake).
     protocol_errors: int = 0
 

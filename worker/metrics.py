@@ -111,6 +111,11 @@ class WorkerCollector:
                 "Of that, seconds in compression and decompression",
                 cost.compression,
             ),
+            (
+                "w5xde_tls_cpu_per_gigabyte_seconds",
+                "Of that, seconds in TLS: encrypting, decrypting, copies through OpenSSL",
+                cost.tls,
+            ),
             ("w5xde_rss_bytes", "Resident set size", current_rss_bytes()),
             ("w5xde_peers_connected", "Outgoing streams connected", reading.peers_connected),
             ("w5xde_unacked_batches", "Batches in replay windows", extras.unacked_batches),

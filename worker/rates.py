@@ -42,6 +42,7 @@ def difference(now: Counters, before: Counters) -> Counters:
         wire_bytes=now.wire_bytes - before.wire_bytes,
         network_seconds=now.network_seconds - before.network_seconds,
         compression_seconds=now.compression_seconds - before.compression_seconds,
+        tls_seconds=now.tls_seconds - before.tls_seconds,
     )
 
 

@@ -333,6 +333,8 @@ class IncomingConnection:
         assert hello is not None
         with self._registry.lock:
             self._registry.counters.append(self.counters)
+        if isinstance(self.sock, TlsChannel):
+            self.sock.counters = self.counters
         self._state = self._registry.claim(hello, self.sock, self)
         self.last_progress = time.monotonic()
         self.adopted = True

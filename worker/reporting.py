@@ -31,10 +31,11 @@ SECONDS_WINDOW = 30.0
 
 @dataclass(frozen=True, slots=True)
 class CpuCost:
-    """Process CPU per GB of raw data received, and the compression share of it."""
+    """Process CPU per GB of raw data received, and the compression and TLS shares of it."""
 
     total: float
     compression: float
+    tls: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,10 @@ class Reading:
 def cpu_cost(rates: Rates) -> CpuCost:
     received = rates.received.raw_bytes
     coding = rates.received.compression_seconds + rates.sent.compression_seconds
-    return CpuCost(per_gb(rates.cpu_seconds, received), per_gb(coding, received))
+    tls = rates.received.tls_seconds + rates.sent.tls_seconds
+    return CpuCost(
+        per_gb(rates.cpu_seconds, received), per_gb(coding, received), per_gb(tls, received)
+    )
 
 
 def per_gb(seconds: float, raw_bytes: int) -> float:
@@ -111,6 +115,7 @@ def worker_report(reading: Reading) -> WorkerReport:
         ),
         cpu_seconds_per_gb=cost.total,
         compression_cpu_seconds_per_gb=cost.compression,
+        tls_cpu_seconds_per_gb=cost.tls,
         cpu_seconds=round(reading.now.cpu_seconds, 3),
         rss_bytes=current_rss_bytes(),
         socket_buffer=SocketBufferReport(
@@ -144,6 +149,7 @@ def worker_extras(reading: Reading) -> WorkerExtras:
         rss_peak_bytes=peak_rss_bytes(),
         network_seconds_total=round(received.network_seconds + sent.network_seconds, 4),
         compression_seconds_total=round(received.compression_seconds + sent.compression_seconds, 4),
+        tls_seconds_total=round(received.tls_seconds + sent.tls_seconds, 4),
     )
 
 

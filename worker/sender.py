@@ -284,6 +284,8 @@ class OutgoingStream(threading.Thread):
             self._sock = sock
             self.progress.now_connected()
             self.tuning.connected(sock, self.counters)
+            if isinstance(sock, TlsChannel):
+                sock.counters = self.counters
             if self._shares is not None and self._slot is not None:
                 self._shares.set_connected(self._slot, True)
             try:

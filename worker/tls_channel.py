@@ -21,6 +21,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, cast
 
+from w5xde.worker.counters import Counters
+
 #: Ciphertext read from the kernel per system call.
 #: 64 KiB: the incoming memory BIO keeps the largest write it ever got (OpenSSL does not
 #: shrink it), so this bounds what an idle connection holds; measured as cheap per byte
@@ -60,6 +62,10 @@ class TlsChannel(socket.socket):
         self._unsent = b""
         #: The kernel had nothing more and what is buffered is not a whole record.
         self._starved = False
+        #: Where the seconds spent on TLS (encrypting, decrypting, the memory-BIO copies)
+        #: are counted: the stream's or connection's counters once it has them.
+        self.counters: Counters = Counters()
+        self._kernel_seconds = 0.0
 
     # --- the handshake (blocking, under a deadline) ------------------------------------
 
@@ -112,7 +118,14 @@ class TlsChannel(socket.socket):
         """
         if flags:
             raise ValueError("flags are not supported on a TLS channel")
-        size = nbytes or len(buffer)
+        began = time.perf_counter()
+        self._kernel_seconds = 0.0
+        try:
+            return self._decrypt_into(buffer, nbytes or len(buffer))
+        finally:
+            self.counters.tls_seconds += time.perf_counter() - began - self._kernel_seconds
+
+    def _decrypt_into(self, buffer: Any, size: int) -> int:
         read = self._tls.read
         filled = 0
         view: memoryview | None = None
@@ -135,12 +148,15 @@ class TlsChannel(socket.socket):
                     return filled
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                 return filled
+            entered = time.perf_counter()
             try:
                 scratch = _ciphertext_buffer()
                 count = super().recv_into(scratch)
             except BlockingIOError:
                 self._starved = True
                 raise
+            finally:
+                self._kernel_seconds += time.perf_counter() - entered
             self._starved = False
             if not count:
                 self._incoming.write_eof()
@@ -162,8 +178,10 @@ class TlsChannel(socket.socket):
             self._unsent = self._unsent[sent:]
             if self._unsent:
                 raise BlockingIOError("earlier ciphertext still waits for the kernel")
+        began = time.perf_counter()
         self._tls.write(data)
         ciphertext = self._outgoing.read()
+        self.counters.tls_seconds += time.perf_counter() - began
         try:
             sent = super().send(ciphertext)
         except BlockingIOError:
@@ -187,6 +205,7 @@ class TlsChannel(socket.socket):
         large write into a memory BIO costs about 2.7x the CPU per byte: measured 1.3
         against 0.5 s/GB).  Every record but the flush's last is full.
         """
+        began = time.perf_counter()
         write = self._tls.write
         gathered = bytearray()
         for buffer in buffers:
@@ -216,6 +235,7 @@ class TlsChannel(socket.socket):
         # 4 MiB payloads, bench/bench_tls_cost.py).
         ciphertext = self._unsent + self._outgoing.read()
         self._unsent = b""
+        self.counters.tls_seconds += time.perf_counter() - began
         super().sendall(ciphertext)
 
     def flush_unsent(self) -> bool:

@@ -256,3 +256,13 @@ def test_expect_does_not_change_the_runs_spec_digest() -> None:
         {"duration": "10s", "expect": {"minCompressionRatio": 2}}
     )
     assert spec_digest(plain) == spec_digest(judged)
+
+
+def test_cpu_cost_splits_the_process_cpu_into_codec_tls_and_the_rest() -> None:
+    split = results.cpu_cost(10.0, 4.0, 2e9, tls_seconds=2.0)
+    assert (split.cpu_seconds_per_gb, split.compression_cpu_seconds_per_gb) == (5.0, 2.0)
+    assert (split.tls_cpu_seconds_per_gb, split.other_cpu_seconds_per_gb) == (1.0, 2.0)
+    # Timers are wall seconds: together they never claim more than the process spent.
+    capped = results.cpu_cost(10.0, 8.0, 1e9, tls_seconds=5.0)
+    assert (capped.compression_cpu_seconds_per_gb, capped.tls_cpu_seconds_per_gb) == (8.0, 2.0)
+    assert capped.other_cpu_seconds_per_gb == 0.0

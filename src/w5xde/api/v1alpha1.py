@@ -1252,9 +1252,10 @@ class CompressionClusterStatus(ApiModel):
     network_seconds: float = 0
     compression_seconds: float = 0
     #: Process CPU seconds per GB (1e9 bytes) of raw data received, over the workers'
-    #: last rate windows, and of it the codec's (docs/results.md, "CPU cost").
+    #: last rate windows, and of it the codec's and TLS's (docs/results.md, "CPU cost").
     cpu_seconds_per_gb: float = 0
     compression_cpu_seconds_per_gb: float = 0
+    tls_cpu_seconds_per_gb: float = 0
     memory_bytes: int = 0
     #: Container restarts of the current worker pods (their `containerStatuses`).
     restart_count: int = 0

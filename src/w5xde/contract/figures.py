@@ -25,9 +25,10 @@ class ClusterFigures:
     network_seconds: float = 0.0
     compression_seconds: float = 0.0
     #: Process CPU per GB received over the workers' rate windows (each worker's figure
-    #: weighted by what it received), and of it the codec's.
+    #: weighted by what it received), and of it the codec's and TLS's.
     cpu_seconds_per_gb: float = 0.0
     compression_cpu_seconds_per_gb: float = 0.0
+    tls_cpu_seconds_per_gb: float = 0.0
     memory_bytes: int = 0
     spread: Spread = field(default_factory=Spread)
     totals: Totals = field(default_factory=Totals)
@@ -109,6 +110,7 @@ def fold_reports(reports: Sequence[WorkerReport]) -> ClusterFigures:
         compression_cpu_seconds_per_gb=_weighted(
             reports, lambda report: report.compression_cpu_seconds_per_gb
         ),
+        tls_cpu_seconds_per_gb=_weighted(reports, lambda report: report.tls_cpu_seconds_per_gb),
         memory_bytes=max(report.rss_bytes for report in reports),
         spread=spread_of(report.throughput_bytes_per_second for report in reports),
         totals=totals_of(reports),

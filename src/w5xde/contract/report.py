@@ -151,9 +151,11 @@ class WorkerReport(ReportModel):
     compression_seconds: float = Field(0, ge=0)
     #: Process CPU (user + system, from the kernel) per GB (1e9 bytes) of raw data this
     #: worker received and verified, over the rate window; of it, the seconds its own
-    #: timers spent in compression and decompression.  0 when nothing arrived.
+    #: timers spent in compression and decompression, and in TLS (encrypting,
+    #: decrypting, the copies through OpenSSL's buffers).  0 when nothing arrived.
     cpu_seconds_per_gb: float = Field(0, ge=0)
     compression_cpu_seconds_per_gb: float = Field(0, ge=0)
+    tls_cpu_seconds_per_gb: float = Field(0, ge=0)
     #: Process CPU since the worker started.
     cpu_seconds: float = Field(0, ge=0)
     rss_bytes: int = Field(0, ge=0)
@@ -190,9 +192,10 @@ class WorkerExtras(ReportModel):
     incoming_streams: int = 0
     outgoing_streams_connected: int = 0
     rss_peak_bytes: int = 0
-    #: Seconds in socket calls and in the codec over the whole run (not per window).
+    #: Seconds in socket calls, in the codec and in TLS over the whole run (not per window).
     network_seconds_total: float = 0
     compression_seconds_total: float = 0
+    tls_seconds_total: float = 0
 
 
 class ReportLine(ReportModel):

@@ -79,12 +79,14 @@ class Environment(ResultModel):
 
 class CpuCost(ResultModel):
     """Process CPU (user + system, from the kernel) per decimal GB of raw data received,
-    split into the codec's own timers and everything else (network, TLS, bookkeeping;
-    TLS is not timed apart)."""
+    split by the worker's own timers into the codec, TLS (encrypting, decrypting, the
+    copies through OpenSSL's buffers) and everything else (network, framing,
+    bookkeeping)."""
 
     cpu_seconds: float = Field(0, ge=0)
     cpu_seconds_per_gb: float = Field(0, ge=0)
     compression_cpu_seconds_per_gb: float = Field(0, ge=0)
+    tls_cpu_seconds_per_gb: float = Field(0, ge=0)
     other_cpu_seconds_per_gb: float = Field(0, ge=0)
 
 
@@ -101,6 +103,7 @@ class WorkerResult(ResultModel):
     compression_ratio: float = Field(0, ge=0)
     network_seconds: float = Field(0, ge=0)
     compression_seconds: float = Field(0, ge=0)
+    tls_seconds: float = Field(0, ge=0)
     cpu: CpuCost = Field(default_factory=CpuCost)
     rss_max_bytes: int = Field(0, ge=0)
     lost_batches: int = Field(0, ge=0)
@@ -266,18 +269,23 @@ def ratio(raw_bytes: float, wire_bytes: float) -> float:
     return round(raw_bytes / wire_bytes, 2) if wire_bytes > 0 else 0.0
 
 
-def cpu_cost(cpu_seconds: float, compression_seconds: float, raw_bytes: float) -> CpuCost:
-    """CPU per GB of `raw_bytes`; the codec's seconds are part of the process's."""
+def cpu_cost(
+    cpu_seconds: float, compression_seconds: float, raw_bytes: float, tls_seconds: float = 0.0
+) -> CpuCost:
+    """CPU per GB of `raw_bytes`; the codec's and TLS's seconds are part of the process's
+    (timed in wall seconds, so each is capped at what the process spent)."""
     gigabytes = raw_bytes / GB
     if gigabytes <= 0:
         return CpuCost(cpu_seconds=round(cpu_seconds, 3))
     total = cpu_seconds / gigabytes
     compression = min(compression_seconds, cpu_seconds) / gigabytes
+    tls = min(tls_seconds, max(0.0, cpu_seconds - compression_seconds)) / gigabytes
     return CpuCost(
         cpu_seconds=round(cpu_seconds, 3),
         cpu_seconds_per_gb=round(total, 3),
         compression_cpu_seconds_per_gb=round(compression, 3),
-        other_cpu_seconds_per_gb=round(max(0.0, total - compression), 3),
+        tls_cpu_seconds_per_gb=round(tls, 3),
+        other_cpu_seconds_per_gb=round(max(0.0, total - compression - tls), 3),
     )
 
 
@@ -290,6 +298,7 @@ def run_figures(
     wire = sum(worker.wire_bytes for worker in workers)
     batches = sum(worker.batches for worker in workers)
     compression_seconds = sum(worker.compression_seconds for worker in workers)
+    tls_seconds = sum(worker.tls_seconds for worker in workers)
     return RunFigures(
         seconds=round(seconds, 3),
         workers=len(workers),
@@ -300,7 +309,9 @@ def run_figures(
         compression_ratio=ratio(raw, wire),
         network_seconds_per_worker=round(sum(w.network_seconds for w in workers) / count, 3),
         compression_seconds_per_worker=round(compression_seconds / count, 3),
-        cpu=cpu_cost(sum(worker.cpu.cpu_seconds for worker in workers), compression_seconds, raw),
+        cpu=cpu_cost(
+            sum(worker.cpu.cpu_seconds for worker in workers), compression_seconds, raw, tls_seconds
+        ),
         rss_max_bytes=max((worker.rss_max_bytes for worker in workers), default=0),
         lost_batches=sum(worker.lost_batches for worker in workers),
         corrupt_batches=sum(worker.corrupt_batches for worker in workers),

@@ -41,8 +41,12 @@ def worker_result(
         compression_ratio=results.ratio(report.raw_bytes, report.wire_bytes),
         network_seconds=round(extras.network_seconds_total, 3),
         compression_seconds=round(extras.compression_seconds_total, 3),
+        tls_seconds=round(extras.tls_seconds_total, 3),
         cpu=results.cpu_cost(
-            report.cpu_seconds, extras.compression_seconds_total, report.raw_bytes
+            report.cpu_seconds,
+            extras.compression_seconds_total,
+            report.raw_bytes,
+            extras.tls_seconds_total,
         ),
         rss_max_bytes=extras.rss_peak_bytes,
         lost_batches=report.lost_batches,

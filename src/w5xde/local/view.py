@@ -70,6 +70,7 @@ def result_view(result: RunResult) -> Group:
             "CPU",
             f"{figures.cpu.cpu_seconds_per_gb:.2f}",
             f"s per GB ({figures.cpu.compression_cpu_seconds_per_gb:.2f} compression, "
+            f"{figures.cpu.tls_cpu_seconds_per_gb:.2f} TLS, "
             f"{figures.cpu.other_cpu_seconds_per_gb:.2f} other)",
         ),
         ("max RSS", f"{figures.rss_max_bytes / 1e6:.1f}", "MB"),

@@ -110,7 +110,8 @@ def summary_table(name: str, status: StatusLike) -> Table:
         ("batches/s", f"{found.batches_per_second:,.1f}"),
         ("ratio", f"{found.compression_ratio}x"),
         ("CPU", f"{found.cpu_seconds_per_gb:,.2f} s per GB received "
-                f"({found.compression_cpu_seconds_per_gb:,.2f} in the codec)"),
+                f"({found.compression_cpu_seconds_per_gb:,.2f} in the codec, "
+                f"{found.tls_cpu_seconds_per_gb:,.2f} in TLS)"),
         ("spread", f"min {mb(spread.min_bytes_per_second)}  p50 "
                    f"{mb(spread.p50_bytes_per_second)}  max "
                    f"{mb(spread.max_bytes_per_second)} MB/s per worker"),
