@@ -175,9 +175,12 @@ def testbed() -> Iterator[Testbed]:
             plane = controlplane.acquire()
     except controlplane.ControlPlaneError as error:
         pytest.fail(f"test bed did not start: {error}", pytrace=False)
+    supervisor = controlplane.Supervisor()
+    supervisor.start()
     try:
         yield Testbed(plane)
     finally:
+        supervisor.stop()
         controlplane.release()
 
 

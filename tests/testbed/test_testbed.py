@@ -529,3 +529,37 @@ def test_exec_sees_limits_and_the_memory_limit_is_enforced(
     terminated = main_status(testbed, namespace, "hog")["state"]["terminated"]
     assert terminated["reason"] == "OOMKilled", terminated
     assert "survived" not in testbed.pod_log(namespace, "hog", "main")
+
+
+def test_a_scheduler_that_exits_is_started_again(testbed: Testbed, namespace: str) -> None:
+    """kube-scheduler exits by design when it finds its cache corrupt (seen after the
+    fault tier's kube-apiserver restart); the bed starts it again, as a real control
+    plane's supervisor does, so the tests after that still get their pods scheduled."""
+    from testbed import controlplane
+
+    before = controlplane._read_state()["kube-scheduler"]
+    os.killpg(before, signal.SIGKILL)
+    testbed.wait_for(
+        lambda: controlplane._read_state().get("kube-scheduler") not in (None, before),
+        30,
+        "the scheduler started again",
+    )
+    apply(
+        testbed,
+        namespace,
+        f"""
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: scheduled}}
+        spec:
+          containers:
+          - name: main
+            image: {IMAGE}
+            command: [sleep, "60"]
+        """,
+    )
+    testbed.wait_for(
+        lambda: bool(pod_json(testbed, namespace, "scheduled").get("spec", {}).get("nodeName")),
+        60,
+        "the pod bound to a node by the new scheduler",
+    )
