@@ -19,7 +19,10 @@ from typing import Protocol
 from w5xde.api.v1alpha1 import CompressionContext, CompressionSpec, Source, WorkloadSpec
 from w5xde.worker.codec import BatchCompressor
 from w5xde.worker.protocol import CodecId
-from w5xde.worker.sources import BatchSource
+from w5xde.worker.sources import BatchSource, FileBatch, FileSource
+
+#: What a stream's replay window keeps of a batch under `context: stream`.
+KeptBatch = bytes | memoryview | FileBatch
 
 #: From this batch size on, zstd's internal job splitting parallelises a single batch.
 ZSTD_INTERNAL_THREADS_FROM = 1024 * 1024
@@ -37,9 +40,10 @@ class Compressed:
     seconds: float
     codec: int = CodecId.ZSTD
     flags: int = 0
-    #: Under `context: stream`, the raw batch (owned): what the replay window keeps,
-    #: since a payload compressed in one connection's context means nothing in the next.
-    batch: bytes | memoryview | None = None
+    #: Under `context: stream`, the raw batch (owned, or where a file source can read
+    #: it again): what the replay window keeps, since a payload compressed in one
+    #: connection's context means nothing in the next.
+    batch: KeptBatch | None = None
 
 
 class Sampler(Protocol):
@@ -61,7 +65,7 @@ class BatchProducer(Protocol):
 
     def new_connection(self, *, tls: bool) -> None: ...
 
-    def recompress(self, batch: bytes | memoryview) -> Compressed: ...
+    def recompress(self, batch: KeptBatch) -> Compressed: ...
 
     def close(self) -> None: ...
 
@@ -82,8 +86,10 @@ class SerialProducer:
         self.codec_id = self._compressor.codec_id
         self.sampler: Sampler | None = None
         self._stream = self._compressor.stream
-        #: A stable source's batches may be kept as they are (no copy per batch).
+        #: A stable source's batches may be kept as they are (no copy per batch), a file
+        #: source's by their place in the file; anything else is copied.
         self._copy = not getattr(source, "stable_batches", False)
+        self._located = source if isinstance(source, FileSource) else None
 
     def set_level(self, level: int) -> None:
         self._compressor.set_level(level)
@@ -98,18 +104,28 @@ class SerialProducer:
         if sampler is not None and sampler.due:
             sampler.offer(batch)
         if self._stream:
+            if self._located is not None:
+                return self._compress_stream(batch, self._located.last_batch())
             return self.recompress(bytes(batch) if self._copy else batch)
         started = time.perf_counter()
         payload, crc, codec, flags = self._compressor.compress_frame(batch)
         seconds = time.perf_counter() - started
         return Compressed(_own_payload(payload, codec), crc, len(batch), seconds, codec, flags)
 
-    def recompress(self, batch: bytes | memoryview) -> Compressed:
-        """Stream: an owned batch into the current connection's context (new or replayed)."""
+    def recompress(self, batch: KeptBatch) -> Compressed:
+        """Stream: a kept batch into the current connection's context (new or replayed)."""
+        if isinstance(batch, FileBatch):
+            return self._compress_stream(batch.read(), batch)
+        return self._compress_stream(batch, batch)
+
+    def _compress_stream(self, batch: bytes | memoryview, kept: KeptBatch) -> Compressed:
         started = time.perf_counter()
         payload, crc, codec, flags = self._compressor.compress_frame(batch)
         seconds = time.perf_counter() - started
-        return Compressed(payload, crc, len(batch), seconds, codec, flags, batch)
+        # A raw payload (a batch that did not shrink) is a view of a reused buffer.
+        if isinstance(kept, FileBatch):
+            payload = _own_payload(payload, codec)
+        return Compressed(payload, crc, len(batch), seconds, codec, flags, kept)
 
     def close(self) -> None:
         self._source.close()
@@ -195,7 +211,7 @@ class ParallelProducer:
     def new_connection(self, *, tls: bool) -> None:
         """Frame context only: nothing depends on the connection."""
 
-    def recompress(self, batch: bytes | memoryview) -> Compressed:
+    def recompress(self, batch: KeptBatch) -> Compressed:
         raise NotImplementedError("the parallel producer compresses frames, never a stream")
 
     def next(self) -> Compressed:

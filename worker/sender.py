@@ -32,11 +32,11 @@ from w5xde.worker.handshake import (
     expected_peer,
 )
 from w5xde.worker.pacing import RateLimiter, RateSplit
-from w5xde.worker.producer import CompressionPool, make_producer
+from w5xde.worker.producer import CompressionPool, KeptBatch, make_producer
 from w5xde.worker.progress import RECONNECT_AFTER_S, StreamProgress, stall_after_seconds
 from w5xde.worker.protocol import HEADER, HEADER_BYTES, CodecId, FrameType, ProtocolError
 from w5xde.worker.sockets import BufferSizes, interrupt, tune
-from w5xde.worker.sources import BatchSource
+from w5xde.worker.sources import BatchSource, FileBatch, SourceError
 from w5xde.worker.stream_tuning import StreamTuner
 from w5xde.worker.tcp_info import TcpLedger
 from w5xde.worker.tls_channel import TlsChannel
@@ -75,8 +75,9 @@ class Unacked:
 
     sequence: int
     header: bytes
-    #: What the window keeps: the payload sent, or (`raw`) the batch itself.
-    payload: bytes | memoryview
+    #: What the window keeps: the payload sent, or (`raw`) the batch itself (or where
+    #: its file source can read it again).
+    payload: bytes | memoryview | FileBatch
     raw_length: int
     #: `context: stream`: `payload` is the raw batch, recompressed into each new
     #: connection's context on a replay (a stream payload decodes only in its own).
@@ -247,6 +248,10 @@ class OutgoingStream(threading.Thread):
         try:
             self._run()
             self.progress.finished()
+        except SourceError as error:
+            # The stream ends (the worker reports it broken, naming it); its data cannot
+            # be sent as it was, and a traceback would say less than the error does.
+            log.error("stream to %s (%d) stopped: %s", self.peer, self.stream, error)
         finally:
             self._producer.close()
             if self._shares is not None and self._slot is not None:
@@ -475,6 +480,7 @@ class OutgoingStream(threading.Thread):
                 )
                 self._queue(header, compressed.payload)
             else:
+                assert not isinstance(frame.payload, FileBatch)  # only kept under stream
                 self._queue(frame.header, frame.payload)
             if len(self._pending) >= MAX_IOV or self._pending_bytes >= self.tuning.send_bytes:
                 self._flush(sock)
@@ -485,12 +491,13 @@ class OutgoingStream(threading.Thread):
         sequence = self._next_sequence
         flags = self._data_flags
         #: Under stream, the raw batch the window keeps instead of the payload.
-        kept: bytes | memoryview | None = None
+        kept: KeptBatch | None = None
         if self.handover and not self.handover[0].raw:
             old = self.handover.popleft()
             fields: tuple[int, ...] = HEADER.unpack(old.header)
             codec, raw_length, payload_length, crc = fields[1], fields[4], fields[5], fields[6]
             flags |= fields[2] & protocol.FLAG_RAW_FALLBACK
+            assert not isinstance(old.payload, FileBatch)  # only kept under stream
             payload = old.payload
             self.counters.resent_batches += 1
         elif self.handover:  # stream: into this connection's context
@@ -532,10 +539,11 @@ class OutgoingStream(threading.Thread):
             self._window_bytes += payload_length
         else:
             # The budget bounds what the window holds: a copied batch counts its raw bytes;
-            # a view of a stable source (the synthetic pool) holds nothing of its own, so
-            # it counts the payload it sent, and the window admits as many frames in
-            # flight as under `frame` (a raw count would halve them at ratio 2).
-            counted = payload_length if isinstance(kept, memoryview) else len(kept)
+            # a view of a stable source (the synthetic pool) or a file batch's place holds
+            # nothing of its own, so it counts the payload it sent, and the window admits
+            # as many frames in flight as under `frame` (a raw count would halve them at
+            # ratio 2).
+            counted = payload_length if isinstance(kept, (memoryview, FileBatch)) else len(kept)
             self._window.append(Unacked(sequence, header, kept, raw_length, True, counted))
             self._window_bytes += counted
         self._queue(header, payload)

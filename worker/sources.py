@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
+import os
 import random
 from collections.abc import Iterator
 from io import BufferedReader
@@ -42,6 +43,57 @@ class BatchSource(Protocol):
 
     def close(self) -> None:
         """Release what the source holds open (a file source's handle)."""
+
+
+class SourceError(ValueError):
+    """The workload's data cannot be read as it was (named by its field, `workload.path`)."""
+
+
+#: Part of a batch: (file, offset, length, its identity when opened: inode, size and
+#: mtime in ns, so a file replaced or rewritten since is noticed).  A plain tuple: one
+#: is made per batch on the hot path.
+FileSpan = tuple[Path, int, int, tuple[int, int, int]]
+
+
+class FileBatch:
+    """Where a file source's batch came from: enough to read it again for a replay.
+
+    Under `context: stream` a batch waiting for its acknowledgement must be compressed
+    again into a new connection's context after a reconnect.  A copy of each raw batch
+    held that way cost up to the worker's whole replay budget (16 MiB) with a stalled
+    peer; the file still has the bytes, so the window keeps their place instead.
+    """
+
+    __slots__ = ("spans",)
+
+    def __init__(self, spans: tuple[FileSpan, ...]) -> None:
+        self.spans = spans
+
+    def __len__(self) -> int:
+        return sum(span[2] for span in self.spans)
+
+    def read(self) -> bytes:
+        """The batch's bytes again; `SourceError` when a file changed under the run."""
+        parts = []
+        for path, offset, length, identity in self.spans:
+            try:
+                with path.open("rb") as handle:
+                    if _identity(os.fstat(handle.fileno())) != identity:
+                        raise SourceError(
+                            f"workload.path: {str(path)!r} changed while batches read "
+                            "from it waited for their acknowledgement; a file source must "
+                            "not change during a run"
+                        )
+                    parts.append(os.pread(handle.fileno(), length, offset))
+            except OSError as error:
+                raise SourceError(
+                    f"workload.path: {str(path)!r} cannot be read again: {error}"
+                ) from error
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int, int]:
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 #: The pool is filled in pieces of this size (in `mixed`, consecutive pieces alternate
@@ -201,41 +253,75 @@ class PoolSource:
 
 
 class FileSource:
-    """A file, or every regular file under a directory, read batch by batch, forever."""
+    """A file, or every regular file under a directory, read batch by batch, forever.
+
+    Its buffer is reused, so a batch is valid until the next call; `last_batch` says
+    where the batch came from, for a replay window that keeps no copy (`FileBatch`).
+    """
 
     def __init__(self, path: str, batch_bytes: int) -> None:
         self._files = [file for file in _regular_files(Path(path)) if file.stat().st_size > 0]
         if not self._files:
-            raise ValueError(f"workload.path: {path!r} has no non-empty regular file to read")
+            raise SourceError(f"workload.path: {path!r} has no non-empty regular file to read")
         self._buffer = bytearray(batch_bytes)
         self._view = memoryview(self._buffer)
         self._batch = batch_bytes
         self._next_file = 0
-        self._handle = self._open_next()
+        self._last = FileBatch(())
+        self._handle, self._file, self._position, self._file_identity = self._open_next()
 
-    def _open_next(self) -> BufferedReader:
+    def _open_next(self) -> tuple[BufferedReader, Path, int, tuple[int, int, int]]:
         file = self._files[self._next_file]
         self._next_file = (self._next_file + 1) % len(self._files)
-        return file.open("rb")
+        handle = file.open("rb")
+        return handle, file, 0, _identity(os.fstat(handle.fileno()))
 
     def next_batch(self) -> memoryview:
-        filled = 0
+        count = self._handle.readinto(self._view)
+        if count == self._batch:  # the common case: one read within one file
+            self._last = FileBatch(((self._file, self._position, count, self._file_identity),))
+            self._position += count
+            return self._view
+        filled = count or 0
+        spans: list[FileSpan] = []
+        if filled:
+            spans.append((self._file, self._position, filled, self._file_identity))
+            self._position += filled
         empty_reads = 0
         while filled < self._batch:
             count = self._handle.readinto(self._view[filled:])
             if count:
+                spans.append((self._file, self._position, count, self._file_identity))
+                self._position += count
                 filled += count
                 empty_reads = 0
                 continue
             empty_reads += 1
             if empty_reads > len(self._files):
-                raise ValueError("workload.path: every file became empty while reading")
+                raise SourceError("workload.path: every file became empty while reading")
             self._handle.close()
-            self._handle = self._open_next()
+            self._handle, self._file, self._position, self._file_identity = self._open_next()
+        self._last = FileBatch(_merged(spans))
         return self._view
+
+    def last_batch(self) -> FileBatch:
+        """Where the batch `next_batch` returned last came from."""
+        return self._last
 
     def close(self) -> None:
         self._handle.close()
+
+
+def _merged(spans: list[FileSpan]) -> tuple[FileSpan, ...]:
+    """Adjacent reads of one file as one span (a buffered reader may return short reads)."""
+    merged: list[FileSpan] = []
+    for span in spans:
+        last = merged[-1] if merged else None
+        if last and last[0] == span[0] and last[1] + last[2] == span[1]:
+            merged[-1] = (last[0], last[1], last[2] + span[2], last[3])
+        else:
+            merged.append(span)
+    return tuple(merged)
 
 
 def _regular_files(path: Path) -> Iterator[Path]:

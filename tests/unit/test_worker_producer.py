@@ -18,7 +18,7 @@ from w5xde.worker.producer import (
     make_producer,
 )
 from w5xde.worker.protocol import FLAG_RAW_FALLBACK, CodecId
-from w5xde.worker.sources import FileSource, PoolSource, synthetic_pool
+from w5xde.worker.sources import FileBatch, FileSource, PoolSource, SourceError, synthetic_pool
 
 
 @pytest.mark.parametrize("batch_bytes", [3600, 65536])
@@ -147,22 +147,62 @@ def _raw(compressed: Compressed, decompressor: zstandard.ZstdDecompressor) -> by
     return bytes(decompressor.decompress(compressed.payload))
 
 
-def test_under_stream_a_file_batch_is_copied_and_a_pool_batch_is_kept_as_a_view(
+def test_under_stream_a_file_batch_is_kept_by_its_place_and_a_pool_batch_as_a_view(
     tmp_path: Path,
 ) -> None:
     """The replay window keeps the raw batch under stream: a file source reuses its
-    buffer, so its batches are copied (and count their raw bytes against the budget);
-    the synthetic pool never changes, so its batches stay views (no copy)."""
-    (tmp_path / "data").write_bytes(bytes(range(256)) * 64)
+    buffer, so its batches are kept as places in the file (a copy of each held up to
+    the whole replay budget with a stalled peer) and read again for a replay; the
+    synthetic pool never changes, so its batches stay views (no copy)."""
+    data = bytes(range(256)) * 64
+    (tmp_path / "data").write_bytes(data)
     spec = CompressionSpec(level=1, context="stream")
     from_file = make_producer(FileSource(str(tmp_path), 4096), WorkloadSpec(batch_bytes=4096), spec)
     first = from_file.next()
     second = from_file.next()
-    assert isinstance(first.batch, bytes)
-    assert first.batch == (bytes(range(256)) * 16)
-    assert second.batch is not first.batch
+    assert isinstance(first.batch, FileBatch)
+    assert isinstance(second.batch, FileBatch)
+    assert len(first.batch) == 4096
+    assert first.batch.read() == data[:4096]
+    assert second.batch.read() == data[4096:8192]
+    again = from_file.recompress(second.batch)
+    assert again.raw_length == 4096
+    assert again.batch is second.batch
     pool = synthetic_pool(Profile.MIXED, 256 * 1024)
     from_pool = make_producer(PoolSource(pool, 4096), WorkloadSpec(batch_bytes=4096), spec)
     kept = from_pool.next().batch
     assert isinstance(kept, memoryview)
     assert kept.obj is not None
+
+
+def test_a_batch_across_files_is_read_again_from_each_of_them(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"A" * 1500)
+    (tmp_path / "b").write_bytes(b"B" * 700)
+    source = FileSource(str(tmp_path), 1000)
+    batches = []
+    for _ in range(5):
+        batch = bytes(source.next_batch())
+        batches.append((batch, source.last_batch()))
+    # From the second batch on, each one ends a file and starts the next (or wraps).
+    assert batches[1][0] == b"A" * 500 + b"B" * 500
+    assert batches[2][0] == b"B" * 200 + b"A" * 800
+    assert [len(place.spans) for _, place in batches] == [1, 2, 2, 2, 2]
+    assert all(place.read() == batch for batch, place in batches)
+    source.close()
+
+
+def test_a_file_changed_since_its_batch_was_read_is_refused_naming_the_field(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "data"
+    path.write_bytes(b"x" * 4096)
+    source = FileSource(str(path), 1024)
+    source.next_batch()
+    place = source.last_batch()
+    source.close()
+    path.write_bytes(b"y" * 4000)
+    with pytest.raises(SourceError, match=r"workload.path: .*changed"):
+        place.read()
+    path.unlink()
+    with pytest.raises(SourceError, match=r"workload.path: .*cannot be read again"):
+        place.read()

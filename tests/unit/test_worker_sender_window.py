@@ -10,12 +10,14 @@ when the peer leaves.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -27,7 +29,7 @@ from w5xde.worker.config import WorkerConfig
 from w5xde.worker.handshake import Identity, server_handshake
 from w5xde.worker.protocol import HEADER_BYTES, CodecId, FrameDecoder, FrameType
 from w5xde.worker.sender import OutgoingStream
-from w5xde.worker.sources import PoolSource, synthetic_pool
+from w5xde.worker.sources import BatchSource, FileBatch, FileSource, PoolSource, synthetic_pool
 
 KEY = b"window-key-0123456789abcdef"
 BATCH = 4096
@@ -112,7 +114,9 @@ def start_stream(
 ) -> Iterator[Callable[..., tuple[OutgoingStream, CountingSource]]]:
     streams: list[OutgoingStream] = []
 
-    def start(codec: str = "zstd", context: str = "frame") -> tuple[OutgoingStream, CountingSource]:
+    def start(
+        codec: str = "zstd", context: str = "frame", source: BatchSource | None = None
+    ) -> tuple[OutgoingStream, CountingSource]:
         config = WorkerConfig.model_validate(
             {
                 "name": "tx-0",
@@ -122,18 +126,18 @@ def start_stream(
                 "compression": {"level": 1, "codec": codec, "context": context},
             }
         )
-        source = CountingSource()
+        counting = CountingSource()
         stream = OutgoingStream(
             config=config,
             identity=Identity("unit", "tx-0", KEY),
             peer=peer.address,
             stream=0,
-            source=source,
+            source=source or counting,
             rate_bytes_per_second=0,
         )
         stream.start()
         streams.append(stream)
-        return stream, source
+        return stream, counting
 
     yield start
     for stream in streams:
@@ -482,3 +486,62 @@ def test_a_stream_window_keeps_raw_batches_and_a_new_stream_recompresses_them(
     # Handed-over batches go first, in this connection's context and sequences.
     assert decoded[:3] == [expected_batch(n) for n in (3, 4, 5)]
     assert other.counters.resent_batches == 3
+
+
+def test_a_file_source_s_window_keeps_places_and_a_replay_reads_the_file_again(
+    peer: Peer,
+    start_stream: Callable[..., tuple[OutgoingStream, CountingSource]],
+    tmp_path: Path,
+) -> None:
+    data = bytes(POOL[: 64 * BATCH])
+    (tmp_path / "data").write_bytes(data)
+    stream, _ = start_stream(context="stream", source=FileSource(str(tmp_path), BATCH))
+    first = peer.accept(protocol.Context.STREAM)
+    first.read_until(12)
+    first.ack(4)
+    wait_for(lambda: stream.counters.batches == 5, "five batches acknowledged")
+    # The window holds places in the file, nothing of its own: the budget counts the
+    # payloads sent (compressed, well under a raw batch each), not copies of the batches.
+    assert 0 < stream.unacked_bytes < stream.unacked * BATCH * 0.8
+    first.sock.close()
+    second = peer.accept(protocol.Context.STREAM)
+    assert second.hello.resume_from == 5
+    frames = second.read_until(10)[:10]
+    assert [frame.header.sequence for frame in frames] == list(range(5, 15))
+    decoded = _decode_stream(frames)
+    assert decoded == [data[n * BATCH : (n + 1) * BATCH] for n in range(5, 15)]
+    second.ack(14)
+    wait_for(lambda: stream.counters.batches == 15, "the replay acknowledged")
+    stream.abort()
+    stream.join(10)
+    assert all(isinstance(frame.payload, FileBatch) for frame in stream.take_unacked())
+
+
+def test_a_file_changed_under_the_window_ends_the_stream_with_the_field_named(
+    peer: Peer,
+    start_stream: Callable[..., tuple[OutgoingStream, CountingSource]],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = tmp_path / "data"
+    path.write_bytes(bytes(POOL[: 64 * BATCH]))
+    stream, _ = start_stream(context="stream", source=FileSource(str(path), BATCH))
+    first = peer.accept(protocol.Context.STREAM)
+    first.read_until(6)
+    wait_for(lambda: stream.unacked >= 6, "six batches waiting for their acknowledgement")
+    # Replaced as a deploy would (a new file renamed over it): the stream's open handle
+    # still reads the old one, so only the replay can notice.
+    (tmp_path / "new").write_bytes(b"rewritten" * 1000)
+    os.replace(tmp_path / "new", path)
+    with caplog.at_level(logging.ERROR, logger="w5xde.sender"):
+        first.sock.close()
+        second = peer.accept(protocol.Context.STREAM)
+        # The replay cannot send the batches as they were: the stream ends, saying why
+        # (the worker then reports it broken), rather than replaying other bytes.
+        stream.join(15)
+        second.sock.close()
+    assert not stream.is_alive()
+    assert any(
+        "workload.path" in record.getMessage() and "changed" in record.getMessage()
+        for record in caplog.records
+    )
