@@ -90,6 +90,45 @@ def test_a_slow_link_gets_the_strong_level() -> None:
     assert policy.level == 6
 
 
+#: The mixed pool as `make bench-links` measured it at 100 Mbit/s: the strong levels
+#: compress only about 5 % better than level 1, and the CPU affords all of them.
+MIXED_POOL = {
+    RAW: (1.0, 2000.0),
+    1: (1.94, 300.0),
+    3: (1.99, 150.0),
+    6: (2.04, 70.0),
+    9: (2.05, 40.0),
+    12: (2.06, 12.0),
+}
+
+
+def test_a_slow_link_takes_a_small_ratio_gain_the_cpu_can_afford() -> None:
+    # Link-bound at 12.5 MB/s wire: level 1 delivers 24.3 MB/s raw, level 6 25.5 (+5 %)
+    # with its CPU at 70: worth taking (a ratio read from probes is no timing noise)...
+    policy = LevelPolicy(ladder=tuple(MIXED_POOL))
+    moves = simulate(policy, link_mb=12.5, table=MIXED_POOL, seconds=30)
+    assert policy.level in (6, 9)
+    assert len(moves) <= 2
+    # ...but not where that level's CPU rate would be what limits it: level 12 at 12 MB/s
+    # of CPU cannot keep up with a 12.5 MB/s link at ratio 2.06 (25.8 MB/s raw).
+    assert all(level != 12 for _, level in moves)
+    # A level whose CPU barely keeps up with the link (28 MB/s against the 25.6 the link
+    # would take at its ratio) is not taken for a few percent: any contention would
+    # make it the bottleneck.
+    tight = {RAW: (1.0, 2000.0), 1: (1.94, 300.0), 9: (2.05, 28.0)}
+    policy = LevelPolicy(ladder=tuple(tight))
+    simulate(policy, link_mb=12.5, table=tight, seconds=30)
+    assert policy.level == 1
+
+
+def test_without_a_link_holding_it_back_a_small_gain_is_not_worth_a_move() -> None:
+    # CPU-bound (no link limit): level 1 vs a level predicted 5 % faster is timing noise.
+    table = {RAW: (1.0, 126.0), 1: (1.94, 120.0), 3: (1.99, 60.0)}
+    policy = LevelPolicy(ladder=tuple(table))
+    simulate(policy, link_mb=None, table=table, seconds=30)
+    assert policy.level == 1
+
+
 def test_a_fast_link_with_a_busy_cpu_gets_no_compression() -> None:
     policy = LevelPolicy()
     simulate(policy, link_mb=None, table=TEXT_LIKE)
