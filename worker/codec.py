@@ -44,6 +44,35 @@ def wire_context(spec: CompressionSpec) -> Context:
     return Context.STREAM if spec.context == CompressionContext.STREAM else Context.FRAME
 
 
+#: Under `stream`, the hash and chain tables hold at most 2**STREAM_TABLE_LOG entries.
+STREAM_TABLE_LOG = STREAM_WINDOW_LOG - 1
+
+
+def stream_parameters(level: int, *, threads: int = 0) -> zstandard.ZstdCompressionParameters:
+    """A `stream` connection's zstd parameters at `level`: the protocol's 128 KiB window
+    and match tables sized for it.
+
+    A stream never tells zstd how much will come, so zstd sizes its tables for the
+    level as if for large inputs: 2**21 hash and 2**20 chain entries at level 9 (11 MB
+    per context), 41 MB at level 12, to search a window of 2**17 bytes.  `level: auto`
+    probes 9 and 12 in every stream, so a worker held about 118 MB instead of 60.
+    Capped at 2**16 entries (1.2 MB up to level 12, 2.2 MB at 19 and up), measured on
+    the mixed pool (64 KiB batches, one block flushed per batch): ratio -0.05 % at
+    level 3, -0.2 % at 6, -0.3 % at 9, -0.6 % at 12; speed +0 %, +18 %, +17 %, +126 %
+    (the tables fit the caches).
+    """
+    defaults = zstandard.ZstdCompressionParameters.from_level(level, window_log=STREAM_WINDOW_LOG)
+    return zstandard.ZstdCompressionParameters.from_level(
+        level,
+        window_log=STREAM_WINDOW_LOG,
+        hash_log=min(defaults.hash_log, STREAM_TABLE_LOG),
+        chain_log=min(defaults.chain_log, STREAM_TABLE_LOG),
+        write_checksum=0,
+        write_content_size=0,
+        threads=threads,
+    )
+
+
 def zstd_threads(threads: int) -> int:
     """The API's `threads` (1 = in the caller, 0 = one per CPU) in zstandard's terms."""
     if threads == 0:
@@ -94,13 +123,7 @@ class BatchCompressor:
         context = self._contexts.get(level)
         if context is None:
             if self.stream:
-                params = zstandard.ZstdCompressionParameters.from_level(
-                    level,
-                    window_log=STREAM_WINDOW_LOG,
-                    write_checksum=0,
-                    write_content_size=0,
-                    threads=self._threads,
-                )
+                params = stream_parameters(level, threads=self._threads)
                 context = zstandard.ZstdCompressor(compression_params=params)
             else:
                 context = zstandard.ZstdCompressor(

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import zstandard
 
-from w5xde.worker.protocol import STREAM_WINDOW_LOG
+from w5xde.worker.codec import stream_parameters
 
 #: No compression (zstd's own level 0 would mean its default).
 RAW = 0
@@ -417,11 +417,7 @@ class Prober:
         self._skip = 0
         self._random = random.Random(0x5EED)  # noqa: S311 - sampling, not secrets
         self._contexts = {
-            level: zstandard.ZstdCompressor(
-                compression_params=zstandard.ZstdCompressionParameters.from_level(
-                    level, window_log=STREAM_WINDOW_LOG, write_checksum=0, write_content_size=0
-                )
-            )
+            level: zstandard.ZstdCompressor(compression_params=stream_parameters(level))
             if stream
             else zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
             for level in ladder

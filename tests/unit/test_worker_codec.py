@@ -204,3 +204,26 @@ def test_the_largest_batch_decompresses() -> None:
         BatchDecompressor().decompress(CodecId.ZSTD, memoryview(payload), MAX_RAW_BYTES, 0)
         == MAX_RAW_BYTES
     )
+
+
+@pytest.mark.parametrize("level", [1, 3, 6, 9, 12, 19])
+def test_a_stream_context_s_tables_fit_its_window_at_every_level(level: int) -> None:
+    """zstd sizes a stream's tables for large inputs (41 MB at level 12): `level: auto`
+    probes 9 and 12 in every stream, and a worker held 118 MB instead of 60."""
+    from w5xde.worker.codec import STREAM_TABLE_LOG, stream_parameters
+    from w5xde.worker.level_policy import Prober
+
+    params = stream_parameters(level)
+    assert params.window_log == 17
+    assert params.hash_log <= STREAM_TABLE_LOG
+    assert params.chain_log <= STREAM_TABLE_LOG
+    compressor = BatchCompressor(CompressionSpec(level=level, context="stream"), stream=True)
+    compressor.new_connection(tls=True)
+    batch = PoolSource(synthetic_pool(Profile.MIXED, 256 * 1024), 65536).next_batch()
+    payload, _, _, _ = compressor.compress_frame(batch)
+    decoded = zstandard.ZstdDecompressor().decompressobj().decompress(bytes(payload))
+    assert decoded == bytes(batch)
+    assert compressor._zstd is not None
+    assert compressor._zstd.memory_size() < 2.5 * 1024 * 1024
+    prober = Prober((0, level), stream=True)
+    assert all(context.memory_size() < 2.5 * 1024 * 1024 for context in prober._contexts.values())
