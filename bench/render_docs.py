@@ -7,10 +7,11 @@ README's "What it does, measured" table and docs/PERFORMANCE.md's headline table
     ...
     <!-- /figures:NAME -->
 
-`python bench/render_docs.py` rewrites them from bench/results.json and
-bench/status-results.json; `--check` exits 1 and prints the difference when the
-committed docs are not what the committed JSON renders (`make docs-figures-check`,
-and tests/unit/test_docs_figures.py in `make test`).
+`python bench/render_docs.py` rewrites them from bench/results.json,
+bench/status-results.json and bench/memory-results.json; `--check` exits 1 and
+prints the difference when the committed docs are not what the committed JSON
+renders (`make docs-figures-check`, and tests/unit/test_docs_figures.py in `make
+test`).
 """
 
 from __future__ import annotations
@@ -255,36 +256,158 @@ def performance_status(_bench: Mapping[str, Any], status: Mapping[str, Any]) -> 
     return "\n".join(lines) + "\n"
 
 
-RENDERERS: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], str]] = {
-    "performance-baseline": performance_baseline,
-    "readme-measured": readme_measured,
-    "performance-rows": performance_rows,
-    "performance-targets": performance_targets,
-    "performance-status": performance_status,
+def performance_memory(memory: Mapping[str, Any]) -> str:
+    """docs/PERFORMANCE.md's memory tables: per component, the pair, idle peers."""
+    lines = ["| component | MB |", "|---|---:|"]
+    for component in memory["components"]:
+        lines.append(f"| {component['component']} | {component['mb']:.2f} |")
+    lines += [
+        "",
+        f"The pair at the defaults ({memory['defaults']}), peak RSS per worker (`VmHWM`);"
+        " a stalled peer: the other worker's peak while its peer is stopped for 5 s and"
+        " its replay window fills to the budget:",
+        "",
+    ]
+    baseline = memory.get("baseline")
+    if baseline:
+        lines[-2] += (
+            f" old (`{baseline['ref']}`) and new alternate in one run, each row's two"
+            " columns side by side:"
+        )
+        lines += [
+            "| batch | source | level | peak RSS MB, old / new "
+            "| with a stalled peer, old / new | <= 64 MB |",
+            "|---|---|---|---:|---:|---|",
+        ]
+    else:
+        lines += [
+            "| batch | source | level | peak RSS MB | with a stalled peer | <= 64 MB |",
+            "|---|---|---|---:|---:|---|",
+        ]
+    target = memory["targets"]["rss_mb"]
+    for row in memory["pair"]:
+        batch = "64 KiB" if row["batch_bytes"] == 65536 else f"{row['batch_bytes'] / 1000:g} KB"
+        worst = max(row["peak_rss_mb"], row["stalled_peer_peak_rss_mb"])
+        verdict = _met(worst <= target) if row.get("level", "3") == "3" else "(not the default)"
+        peak, stalled = f"{row['peak_rss_mb']:.1f}", f"{row['stalled_peer_peak_rss_mb']:.1f}"
+        if baseline:
+            peak = f"{row['baseline_peak_rss_mb']:.1f} / {peak}"
+            stalled = f"{row['baseline_stalled_peer_peak_rss_mb']:.1f} / {stalled}"
+        lines.append(
+            f"| {batch} | {row['source']} | {row.get('level', '3')} | {peak} | {stalled} "
+            f"| {verdict} |"
+        )
+    idle = memory["idle_peers"]
+    sizes = ", ".join(
+        f"{workers} workers {rss:.1f} MB"
+        for workers, rss in zip(idle["workers"], idle["rss_mb_per_worker"], strict=True)
+    )
+    lines += [
+        "",
+        f"Idle peers (all-to-all at {idle['rate_bytes_per_s_per_worker'] / 1e6:g} MB/s per"
+        f" worker, mean peak RSS per worker): {sizes}; one more peer (an outgoing and an"
+        f" incoming TLS `stream` connection) costs **{idle['per_peer_mb']:.2f} MB**.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _link(mbit: int) -> str:
+    return "unshaped" if mbit == 0 else f"{mbit} Mbit/s"
+
+
+def performance_links(links: Mapping[str, Any]) -> str:
+    """docs/PERFORMANCE.md's shaped-link table and targets (`make bench-links`)."""
+    load = ", ".join(f"{value:.1f}" for value in links["machine"]["load_average_at_end"])
+    lines = [
+        f"{links['rounds']} rounds in alternating order, {links['warm_up_seconds']:g} s warm-up"
+        f" and {links['seconds_per_run']:g} s measured each, {links['batch_bytes'] // 1024} KiB"
+        f" batches of `{links['source']}`; {links['wall_seconds'] / 60:.0f} min in all, load"
+        f" average {load} at the end.",
+        "",
+        "| link | policy | raw MB/s (per direction) | rounds | wire MB/s | ratio | CPU s/GB "
+        "| level at the end |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for row in links["rows"]:
+        extra = row.get("extra", {})
+        rounds = " / ".join(f"{value:.1f}" for value in extra.get("rounds_raw_mb_per_s", []))
+        level = extra.get("link", {}).get("level", "-") if "link" in extra else "-"
+        lines.append(
+            f"| {_link(row['link_mbit'])} | {row['policy']} | {row['raw_mb_per_s']:.1f} "
+            f"| {rounds} | {row['wire_mb_per_s']:.1f} | {row['ratio']:.2f} "
+            f"| {row['cpu_s_per_gb']:.1f} | {level} |"
+        )
+    targets = links["targets"]
+    best = ", ".join(
+        f"{_link(item['link_mbit'])} {item['auto_over_best']:.1%} (best {item['best_fixed']})"
+        for item in targets["links"]
+    )
+    adapt = ", ".join(
+        f"{_link(item['link_mbit'])} {item['auto_over_zstd_adapt_nc']:.2f}x"
+        for item in targets["links"]
+    )
+    context = ", ".join(
+        f"{_link(item['link_mbit'])} {item['stream_over_frame_ratio_l1']:.3f}x"
+        for item in targets["links"]
+        if "stream_over_frame_ratio_l1" in item
+    )
+    balance = targets["capacity_over_even"]
+    within = all(item["auto_over_best"] >= 0.95 for item in targets["links"])
+    above = all(item["auto_over_zstd_adapt_nc"] >= 1.2 for item in targets["links"])
+    lines += [
+        "",
+        "| target | result | |",
+        "|---|---|---|",
+        f"| auto >= 95 % of the best fixed level on every link | {best} | {_met(within)} |",
+        f"| auto >= 1.2x `zstd --adapt \\| nc` on every link | {adapt} | {_met(above)} |",
+        f"| ratio at level 1, `stream` >= 1.07x `frame` | {context} "
+        f"| {_met(all(item.get('stream_over_frame_ratio_l1', 0) >= 1.07 for item in targets['links']))} |",
+        f"| 4 workers all-to-all, one link at a quarter: capacity >= {balance['target']}x even,"
+        f" no batch lost | {balance['factor']:.2f}x, lost {balance['lost_batches']} "
+        f"| {_met(balance['met'])} |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+#: Each block and the bench JSON it is rendered from.
+RENDERERS: dict[str, Callable[[Mapping[str, Mapping[str, Any]]], str]] = {
+    "performance-baseline": lambda data: performance_baseline(data["results"], data["status"]),
+    "readme-measured": lambda data: readme_measured(data["results"], data["status"]),
+    "performance-rows": lambda data: performance_rows(data["results"], data["status"]),
+    "performance-targets": lambda data: performance_targets(data["results"], data["status"]),
+    "performance-status": lambda data: performance_status(data["results"], data["status"]),
+    "performance-memory": lambda data: performance_memory(data["memory"]),
+    "performance-links": lambda data: performance_links(data["links"]),
 }
 DOCS = ("README.md", "docs/PERFORMANCE.md")
+JSON = {
+    "results": "results.json",
+    "status": "status-results.json",
+    "memory": "memory-results.json",
+    "links": "links-results.json",
+}
 
 
-def render_text(text: str, bench: Mapping[str, Any], status: Mapping[str, Any]) -> str:
+def render_text(text: str, data: Mapping[str, Mapping[str, Any]]) -> str:
     """`text` with every figures block rendered again; an unknown block name is an error."""
 
     def replace(match: re.Match[str]) -> str:
         name = match.group("name")
         if name not in RENDERERS:
             raise KeyError(f"no renderer for figures:{name}")
-        return match.group("open") + RENDERERS[name](bench, status) + match.group("close")
+        return match.group("open") + RENDERERS[name](data) + match.group("close")
 
     return _BLOCK.sub(replace, text)
 
 
 def rendered(root: Path = ROOT) -> dict[Path, tuple[str, str]]:
     """Per doc: (committed text, what the committed JSON renders)."""
-    bench, status = _load(root, "results.json"), _load(root, "status-results.json")
+    data = {key: _load(root, name) for key, name in JSON.items()}
     out = {}
     for name in DOCS:
         path = root / name
         text = path.read_text()
-        out[path] = (text, render_text(text, bench, status))
+        out[path] = (text, render_text(text, data))
     return out
 
 

@@ -24,6 +24,10 @@ worker-test: install worker-tools ## the worker's tests: unit, local end to end,
 bench: install worker-tools ## w5xde against zstd|nc and the codec ceiling; table + $(BENCH_OUT)
 	$(BIN)/python bench/bench_worker.py --json $(BENCH_OUT) $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE))
 
+.PHONY: bench-memory
+bench-memory: install ## where a worker's memory goes, the pair at the defaults, idle peers; table + bench/memory-results.json
+	$(BIN)/python bench/bench_memory.py --json bench/memory-results.json
+
 KWOK_VERSION := v0.8.0
 # KWOK (sigs.k8s.io/kwok) keeps simulated nodes and pods alive for the reporting benchmark.
 KWOK_DIR := $(W5XDE_CACHE)/kwok/$(KWOK_VERSION)

@@ -23,7 +23,8 @@ def _renderer() -> ModuleType:
 
 def _copy(tmp_path: Path) -> Path:
     for name in ("README.md", "docs/PERFORMANCE.md", "bench/results.json",
-                 "bench/status-results.json"):  # fmt: skip
+                 "bench/status-results.json", "bench/memory-results.json",
+                 "bench/links-results.json"):  # fmt: skip
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, tmp_path / name)
     return tmp_path
@@ -38,7 +39,8 @@ def test_every_headline_table_is_rendered() -> None:
     readme = (ROOT / "README.md").read_text()
     performance = (ROOT / "docs" / "PERFORMANCE.md").read_text()
     assert "<!-- figures:readme-measured " in readme
-    for name in ("performance-rows", "performance-targets", "performance-status"):
+    for name in ("performance-rows", "performance-targets", "performance-status",
+                 "performance-memory", "performance-links"):  # fmt: skip
         assert f"<!-- figures:{name} " in performance
 
 
@@ -66,3 +68,19 @@ def test_new_bench_json_changes_the_rendered_docs(tmp_path: Path) -> None:
     assert "9.99x" in difference
     assert "README.md" in difference
     assert "PERFORMANCE.md" in difference
+
+
+def test_new_memory_and_link_figures_change_the_rendered_docs(tmp_path: Path) -> None:
+    render = _renderer()
+    root = _copy(tmp_path)
+    memory = root / "bench" / "memory-results.json"
+    data = json.loads(memory.read_text())
+    data["idle_peers"]["per_peer_mb"] = 9.87
+    memory.write_text(json.dumps(data))
+    links = root / "bench" / "links-results.json"
+    data = json.loads(links.read_text())
+    data["targets"]["links"][0]["auto_over_best"] = 0.5
+    links.write_text(json.dumps(data))
+    difference = render.stale(root)
+    assert "**9.87 MB**" in difference
+    assert "50.0% (best" in difference
