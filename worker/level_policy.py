@@ -36,11 +36,13 @@ from w5xde.worker.codec import stream_parameters
 
 #: No compression (zstd's own level 0 would mean its default).
 RAW = 0
-#: The levels `auto` chooses from: raw, the fast level, the default, and the strong ones a
-#: slow link can afford (a level is only chosen when its predicted CPU rate keeps up with
-#: the link: on a fast link the strong ones never win).  Probing 9 and 12 costs about
-#: 1 % of a core (128 KiB each per 0.5 s, docs/decisions.md).
-LADDER: tuple[int, ...] = (RAW, 1, 3, 6, 9, 12)
+#: The levels `auto` chooses from: raw, zstd's fast levels -3 and -1 (for a stream the
+#: CPU holds back on a link too slow for raw: on the mixed pool -1 compresses 23 % faster
+#: than 1 at 97 % of its ratio, as `zstd --adapt` does there), the fast level, the
+#: default, and the strong ones a slow link can afford (a level is only chosen when its
+#: predicted CPU rate keeps up with the link: on a fast link the strong ones never win).
+#: Probing 9 and 12 costs about 1 % of a core (128 KiB each per 0.5 s, docs/decisions.md).
+LADDER: tuple[int, ...] = (RAW, -3, -1, 1, 3, 6, 9, 12)
 START_LEVEL = 1
 #: How often the stream samples (and probes).
 INTERVAL_S = 0.5
@@ -229,7 +231,11 @@ class LevelPolicy:
             self._streak_level, self._streak = best, 1
         if self._streak < CONFIRM or sample.now - self.changed_at < MIN_HOLD_S:
             return None
-        before = sum(rate for rate, _ in self._rates) / len(self._rates)
+        # The old level's reference is the best it delivered in the last samples, not
+        # their mean: they may include the connection's start (a first move comes 1 s
+        # in), and a mean of a ramp let a move to raw at 2 Gbit/s pass its check while
+        # it delivered 11 % less than level 1 (make bench-links).
+        before = max(rate for rate, _ in self._rates)
         self._verifying = (self.level, before, [])
         # The data the reference rate was measured on (it may already have been changing).
         self._verify_data = (

@@ -129,6 +129,15 @@ def test_without_a_link_holding_it_back_a_small_gain_is_not_worth_a_move() -> No
     assert policy.level == 1
 
 
+def test_a_cpu_bound_stream_on_a_link_too_slow_for_raw_takes_a_fast_level() -> None:
+    # 2 Gbit/s (250 MB/s wire): raw is held to 250, level 1's CPU gives 280; level -1
+    # compresses 23 % faster at 97 % of level 1's ratio (the mixed pool), so it wins.
+    table = {RAW: (1.0, 2000.0), -3: (1.84, 470.0), -1: (1.88, 420.0), 1: (1.94, 340.0)}
+    policy = LevelPolicy(ladder=tuple(table))
+    simulate(policy, link_mb=250, table=table, seconds=30, other_s_per_mb=0.0007)
+    assert policy.level in (-3, -1)
+
+
 def test_a_fast_link_with_a_busy_cpu_gets_no_compression() -> None:
     policy = LevelPolicy()
     simulate(policy, link_mb=None, table=TEXT_LIKE)
@@ -234,9 +243,9 @@ def test_the_prober_measures_its_batches_at_every_level() -> None:
     assert 1 <= offered <= 1 + PROBE_SKIP
     found = {probe.level: probe for probe in prober.run()}
     assert prober.due
-    assert set(found) == {RAW, 1, 3, 6, 9, 12}
+    assert set(found) == {RAW, -3, -1, 1, 3, 6, 9, 12}
     assert found[RAW].out == found[RAW].raw
-    assert found[6].out < found[1].out < found[RAW].out
+    assert found[6].out < found[1].out < found[-3].out < found[RAW].out
     assert all(probe.seconds == 1.0 for probe in found.values())
     assert prober.run() == []
 
