@@ -204,14 +204,6 @@ def _local(args: list[str], tree: str | None = None) -> subprocess.Popen[str]:
     )
 
 
-def baseline_tree(ref: str) -> str:
-    """The tree of git `ref` unpacked into a temporary directory."""
-    target = tempfile.mkdtemp(prefix="w5xde-baseline-")
-    archive = subprocess.run(["git", "archive", ref], capture_output=True, check=True)
-    subprocess.run(["tar", "-x", "-C", target], input=archive.stdout, check=True)
-    return target
-
-
 def _peaks(run: subprocess.Popen[str]) -> list[float]:
     out, _ = run.communicate(timeout=120)
     result = json.loads(out)
@@ -277,7 +269,10 @@ def main() -> int:
         print(json.dumps(component_steps()))
         return 0
     started = time.monotonic()
-    old = baseline_tree(args.baseline) if args.baseline else None
+    # Imported here: the `--components` child must not carry bench_worker's imports.
+    import bench_worker  # bench/bench_worker.py (the script's directory is on sys.path)
+
+    old = bench_worker.baseline_tree(args.baseline) if args.baseline else None
     components = _components()
     rows: list[dict[str, Any]] = []
     with corpus() as files:
