@@ -70,11 +70,9 @@ def _make_run_row(bench: Mapping[str, Any]) -> list[str]:
 
 
 def _range(values: list[float], digits: int = 0, unit: str = "") -> str:
-    low, high = min(values), max(values)
-    text = f"{low:,.{digits}f}"
-    if high != low:
-        text += f"{EN_DASH}{high:,.{digits}f}"
-    return f"{text}{unit}"
+    low, high = f"{min(values):,.{digits}f}", f"{max(values):,.{digits}f}"
+    # Ends that print alike are one figure ("59 MB", not "59-59 MB").
+    return f"{low}{unit}" if high == low else f"{low}{EN_DASH}{high}{unit}"
 
 
 def _hundreds(value: float) -> float:
