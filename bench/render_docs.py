@@ -329,7 +329,7 @@ def performance_links(links: Mapping[str, Any]) -> str:
     for row in links["rows"]:
         extra = row.get("extra", {})
         rounds = " / ".join(f"{value:.1f}" for value in extra.get("rounds_raw_mb_per_s", []))
-        level = extra.get("link", {}).get("level", "-") if "link" in extra else "-"
+        level = extra.get("link", {}).get("level", "-")
         lines.append(
             f"| {_link(row['link_mbit'])} | {row['policy']} | {row['raw_mb_per_s']:.1f} "
             f"| {rounds} | {row['wire_mb_per_s']:.1f} | {row['ratio']:.2f} "

@@ -106,7 +106,8 @@ class SerialProducer:
         if self._stream:
             if self._located is not None:
                 return self._compress_stream(batch, self._located.last_batch())
-            return self.recompress(bytes(batch) if self._copy else batch)
+            kept = bytes(batch) if self._copy else batch
+            return self._compress_stream(kept, kept)
         started = time.perf_counter()
         payload, crc, codec, flags = self._compressor.compress_frame(batch)
         seconds = time.perf_counter() - started

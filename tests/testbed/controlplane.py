@@ -288,11 +288,6 @@ def _start_components() -> dict[str, int]:
     return pids
 
 
-def _start_managers(pids: dict[str, int]) -> None:
-    _start_controller_manager(pids)
-    _start_scheduler(pids)
-
-
 def _start_controller_manager(pids: dict[str, int]) -> None:
     pki = CLUSTER_DIR / "pki"
     kcm = str(CLUSTER_DIR / "controller-manager.kubeconfig")
@@ -537,7 +532,8 @@ def up(timeout: float = 180.0) -> ControlPlane:
         _wait(_containerds_ready, timeout, "containerd on every node", pids)
         nodes.import_images(archives)
         _wait(apiserver_ready, timeout, "kube-apiserver /readyz", pids)
-        _start_managers(pids)
+        for start_manager in _SUPERVISED.values():
+            start_manager(pids)
         _start_kubelets(pids)
         _write_state(pids)
         _wait(

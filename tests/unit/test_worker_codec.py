@@ -11,11 +11,14 @@ import zstandard
 
 from w5xde.api.v1alpha1 import CompressionSpec, Profile, Topology, WorkloadSpec
 from w5xde.worker.codec import (
+    STREAM_TABLE_LOG,
     BatchCompressor,
     BatchDecompressor,
     CorruptBatchError,
+    stream_parameters,
     zstd_threads,
 )
+from w5xde.worker.level_policy import Prober
 from w5xde.worker.protocol import MAX_RAW_BYTES, CodecId
 from w5xde.worker.sources import FileSource, PoolSource, open_source, synthetic_pool
 from w5xde.worker.topology import targets
@@ -210,9 +213,6 @@ def test_the_largest_batch_decompresses() -> None:
 def test_a_stream_context_s_tables_fit_its_window_at_every_level(level: int) -> None:
     """zstd sizes a stream's tables for large inputs (41 MB at level 12): `level: auto`
     probes 9 and 12 in every stream, and a worker held 118 MB instead of 60."""
-    from w5xde.worker.codec import STREAM_TABLE_LOG, stream_parameters
-    from w5xde.worker.level_policy import Prober
-
     params = stream_parameters(level)
     assert params.window_log == 17
     assert params.hash_log <= STREAM_TABLE_LOG
