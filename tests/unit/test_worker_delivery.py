@@ -138,8 +138,14 @@ def test_resize_hands_unacknowledged_batches_to_the_remaining_peers(
     first, second, third = workers(3, workload={"batchBytes": 16384, "topology": "all-to-all"})
     wait_for(lambda: third.report().batches > 20 and second.report().batches > 20)
     third.stop(grace_seconds=0)
-    # The stream to the stopped worker keeps its window until it is told the peer left.
-    wait_for(lambda: first.extras().unacked_batches > 0)
+    # The stream to the stopped worker keeps its window until it is told the peer left
+    # (its own window: the worker's total also counts the stream to the second one).
+    to_third = third.config.peers[2]
+    wait_for(
+        lambda: any(
+            stream.unacked > 0 for (peer, _), stream in first._streams.items() if peer == to_third
+        )
+    )
     received_before = second.report().batches
     first.resize(2)
     wait_for(lambda: first.report().resent_batches > 0)
